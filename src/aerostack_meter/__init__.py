@@ -1,0 +1,3 @@
+"""aerostack-meter: meter LLM token usage per consumer for the Aerostack Gateway billing API."""
+
+__all__: list[str] = []
