@@ -1,3 +1,46 @@
-"""aerostack-meter: meter LLM token usage per consumer for the Aerostack Gateway billing API."""
+"""aerostack-meter: meter LLM token usage per consumer for the Aerostack Gateway billing API.
 
-__all__: list[str] = []
+    import aerostack_meter
+    aerostack_meter.init(api_id="api_chat_bot")        # or: import aerostack_meter.auto
+    with aerostack_meter.consumer("usr_123"):
+        client.chat.completions.create(...)            # metered, reported in the background
+"""
+
+from ._config import DEFAULT_BASE_URL, Settings
+from ._context import carry_consumer, consumer
+from ._errors import AerostackMeterError, ConfigError, MissingConsumerError
+from ._events import UsageEvent
+from ._global import aflush, current_consumer, flush, get_meter, init, log, shutdown, stats
+from ._instrument import instrument, uninstrument
+from ._meter import Meter
+from ._stats import Stats
+from ._usage import MetricPolicy, Usage
+from ._version import __version__
+from ._wrap import wrap
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AerostackMeterError",
+    "ConfigError",
+    "Meter",
+    "MetricPolicy",
+    "MissingConsumerError",
+    "Settings",
+    "Stats",
+    "Usage",
+    "UsageEvent",
+    "__version__",
+    "aflush",
+    "carry_consumer",
+    "consumer",
+    "current_consumer",
+    "flush",
+    "get_meter",
+    "init",
+    "instrument",
+    "log",
+    "shutdown",
+    "stats",
+    "uninstrument",
+    "wrap",
+]

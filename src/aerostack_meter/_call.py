@@ -1,0 +1,145 @@
+"""One metered call's lifecycle, free of I/O: begin, observe stream events, end exactly once.
+
+The provider seam lives here too: an :class:`Endpoint` says, for one family of SDK methods, how
+to prepare the arguments, what kind of object a call returned, where usage lives in a response,
+and how to reduce a stream's events to usage. Everything else is generic.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._estimate import estimate_input_tokens, tokens_from_chars
+from ._log import log_limited
+from ._usage import Usage
+
+if TYPE_CHECKING:
+    from ._meter import Attribution, Meter
+
+__all__ = ["Call", "Endpoint", "Kind", "Reducer"]
+
+Kind = Literal["response", "stream", "manager", "raw", "ignore"]
+
+
+class Reducer:
+    """Per-stream state: folds events into usage. Providers subclass it and override ``observe``.
+
+    ``observe`` returns True to hide an event from the user (an injected usage-only chunk).
+    Cumulative fields are overwritten (last value wins), never added up.
+    """
+
+    __slots__ = ("chars", "exact", "kwargs", "model", "provider", "response_id", "started")
+
+    def __init__(self, provider: str, kwargs: Mapping[str, Any]) -> None:
+        self.provider = provider
+        self.kwargs = kwargs
+        self.exact: Usage | None = None  # complete usage, once the provider sent it
+        self.chars = 0  # output characters seen (for estimates only; no text is kept)
+        self.model: str | None = kwargs.get("model") if isinstance(kwargs.get("model"), str) else None
+        self.response_id: str | None = None
+        self.started = False
+
+    def observe(self, event: Any) -> bool:
+        return False
+
+    def partial(self) -> Usage | None:
+        """Usage known exactly so far (e.g. Anthropic's input tokens from ``message_start``)."""
+        return None
+
+    def final(self, complete: bool) -> Usage | None:
+        """Usage to bill when the stream ends; ``complete`` is False for an early end."""
+        if self.exact is not None:
+            return self.exact
+        if complete and not self.estimate_when_complete():
+            return None
+        return self.estimate()
+
+    def estimate_when_complete(self) -> bool:
+        return False
+
+    def estimate(self) -> Usage:
+        known = self.partial()
+        out = tokens_from_chars(self.chars) if self.chars else 0
+        if known is not None:
+            output = max(known.output_tokens, out)
+            inp = known.input_tokens
+            return Usage(self.provider, self.model, inp, output, inp + output,
+                         known.cached_input_tokens, known.cache_write_tokens,
+                         server_tool_use=known.server_tool_use, response_id=self.response_id,
+                         estimated=True)
+        inp = estimate_input_tokens(self.kwargs)
+        return Usage(self.provider, self.model, inp, out, inp + out,
+                     response_id=self.response_id, estimated=True)
+
+
+class Endpoint:
+    """What one family of SDK methods needs from a provider. Subclass per provider surface."""
+
+    provider = "unknown"
+    name = "call"
+
+    def prepare(self, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """Arguments to send (a copy if changed; never mutate the caller's) and a hint for the reducer."""
+        return kwargs, None
+
+    def kind(self, result: Any) -> Kind:
+        return "response"
+
+    def usage(self, response: Any) -> Usage | None:
+        """Usage in a parsed, complete response; ``None`` when it carries none."""
+        return None
+
+    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
+        return Reducer(self.provider, kwargs)
+
+    def snapshot_usage(self, stream: Any, reducer: Reducer) -> Usage | None:
+        """For stream managers: usage from the entered stream's final snapshot (None if unknown)."""
+        return None
+
+    def parse_raw(self, raw: Any) -> Any:
+        """For raw responses: the parsed body, if it can be had without consuming anything."""
+        return None
+
+
+class Call:
+    """One call being metered; ends once, whichever of its endings comes first."""
+
+    __slots__ = ("attribution", "done", "endpoint", "kwargs", "meter")
+
+    def __init__(self, meter: Meter, attribution: Attribution, endpoint: Endpoint,
+                 kwargs: Mapping[str, Any]) -> None:
+        self.meter = meter
+        self.attribution = attribution
+        self.endpoint = endpoint
+        self.kwargs = kwargs
+        self.done = False
+
+    def end(self, usage: Usage | None, model: str | None = None) -> None:
+        """Bill ``usage`` (or count it missing). Idempotent; never raises."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            if usage is None:
+                m = model or self.kwargs.get("model")
+                self.meter.usage_missing(self.endpoint.provider, m if isinstance(m, str) else None)
+            else:
+                self.meter.record(usage, self.attribution)
+        except Exception:  # pragma: no cover - metering must never break the caller
+            self.meter.counters.add("internal_errors")
+            log_limited("call_end", logging.ERROR, "aerostack_meter: failed to record usage", exc_info=True)
+        finally:
+            self.kwargs = {}  # drop the reference to the request (and its text) as soon as we can
+
+    def end_stream(self, reducer: Reducer, complete: bool) -> None:
+        if self.done:
+            return
+        try:
+            usage = reducer.final(complete)
+        except Exception:
+            self.meter.counters.add("internal_errors")
+            log_limited("reducer", logging.ERROR, "aerostack_meter: stream usage failed", exc_info=True)
+            usage = None
+        self.end(usage, reducer.model)

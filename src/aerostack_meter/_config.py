@@ -1,0 +1,233 @@
+"""Frozen settings: explicit arguments, then the environment, then defaults; validated once."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ._events import UsageEvent
+    from ._usage import MetricPolicy
+    from .sinks import Sink
+
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_LEDGER", "Secret", "Settings", "build_settings"]
+
+DEFAULT_BASE_URL = "https://api.aerostack.dev/v1"
+DEFAULT_LEDGER = "aerostack-usage.db"
+
+MissingConsumerMode = Literal["warn", "raise", "ignore"]
+_MISSING_MODES = ("warn", "raise", "ignore")
+
+
+class Secret:
+    """Holds the API key; its repr, str and format never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> Any:  # never pickle the key into a traceback or a spool
+        raise TypeError("aerostack_meter.Secret cannot be pickled")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the meter needs, validated. Build it with :func:`build_settings`."""
+
+    api_key: Secret | None = None
+    api_id: str | None = None
+    base_url: str = DEFAULT_BASE_URL
+    default_consumer_id: str | None = None
+    ledger_path: str = DEFAULT_LEDGER
+    disabled: bool = False
+    # reporter
+    flush_interval: float = 1.0
+    max_queue_size: int = 100_000
+    coalesce: bool = True
+    concurrency: int = 4
+    connect_timeout: float = 2.0
+    read_timeout: float = 5.0
+    max_retries: int = 20
+    backoff_base: float = 0.25
+    max_backoff: float = 10.0
+    max_retry_after: float = 60.0
+    exit_timeout: float = 2.0
+    handle_sigterm: bool = False
+    allow_insecure: bool = False
+    verify: bool | str | ssl.SSLContext = True
+    transport: httpx.BaseTransport | None = None
+    sink: Sink | None = None
+    spool_path: str | None = None
+    spool_max_bytes: int = 256 * 1024 * 1024
+    # attribution and metrics
+    on_missing_consumer: MissingConsumerMode = "warn"
+    consumer_resolver: Callable[[], str | None] | None = None
+    metrics: MetricPolicy = "tokens"
+    before_send: Callable[[UsageEvent], UsageEvent | None] | None = None
+    # instrumentation
+    instrument: bool | tuple[str, ...] = True
+    stream_usage: bool | Callable[[str], bool] | Mapping[str, bool] = True
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the dataclass repr would be fine (Secret hides itself); keep it short
+        return (
+            f"Settings(base_url={self.base_url!r}, api_id={self.api_id!r}, "
+            f"api_key={'set' if self.api_key else 'unset'}, sink={type(self.sink).__name__ if self.sink else None})"
+        )
+
+
+_OPTION_NAMES = {f.name for f in fields(Settings)} - {"api_key", "api_id", "base_url", "extra"}
+
+
+def _env(name: str, environ: Mapping[str, str]) -> str | None:
+    value = environ.get(name)
+    return value if value not in (None, "") else None
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_positive(name: str, value: Any, *, integer: bool = False, allow_zero: bool = False) -> None:
+    kinds: tuple[type, ...] = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise ConfigError(name, f"must be a {'whole number' if integer else 'number'}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(name, f"must be finite, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(name, f"must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
+
+
+def _check_id(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ConfigError(name, f"must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise ConfigError(name, "must not be empty")
+
+
+def validate_base_url(url: Any, *, allow_insecure: bool) -> str:
+    if not isinstance(url, str):
+        raise ConfigError("base_url", f"must be a string, got {type(url).__name__}")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("base_url", f"must be an http(s) URL with a host, got {url!r}")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure:
+        raise ConfigError(
+            "base_url",
+            f"plain http to a non-loopback host ({parts.hostname}) would send the API key in clear; "
+            "use https, or pass allow_insecure=True",
+        )
+    return url.rstrip("/")
+
+
+def build_settings(
+    api_key: str | None = None,
+    *,
+    api_id: str | None = None,
+    base_url: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    **options: Any,
+) -> Settings:
+    """Merge explicit arguments over the environment over defaults, and validate the result."""
+    env = os.environ if environ is None else environ
+    unknown = sorted(set(options) - _OPTION_NAMES)
+    if unknown:
+        raise ConfigError(unknown[0], f"unknown option; known options are {', '.join(sorted(_OPTION_NAMES))}")
+
+    key = api_key if api_key is not None else _env("AEROSTACK_API_KEY", env)
+    if key is not None and (not isinstance(key, str) or not key.strip()):
+        raise ConfigError("api_key", "must be a non-empty string")
+    api_id = api_id if api_id is not None else _env("AEROSTACK_API_ID", env)
+    _check_id("api_id", api_id)
+    options.setdefault("default_consumer_id", _env("AEROSTACK_METER_DEFAULT_CONSUMER", env))
+    _check_id("default_consumer_id", options["default_consumer_id"])
+    if "ledger_path" not in options and _env("AEROSTACK_METER_LEDGER", env):
+        options["ledger_path"] = _env("AEROSTACK_METER_LEDGER", env)
+    if "spool_path" not in options and _env("AEROSTACK_METER_SPOOL", env):
+        options["spool_path"] = _env("AEROSTACK_METER_SPOOL", env)
+    if "disabled" not in options:
+        options["disabled"] = (_env("AEROSTACK_METER_DISABLED", env) or "").lower() in ("1", "true", "yes", "on")
+
+    for name in ("flush_interval", "connect_timeout", "read_timeout", "max_backoff", "backoff_base",
+                 "max_retry_after"):
+        if name in options:
+            _check_positive(name, options[name])
+    if "exit_timeout" in options:
+        _check_positive("exit_timeout", options["exit_timeout"], allow_zero=True)
+    for name in ("max_queue_size", "concurrency", "spool_max_bytes"):
+        if name in options:
+            _check_positive(name, options[name], integer=True)
+    if "max_retries" in options:
+        _check_positive("max_retries", options["max_retries"], integer=True, allow_zero=True)
+    for name in ("coalesce", "disabled", "handle_sigterm", "allow_insecure"):
+        if name in options and not isinstance(options[name], bool):
+            raise ConfigError(name, f"must be True or False, got {options[name]!r}")
+    mode = options.get("on_missing_consumer", "warn")
+    if mode not in _MISSING_MODES:
+        raise ConfigError("on_missing_consumer", f"must be one of {_MISSING_MODES}, got {mode!r}")
+    for name in ("consumer_resolver", "before_send"):
+        if options.get(name) is not None and not callable(options[name]):
+            raise ConfigError(name, "must be callable")
+    if "metrics" in options:
+        from ._usage import check_policy
+
+        check_policy(options["metrics"])
+    verify = options.get("verify", True)
+    if not isinstance(verify, (bool, str, ssl.SSLContext)):
+        raise ConfigError("verify", "must be True/False, a CA bundle path, or an ssl.SSLContext")
+    for name in ("ledger_path", "spool_path"):
+        if options.get(name) is not None and not isinstance(options[name], (str, os.PathLike)):
+            raise ConfigError(name, "must be a path")
+        if options.get(name) is not None:
+            options[name] = os.fspath(options[name])
+    instrument = options.get("instrument", True)
+    if isinstance(instrument, (list, tuple, set, frozenset)):
+        known = ("openai", "anthropic")
+        bad = [p for p in instrument if p not in known]
+        if bad:
+            raise ConfigError("instrument", f"unknown provider {bad[0]!r}; known: {known}")
+        options["instrument"] = tuple(instrument)
+    elif not isinstance(instrument, bool):
+        raise ConfigError("instrument", "must be True/False or a list of provider names")
+
+    url = base_url if base_url is not None else (_env("AEROSTACK_BASE_URL", env) or DEFAULT_BASE_URL)
+    url = validate_base_url(url, allow_insecure=bool(options.get("allow_insecure", False)))
+
+    return Settings(
+        api_key=Secret(key) if key is not None else None, api_id=api_id, base_url=url, **options
+    )

@@ -1,0 +1,72 @@
+"""Token estimates for streams that end before the provider reported usage.
+
+``tiktoken`` is used for input text when it is installed *and* its encoding loads offline;
+otherwise (and always for output, which is counted as it streams, without keeping text) the
+documented approximation is one token per four characters, rounded up, at least one.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["count_chars", "estimate_input_tokens", "tokens_from_chars"]
+
+_TEXT_KEYS = ("content", "text", "input", "prompt", "system", "instructions", "messages", "parts")
+
+
+def tokens_from_chars(chars: int) -> int:
+    return max(1, -(-chars // 4))
+
+
+def count_chars(value: Any, _depth: int = 0) -> int:
+    """Characters of text in a request argument (strings, lists, dicts of content parts)."""
+    if _depth > 8:
+        return 0
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, Mapping):
+        return sum(count_chars(value[k], _depth + 1) for k in _TEXT_KEYS if k in value)
+    if isinstance(value, (list, tuple)):
+        return sum(count_chars(v, _depth + 1) for v in value)
+    return 0
+
+
+@functools.lru_cache(maxsize=1)
+def _encoder() -> Any:
+    try:
+        import tiktoken
+
+        return tiktoken.get_encoding("o200k_base")
+    except Exception:  # not installed, or its files cannot be fetched offline
+        return None
+
+
+def _texts(value: Any, out: list[str], depth: int = 0) -> None:
+    if depth > 8:
+        return
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, Mapping):
+        for k in _TEXT_KEYS:
+            if k in value:
+                _texts(value[k], out, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _texts(v, out, depth + 1)
+
+
+def estimate_input_tokens(kwargs: Mapping[str, Any]) -> int:
+    """Input tokens of a request, estimated from its text (no text is kept)."""
+    enc = _encoder()
+    if enc is not None:
+        texts: list[str] = []
+        for key in _TEXT_KEYS:
+            if key in kwargs:
+                _texts(kwargs[key], texts)
+        try:
+            return max(1, sum(len(enc.encode(t, disallowed_special=())) for t in texts))
+        except Exception:
+            pass
+    return tokens_from_chars(sum(count_chars(kwargs[k]) for k in _TEXT_KEYS if k in kwargs))

@@ -1,0 +1,111 @@
+"""The process-wide meter behind the module-level functions."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ._context import current_scope
+from ._meter import Meter
+from ._stats import Stats
+
+__all__ = ["aflush", "current_consumer", "flush", "get_meter", "init", "log", "shutdown", "stats"]
+
+_lock = threading.RLock()
+_meter: Meter | None = None
+_init_args: tuple[Any, ...] | None = None
+
+
+def get_meter() -> Meter | None:
+    """The process-wide meter, or ``None`` before ``init()``."""
+    return _meter
+
+
+def _ensure() -> Meter:
+    meter = _meter
+    if meter is None:
+        with _lock:
+            if _meter is None:
+                _set(Meter(), None)
+            meter = _meter
+    assert meter is not None
+    return meter
+
+
+def _set(meter: Meter | None, args: tuple[Any, ...] | None) -> None:
+    global _meter, _init_args
+    _meter, _init_args = meter, args
+
+
+def init(api_key: str | None = None, *, api_id: str | None = None, base_url: str | None = None,
+         **options: Any) -> Meter:
+    """Configure the process-wide meter and instrument every installed, supported SDK.
+
+    Idempotent: a second call with the same arguments returns the same meter; with other
+    arguments it flushes and replaces the old meter (instrumentation is applied once).
+    Bad settings raise :class:`aerostack_meter.ConfigError` naming the setting.
+    """
+    from ._instrument import instrument
+
+    args = (api_key, api_id, base_url, tuple(sorted(options.items(), key=lambda kv: kv[0])))
+    with _lock:
+        if _meter is not None and _init_args == args and not _meter._closed:
+            return _meter
+        meter = Meter(api_key, api_id=api_id, base_url=base_url, **options)
+        old = _meter
+        _set(meter, args)
+    if old is not None:
+        old.shutdown()
+    if not meter.disabled:
+        instrument(meter.settings.instrument)
+    return meter
+
+
+def log(consumer_id: str, units: int, *, metric: str = "units", api_id: str | None = None) -> None:
+    """Manually log tokens or custom metric usage: non-blocking, through the reporter."""
+    _ensure().log(consumer_id, units, metric=metric, api_id=api_id)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Deliver everything recorded so far; True when nothing is left pending."""
+    meter = _meter
+    return True if meter is None else meter.flush(timeout)
+
+
+async def aflush(timeout: float | None = None) -> bool:
+    """``flush()`` that awaits without blocking the event loop."""
+    meter = _meter
+    return True if meter is None else await meter.aflush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush within ``timeout`` and stop the reporter of the process-wide meter."""
+    with _lock:
+        meter = _meter
+        _set(None, None)
+    return True if meter is None else meter.shutdown(timeout)
+
+
+def stats() -> Stats:
+    """A typed snapshot of the process-wide meter's counters."""
+    meter = _meter
+    return Stats() if meter is None else meter.stats()
+
+
+def current_consumer() -> str | None:
+    """The consumer an LLM call made here and now would be billed to (for logs and debugging)."""
+    scope = current_scope()
+    if scope is not None and scope.consumer_id:
+        return scope.consumer_id
+    meter = _meter
+    if meter is None:
+        return None
+    resolver = meter.settings.consumer_resolver
+    if resolver is not None:
+        try:
+            value = resolver()
+            if isinstance(value, str) and value:
+                return value
+        except Exception:
+            return None
+    return meter.settings.default_consumer_id

@@ -1,0 +1,310 @@
+"""The Meter: settings, the reporter and the sink, and the operations users call."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from ._config import Settings, build_settings
+from ._context import current_scope
+from ._errors import MissingConsumerError
+from ._events import UsageEvent
+from ._log import log_limited, log_once, logger
+from ._reporter import Reporter
+from ._stats import Counters, Stats
+from ._usage import MetricPolicy, Usage, apply_policy, to_count
+from .sinks import AerostackSink, LedgerSink, Sink
+
+__all__ = ["Attribution", "Defaults", "Meter"]
+
+_LOCAL_API_ID = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Attribution defaults bound to one wrapped client by ``wrap(client, ...)``."""
+
+    consumer_id: str | None = None
+    api_id: str | None = None
+    metrics: MetricPolicy | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    consumer_id: str
+    api_id: str
+    metrics: MetricPolicy
+
+
+class _CallRecord:
+    """One metered call's usage on its way to the reporter thread, which applies the policy."""
+
+    __slots__ = ("attribution", "usage")
+
+    def __init__(self, usage: Usage, attribution: Attribution) -> None:
+        self.usage = usage
+        self.attribution = attribution
+
+
+class Meter:
+    """A configured meter: records usage and reports it in the background.
+
+    Most applications use the process-wide meter through :func:`aerostack_meter.init`; create a
+    ``Meter`` yourself for tests or for several billing configurations in one process.
+    """
+
+    def __init__(self, api_key: str | None = None, *, api_id: str | None = None,
+                 base_url: str | None = None, **options: Any) -> None:
+        self.settings: Settings = build_settings(api_key, api_id=api_id, base_url=base_url, **options)
+        s = self.settings
+        self.counters = Counters()
+        self.sink: Sink = s.sink if s.sink is not None else self._default_sink(s)
+        self._reporter = Reporter(s, self.sink, self.counters, self._expand)
+        self._spool = None
+        if s.spool_path:
+            from ._spool import attach_spool
+
+            self._spool = attach_spool(self._reporter, s)
+        self._closed = False
+        ref = weakref.ref(self)
+        atexit.register(_exit_hook, ref)
+        if s.handle_sigterm:
+            _install_sigterm(ref)
+
+    @staticmethod
+    def _default_sink(s: Settings) -> Sink:
+        if s.api_key is not None:
+            return AerostackSink(s)
+        if not s.disabled:
+            logger.info("aerostack_meter: no API key configured; recording usage in the local "
+                        "ledger %s (run `aerostack-meter report` to read it)", s.ledger_path)
+        return LedgerSink(s.ledger_path)
+
+    @property
+    def disabled(self) -> bool:
+        return self.settings.disabled
+
+    # -- recording --------------------------------------------------------------------------
+    def log(self, consumer_id: str, units: int, *, metric: str = "units", api_id: str | None = None) -> None:
+        """Log ``units`` of ``metric`` for ``consumer_id``: non-blocking, through the reporter.
+
+        Raises ``TypeError``/``ValueError`` at once for a bad argument; nothing later raises.
+        """
+        for name, value in (("consumer_id", consumer_id), ("metric", metric)):
+            if not isinstance(value, str):
+                raise TypeError(f"aerostack_meter.log: {name} must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise ValueError(f"aerostack_meter.log: {name} must not be empty")
+        if api_id is not None and (not isinstance(api_id, str) or not api_id.strip()):
+            raise TypeError("aerostack_meter.log: api_id must be a non-empty string or None")
+        if isinstance(units, bool) or not isinstance(units, int):
+            raise TypeError(f"aerostack_meter.log: units must be an int, got {type(units).__name__}")
+        if units < 0:
+            raise ValueError(f"aerostack_meter.log: units must be non-negative, got {units}")
+        if to_count(units) is None:
+            raise ValueError("aerostack_meter.log: units is too large (max 2**53 - 1)")
+        if self.settings.disabled:
+            return
+        api = api_id or self._api_id()
+        if api is None:
+            raise ValueError("aerostack_meter.log: no api_id given and none configured (init(api_id=...)"
+                             " or AEROSTACK_API_ID)")
+        self._reporter.put(UsageEvent(consumer_id, api, metric, units))
+
+    def _api_id(self, *candidates: str | None) -> str | None:
+        for c in candidates:
+            if c:
+                return c
+        if self.settings.api_id:
+            return self.settings.api_id
+        if self.settings.api_key is None:  # local ledger: an API id is only a label
+            return _LOCAL_API_ID
+        return None
+
+    def attribute(self, defaults: Defaults | None, site: str) -> Attribution | None:
+        """Who a call made now is billed to, or ``None`` (counted, logged) when nobody is.
+
+        Raises :class:`MissingConsumerError` when the policy is ``"raise"``: before the request.
+        """
+        s = self.settings
+        scope = current_scope()
+        consumer_id = scope.consumer_id if scope is not None else None
+        if consumer_id is None and s.consumer_resolver is not None:
+            try:
+                consumer_id = s.consumer_resolver()
+            except Exception as exc:
+                self.counters.add("internal_errors")
+                log_limited("resolver", logging.ERROR, "aerostack_meter: consumer_resolver raised %s",
+                            type(exc).__name__)
+                consumer_id = None
+            if consumer_id is not None and (not isinstance(consumer_id, str) or not consumer_id):
+                log_limited("resolver_type", logging.ERROR,
+                            "aerostack_meter: consumer_resolver returned %r, not a non-empty string",
+                            type(consumer_id).__name__)
+                consumer_id = None
+        if consumer_id is None and defaults is not None:
+            consumer_id = defaults.consumer_id
+        if consumer_id is None:
+            consumer_id = s.default_consumer_id
+        api_id = self._api_id(scope.api_id if scope else None, defaults.api_id if defaults else None)
+        if consumer_id is None or api_id is None:
+            what = "consumer" if consumer_id is None else "api_id"
+            if s.on_missing_consumer == "raise":
+                raise MissingConsumerError(
+                    f"aerostack_meter: no {what} to bill this {site} call to; wrap it in "
+                    "`with aerostack_meter.consumer(...)`, or set default_consumer_id / api_id")
+            self.counters.add("missing_consumer")
+            if s.on_missing_consumer == "warn":
+                where = _caller_site()
+                log_once(f"missing:{what}:{where}", logging.WARNING,
+                         "aerostack_meter: %s call at %s has no %s; its usage is not billed "
+                         "(use aerostack_meter.consumer(...) or init(default_consumer_id=...))",
+                         site, where, what)
+            return None
+        metrics = (scope.metrics if scope is not None and scope.metrics is not None
+                   else defaults.metrics if defaults is not None and defaults.metrics is not None
+                   else s.metrics)
+        return Attribution(consumer_id, api_id, metrics)
+
+    def record(self, usage: Usage, attribution: Attribution) -> None:
+        """Hand one call's usage to the reporter (the policy runs on the reporter thread)."""
+        self.counters.add("calls_metered")
+        if usage.estimated:
+            self.counters.add("events_estimated")
+        self._reporter.put(_CallRecord(usage, attribution))
+
+    def usage_missing(self, provider: str, model: str | None) -> None:
+        self.counters.add("usage_missing")
+        log_once(f"usage_missing:{provider}:{model}", logging.WARNING,
+                 "aerostack_meter: a %s response for model %r carried no usage; not billed",
+                 provider, model)
+
+    def _expand(self, item: Any) -> Iterable[UsageEvent]:
+        """Queue item -> events. Runs on the reporter thread; never raises."""
+        if type(item) is UsageEvent:
+            events: list[UsageEvent] = [item]
+        else:
+            events = self._events_of(item)
+        hook = self.settings.before_send
+        if hook is None:
+            return events
+        out = []
+        for ev in events:
+            try:
+                changed = hook(ev)
+            except Exception as exc:
+                self._bad("before_send_error", f"before_send raised {type(exc).__name__}")
+                continue
+            if changed is None:
+                self.counters.drop("before_send")
+                continue
+            if not isinstance(changed, UsageEvent) or to_count(changed.units) is None:
+                self._bad("before_send_invalid", "before_send returned something that is not a valid UsageEvent")
+                continue
+            out.append(changed)
+        return out
+
+    def _events_of(self, rec: _CallRecord) -> list[UsageEvent]:
+        usage, att = rec.usage, rec.attribution
+        try:
+            parts = apply_policy(att.metrics, usage)
+            items = list(parts.items()) if isinstance(parts, Mapping) else None
+        except Exception as exc:
+            self._bad("policy_error", f"the metrics policy raised {type(exc).__name__}")
+            return []
+        if items is None:
+            self._bad("policy_invalid", "the metrics policy did not return a mapping")
+            return []
+        events = []
+        for metric, units in items:
+            if not isinstance(metric, str) or not metric or to_count(units) is None or isinstance(units, bool):
+                self._bad("policy_invalid", f"the metrics policy returned an invalid entry for {metric!r}")
+                continue
+            events.append(UsageEvent(att.consumer_id, att.api_id, metric, int(units), usage.provider,
+                                     usage.model, usage.response_id, usage.estimated))
+        return events
+
+    def _bad(self, reason: str, msg: str) -> None:
+        self.counters.drop(reason)
+        log_once(reason, logging.ERROR, "aerostack_meter: %s; the event is dropped", msg)
+
+    # -- delivery ---------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything recorded so far. True when nothing is left pending."""
+        return self._reporter.flush(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> bool:
+        """``flush()`` for asyncio code: waits in a worker thread, never blocks the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout`` (default: the exit budget), then stop the reporter."""
+        if self._closed:
+            return True
+        self._closed = True
+        ok = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
+        if self._spool is not None:
+            self._spool.close()
+        try:
+            self.sink.close()
+        except Exception:  # pragma: no cover
+            logger.debug("sink.close failed", exc_info=True)
+        return ok
+
+    def stats(self) -> Stats:
+        spooled = self._spool.count() if self._spool is not None else 0
+        return self.counters.snapshot(pending=self._reporter.pending, spooled=spooled)
+
+    def __repr__(self) -> str:
+        return f"Meter({self.settings!r})"
+
+
+def _caller_site() -> str:
+    frame: FrameType | None = sys._getframe(2)
+    pkg = __name__.rsplit(".", 1)[0]
+    while frame is not None:
+        mod = frame.f_globals.get("__name__", "")
+        if not (mod.startswith(pkg) or mod.startswith(("openai", "anthropic", "wrapt"))):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"
+
+
+def _exit_hook(ref: weakref.ref[Meter]) -> None:
+    meter = ref()
+    if meter is not None and not meter._closed:
+        try:
+            meter.shutdown()
+        except Exception:  # pragma: no cover - never fail interpreter exit
+            pass
+
+
+def _install_sigterm(ref: weakref.ref[Meter]) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        log_once("sigterm_thread", logging.WARNING,
+                 "aerostack_meter: handle_sigterm needs init() on the main thread; not installed")
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        meter = ref()
+        if meter is not None:
+            meter.shutdown()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        else:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, handler)

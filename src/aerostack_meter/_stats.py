@@ -1,0 +1,81 @@
+"""Counters kept by the meter and the typed snapshot ``stats()`` returns."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+__all__ = ["Counters", "Stats"]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of the meter's counters (all since the process, or its fork, started)."""
+
+    events_enqueued: int = 0
+    events_sent: int = 0
+    requests_sent: int = 0
+    units_sent: Mapping[str, int] = field(default_factory=dict)
+    retries: int = 0
+    ambiguous_retries: int = 0
+    dropped: Mapping[str, int] = field(default_factory=dict)
+    calls_metered: int = 0
+    events_estimated: int = 0
+    usage_missing: int = 0
+    missing_consumer: int = 0
+    queue_overflows: int = 0
+    internal_errors: int = 0
+    pending: int = 0
+    spooled: int = 0
+
+    @property
+    def events_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+
+_INT_FIELDS = (
+    "events_enqueued", "events_sent", "requests_sent", "retries", "ambiguous_retries",
+    "calls_metered", "events_estimated", "usage_missing", "missing_consumer", "queue_overflows",
+    "internal_errors",
+)
+
+
+class Counters:
+    """Mutable counters. Increments take a lock: none of them is on a per-chunk path."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ints: Counter[str] = Counter()
+        self._units: Counter[str] = Counter()
+        self._dropped: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._ints[name] += n
+
+    def sent(self, metric: str, units: int, events: int) -> None:
+        with self._lock:
+            self._units[metric] += units
+            self._ints["events_sent"] += events
+            self._ints["requests_sent"] += 1
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] += n
+
+    def snapshot(self, *, pending: int = 0, spooled: int = 0) -> Stats:
+        with self._lock:
+            ints = {name: self._ints[name] for name in _INT_FIELDS}
+            return Stats(
+                units_sent=MappingProxyType(dict(self._units)),
+                dropped=MappingProxyType(dict(self._dropped)),
+                pending=pending,
+                spooled=spooled,
+                **ints,
+            )
+
+    def after_fork(self) -> None:
+        self.__init__()  # type: ignore[misc]

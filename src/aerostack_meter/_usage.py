@@ -1,0 +1,81 @@
+"""The normalised usage record shared by every provider, and the metric policies applied to it.
+
+Normalisation (see docs/metrics.md): ``input_tokens`` counts every input token, cached reads and
+cache writes included; ``output_tokens`` counts every output token, reasoning included;
+``cached_input_tokens`` and ``cache_write_tokens`` are parts of ``input_tokens``,
+``reasoning_tokens`` a part of ``output_tokens``, the audio counts parts of either.
+``total_tokens`` is the provider's total (``input_tokens + output_tokens`` where it gives none).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from ._errors import ConfigError
+
+__all__ = ["MetricPolicy", "Usage", "apply_policy", "check_policy", "to_count"]
+
+MetricPolicy = Union[Literal["tokens", "split"], Callable[["Usage"], Mapping[str, int]]]
+
+_MAX_UNITS = 2**53  # the largest integer every JSON parser reads exactly
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one LLM call, the same shape for every provider."""
+
+    provider: str
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    audio_input_tokens: int = 0
+    audio_output_tokens: int = 0
+    server_tool_use: Mapping[str, int] = field(default_factory=dict)
+    response_id: str | None = None
+    estimated: bool = False
+
+
+def to_count(value: Any) -> int | None:
+    """A token count from an untrusted value: a non-negative int below 2**53, else ``None``."""
+    if type(value) is int:  # fast path; bool is excluded by the exact type check
+        return value if 0 <= value < _MAX_UNITS else None
+    if isinstance(value, float) and value.is_integer() and 0 <= value < _MAX_UNITS:
+        return int(value)
+    return None
+
+
+def _split(u: Usage) -> dict[str, int]:
+    fresh = u.input_tokens - u.cached_input_tokens - u.cache_write_tokens
+    parts = {
+        "input_tokens": max(fresh, 0),
+        "output_tokens": u.output_tokens,
+        "cached_input_tokens": u.cached_input_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
+    }
+    return {k: v for k, v in parts.items() if v or k in ("input_tokens", "output_tokens")}
+
+
+def apply_policy(policy: MetricPolicy, usage: Usage) -> Mapping[str, Any]:
+    """``{metric: units}`` for one call. The caller validates the units (policies are user code)."""
+    if policy == "tokens":
+        return {"tokens": usage.total_tokens}
+    if policy == "split":
+        return _split(usage)
+    return policy(usage)  # type: ignore[operator]
+
+
+def check_policy(policy: Any) -> None:
+    if policy in ("tokens", "split") or callable(policy):
+        return
+    raise ConfigError("metrics", f'must be "tokens", "split" or a callable usage -> {{metric: units}}, got {policy!r}')
+
+
+def valid_units(value: Any) -> bool:
+    return type(value) is int and 0 <= value < _MAX_UNITS and not math.isnan(value)

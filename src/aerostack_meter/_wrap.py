@@ -1,0 +1,100 @@
+"""``wrap(client)``: meter one client instance through a transparent proxy, without patching.
+
+The proxy forwards every attribute; the resource paths a provider lists (``chat.completions``,
+``messages``, their ``with_raw_response`` variants, ...) come back as proxies whose listed methods
+are metered. ``isinstance`` checks and static types are kept (``wrap`` returns the client's type).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import wrapt
+
+from ._call import Endpoint
+from ._context import _check_id
+from ._meter import Defaults, Meter
+from ._usage import MetricPolicy, check_policy
+from ._wrapping import make_wrapper
+
+__all__ = ["CLIENT", "wrap"]
+
+T = TypeVar("T")
+
+CLIENT = "__client__"  # a node value: the attribute is a method returning a client (with_options, copy)
+
+Node = Mapping[str, Any]  # name -> Endpoint | Node | CLIENT
+
+
+class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc]
+    def __init__(self, wrapped: Any, node: Node, root: Node, get_meter: Any, defaults: Defaults) -> None:
+        super().__init__(wrapped)
+        self._self_node = node
+        self._self_root = root
+        self._self_get_meter = get_meter
+        self._self_defaults = defaults
+        self._self_cache: dict[str, Any] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self.__wrapped__, name)
+        spec = self._self_node.get(name) if not name.startswith("_self_") else None
+        if spec is None:
+            return value
+        cached = self._self_cache.get(name)
+        if cached is not None and cached.__wrapped__ is value:
+            return cached
+        if isinstance(spec, Endpoint):
+            is_async = inspect.iscoroutinefunction(value)
+            out: Any = wrapt.FunctionWrapper(
+                value, make_wrapper(spec, is_async, self._self_get_meter, self._self_defaults))
+        elif spec == CLIENT:
+            root, get_meter, defaults = self._self_root, self._self_get_meter, self._self_defaults
+
+            def rewrap(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                return _Proxy(wrapped(*args, **kwargs), root, root, get_meter, defaults)
+
+            out = wrapt.FunctionWrapper(value, rewrap)
+        else:
+            out = _Proxy(value, spec, self._self_root, self._self_get_meter, self._self_defaults)
+        self._self_cache[name] = out
+        return out
+
+    def __repr__(self) -> str:
+        return repr(self.__wrapped__)
+
+
+def _tree_for(client: Any) -> Node:
+    for cls in type(client).__mro__:
+        top = cls.__module__.split(".", 1)[0]
+        if top in ("openai", "anthropic"):
+            mod = importlib.import_module(f"aerostack_meter.providers.{top}")
+            return mod.PROVIDER.client_tree  # type: ignore[no-any-return]
+    raise TypeError(f"aerostack_meter.wrap: unsupported client type {type(client).__name__}; "
+                    "expected an openai or anthropic client")
+
+
+def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None,
+         metrics: MetricPolicy | None = None, meter: Meter | None = None) -> T:
+    """Meter this one client (and nothing else), billing to these defaults unless a
+    ``consumer()`` scope says otherwise. Uses the process-wide meter unless ``meter`` is given."""
+    _check_id("consumer_id", consumer_id, optional=True)
+    _check_id("api_id", api_id, optional=True)
+    if metrics is not None:
+        check_policy(metrics)
+    if isinstance(client, _Proxy):
+        client = client.__wrapped__
+    tree = _tree_for(client)
+    if meter is not None:
+        explicit = meter
+
+        def get_meter() -> Meter | None:
+            return explicit
+    else:
+        from ._global import _ensure
+
+        _ensure()
+        from ._global import get_meter
+    return _Proxy(client, tree, tree, get_meter, Defaults(consumer_id, api_id, metrics))  # type: ignore[return-value]

@@ -1,0 +1,184 @@
+"""The wrapper factory shared by patching and proxying, and the patch registry.
+
+``make_wrapper`` builds one ``wrapt`` wrapper for a method: resolve who is billed (before the
+request, so ``on_missing_consumer="raise"`` stops unbillable spend), let the endpoint prepare the
+arguments, call through with a re-entrancy guard (so an SDK helper that calls another metered
+method is counted once, and so is a call both patched and proxied), and hand the result to the
+call's lifecycle. The sync and async wrappers differ only by an ``await``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import inspect
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import wrapt
+
+from ._call import Call, Endpoint
+from ._log import log_limited
+from ._meter import Defaults, Meter
+from ._streams import ManagerProxy, RawProxy, proxy_stream
+
+__all__ = ["MeterWrapper", "PatchSet", "Target", "finish", "make_wrapper"]
+
+_active: contextvars.ContextVar[bool] = contextvars.ContextVar("aerostack_meter_active", default=False)
+
+MeterGetter = Callable[[], "Meter | None"]
+
+
+def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
+           kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any], Any]:
+    attribution = meter.attribute(defaults, f"{endpoint.provider} {endpoint.name}")  # may raise
+    if attribution is None:
+        return None, kwargs, None
+    try:
+        kwargs, hint = endpoint.prepare(instance, kwargs)
+    except Exception:
+        _internal(meter, "prepare")
+        hint = None
+    return Call(meter, attribution, endpoint, kwargs), kwargs, hint
+
+
+def finish(call: Call, hint: Any, result: Any) -> Any:
+    """Meter ``result`` (or arrange for its stream to be metered) and return what the user gets."""
+    endpoint = call.endpoint
+    try:
+        kind = endpoint.kind(result)
+        if kind == "response":
+            if not call.done:
+                call.end(endpoint.usage(result), getattr(result, "model", None))
+            return result
+        if kind == "stream":
+            return proxy_stream(result, call, endpoint.reducer(call.kwargs, hint))
+        if kind == "manager":
+            return ManagerProxy(result, call, endpoint.reducer(call.kwargs, hint))
+        if kind == "raw":
+            parsed = endpoint.parse_raw(result)
+            if parsed is not None:
+                finish(call, hint, parsed)
+            return RawProxy(result, lambda body: finish(call, hint, body))
+    except Exception:
+        _internal(call.meter, "finish")
+    return result
+
+
+def _internal(meter: Meter, where: str) -> None:
+    meter.counters.add("internal_errors")
+    log_limited("wrap_" + where, logging.ERROR, "aerostack_meter: internal error in %s; the call "
+                "goes on unmetered", where, exc_info=True)
+
+
+def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
+                 defaults: Defaults | None = None) -> Callable[..., Any]:
+    """A ``wrapt`` wrapper function ``(wrapped, instance, args, kwargs)`` for one method."""
+
+    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        meter = get_meter()
+        if meter is None or meter.settings.disabled or _active.get():
+            return wrapped(*args, **kwargs)
+        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs)
+        if call is None:
+            return wrapped(*args, **kwargs)
+        token = _active.set(True)
+        try:
+            result = wrapped(*args, **kwargs)
+        finally:
+            _active.reset(token)
+        return finish(call, hint, result)
+
+    async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> Any:
+        meter = get_meter()
+        if meter is None or meter.settings.disabled or _active.get():
+            return await wrapped(*args, **kwargs)
+        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs)
+        if call is None:
+            return await wrapped(*args, **kwargs)
+        token = _active.set(True)
+        try:
+            result = await wrapped(*args, **kwargs)
+        finally:
+            _active.reset(token)
+        return finish(call, hint, result)
+
+    return async_wrapper if is_async else sync_wrapper
+
+
+class MeterWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+    """Marks our own wrappers, so we never wrap twice and unpatch only what is ours."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One method to patch: ``module.attr_path`` (e.g. ``"Completions.create"``)."""
+
+    module: str
+    path: str
+    endpoint: Endpoint
+    is_async: bool | None = None  # None: detected from the original function
+
+
+class PatchSet:
+    """A provider's patch targets, applied once and removed exactly."""
+
+    def __init__(self, name: str, targets: Callable[[], Sequence[Target]]) -> None:
+        self.name = name
+        self._targets = targets
+        self._lock = threading.Lock()
+        self._applied: list[tuple[Any, str, Any, MeterWrapper, list[bool]]] = []
+
+    @property
+    def patched(self) -> bool:
+        return bool(self._applied)
+
+    def patch(self) -> int:
+        """Wrap every target found in the installed SDK; a second call is a no-op."""
+        from ._global import get_meter
+
+        with self._lock:
+            if self._applied:
+                return 0
+            for target in self._targets():
+                try:
+                    module = importlib.import_module(target.module)
+                except ImportError:
+                    continue
+                *parents, attr = target.path.split(".")
+                owner: Any = module
+                try:
+                    for p in parents:
+                        owner = getattr(owner, p)
+                except AttributeError:
+                    continue
+                original = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+                if original is None or isinstance(original, MeterWrapper):
+                    continue
+                is_async = target.is_async
+                if is_async is None:
+                    is_async = inspect.iscoroutinefunction(original)
+                on = [True]
+
+                def getter(on: list[bool] = on) -> Meter | None:
+                    return get_meter() if on[0] else None
+
+                wrapper = MeterWrapper(original, make_wrapper(target.endpoint, is_async, getter))
+                setattr(owner, attr, wrapper)
+                self._applied.append((owner, attr, original, wrapper, on))
+            return len(self._applied)
+
+    def unpatch(self) -> None:
+        """Restore the originals. Where another library wrapped on top of ours, ours is disabled
+        in place instead (removing it would remove theirs too)."""
+        with self._lock:
+            for owner, attr, original, wrapper, on in reversed(self._applied):
+                on[0] = False
+                current = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
+                if current is wrapper:
+                    setattr(owner, attr, original)
+            self._applied.clear()

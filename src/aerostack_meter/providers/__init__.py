@@ -1,0 +1,1 @@
+"""Provider modules: which SDK methods to wrap and where usage lives. Imported lazily."""

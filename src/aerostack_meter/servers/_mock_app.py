@@ -1,0 +1,229 @@
+"""The mock LLM server's ASGI app: provider endpoints (raw ASGI) and `/_mock/*` (Starlette)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from . import _mock_anthropic, _mock_openai
+from ._asgi import BodyTooLarge, read_body, send_json
+from ._mock_plan import JsonPlan, RequestInfo, StreamPlan, next_seq
+from ._mock_usage import ControlError, Controls, Tally
+from ._runner import Closing, Receive, Scope, Send, mark_intentional_drop
+
+__all__ = ["MockLLMApp"]
+
+Handler = Callable[[Mapping[str, Any], RequestInfo], "JsonPlan | StreamPlan"]
+
+
+@dataclass(frozen=True)
+class _Endpoint:
+    name: str
+    handler: Handler
+    error_body: Callable[[int, str], dict[str, Any]]
+
+
+_ENDPOINTS = {
+    "/v1/chat/completions": _Endpoint("openai.chat", _mock_openai.chat, _mock_openai.error_body),
+    "/v1/responses": _Endpoint("openai.responses", _mock_openai.responses, _mock_openai.error_body),
+    "/v1/completions": _Endpoint("openai.completions", _mock_openai.completions, _mock_openai.error_body),
+    "/v1/embeddings": _Endpoint("openai.embeddings", _mock_openai.embeddings, _mock_openai.error_body),
+    "/v1/messages": _Endpoint("anthropic.messages", _mock_anthropic.messages, _mock_anthropic.error_body),
+    "/v1/messages/count_tokens": _Endpoint(
+        "anthropic.count_tokens", _mock_anthropic.count_tokens, _mock_anthropic.error_body
+    ),
+}
+_NOT_BILLED = {"anthropic.count_tokens"}
+
+
+def _consumer(controls: Controls, body: Mapping[str, Any]) -> str:
+    if controls.consumer:
+        return controls.consumer
+    for key in ("user", "safety_identifier"):
+        value = body.get(key)
+        if isinstance(value, str) and value:
+            return value
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        value = metadata.get("user_id")
+        if isinstance(value, str) and value:
+            return value
+    return "anonymous"
+
+
+class MockLLMApp:
+    def __init__(self, defaults: Controls, closing: Closing) -> None:
+        defaults.validate()
+        self.defaults = defaults
+        self.closing = closing
+        self.tally = Tally()
+        self.stats: Counter[str] = Counter()
+        self.by_endpoint: Counter[str] = Counter()
+        self._control = Starlette(
+            routes=[
+                Route("/_mock/health", self._health, methods=["GET"]),
+                Route("/_mock/usage", self._usage, methods=["GET"]),
+                Route("/_mock/stats", self._stats, methods=["GET"]),
+                Route("/_mock/reset", self._reset, methods=["POST"]),
+            ]
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = _ENDPOINTS.get(scope["path"].rstrip("/")) if scope["type"] == "http" else None
+        if endpoint is None:
+            if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+                body = _mock_openai.error_body(404, f"unknown endpoint {scope['path']}")
+                await send_json(send, 404, body)
+                return
+            await self._control(scope, receive, send)
+            return
+        await self._serve(endpoint, scope, receive, send)
+
+    async def _serve(self, endpoint: _Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+        self.stats["requests"] += 1
+        self.by_endpoint[endpoint.name] += 1
+        if scope["method"] != "POST":
+            self.stats["bad_requests"] += 1
+            await send_json(send, 405, endpoint.error_body(405, "method not allowed"))
+            return
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k.startswith(b"x-mock-")
+        }
+        try:
+            controls = self.defaults.with_headers(headers)
+            raw = await read_body(receive, limit=32 * 1024 * 1024)
+            body = json.loads(raw)
+            if not isinstance(body, dict):
+                raise ValueError("body must be a JSON object")
+        except (ControlError, ValueError, BodyTooLarge, UnicodeDecodeError) as exc:
+            self.stats["bad_requests"] += 1
+            await send_json(send, 400, endpoint.error_body(400, f"bad request: {exc}"))
+            return
+
+        if controls.latency_ms > 0 and not await self.closing.sleep(controls.latency_ms / 1000):
+            mark_intentional_drop()
+            return
+        if controls.error is not None:
+            self.stats["errors"] += 1
+            await send_json(send, controls.error, endpoint.error_body(controls.error, "mock error requested"))
+            return
+
+        info = RequestInfo(controls=controls, seq=next_seq())
+        plan = endpoint.handler(body, info)
+        consumer = _consumer(controls, body)
+        billed = controls.usage == "normal" and endpoint.name not in _NOT_BILLED
+        if isinstance(plan, JsonPlan):
+            await send_json(send, 200, plan.body)
+            self.stats["ok"] += 1
+            if billed and plan.usage is not None:
+                self.tally.add(plan.usage, consumer=consumer, endpoint=endpoint.name)
+            return
+        self.stats["streams"] += 1
+        await self._stream(plan, controls, receive, send, consumer if billed else None, endpoint.name)
+
+    async def _stream(
+        self,
+        plan: StreamPlan,
+        controls: Controls,
+        receive: Receive,
+        send: Send,
+        consumer: str | None,
+        endpoint: str,
+    ) -> None:
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                    ],
+                }
+            )
+            deltas = [i for i, frame in enumerate(plan.frames) if frame.delta]
+            abort_at = _cut(deltas, controls.stream_error_after)
+            error_at = _cut(deltas, controls.stream_error_event)
+            delay = controls.chunk_delay_ms / 1000
+            first_delta = True
+            for index, frame in enumerate(plan.frames):
+                if index == abort_at:
+                    self.stats["aborted_streams"] += 1
+                    mark_intentional_drop()
+                    return
+                if index == error_at:
+                    self.stats["stream_error_events"] += 1
+                    await send({"type": "http.response.body", "body": plan.error_frame, "more_body": True})
+                    break
+                if frame.delta:
+                    if not first_delta and delay > 0 and not await self.closing.sleep(delay):
+                        mark_intentional_drop()
+                        return
+                    first_delta = False
+                if disconnected.is_set():
+                    self.stats["client_disconnects"] += 1
+                    return
+                await send({"type": "http.response.body", "body": frame.data, "more_body": True})
+                if frame.tally and consumer is not None and plan.usage is not None:
+                    self.tally.add(plan.usage, consumer=consumer, endpoint=endpoint)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            self.stats["ok"] += 1
+        finally:
+            watcher.cancel()
+
+    # -- control endpoints ----------------------------------------------------------------------
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def _usage(self, request: Request) -> Response:
+        return JSONResponse(self.tally.to_dict())
+
+    async def _stats(self, request: Request) -> Response:
+        keys = (
+            "requests",
+            "ok",
+            "errors",
+            "bad_requests",
+            "streams",
+            "aborted_streams",
+            "stream_error_events",
+            "client_disconnects",
+        )
+        out: dict[str, Any] = {k: self.stats.get(k, 0) for k in keys}
+        out["by_endpoint"] = dict(sorted(self.by_endpoint.items()))
+        out["usage"] = self.tally.to_dict()
+        return JSONResponse(out)
+
+    async def _reset(self, request: Request) -> Response:
+        self.tally = Tally()
+        self.stats.clear()
+        self.by_endpoint.clear()
+        return JSONResponse({"ok": True})
+
+
+def _cut(deltas: list[int], k: int | None) -> int | None:
+    """The frame index at which to cut a stream after `k` content chunks: before the (k+1)-th
+    chunk, or right after the last one when there are no more than `k`."""
+    if k is None or not deltas:
+        return None
+    if k == 0:
+        return deltas[0]
+    return deltas[min(k, len(deltas)) - 1] + 1

@@ -1,0 +1,162 @@
+"""The Aerostack Gateway billing API sink: ``POST {base_url}/gateway/billing/log``, one batch a request."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from .._config import Secret, Settings
+from ._base import OK, Batch, SendResult
+
+__all__ = ["AerostackSink", "parse_retry_after"]
+
+_MAX_BODY = 64 * 1024  # never read more of a response than this (a hostile server may send GBs)
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Statuses after which the server may have processed the request (a proxy timed out or failed
+# in front of a server that may have done the work).
+_AMBIGUOUS_STATUS = frozenset({502, 504})
+
+try:
+    from importlib.metadata import version as _version
+
+    _UA = f"aerostack-meter/{_version('aerostack-meter')}"
+except Exception:  # pragma: no cover - metadata missing in odd installs
+    _UA = "aerostack-meter"
+
+
+def parse_retry_after(value: str | None, *, cap: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), capped."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), cap)
+
+
+def _server_message(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        for field in ("message", "error", "code"):
+            value = data.get(field)
+            if isinstance(value, str) and value:
+                return value
+            if isinstance(value, dict) and isinstance(value.get("message"), str):
+                return str(value["message"])
+    return ""
+
+
+class AerostackSink:
+    """Speaks the billing endpoint over one keep-alive ``httpx.Client`` shared by the sender threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.api_key is None:
+            raise ValueError("AerostackSink needs an API key")
+        self.url = settings.base_url + "/gateway/billing/log"
+        self._key: Secret = settings.api_key
+        self._settings = settings
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def _get_client(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    s = self._settings
+                    kwargs: dict[str, Any] = {
+                        "timeout": httpx.Timeout(s.read_timeout, connect=s.connect_timeout),
+                        "limits": httpx.Limits(
+                            max_connections=s.concurrency, max_keepalive_connections=s.concurrency
+                        ),
+                        "headers": {"User-Agent": _UA, "Content-Type": "application/json"},
+                        "follow_redirects": False,
+                        "verify": s.verify,
+                        "trust_env": False,
+                    }
+                    if s.transport is not None:
+                        kwargs["transport"] = s.transport
+                    self._client = httpx.Client(**kwargs)
+                client = self._client
+        return client
+
+    def send(self, batch: Batch) -> SendResult:
+        body = json.dumps(batch.wire(), ensure_ascii=False, separators=(",", ":")).encode()
+        headers = {"X-Aerostack-Key": self._key.reveal(), "Idempotency-Key": batch.idempotency_key}
+        try:
+            with self._get_client().stream("POST", self.url, content=body, headers=headers) as resp:
+                data = b""
+                for chunk in resp.iter_bytes():
+                    data += chunk
+                    if len(data) >= _MAX_BODY:
+                        break
+                status = resp.status_code
+                retry_after = resp.headers.get("Retry-After")
+        except httpx.TimeoutException as exc:
+            # A connect or pool timeout means nothing was sent; a read/write timeout may mean it was.
+            ambiguous = not isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout))
+            return SendResult("retry", reason=type(exc).__name__, ambiguous=ambiguous)
+        except httpx.ConnectError as exc:
+            return SendResult("retry", reason="ConnectError", message=_safe(exc, self._key))
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            return SendResult("retry", reason=type(exc).__name__, ambiguous=True,
+                              message=_safe(exc, self._key))
+        except httpx.HTTPError as exc:
+            return SendResult("retry", reason=type(exc).__name__, ambiguous=True,
+                              message=_safe(exc, self._key))
+        return self._classify(status, data, retry_after)
+
+    def _classify(self, status: int, data: bytes, retry_after: str | None) -> SendResult:
+        if 200 <= status < 300:
+            if data:
+                try:
+                    parsed = json.loads(data)
+                except ValueError:
+                    return SendResult("ok", reason="unparseable_response")
+                if isinstance(parsed, dict) and parsed.get("success") is False:
+                    return SendResult("fatal", reason="rejected_success_false",
+                                      message=_server_message(data))
+            return OK
+        if status in _RETRY_STATUS:
+            return SendResult(
+                "retry",
+                reason=f"http_{status}",
+                retry_after=parse_retry_after(retry_after, cap=self._settings.max_retry_after),
+                ambiguous=status in _AMBIGUOUS_STATUS,
+                message=_server_message(data),
+            )
+        return SendResult("fatal", reason=f"rejected_{status}", message=_server_message(data))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def after_fork(self) -> None:
+        # Never close inherited connections in the child: a TLS close_notify would break the parent's.
+        self._lock = threading.Lock()
+        self._client = None
+
+    def __repr__(self) -> str:
+        return f"AerostackSink(url={self.url!r}, api_key='***')"
+
+
+def _safe(exc: BaseException, key: Secret) -> str:
+    return str(exc).replace(key.reveal(), "***")

@@ -1,0 +1,66 @@
+"""The sink interface: where the reporter delivers a batch, and what it says about the attempt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = ["Batch", "SendResult", "Sink"]
+
+
+@dataclass(slots=True)
+class Batch:
+    """One request's worth of usage: the exact sum of ``n_events`` events under one key."""
+
+    consumer_id: str
+    api_id: str
+    metric: str
+    units: int
+    n_events: int
+    idempotency_key: str
+    seq: int = 0
+    attempts: int = 0
+    ambiguous_attempts: int = 0
+    first_attempt: float = 0.0
+    spool_id: int | None = None
+    estimated: bool = False
+
+    def wire(self) -> dict[str, object]:
+        return {
+            "consumerId": self.consumer_id,
+            "apiId": self.api_id,
+            "metric": self.metric,
+            "units": self.units,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What happened to one attempt.
+
+    ``ok``: delivered. ``retry``: try again later (after ``retry_after`` seconds if the server said
+    so); ``ambiguous`` when the request may have been processed. ``fatal``: never retry; ``reason``
+    names why (it becomes the drop reason in ``stats()``).
+    """
+
+    outcome: Literal["ok", "retry", "fatal"]
+    reason: str = ""
+    retry_after: float | None = None
+    ambiguous: bool = False
+    message: str = ""
+
+
+OK = SendResult("ok")
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Delivers batches. Called from the reporter's sender threads, possibly concurrently."""
+
+    def send(self, batch: Batch) -> SendResult: ...
+
+    def close(self) -> None: ...
+
+    def after_fork(self) -> None:
+        """Forget inherited connections in a forked child, without I/O on them."""
+        ...
