@@ -1,0 +1,68 @@
+"""Shared fixtures: the local gateway emulator and mock LLM server (real loopback HTTP), and a
+process-wide meter pointed at the gateway, reset around every test that uses it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import aerostack_meter as am
+from aerostack_meter import _log
+from aerostack_meter.servers import start_gateway, start_mock_llm
+
+API_KEY = "ac_secret_test_key_DO_NOT_LEAK"
+API_ID = "api_test"
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[Any]:
+    handle = start_gateway(keys=[API_KEY])
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="session")
+def mock_llm() -> Iterator[Any]:
+    handle = start_mock_llm()
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def meter_factory(gateway: Any) -> Iterator[Any]:
+    """``meter_factory(**options)``: ``aerostack_meter.init()`` against the gateway emulator."""
+    gateway.client.reset()
+    _log._reset_for_tests()
+
+    def make(**options: Any) -> am.Meter:
+        options.setdefault("api_key", API_KEY)
+        options.setdefault("api_id", API_ID)
+        options.setdefault("base_url", gateway.url)
+        options.setdefault("flush_interval", 0.05)
+        return am.init(**options)
+
+    yield make
+    am.shutdown(timeout=5)
+    am.uninstrument()
+
+
+@pytest.fixture
+def meter(meter_factory: Any) -> am.Meter:
+    """The process-wide meter, instrumenting the SDKs, billing to consumer ``default`` unless a
+    scope says otherwise."""
+    return meter_factory(default_consumer_id="default")  # type: ignore[no-any-return]
+
+
+def billed(gateway: Any, timeout: float = 10.0) -> dict[str, int]:
+    """Flush the process-wide meter and return the gateway's units per consumer (all metrics)."""
+    assert am.flush(timeout), "flush timed out"
+    return dict(gateway.client.totals_by_consumer())
+
+
+@pytest.fixture
+def caplog_meter(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="aerostack_meter")
+    return caplog

@@ -1,0 +1,194 @@
+"""The reporter and the Aerostack transport against a real loopback HTTP stand-in."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from aerostack_meter import Meter
+from tests.standin import standin_server
+
+KEY = "ac_secret_reporter_key"
+
+
+def make(url: str, **options: Any) -> Meter:
+    options.setdefault("flush_interval", 0.05)
+    options.setdefault("backoff_base", 0.01)
+    options.setdefault("max_backoff", 0.05)
+    return Meter(KEY, api_id="api_chat_bot", base_url=url, **options)
+
+
+def test_wire_format_is_exact() -> None:
+    with standin_server() as gw:
+        m = make(gw.url)
+        m.log("usr_123xyz", 1500, metric="tokens")
+        assert m.flush(5)
+        m.shutdown()
+        [req] = gw.requests
+        assert req.path == "/v1/gateway/billing/log"
+        assert req.headers["x-aerostack-key"] == KEY
+        assert req.headers["content-type"] == "application/json"
+        assert req.body == {"consumerId": "usr_123xyz", "apiId": "api_chat_bot", "metric": "tokens",
+                            "units": 1500}
+        assert type(req.body["units"]) is int
+        assert req.headers["idempotency-key"].startswith("am-")
+
+
+def test_coalescing_sums_exactly_per_key() -> None:
+    with standin_server() as gw:
+        m = make(gw.url, flush_interval=0.5)
+        expected: dict[tuple[str, str], int] = {}
+        for i in range(300):
+            consumer, metric = f"c{i % 3}", ("tokens", "images")[i % 2]
+            m.log(consumer, i, metric=metric)
+            expected[(consumer, metric)] = expected.get((consumer, metric), 0) + i
+        assert m.flush(5)
+        got: dict[tuple[str, str], int] = {}
+        for r in gw.requests:
+            k = (r.body["consumerId"], r.body["metric"])
+            got[k] = got.get(k, 0) + r.body["units"]
+        assert got == expected
+        assert len(gw.requests) == len(expected)  # one request per key in the window
+        s = m.stats()
+        assert s.events_sent == 300 and s.requests_sent == len(expected)
+        assert s.units_sent["tokens"] + s.units_sent["images"] == sum(range(300))
+        m.shutdown()
+
+
+def test_no_coalescing_sends_one_request_per_event() -> None:
+    with standin_server() as gw:
+        m = make(gw.url, coalesce=False)
+        for _ in range(5):
+            m.log("c", 2)
+        assert m.flush(5)
+        assert [r.body["units"] for r in gw.requests] == [2] * 5
+        assert len({r.headers["idempotency-key"] for r in gw.requests}) == 5
+        m.shutdown()
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        (429, {"Retry-After": "0"}, b'{"code":"RATE_LIMIT_EXCEEDED","message":"slow down"}'),
+        (500, {}, b'{"code":"INTERNAL_ERROR","message":"boom"}'),
+        (503, {}, b""),
+        (502, {}, b"<html>bad gateway</html>"),
+    ],
+    ids=["429", "500", "503", "502"],
+)
+def test_retries_keep_the_idempotency_key(failure: Any) -> None:
+    with standin_server() as gw:
+        gw.respond(failure, failure)
+        m = make(gw.url)
+        m.log("c", 7)
+        assert m.flush(5)
+        assert [r.headers["x-status"] for r in gw.requests] == [str(failure[0])] * 2 + ["200"]
+        assert len({r.headers["idempotency-key"] for r in gw.requests}) == 1
+        assert gw.units_by_consumer() == {"c": 7}
+        s = m.stats()
+        assert s.retries == 2
+        assert s.ambiguous_retries == (2 if failure[0] == 502 else 0)
+        m.shutdown()
+
+
+def test_retry_after_is_honoured() -> None:
+    import time
+
+    with standin_server() as gw:
+        gw.respond((429, {"Retry-After": "1"}, b"{}"))
+        m = make(gw.url)
+        m.log("c", 1)
+        t0 = time.monotonic()
+        assert m.flush(5)
+        assert time.monotonic() - t0 >= 0.95
+        assert len(gw.requests) == 2
+        m.shutdown()
+
+
+@pytest.mark.parametrize("status", [400, 401, 403])
+def test_client_errors_are_not_retried(status: int, caplog: pytest.LogCaptureFixture) -> None:
+    with standin_server() as gw:
+        gw.respond((status, {}, json.dumps({"code": "VALIDATION_ERROR", "message": "bad units"}).encode()))
+        m = make(gw.url)
+        m.log("c", 1)
+        assert m.flush(5)
+        assert len(gw.requests) == 1
+        assert m.stats().dropped == {f"rejected_{status}": 1}
+        assert "bad units" in caplog.text
+        m.shutdown()
+
+
+def test_refused_connection_is_retried_until_the_server_is_back() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens: connections are refused
+    m = Meter(KEY, api_id="a", base_url=f"http://127.0.0.1:{port}/v1", flush_interval=0.05,
+              backoff_base=0.05, max_backoff=0.1)
+    m.log("c", 3)
+    assert not m.flush(0.5)
+    assert m.stats().retries >= 1
+    assert m.stats().pending == 1
+    m.shutdown(0.1)
+
+
+def test_flush_and_shutdown_return_within_their_timeouts() -> None:
+    import time
+
+    with standin_server() as gw:
+        gw.respond(*([(503, {"Retry-After": "30"}, b"")] * 3))
+        m = make(gw.url)
+        m.log("c", 1)
+        t0 = time.monotonic()
+        assert m.flush(0.3) is False
+        assert m.shutdown(0.3) is False
+        assert time.monotonic() - t0 < 1.5
+        assert m.stats().dropped.get("exit_timeout") == 1
+
+
+def test_queue_overflow_keeps_the_totals() -> None:
+    with standin_server() as gw:
+        m = make(gw.url, max_queue_size=10, flush_interval=0.5)
+        for _ in range(1000):
+            m.log("c", 3)
+        assert m.flush(5)
+        assert gw.units_by_consumer() == {"c": 3000}
+        s = m.stats()
+        assert s.queue_overflows > 0
+        assert s.events_enqueued == 1000 and s.events_sent == 1000
+        m.shutdown()
+
+
+def test_many_threads_log_concurrently() -> None:
+    with standin_server() as gw:
+        m = make(gw.url)
+
+        def work(i: int) -> None:
+            for _ in range(500):
+                m.log(f"t{i}", 1)
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert m.flush(5)
+        assert gw.units_by_consumer() == {f"t{i}": 500 for i in range(8)}
+        m.shutdown()
+
+
+def test_hostile_bodies_are_counted_not_raised() -> None:
+    with standin_server() as gw:
+        gw.respond((200, {}, b"<html>hi</html>"), (200, {}, b'{"success": false, "message": "no"}'))
+        m = make(gw.url, coalesce=False)
+        m.log("a", 1)
+        m.log("b", 1)
+        assert m.flush(5)
+        s = m.stats()
+        assert s.events_sent == 1  # the HTML 200 counts as delivered
+        assert s.dropped == {"rejected_success_false": 1}
+        m.shutdown()
