@@ -66,3 +66,9 @@ def billed(gateway: Any, timeout: float = 10.0) -> dict[str, int]:
 def caplog_meter(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG, logger="aerostack_meter")
     return caplog
+
+
+@pytest.fixture(autouse=True)
+def _fresh_log_once() -> None:
+    """Each test sees the library's once-only log lines afresh."""
+    _log._reset_for_tests()

@@ -1,0 +1,148 @@
+"""Exit, fork and subprocess behaviour of the reporter, against a real loopback stand-in."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from aerostack_meter import Meter
+from tests.standin import standin_server
+
+KEY = "ac_secret_process_key"
+
+
+def run_child(code: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_exit_without_flush_delivers_everything() -> None:
+    with standin_server() as gw:
+        proc = run_child(f"""
+            import aerostack_meter as am
+            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, flush_interval=5.0, instrument=False)
+            for i in range(1000):
+                am.log("usr_%d" % (i % 4), 1)
+        """)
+        assert proc.returncode == 0, proc.stderr
+        assert gw.units_by_consumer() == {f"usr_{i}": 250 for i in range(4)}
+
+
+def test_exit_with_the_gateway_down_stays_within_the_budget() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time, aerostack_meter as am
+        am.init({KEY!r}, api_id="api", base_url="http://127.0.0.1:{port}/v1", exit_timeout=1.0,
+                instrument=False)
+        am.log("usr", 5)
+        print(time.monotonic(), flush=True)
+    """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    started_exit = float(proc.stdout.readline())
+    proc.wait(timeout=30)
+    elapsed = time.monotonic() - started_exit
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    assert elapsed < 1.0 + 0.5, elapsed
+
+
+def test_exit_with_nothing_recorded_starts_no_thread() -> None:
+    proc = run_child("""
+        import threading, aerostack_meter as am
+        am.init("k", api_id="a", base_url="http://127.0.0.1:9/v1", instrument=False)
+        am.flush(1)
+        print(threading.active_count())
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "1"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_child_and_parent_events_each_arrive_once() -> None:
+    with standin_server() as gw:
+        m = Meter(KEY, api_id="api", base_url=gw.url, flush_interval=0.3)
+        m.log("parent", 5)  # pending in the parent at fork time
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 0
+            try:
+                m.log("child", 7)
+                code = 0 if m.flush(5) else 3
+            except BaseException:
+                code = 4
+            os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert m.flush(5)
+        m.shutdown()
+        assert gw.units_by_consumer() == {"parent": 5, "child": 7}
+        assert len(gw.accepted()) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_other_threads_hold_locks_does_not_deadlock() -> None:
+    with standin_server() as gw:
+        m = Meter(KEY, api_id="api", base_url=gw.url, flush_interval=0.01)
+        stop = threading.Event()
+
+        def hammer() -> None:
+            while not stop.is_set():
+                m.log("busy", 1)
+                m.stats()
+
+        threads = [threading.Thread(target=hammer) for _ in range(3)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(10):
+                pid = os.fork()
+                if pid == 0:
+                    m.log("forked", 1)
+                    os._exit(0 if m.flush(5) else 3)
+                deadline = time.monotonic() + 10
+                while True:
+                    done, status = os.waitpid(pid, os.WNOHANG)
+                    if done:
+                        assert os.waitstatus_to_exitcode(status) == 0
+                        break
+                    assert time.monotonic() < deadline, "forked child deadlocked"
+                    time.sleep(0.01)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert m.flush(10)
+        m.shutdown()
+        assert gw.units_by_consumer()["forked"] == 10
+
+
+def test_sigterm_handler_flushes_then_chains() -> None:
+    with standin_server() as gw:
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import signal, sys, time, aerostack_meter as am
+            def previous(signum, frame):
+                print("previous handler ran", flush=True)
+                sys.exit(0)
+            signal.signal(signal.SIGTERM, previous)
+            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, flush_interval=30, handle_sigterm=True,
+                    instrument=False)
+            am.log("usr", 9)
+            print("ready", flush=True)
+            time.sleep(30)
+        """)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        proc.terminate()
+        out, _ = proc.communicate(timeout=20)
+        assert "previous handler ran" in out
+        assert proc.returncode == 0
+        assert gw.units_by_consumer() == {"usr": 9}
