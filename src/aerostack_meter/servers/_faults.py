@@ -69,7 +69,13 @@ class FaultConfig:
             if not _is_number(value) or not 0.0 <= float(value) <= 1.0:
                 raise FaultConfigError(f"{name} must be a number between 0 and 1")
             setattr(self, name, float(value))
-        for name in ("fail_next", "rate_limit_next", "drop_next", "lose_response_next", "retry_after"):
+        for name in (
+            "fail_next",
+            "rate_limit_next",
+            "drop_next",
+            "lose_response_next",
+            "retry_after",
+        ):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 raise FaultConfigError(f"{name} must be a non-negative integer")
@@ -147,7 +153,9 @@ class FaultState:
                 return Fault("fail", cfg.fail_status)
             if cfg.fail_rate > 0 and self._rng.random() < cfg.fail_rate:
                 return Fault("fail", self._rng.choice(cfg.fail_statuses))
-            if self._take("drop_next") or (cfg.drop_rate > 0 and self._rng.random() < cfg.drop_rate):
+            if self._take("drop_next") or (
+                cfg.drop_rate > 0 and self._rng.random() < cfg.drop_rate
+            ):
                 return Fault("drop")
             if cfg.bad_body is not None and not cfg.bad_body_commits:
                 return Fault("bad_body", 200, cfg.bad_body)

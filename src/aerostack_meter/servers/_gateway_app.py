@@ -34,7 +34,10 @@ _ERROR_CODES = {
 }
 _HUGE_CHUNK = b'{"pad":"' + b"x" * (64 * 1024 - 8)
 _BAD_BODIES: dict[str, tuple[bytes, bytes]] = {
-    "html": (b"text/html; charset=utf-8", b"<html><body><h1>Welcome</h1><p>Not an API.</p></body></html>"),
+    "html": (
+        b"text/html; charset=utf-8",
+        b"<html><body><h1>Welcome</h1><p>Not an API.</p></body></html>",
+    ),
     "invalid_json": (b"application/json", b'{"success": tru'),
     "empty": (b"application/json", b""),
 }
@@ -77,13 +80,17 @@ class GatewayApp:
         self.stats["requests"] += 1
         if scope["method"] != "POST":
             self.stats["rejected_method"] += 1
-            await send_json(send, 405, _error("VALIDATION_ERROR", "method not allowed"), [(b"allow", b"POST")])
+            await send_json(
+                send, 405, _error("VALIDATION_ERROR", "method not allowed"), [(b"allow", b"POST")]
+            )
             return
         try:
             raw = await read_body(receive)
         except BodyTooLarge:
             self.stats["rejected_validation"] += 1
-            await send_json(send, 413, _error("VALIDATION_ERROR", "request body too large", {"field": "body"}))
+            await send_json(
+                send, 413, _error("VALIDATION_ERROR", "request body too large", {"field": "body"})
+            )
             return
 
         latency = self.faults.config.latency_ms
@@ -107,7 +114,9 @@ class GatewayApp:
             event = parse_billing_body(raw)
         except ValidationFailure as exc:
             self.stats["rejected_validation"] += 1
-            await send_json(send, 400, _error("VALIDATION_ERROR", exc.message, {"field": exc.field}))
+            await send_json(
+                send, 400, _error("VALIDATION_ERROR", exc.message, {"field": exc.field})
+            )
             return
 
         outcome = self.db.log(
@@ -126,7 +135,11 @@ class GatewayApp:
                 _error(
                     "INSUFFICIENT_BALANCE",
                     "insufficient wallet balance",
-                    {"consumerId": event.consumer_id, "balance": outcome.balance, "units": event.units},
+                    {
+                        "consumerId": event.consumer_id,
+                        "balance": outcome.balance,
+                        "units": event.units,
+                    },
                 ),
             )
             return
@@ -165,7 +178,11 @@ class GatewayApp:
             self.fault_stats["fail"] += 1
             self.fault_stats[f"fail_{fault.status}"] += 1
             code = _ERROR_CODES.get(fault.status, "INTERNAL_ERROR")
-            await send_json(send, fault.status, _error(code, f"injected failure {fault.status}", {"injected": True}))
+            await send_json(
+                send,
+                fault.status,
+                _error(code, f"injected failure {fault.status}", {"injected": True}),
+            )
         elif fault.kind == "drop":
             self.fault_stats["drop"] += 1
             await drop_response(send, 200, json_bytes({"success": True, "loggedUnits": 0}))
@@ -180,7 +197,11 @@ class GatewayApp:
     async def _send_huge(self, send: Send) -> None:
         remaining = self.faults.config.huge_bytes
         await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
         )
         while remaining > 0:
             if self.closing.closed:
@@ -210,7 +231,10 @@ class GatewayApp:
     async def _totals(self, request: Request) -> Response:
         by = request.query_params.get("by", "")
         if by not in ("", "consumer", "api", "metric"):
-            return JSONResponse(_error("VALIDATION_ERROR", "by must be consumer, api or metric", {"field": "by"}), 400)
+            return JSONResponse(
+                _error("VALIDATION_ERROR", "by must be consumer, api or metric", {"field": "by"}),
+                400,
+            )
         return JSONResponse({"rows": self.db.totals(by)})
 
     async def _log(self, request: Request) -> Response:
@@ -219,7 +243,9 @@ class GatewayApp:
             limit = int(limit_raw) if limit_raw is not None else None
             after_id = int(request.query_params.get("after_id", "0"))
         except ValueError:
-            return JSONResponse(_error("VALIDATION_ERROR", "limit and after_id must be integers"), 400)
+            return JSONResponse(
+                _error("VALIDATION_ERROR", "limit and after_id must be integers"), 400
+            )
         return JSONResponse({"rows": self.db.log_rows(limit=limit, after_id=after_id)})
 
     async def _duplicates(self, request: Request) -> Response:
@@ -232,7 +258,8 @@ class GatewayApp:
                 isinstance(v, int) and not isinstance(v, bool) for v in data.values()
             ):
                 return JSONResponse(
-                    _error("VALIDATION_ERROR", "body must map consumer ids to integer balances"), 400
+                    _error("VALIDATION_ERROR", "body must map consumer ids to integer balances"),
+                    400,
                 )
             self.db.set_wallets(data)
         return JSONResponse({"wallets": self.db.wallets()})
@@ -255,7 +282,14 @@ class GatewayApp:
         return JSONResponse({"faults": self.faults.snapshot()})
 
     async def _stats(self, request: Request) -> Response:
-        keys = ("requests", "ok", "rejected_auth", "rejected_validation", "rejected_balance", "rejected_method")
+        keys = (
+            "requests",
+            "ok",
+            "rejected_auth",
+            "rejected_validation",
+            "rejected_balance",
+            "rejected_method",
+        )
         out: dict[str, Any] = {k: self.stats.get(k, 0) for k in keys}
         out["injected_fault"] = dict(sorted(self.fault_stats.items()))
         return JSONResponse(out)

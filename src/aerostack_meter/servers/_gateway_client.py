@@ -60,7 +60,9 @@ class GatewayClient:
         return {row["consumerId"]: int(row["units"]) for row in self.totals(by="consumer")}
 
     def log(self, *, limit: int | None = None, after_id: int = 0) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = self._get("/_emulator/log", limit=limit, after_id=after_id)["rows"]
+        rows: list[dict[str, Any]] = self._get("/_emulator/log", limit=limit, after_id=after_id)[
+            "rows"
+        ]
         return rows
 
     def duplicates(self) -> dict[str, int]:

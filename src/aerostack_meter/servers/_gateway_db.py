@@ -62,7 +62,8 @@ class GatewayDB:
         self._conn.execute("PRAGMA busy_timeout=5000")
         self._conn.executescript(_SCHEMA)
         self._wallet_cache: dict[str, int] = {
-            row[0]: int(row[1]) for row in self._conn.execute("SELECT consumer_id, balance FROM wallets")
+            row[0]: int(row[1])
+            for row in self._conn.execute("SELECT consumer_id, balance FROM wallets")
         }
 
     def close(self) -> None:
@@ -99,7 +100,8 @@ class GatewayDB:
                 )
                 if balance is not None:
                     conn.execute(
-                        "UPDATE wallets SET balance = ? WHERE consumer_id = ?", (balance, consumer_id)
+                        "UPDATE wallets SET balance = ? WHERE consumer_id = ?",
+                        (balance, consumer_id),
                     )
                 conn.execute("COMMIT")
             except BaseException:
@@ -128,8 +130,7 @@ class GatewayDB:
         columns = _GROUPINGS[by]
         cols = ", ".join(columns)
         sql = (
-            f"SELECT {cols}, SUM(units), COUNT(*) FROM billing_log"
-            f" GROUP BY {cols} ORDER BY {cols}"
+            f"SELECT {cols}, SUM(units), COUNT(*) FROM billing_log GROUP BY {cols} ORDER BY {cols}"
         )
         with self._lock:
             rows = self._conn.execute(sql).fetchall()

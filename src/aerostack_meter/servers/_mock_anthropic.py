@@ -69,7 +69,11 @@ def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPla
         Frame(sse({"type": "ping"}, "ping")),
         Frame(
             sse(
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
                 "content_block_start",
             )
         ),
@@ -77,7 +81,11 @@ def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPla
     frames += [
         Frame(
             sse(
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": piece},
+                },
                 "content_block_delta",
             ),
             delta=True,
@@ -87,7 +95,9 @@ def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPla
     frames.append(Frame(sse({"type": "content_block_stop", "index": 0}, "content_block_stop")))
     total = usage.output
     # x-mock-repeat-deltas: running cumulative totals, then the final total once more.
-    outputs = [-(-total * i // 3) for i in (1, 2, 3)] + [total] if controls.repeat_deltas else [total]
+    outputs = (
+        [-(-total * i // 3) for i in (1, 2, 3)] + [total] if controls.repeat_deltas else [total]
+    )
     for i, out in enumerate(outputs):
         delta: dict[str, Any] = {
             "type": "message_delta",
@@ -96,5 +106,7 @@ def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPla
         put_usage(delta, usage.anthropic_delta(out), controls.usage)
         frames.append(Frame(sse(delta, "message_delta"), tally=i == len(outputs) - 1))
     frames.append(Frame(sse({"type": "message_stop"}, "message_stop")))
-    error = sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error")
+    error = sse(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error"
+    )
     return StreamPlan(frames, error, usage)

@@ -35,9 +35,15 @@ class _Endpoint:
 _ENDPOINTS = {
     "/v1/chat/completions": _Endpoint("openai.chat", _mock_openai.chat, _mock_openai.error_body),
     "/v1/responses": _Endpoint("openai.responses", _mock_openai.responses, _mock_openai.error_body),
-    "/v1/completions": _Endpoint("openai.completions", _mock_openai.completions, _mock_openai.error_body),
-    "/v1/embeddings": _Endpoint("openai.embeddings", _mock_openai.embeddings, _mock_openai.error_body),
-    "/v1/messages": _Endpoint("anthropic.messages", _mock_anthropic.messages, _mock_anthropic.error_body),
+    "/v1/completions": _Endpoint(
+        "openai.completions", _mock_openai.completions, _mock_openai.error_body
+    ),
+    "/v1/embeddings": _Endpoint(
+        "openai.embeddings", _mock_openai.embeddings, _mock_openai.error_body
+    ),
+    "/v1/messages": _Endpoint(
+        "anthropic.messages", _mock_anthropic.messages, _mock_anthropic.error_body
+    ),
     "/v1/messages/count_tokens": _Endpoint(
         "anthropic.count_tokens", _mock_anthropic.count_tokens, _mock_anthropic.error_body
     ),
@@ -96,7 +102,9 @@ class MockLLMApp:
             await send_json(send, 405, endpoint.error_body(405, "method not allowed"))
             return
         headers = {
-            k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k.startswith(b"x-mock-")
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k.startswith(b"x-mock-")
         }
         try:
             controls = self.defaults.with_headers(headers)
@@ -114,7 +122,9 @@ class MockLLMApp:
             return
         if controls.error is not None:
             self.stats["errors"] += 1
-            await send_json(send, controls.error, endpoint.error_body(controls.error, "mock error requested"))
+            await send_json(
+                send, controls.error, endpoint.error_body(controls.error, "mock error requested")
+            )
             return
 
         info = RequestInfo(controls=controls, seq=next_seq())
@@ -128,7 +138,9 @@ class MockLLMApp:
                 self.tally.add(plan.usage, consumer=consumer, endpoint=endpoint.name)
             return
         self.stats["streams"] += 1
-        await self._stream(plan, controls, receive, send, consumer if billed else None, endpoint.name)
+        await self._stream(
+            plan, controls, receive, send, consumer if billed else None, endpoint.name
+        )
 
     async def _stream(
         self,
@@ -170,7 +182,9 @@ class MockLLMApp:
                     return
                 if index == error_at:
                     self.stats["stream_error_events"] += 1
-                    await send({"type": "http.response.body", "body": plan.error_frame, "more_body": True})
+                    await send(
+                        {"type": "http.response.body", "body": plan.error_frame, "more_body": True}
+                    )
                     break
                 if frame.delta:
                     if not first_delta and delay > 0 and not await self.closing.sleep(delay):

@@ -53,7 +53,9 @@ def _include_usage(body: Mapping[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
-def _reply(body: Mapping[str, Any], prompt: Prompt, info: RequestInfo, *cap_keys: str) -> tuple[list[str], bool]:
+def _reply(
+    body: Mapping[str, Any], prompt: Prompt, info: RequestInfo, *cap_keys: str
+) -> tuple[list[str], bool]:
     visible, capped = cap(body, info.controls.output_tokens, *cap_keys)
     return reply_words(prompt, visible), capped
 
@@ -180,7 +182,11 @@ def _inputs(value: Any) -> list[str]:
     if isinstance(value, list):
         if value and all(isinstance(x, int) for x in value):
             return [" ".join(map(str, value))]
-        return [x if isinstance(x, str) else " ".join(map(str, x)) for x in value if isinstance(x, (str, list))]
+        return [
+            x if isinstance(x, str) else " ".join(map(str, x))
+            for x in value
+            if isinstance(x, (str, list))
+        ]
     return []
 
 
@@ -213,7 +219,13 @@ def responses(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPl
     mode = info.controls.usage
     msg_id = f"msg_mock{info.seq}"
     part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    item_done = {"id": msg_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+    item_done = {
+        "id": msg_id,
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
 
     def response(status: str, output: list[dict[str, Any]]) -> dict[str, Any]:
         instructions = body.get("instructions")
@@ -264,7 +276,13 @@ def responses(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPl
             event(
                 "response.output_item.added",
                 output_index=0,
-                item={"id": msg_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []},
+                item={
+                    "id": msg_id,
+                    "type": "message",
+                    "status": "in_progress",
+                    "role": "assistant",
+                    "content": [],
+                },
             )
         ),
         Frame(

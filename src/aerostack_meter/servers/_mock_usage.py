@@ -103,7 +103,9 @@ def _parse(name: str, raw: str) -> Any:
         if name in _FLOAT_FIELDS:
             return float(raw)
     except ValueError:
-        raise ControlError(f"x-mock-{name.replace('_', '-')} must be a number, got {raw!r}") from None
+        raise ControlError(
+            f"x-mock-{name.replace('_', '-')} must be a number, got {raw!r}"
+        ) from None
     if name == "repeat_deltas":
         return raw.lower() in ("1", "true", "yes", "on")
     return raw or None if name == "consumer" else raw
@@ -253,7 +255,10 @@ class Usage:
     def openai_responses(self) -> dict[str, Any]:
         return {
             "input_tokens": self.prompt,
-            "input_tokens_details": {"cached_tokens": self.cached, "cache_write_tokens": self.cache_write},
+            "input_tokens_details": {
+                "cached_tokens": self.cached,
+                "cache_write_tokens": self.cache_write,
+            },
             "output_tokens": self.output,
             "output_tokens_details": {"reasoning_tokens": self.reasoning},
             "total_tokens": self.total,
@@ -267,14 +272,20 @@ class Usage:
             "input_tokens": self.prompt - self.cached - self.cache_write,
             "cache_creation_input_tokens": self.cache_write,
             "cache_read_input_tokens": self.cached,
-            "cache_creation": {"ephemeral_5m_input_tokens": self.cache_write, "ephemeral_1h_input_tokens": 0},
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_write,
+                "ephemeral_1h_input_tokens": 0,
+            },
             "output_tokens": self.output if output_tokens is None else output_tokens,
             "service_tier": "standard",
         }
         if self.reasoning:
             usage["output_tokens_details"] = {"thinking_tokens": self.reasoning}
         if self.web_search:
-            usage["server_tool_use"] = {"web_search_requests": self.web_search, "web_fetch_requests": 0}
+            usage["server_tool_use"] = {
+                "web_search_requests": self.web_search,
+                "web_fetch_requests": 0,
+            }
         return usage
 
     def anthropic_delta(self, output_tokens: int) -> dict[str, Any]:
@@ -286,7 +297,10 @@ class Usage:
             "output_tokens": output_tokens,
         }
         if self.web_search:
-            usage["server_tool_use"] = {"web_search_requests": self.web_search, "web_fetch_requests": 0}
+            usage["server_tool_use"] = {
+                "web_search_requests": self.web_search,
+                "web_fetch_requests": 0,
+            }
         return usage
 
 

@@ -66,7 +66,11 @@ class GatewayHandle:
             closing = Closing()
             faults = FaultState(FaultConfig.from_dict(self._faults_config.to_dict()))
             self.app = GatewayApp(
-                db, keys=self._keys, on_empty_wallet=self._on_empty_wallet, faults=faults, closing=closing
+                db,
+                keys=self._keys,
+                on_empty_wallet=self._on_empty_wallet,
+                faults=faults,
+                closing=closing,
             )
             self._server = ServerThread(
                 self.app, host=self._host, port=self.port, closing=closing, name="aerostack-gateway"

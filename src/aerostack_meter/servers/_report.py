@@ -1,0 +1,106 @@
+"""Usage totals per consumer, API and metric, from a local ledger or a gateway, as a text table.
+
+`format_totals(rows)` is shared with the demo; it accepts `TotalRow`s or mappings in the
+gateway's shape (`consumerId`, `apiId`, `metric`, `units`, `requests`) or the ledger's
+(`consumer_id`, `api_id`, `metric`, `units`, `events`).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._gateway_client import GatewayClient
+
+__all__ = [
+    "DEFAULT_LEDGER",
+    "TotalRow",
+    "default_ledger_path",
+    "format_totals",
+    "gateway_totals",
+    "ledger_totals",
+]
+
+DEFAULT_LEDGER = "aerostack-usage.db"
+_HEADERS = ("CONSUMER", "API", "METRIC", "UNITS", "EVENTS")
+
+
+@dataclass(frozen=True)
+class TotalRow:
+    consumer_id: str
+    api_id: str
+    metric: str
+    units: int
+    events: int
+
+
+def default_ledger_path() -> str:
+    return os.environ.get("AEROSTACK_METER_LEDGER") or os.path.join(".", DEFAULT_LEDGER)
+
+
+def ledger_totals(path: str | os.PathLike[str]) -> list[TotalRow]:
+    """Totals from the core library's ledger file, opened read-only."""
+    resolved = Path(path)
+    if not resolved.is_file():
+        raise FileNotFoundError(f"no ledger at {resolved}")
+    conn = sqlite3.connect(f"{resolved.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        rows = conn.execute(
+            "SELECT consumer_id, api_id, metric, SUM(units), SUM(events) FROM ledger"
+            " GROUP BY consumer_id, api_id, metric ORDER BY consumer_id, api_id, metric"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [TotalRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+
+
+def gateway_totals(url: str) -> list[TotalRow]:
+    """Totals from a running gateway emulator's `/_emulator/totals`."""
+    with GatewayClient(url) as client:
+        return [_to_row(row) for row in client.totals()]
+
+
+def _pick(row: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        if name in row:
+            return row[name]
+    raise KeyError(names[0])
+
+
+def _to_row(row: TotalRow | Mapping[str, Any]) -> TotalRow:
+    if isinstance(row, TotalRow):
+        return row
+    return TotalRow(
+        consumer_id=str(_pick(row, "consumer_id", "consumerId", "consumer")),
+        api_id=str(_pick(row, "api_id", "apiId", "api")),
+        metric=str(_pick(row, "metric")),
+        units=int(_pick(row, "units")),
+        events=int(_pick(row, "events", "requests"))
+        if ("events" in row or "requests" in row)
+        else 0,
+    )
+
+
+def format_totals(rows: Iterable[TotalRow | Mapping[str, Any]], *, title: str | None = None) -> str:
+    """An aligned text table, one line per (consumer, API, metric), and a TOTAL line."""
+    items = sorted((_to_row(r) for r in rows), key=lambda r: (r.consumer_id, r.api_id, r.metric))
+    lines = [title] if title else []
+    if not items:
+        lines.append("(no usage recorded)")
+        return "\n".join(lines) + "\n"
+    body = [(r.consumer_id, r.api_id, r.metric, str(r.units), str(r.events)) for r in items]
+    total = ("TOTAL", "", "", str(sum(r.units for r in items)), str(sum(r.events for r in items)))
+    widths = [max(len(row[i]) for row in [_HEADERS, *body, total]) for i in range(len(_HEADERS))]
+
+    def fmt(cells: tuple[str, ...]) -> str:
+        left = [cells[i].ljust(widths[i]) for i in range(3)]
+        right = [cells[i].rjust(widths[i]) for i in range(3, 5)]
+        return "  ".join(left + right).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    lines += [fmt(_HEADERS), rule, *(fmt(row) for row in body), rule, fmt(total)]
+    return "\n".join(lines) + "\n"

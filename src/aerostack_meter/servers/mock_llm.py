@@ -1,0 +1,114 @@
+"""A mock OpenAI- and Anthropic-compatible LLM server with deterministic usage.
+
+    with start_mock_llm() as llm:
+        openai.OpenAI(base_url=llm.url, api_key="x")                    # .../v1
+        anthropic.Anthropic(base_url=llm.anthropic_base_url, api_key="x")  # the root, no /v1
+        llm.usage()["by_consumer"]
+
+The usage formula, the `x-mock-*` headers and the `/_mock/*` endpoints are in docs/servers.md.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from ._mock_app import MockLLMApp
+from ._mock_usage import Controls
+from ._runner import Closing, ServerThread
+
+__all__ = ["MockLLMHandle", "start_mock_llm"]
+
+
+class MockLLMHandle:
+    """A running mock LLM server. `url` is the OpenAI base URL (ends in `/v1`)."""
+
+    def __init__(self, app: MockLLMApp, server: ServerThread, host: str) -> None:
+        self.app = app
+        self._server: ServerThread | None = server
+        self._host = host
+        self.port = server.port
+        self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Base URL for `openai.OpenAI(base_url=...)`."""
+        return f"{self.base_url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """Base URL for `anthropic.Anthropic(base_url=...)` (the SDK adds `/v1/...` itself)."""
+        return self.base_url
+
+    def usage(self) -> dict[str, Any]:
+        """Usage returned with status 200 in normal mode: `total`, `by_consumer`, `by_endpoint`."""
+        response = self._http.get("/_mock/usage")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        """Request counters by outcome and endpoint, plus `usage`."""
+        response = self._http.get("/_mock/stats")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def reset(self) -> None:
+        self._http.post("/_mock/reset").raise_for_status()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        self._http.close()
+
+    def __enter__(self) -> MockLLMHandle:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<MockLLMHandle {self.url}>"
+
+
+def start_mock_llm(
+    *,
+    port: int = 0,
+    latency_ms: float = 0,
+    chunk_delay_ms: float = 0,
+    host: str = "127.0.0.1",
+    **defaults: Any,
+) -> MockLLMHandle:
+    """Start the mock LLM server in a background thread.
+
+    `latency_ms` delays each response, `chunk_delay_ms` each streamed content chunk. Other
+    keyword arguments set server-wide defaults for the `x-mock-*` controls, by their field
+    names: `cache`, `cache_write`, `reasoning`, `web_search`, `error`, `chunks`,
+    `output_tokens` (reply length, default 10), `usage`, `repeat_deltas`,
+    `stream_error_after`, `stream_error_event`, `consumer`. Headers override them per request.
+    """
+    try:
+        controls = Controls(
+            latency_ms=float(latency_ms), chunk_delay_ms=float(chunk_delay_ms), **defaults
+        )
+    except TypeError as exc:
+        raise TypeError(f"start_mock_llm: {exc}") from None
+    closing = Closing()
+    app = MockLLMApp(controls, closing)
+    server = ServerThread(
+        app, host=host, port=port, closing=closing, name="aerostack-mock-llm"
+    ).start()
+    return MockLLMHandle(app, server, host)
