@@ -84,6 +84,10 @@ class Endpoint:
         """Arguments to send (a copy if changed; never mutate the caller's) and a hint for the reducer."""
         return kwargs, None
 
+    def prepare_call(self, meter: Meter, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """``prepare`` with the meter at hand, for per-meter settings (e.g. ``stream_usage``)."""
+        return self.prepare(instance, kwargs)
+
     def kind(self, result: Any) -> Kind:
         return "response"
 

@@ -36,7 +36,7 @@ def count_chars(value: Any, _depth: int = 0) -> int:
 @functools.lru_cache(maxsize=1)
 def _encoder() -> Any:
     try:
-        import tiktoken
+        import tiktoken  # type: ignore[import-not-found,unused-ignore]
 
         return tiktoken.get_encoding("o200k_base")
     except Exception:  # not installed, or its files cannot be fetched offline

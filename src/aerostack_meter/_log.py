@@ -26,14 +26,15 @@ def log_once(key: str, level: int, msg: str, *args: object) -> None:
     logger.log(level, msg, *args)
 
 
-def log_limited(key: str, level: int, msg: str, *args: object, every: float = 60.0) -> None:
+def log_limited(key: str, level: int, msg: str, *args: object, every: float = 60.0,
+                exc_info: bool = False) -> None:
     """Log ``msg`` at most once per ``every`` seconds for ``key``."""
     now = time.monotonic()
     last = _last.get(key)
     if last is not None and now - last < every:
         return
     _last[key] = now
-    logger.log(level, msg, *args)
+    logger.log(level, msg, *args, exc_info=exc_info)
 
 
 def _reset_for_tests() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import signal
 import sys
@@ -68,12 +69,12 @@ class Meter:
         s = self.settings
         self.counters = Counters()
         self.sink: Sink = s.sink if s.sink is not None else self._default_sink(s)
-        self._reporter = Reporter(s, self.sink, self.counters, self._expand)
-        self._spool = None
         if s.spool_path:
-            from ._spool import attach_spool
+            from ._reporter_spool import SpoolReporter
 
-            self._spool = attach_spool(self._reporter, s)
+            self._reporter: Reporter = SpoolReporter(s, self.sink, self.counters, self._expand)
+        else:
+            self._reporter = Reporter(s, self.sink, self.counters, self._expand)
         self._closed = False
         ref = weakref.ref(self)
         atexit.register(_exit_hook, ref)
@@ -252,8 +253,9 @@ class Meter:
             return True
         self._closed = True
         ok = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
-        if self._spool is not None:
-            self._spool.close()
+        spool = getattr(self._reporter, "spool", None)
+        if spool is not None:
+            spool.close()
         try:
             self.sink.close()
         except Exception:  # pragma: no cover
@@ -261,7 +263,8 @@ class Meter:
         return ok
 
     def stats(self) -> Stats:
-        spooled = self._spool.count() if self._spool is not None else 0
+        spool = getattr(self._reporter, "spool", None)
+        spooled = spool.count() if spool is not None else 0
         return self.counters.snapshot(pending=self._reporter.pending, spooled=spooled)
 
     def __repr__(self) -> str:
@@ -282,10 +285,8 @@ def _caller_site() -> str:
 def _exit_hook(ref: weakref.ref[Meter]) -> None:
     meter = ref()
     if meter is not None and not meter._closed:
-        try:
+        with contextlib.suppress(Exception):  # never fail interpreter exit
             meter.shutdown()
-        except Exception:  # pragma: no cover - never fail interpreter exit
-            pass
 
 
 def _install_sigterm(ref: weakref.ref[Meter]) -> None:

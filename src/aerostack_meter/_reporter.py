@@ -311,12 +311,7 @@ class Reporter:
             self._settle(batch)
             return
         batch.attempts += 1
-        if batch.attempts > self.settings.max_retries:
-            self.counters.drop("retries_exhausted", batch.n_events)
-            log_limited("retries_exhausted", logging.ERROR,
-                        "aerostack_meter: giving up on a batch after %d attempts (%s)",
-                        batch.attempts, result.reason)
-            self._settle(batch)
+        if batch.attempts > self.settings.max_retries and self._give_up(batch, result):
             return
         self.counters.add("retries")
         if result.ambiguous:
@@ -329,6 +324,17 @@ class Reporter:
         else:
             s = self.settings
             delay = random.uniform(0, min(s.max_backoff, s.backoff_base * (2 ** min(batch.attempts, 30))))
+        self._retry_later(batch, delay)
+
+    def _give_up(self, batch: Batch, result: SendResult) -> bool:
+        self.counters.drop("retries_exhausted", batch.n_events)
+        log_limited("retries_exhausted", logging.ERROR,
+                    "aerostack_meter: giving up on a batch after %d attempts (%s)",
+                    batch.attempts, result.reason)
+        self._settle(batch)
+        return True
+
+    def _retry_later(self, batch: Batch, delay: float) -> None:
         with self._lock:
             heapq.heappush(self._retry, (time.monotonic() + delay, batch.seq, batch))
         self._wake.set()

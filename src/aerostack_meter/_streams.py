@@ -19,7 +19,7 @@ from ._call import Call, Reducer
 __all__ = ["AsyncStreamProxy", "ManagerProxy", "RawProxy", "StreamProxy", "proxy_stream"]
 
 
-class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc]
+class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
         super().__init__(wrapped)
         self._self_call = call
@@ -122,7 +122,7 @@ def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:
     return StreamProxy(stream, call, reducer)
 
 
-class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     """A stream manager (``with client.messages.stream(...) as s``), metered when the block exits.
 
     The helper's stream object is handed to the user unchanged: its final-message calls iterate
@@ -176,7 +176,7 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc]
             self._self_end()
 
 
-class RawProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class RawProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     """A raw response (``.with_raw_response`` / ``.with_streaming_response``): usage is read
     from what ``parse()`` returns, and a parsed stream is proxied like any other stream."""
 

@@ -9,16 +9,15 @@ cache writes included; ``output_tokens`` counts every output token, reasoning in
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from ._errors import ConfigError
 
 __all__ = ["MetricPolicy", "Usage", "apply_policy", "check_policy", "to_count"]
 
-MetricPolicy = Union[Literal["tokens", "split"], Callable[["Usage"], Mapping[str, int]]]
+MetricPolicy = Literal["tokens", "split"] | Callable[["Usage"], Mapping[str, int]]
 
 _MAX_UNITS = 2**53  # the largest integer every JSON parser reads exactly
 
@@ -75,7 +74,3 @@ def check_policy(policy: Any) -> None:
     if policy in ("tokens", "split") or callable(policy):
         return
     raise ConfigError("metrics", f'must be "tokens", "split" or a callable usage -> {{metric: units}}, got {policy!r}')
-
-
-def valid_units(value: Any) -> bool:
-    return type(value) is int and 0 <= value < _MAX_UNITS and not math.isnan(value)

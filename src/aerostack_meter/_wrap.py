@@ -7,6 +7,7 @@ are metered. ``isinstance`` checks and static types are kept (``wrap`` returns t
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Mapping
@@ -20,16 +21,20 @@ from ._meter import Defaults, Meter
 from ._usage import MetricPolicy, check_policy
 from ._wrapping import make_wrapper
 
-__all__ = ["CLIENT", "wrap"]
+__all__ = ["CLIENT", "HELPER", "wrap"]
 
 T = TypeVar("T")
 
 CLIENT = "__client__"  # a node value: the attribute is a method returning a client (with_options, copy)
+# A node value: an SDK helper (method or property) whose own code reaches sibling methods through
+# ``self`` (a ``stream()`` helper calling ``create()``, ``with_raw_response`` wrapping ``create``).
+# It is evaluated with the proxy as ``self``, so those inner calls go through the proxy and are metered.
+HELPER = "__helper__"
 
 Node = Mapping[str, Any]  # name -> Endpoint | Node | CLIENT
 
 
-class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
     def __init__(self, wrapped: Any, node: Node, root: Node, get_meter: Any, defaults: Defaults) -> None:
         super().__init__(wrapped)
         self._self_node = node
@@ -39,8 +44,13 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc]
         self._self_cache: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
-        value = getattr(self.__wrapped__, name)
         spec = self._self_node.get(name) if not name.startswith("_self_") else None
+        if spec == HELPER:
+            bound = self._self_cache.get(name)
+            if bound is None:
+                bound = self._self_cache[name] = _bind_helper(self, name)
+            return bound
+        value = getattr(self.__wrapped__, name)
         if spec is None:
             return value
         cached = self._self_cache.get(name)
@@ -64,6 +74,16 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
+
+
+def _bind_helper(proxy: _Proxy, name: str) -> Any:
+    cls = type(proxy.__wrapped__)
+    attr = inspect.getattr_static(cls, name)
+    if isinstance(attr, functools.cached_property):  # never via __get__: it would cache on the real object
+        return attr.func(proxy)
+    if isinstance(attr, property):
+        return attr.fget(proxy)  # type: ignore[misc,type-arg]
+    return attr.__get__(proxy, cls)
 
 
 def _tree_for(client: Any) -> Node:

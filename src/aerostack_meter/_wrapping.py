@@ -38,7 +38,7 @@ def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance
     if attribution is None:
         return None, kwargs, None
     try:
-        kwargs, hint = endpoint.prepare(instance, kwargs)
+        kwargs, hint = endpoint.prepare_call(meter, instance, kwargs)
     except Exception:
         _internal(meter, "prepare")
         hint = None
@@ -110,7 +110,7 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
     return async_wrapper if is_async else sync_wrapper
 
 
-class MeterWrapper(wrapt.FunctionWrapper):  # type: ignore[misc]
+class MeterWrapper(wrapt.FunctionWrapper):  # type: ignore[misc,type-arg]
     """Marks our own wrappers, so we never wrap twice and unpatch only what is ours."""
 
 
@@ -120,8 +120,11 @@ class Target:
 
     module: str
     path: str
-    endpoint: Endpoint
+    endpoint: Endpoint | None
     is_async: bool | None = None  # None: detected from the original function
+    # Instead of metering: a wrapper factory ``hook(get_meter) -> wrapt wrapper`` for a method that
+    # is not a metered call but must tell one something (a helper's close() ending its stream).
+    hook: Callable[[MeterGetter], Callable[..., Any]] | None = None
 
 
 class PatchSet:
@@ -167,7 +170,13 @@ class PatchSet:
                 def getter(on: list[bool] = on) -> Meter | None:
                     return get_meter() if on[0] else None
 
-                wrapper = MeterWrapper(original, make_wrapper(target.endpoint, is_async, getter))
+                if target.hook is not None:
+                    fn = target.hook(getter)
+                elif target.endpoint is not None:
+                    fn = make_wrapper(target.endpoint, is_async, getter)
+                else:
+                    continue
+                wrapper = MeterWrapper(original, fn)
                 setattr(owner, attr, wrapper)
                 self._applied.append((owner, attr, original, wrapper, on))
             return len(self._applied)
