@@ -127,7 +127,7 @@ def _check_positive(name: str, value: Any, *, integer: bool = False, allow_zero:
         raise ConfigError(name, f"must be a {'whole number' if integer else 'number'}, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(name, f"must be finite, got {value!r}")
-    if float(value) < 0 or (value == 0 and not allow_zero):
+    if value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
         raise ConfigError(name, f"must be {'non-negative' if allow_zero else 'positive'}, got {value!r}")
 
 
