@@ -116,6 +116,7 @@ def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
     frames.append(Frame(sse(chunk([choice({}, finish)]))))
     if include_usage:
         final = chunk([])
+        final.pop("usage", None)
         put_usage(final, usage.openai_chat(), mode)
         frames.append(Frame(sse(final), tally=True))
     frames.append(Frame(sse("[DONE]")))
@@ -162,6 +163,7 @@ def completions(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | Stream
     frames.append(Frame(sse(chunk([choice("", finish)]))))
     if include_usage:
         final = chunk([])
+        final.pop("usage", None)
         put_usage(final, usage.openai_chat(), mode)
         frames.append(Frame(sse(final), tally=True))
     frames.append(Frame(sse("[DONE]")))
