@@ -147,8 +147,8 @@ class Reporter:
         """Send everything recorded so far; True when nothing is left pending."""
         if self._pid != os.getpid():
             self._forked()
-        if not self._started:
-            return not self._queue
+        if not self._started or self._closed:
+            return self.pending == 0
         marker = _Flush()
         self._queue.append(marker)
         self._wake.set()

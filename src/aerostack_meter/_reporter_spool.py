@@ -70,6 +70,8 @@ class SpoolReporter(Reporter):
     def flush(self, timeout: float | None = None) -> bool:
         if self._pid != os.getpid():
             self._forked()
+        if self._closed:
+            timeout = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         self._flush_now = True
         self._wake.set()
