@@ -5,10 +5,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-import time
 import uuid
-from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["UsageEvent", "event_identity", "idempotency_key"]
 
@@ -26,13 +24,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_new_prefix)
 
 
-@dataclass(frozen=True, slots=True)
-class UsageEvent:
+class UsageEvent(NamedTuple):
     """One quantity to bill: ``units`` of ``metric`` to ``consumer_id`` under ``api_id``.
 
-    Only ``consumer_id``, ``api_id``, ``metric`` and ``units`` are sent to the billing API; the other
-    fields stay local (stats, ledger, spool, ``before_send`` hooks). No prompt or completion text is
-    ever part of an event.
+    Immutable. Only ``consumer_id``, ``api_id``, ``metric`` and ``units`` are sent to the billing
+    API; the other fields stay local (stats, ledger, spool, ``before_send`` hooks). No prompt or
+    completion text is ever part of an event. (A named tuple: creating one is the cheapest
+    immutable record Python has, and events are created on the caller's hot path.)
     """
 
     consumer_id: str
@@ -43,7 +41,7 @@ class UsageEvent:
     model: str | None = None
     response_id: str | None = None
     estimated: bool = False
-    timestamp: float = field(default_factory=time.time)
+    timestamp: float = 0.0
     event_id: str = ""
 
     def wire(self) -> dict[str, Any]:
@@ -57,7 +55,7 @@ class UsageEvent:
 
     def replace(self, **changes: Any) -> UsageEvent:
         """A copy with some fields changed (for ``before_send`` hooks)."""
-        return replace(self, **changes)
+        return self._replace(**changes)
 
     @property
     def key(self) -> tuple[str, str, str]:

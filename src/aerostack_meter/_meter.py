@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ._events import UsageEvent
 from ._log import log_limited, log_once, logger
 from ._reporter import Reporter
 from ._stats import Counters, Stats
-from ._usage import MetricPolicy, Usage, apply_policy, to_count
+from ._usage import _MAX_UNITS, MetricPolicy, Usage, apply_policy, to_count
 from .sinks import AerostackSink, LedgerSink, Sink
 
 __all__ = ["Attribution", "Defaults", "Meter"]
@@ -46,14 +47,11 @@ class Attribution:
     metrics: MetricPolicy
 
 
-class _CallRecord:
-    """One metered call's usage on its way to the reporter thread, which applies the policy."""
-
-    __slots__ = ("attribution", "usage")
-
-    def __init__(self, usage: Usage, attribution: Attribution) -> None:
-        self.usage = usage
-        self.attribution = attribution
+# Queue items are plain tuples, the cheapest thing to build on the caller's thread:
+#   (_LOG, consumer_id, api_id, metric, units, timestamp)   from log()
+#   (_CALL, usage, attribution, timestamp)                   from a metered SDK call
+_LOG = 0
+_CALL = 1
 
 
 class Meter:
@@ -76,6 +74,7 @@ class Meter:
         else:
             self._reporter = Reporter(s, self.sink, self.counters, self._expand)
         self._closed = False
+        self._default_api_id = self._api_id()
         ref = weakref.ref(self)
         atexit.register(_exit_hook, ref)
         if s.handle_sigterm:
@@ -100,26 +99,18 @@ class Meter:
 
         Raises ``TypeError``/``ValueError`` at once for a bad argument; nothing later raises.
         """
-        for name, value in (("consumer_id", consumer_id), ("metric", metric)):
-            if not isinstance(value, str):
-                raise TypeError(f"aerostack_meter.log: {name} must be a string, got {type(value).__name__}")
-            if not value.strip():
-                raise ValueError(f"aerostack_meter.log: {name} must not be empty")
-        if api_id is not None and (not isinstance(api_id, str) or not api_id.strip()):
-            raise TypeError("aerostack_meter.log: api_id must be a non-empty string or None")
-        if isinstance(units, bool) or not isinstance(units, int):
-            raise TypeError(f"aerostack_meter.log: units must be an int, got {type(units).__name__}")
-        if units < 0:
-            raise ValueError(f"aerostack_meter.log: units must be non-negative, got {units}")
-        if to_count(units) is None:
-            raise ValueError("aerostack_meter.log: units is too large (max 2**53 - 1)")
+        if not (type(consumer_id) is str and consumer_id.strip() and type(units) is int
+                and 0 <= units < _MAX_UNITS and type(metric) is str and metric.strip()
+                and (api_id is None or (type(api_id) is str and api_id.strip()))):
+            _check_log_args(consumer_id, units, metric, api_id)
         if self.settings.disabled:
             return
-        api = api_id or self._api_id()
+        api = api_id or self._default_api_id
         if api is None:
             raise ValueError("aerostack_meter.log: no api_id given and none configured (init(api_id=...)"
                              " or AEROSTACK_API_ID)")
-        self._reporter.put(UsageEvent(consumer_id, api, metric, units))
+        # A plain tuple: the event object is built on the reporter thread, off the caller's path.
+        self._reporter.put((_LOG, consumer_id, api, metric, units, time.time()))
 
     def _api_id(self, *candidates: str | None) -> str | None:
         for c in candidates:
@@ -177,11 +168,8 @@ class Meter:
         return Attribution(consumer_id, api_id, metrics)
 
     def record(self, usage: Usage, attribution: Attribution) -> None:
-        """Hand one call's usage to the reporter (the policy runs on the reporter thread)."""
-        self.counters.add("calls_metered")
-        if usage.estimated:
-            self.counters.add("events_estimated")
-        self._reporter.put(_CallRecord(usage, attribution))
+        """Hand one call's usage to the reporter (the policy and the counting run on its thread)."""
+        self._reporter.put((_CALL, usage, attribution, time.time()))
 
     def usage_missing(self, provider: str, model: str | None) -> None:
         self.counters.add("usage_missing")
@@ -193,8 +181,11 @@ class Meter:
         """Queue item -> events. Runs on the reporter thread; never raises."""
         if type(item) is UsageEvent:
             events: list[UsageEvent] = [item]
+        elif item[0] == _LOG:
+            _, consumer_id, api_id, metric, units, ts = item
+            events = [UsageEvent(consumer_id, api_id, metric, units, None, None, None, False, ts)]
         else:
-            events = self._events_of(item)
+            events = self._events_of(item[1], item[2], item[3])
         hook = self.settings.before_send
         if hook is None:
             return events
@@ -208,14 +199,16 @@ class Meter:
             if changed is None:
                 self.counters.drop("before_send")
                 continue
-            if not isinstance(changed, UsageEvent) or to_count(changed.units) is None:
+            if not _valid_event(changed):
                 self._bad("before_send_invalid", "before_send returned something that is not a valid UsageEvent")
                 continue
             out.append(changed)
         return out
 
-    def _events_of(self, rec: _CallRecord) -> list[UsageEvent]:
-        usage, att = rec.usage, rec.attribution
+    def _events_of(self, usage: Usage, att: Attribution, ts: float) -> list[UsageEvent]:
+        self.counters.add("calls_metered")
+        if usage.estimated:
+            self.counters.add("events_estimated")
         try:
             parts = apply_policy(att.metrics, usage)
             items = list(parts.items()) if isinstance(parts, Mapping) else None
@@ -227,11 +220,12 @@ class Meter:
             return []
         events = []
         for metric, units in items:
-            if not isinstance(metric, str) or not metric or to_count(units) is None or isinstance(units, bool):
+            # ints only: a float (even 3.0) is a policy bug that would otherwise bill intermittently
+            if not isinstance(metric, str) or not metric.strip() or not _units_ok(units):
                 self._bad("policy_invalid", f"the metrics policy returned an invalid entry for {metric!r}")
                 continue
             events.append(UsageEvent(att.consumer_id, att.api_id, metric, int(units), usage.provider,
-                                     usage.model, usage.response_id, usage.estimated))
+                                     usage.model, usage.response_id, usage.estimated, ts))
         return events
 
     def _bad(self, reason: str, msg: str) -> None:
@@ -269,6 +263,31 @@ class Meter:
 
     def __repr__(self) -> str:
         return f"Meter({self.settings!r})"
+
+
+def _units_ok(units: Any) -> bool:
+    """Units on the wire: a non-negative int (never a float, not even 3.0; never a bool)."""
+    return isinstance(units, int) and not isinstance(units, bool) and to_count(int(units)) is not None
+
+
+def _valid_event(ev: Any) -> bool:
+    return (isinstance(ev, UsageEvent) and _units_ok(ev.units)
+            and all(isinstance(v, str) and v.strip() for v in (ev.consumer_id, ev.api_id, ev.metric)))
+
+
+def _check_log_args(consumer_id: Any, units: Any, metric: Any, api_id: Any) -> None:
+    for name, value in (("consumer_id", consumer_id), ("metric", metric)):
+        if not isinstance(value, str):
+            raise TypeError(f"aerostack_meter.log: {name} must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise ValueError(f"aerostack_meter.log: {name} must not be empty")
+    if api_id is not None and (not isinstance(api_id, str) or not api_id.strip()):
+        raise TypeError("aerostack_meter.log: api_id must be a non-empty string or None")
+    if isinstance(units, bool) or not isinstance(units, int):
+        raise TypeError(f"aerostack_meter.log: units must be an int, got {type(units).__name__}")
+    if units < 0:
+        raise ValueError(f"aerostack_meter.log: units must be non-negative, got {units}")
+    raise ValueError("aerostack_meter.log: units is too large (max 2**53 - 1)")
 
 
 def _caller_site() -> str:

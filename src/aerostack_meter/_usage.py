@@ -10,8 +10,8 @@ cache writes included; ``output_tokens`` counts every output token, reasoning in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal, NamedTuple
 
 from ._errors import ConfigError
 
@@ -19,12 +19,12 @@ __all__ = ["MetricPolicy", "Usage", "apply_policy", "check_policy", "to_count"]
 
 MetricPolicy = Literal["tokens", "split"] | Callable[["Usage"], Mapping[str, int]]
 
+_EMPTY: Mapping[str, int] = MappingProxyType({})
 _MAX_UNITS = 2**53  # the largest integer every JSON parser reads exactly
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """Token usage of one LLM call, the same shape for every provider."""
+class Usage(NamedTuple):
+    """Token usage of one LLM call, the same shape for every provider (immutable)."""
 
     provider: str
     model: str | None = None
@@ -36,7 +36,7 @@ class Usage:
     reasoning_tokens: int = 0
     audio_input_tokens: int = 0
     audio_output_tokens: int = 0
-    server_tool_use: Mapping[str, int] = field(default_factory=dict)
+    server_tool_use: Mapping[str, int] = _EMPTY
     response_id: str | None = None
     estimated: bool = False
 
