@@ -95,13 +95,67 @@ def _measure(threads: int, seconds: float, make_call: Callable[[httpx.Client], N
     return sum(counts) / elapsed
 
 
+def _raw_client(port: int, seconds: float) -> None:
+    """A minimal keep-alive HTTP/1.1 client (one socket, no parsing beyond Content-Length),
+    to show what the server sustains when the client costs next to nothing."""
+    body = b'{"consumerId":"usr_raw","apiId":"api_bench","units":1}'
+    request = (
+        b"POST /v1/gateway/billing/log HTTP/1.1\r\nHost: bench\r\nX-Aerostack-Key: k\r\n"
+        b"Content-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    n, buf = 0, b""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end and n < MAX_REQUESTS_PER_THREAD:
+            sock.sendall(request)
+            while True:
+                head_end = buf.find(b"\r\n\r\n")
+                if head_end >= 0:
+                    length = int(
+                        buf[:head_end].lower().split(b"content-length: ")[1].split(b"\r\n")[0]
+                    )
+                    if len(buf) >= head_end + 4 + length:
+                        if not buf.startswith(b"HTTP/1.1 200"):
+                            raise RuntimeError(buf[:40])
+                        buf = buf[head_end + 4 + length :]
+                        break
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise RuntimeError("connection closed")
+                buf += chunk
+            n += 1
+    print(n / seconds)
+
+
+def _raw_rate(port: int, processes: int, seconds: float) -> float:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--raw-client", str(port), "--seconds", str(seconds)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    return sum(float(p.communicate(timeout=seconds + 30)[0]) for p in procs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--raw-client", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--in-process", action="store_true", help="run the servers in this process")
     args = parser.parse_args()
+    if args.raw_client is not None:
+        _raw_client(args.raw_client, args.seconds)
+        return
     where = "in-process (shared GIL)" if args.in_process else "server in its own process"
-    print(f"machine: nproc={os.cpu_count()} python={platform.python_version()} ({where}, {args.seconds:g} s per cell)")
+    print(
+        f"machine: nproc={os.cpu_count()} python={platform.python_version()} ({where}, {args.seconds:g} s per cell)"
+    )
 
     with _server("gateway", args.in_process) as url:
         billing = f"{url}/gateway/billing/log"
@@ -115,6 +169,13 @@ def main() -> None:
         for threads in (1, 8):
             rate = _measure(threads, args.seconds, log)
             print(f"gateway  POST /v1/gateway/billing/log  {threads} thread(s): {rate:8.0f} req/s")
+        if not args.in_process:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            for procs in (1, 2):
+                rate = _raw_rate(port, procs, args.seconds)
+                print(
+                    f"gateway  POST /v1/gateway/billing/log  {procs} raw-socket client process(es): {rate:8.0f} req/s"
+                )
 
     with _server("mock-llm", args.in_process) as url:
         chat = {"model": "m", "messages": [{"role": "user", "content": "hello from the benchmark"}]}
@@ -135,7 +196,9 @@ def main() -> None:
             print(f"mock-llm POST /v1/chat/completions     {threads} thread(s): {rate:8.0f} req/s")
         for threads in (1, 8):
             rate = _measure(threads, args.seconds, stream)
-            print(f"mock-llm POST /v1/chat/completions (stream, 13 events) {threads} thread(s): {rate:8.0f} req/s")
+            print(
+                f"mock-llm POST /v1/chat/completions (stream, 13 events) {threads} thread(s): {rate:8.0f} req/s"
+            )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,11 @@ class GatewayHandle:
         self._db: GatewayDB | None = None
         self.app: GatewayApp | None = None
         self.port = port
-        self._start()
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
 
     def _start(self) -> None:
         db = GatewayDB(self.db_path)
