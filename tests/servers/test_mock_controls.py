@@ -345,3 +345,23 @@ def test_stop_does_not_wait_for_slow_streams(http: httpx.Client) -> None:
         assert time.perf_counter() - start < 2.0
         with pytest.raises(httpx.RemoteProtocolError):
             list(it)
+
+
+def test_client_leaving_a_stream_is_not_tallied(llm: MockLLMHandle) -> None:
+    body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
+    with (
+        httpx.Client(timeout=5) as http,
+        http.stream(
+            "POST",
+            f"{llm.url}/chat/completions",
+            json=body,
+            headers={"x-mock-chunk-delay-ms": "100"},
+        ) as r,
+    ):
+        assert next(r.iter_lines()).startswith("data: ")
+    # the client closed the connection after the first event
+    deadline = time.monotonic() + 5
+    while llm.stats()["client_disconnects"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert llm.stats()["client_disconnects"] == 1
+    assert llm.usage()["total"]["requests"] == 0
