@@ -29,11 +29,27 @@ class Scope:
     metrics: MetricPolicy | None = None
 
 
-_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar("aerostack_meter_scope", default=None)
+class _Frame:
+    """One entered scope in one context, linked to the scope it covers (restored on exit).
+
+    The frame lives in the context variable, not on the ``consumer`` object, so one ``consumer``
+    object may be entered concurrently from many tasks or threads (a module-level constant).
+    """
+
+    __slots__ = ("owner", "parent", "scope")
+
+    def __init__(self, scope: Scope, parent: _Frame | None, owner: object) -> None:
+        self.scope = scope
+        self.parent = parent
+        self.owner = owner
+
+
+_frame: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar("aerostack_meter_scope", default=None)
 
 
 def current_scope() -> Scope | None:
-    return _scope.get()
+    frame = _frame.get()
+    return frame.scope if frame is not None else None
 
 
 def _check_id(name: str, value: object, *, optional: bool) -> None:
@@ -54,7 +70,7 @@ class consumer:
     use :func:`carry_consumer`.
     """
 
-    __slots__ = ("_scope", "_tokens")
+    __slots__ = ("_scope",)
 
     def __init__(self, consumer_id: str, *, api_id: str | None = None,
                  metrics: MetricPolicy | None = None) -> None:
@@ -63,15 +79,20 @@ class consumer:
         if metrics is not None:
             check_policy(metrics)
         self._scope = Scope(consumer_id, api_id, metrics)
-        self._tokens: list[contextvars.Token[Scope | None]] = []
 
     def __enter__(self) -> consumer:
-        self._tokens.append(_scope.set(self._scope))
+        _frame.set(_Frame(self._scope, _frame.get(), self))
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> None:
-        _scope.reset(self._tokens.pop())
+        # Restore what this object's innermost frame in *this* context covered (also any scope
+        # entered inside it and left open). Not found: exited in another context; leave it be.
+        frame = _frame.get()
+        while frame is not None and frame.owner is not self:
+            frame = frame.parent
+        if frame is not None:
+            _frame.set(frame.parent)
 
     async def __aenter__(self) -> consumer:
         return self.__enter__()
@@ -81,25 +102,29 @@ class consumer:
         self.__exit__(et, ev, tb)
 
     def __call__(self, func: F) -> F:
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            # A scope set around a generator's steps would leak into whoever iterates it.
+            raise TypeError("aerostack_meter.consumer() cannot decorate a generator function; use "
+                            "`with aerostack_meter.consumer(...):` inside its body")
         scope = self._scope
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                token = _scope.set(scope)
+                token = _frame.set(_Frame(scope, _frame.get(), None))
                 try:
                     return await func(*args, **kwargs)
                 finally:
-                    _scope.reset(token)
+                    _frame.reset(token)
 
             return cast(F, async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            token = _scope.set(scope)
+            token = _frame.set(_Frame(scope, _frame.get(), None))
             try:
                 return func(*args, **kwargs)
             finally:
-                _scope.reset(token)
+                _frame.reset(token)
 
         return cast(F, wrapper)
 
@@ -114,14 +139,14 @@ class consumer:
 def carry_consumer(func: F) -> F:
     """``func`` bound to the current consumer scope, for ``ThreadPoolExecutor.submit`` and
     ``loop.run_in_executor`` (thread pools do not inherit contextvars)."""
-    scope = _scope.get()
+    frame = _frame.get()
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        token = _scope.set(scope)
+        token = _frame.set(frame)
         try:
             return func(*args, **kwargs)
         finally:
-            _scope.reset(token)
+            _frame.reset(token)
 
     return cast(F, run)
