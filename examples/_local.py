@@ -1,0 +1,65 @@
+"""Shared by the examples: use the servers named in the environment, or start local ones.
+
+Each example reads ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` (read by the SDKs themselves) and
+``AEROSTACK_BASE_URL`` / ``AEROSTACK_API_KEY`` (read by ``aerostack_meter.init()``). Whatever is
+absent is started here, in-process: the mock LLM server and the gateway emulator from
+``aerostack_meter.servers`` (install the ``servers`` extra). So ``python examples/X.py`` runs
+offline on a fresh machine, and the same script runs against the real services when the
+environment names them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import httpx
+
+from aerostack_meter.servers import (
+    GatewayClient,
+    GatewayHandle,
+    MockLLMHandle,
+    start_gateway,
+    start_mock_llm,
+)
+
+__all__ = ["billed", "local_servers"]
+
+
+@contextlib.contextmanager
+def local_servers() -> Iterator[None]:
+    """Start whatever the environment does not name, and point the environment at it."""
+    started: list[MockLLMHandle | GatewayHandle] = []
+    try:
+        if not (os.environ.get("OPENAI_BASE_URL") and os.environ.get("ANTHROPIC_BASE_URL")):
+            llm = start_mock_llm()
+            started.append(llm)
+            os.environ.setdefault("OPENAI_BASE_URL", llm.url)
+            os.environ.setdefault("ANTHROPIC_BASE_URL", llm.anthropic_base_url)
+            os.environ.setdefault("OPENAI_API_KEY", "sk-local-mock")
+            os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-local-mock")
+        if not os.environ.get("AEROSTACK_BASE_URL"):
+            key = os.environ.setdefault("AEROSTACK_API_KEY", "ac_local_demo_key")
+            gateway = start_gateway(keys=[key])
+            started.append(gateway)
+            os.environ["AEROSTACK_BASE_URL"] = gateway.url
+        yield
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def billed() -> dict[str, dict[str, int]] | None:
+    """``{consumer: {metric: units}}`` as the gateway emulator recorded it, or ``None`` when the
+    gateway is not the emulator (the real billing API has no totals endpoint)."""
+    try:
+        with GatewayClient(os.environ["AEROSTACK_BASE_URL"], timeout=5) as client:
+            rows = client.totals()
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
+    out: dict[str, dict[str, int]] = {}
+    for row in rows:
+        metrics = out.setdefault(row["consumerId"], {})
+        metrics[row["metric"]] = metrics.get(row["metric"], 0) + int(row["units"])
+    return out
