@@ -51,12 +51,14 @@ def to_count(value: Any) -> int | None:
 
 
 def _split(u: Usage) -> dict[str, int]:
-    fresh = u.input_tokens - u.cached_input_tokens - u.cache_write_tokens
+    # Clamped, so parts reported inconsistently (cached > input) still never double count.
+    cached = min(u.cached_input_tokens, u.input_tokens)
+    write = min(u.cache_write_tokens, u.input_tokens - cached)
     parts = {
-        "input_tokens": max(fresh, 0),
+        "input_tokens": u.input_tokens - cached - write,
         "output_tokens": u.output_tokens,
-        "cached_input_tokens": u.cached_input_tokens,
-        "cache_write_tokens": u.cache_write_tokens,
+        "cached_input_tokens": cached,
+        "cache_write_tokens": write,
     }
     return {k: v for k, v in parts.items() if v or k in ("input_tokens", "output_tokens")}
 

@@ -234,3 +234,15 @@ def test_documented_split_examples(usage: Usage, split: dict[str, int]) -> None:
 
     assert apply_policy("split", usage) == split
     assert sum(split.values()) == usage.total_tokens == apply_policy("tokens", usage)["tokens"]
+
+
+def test_split_never_double_counts_inconsistent_usage() -> None:
+    """A server claiming more cached/written tokens than input tokens: the parts are clamped."""
+    from aerostack_meter._usage import apply_policy
+
+    u = Usage("openai", "m", input_tokens=10, output_tokens=5, total_tokens=15,
+              cached_input_tokens=8, cache_write_tokens=7)
+    assert apply_policy("split", u) == {"input_tokens": 0, "output_tokens": 5,
+                                        "cached_input_tokens": 8, "cache_write_tokens": 2}
+    u = Usage("openai", "m", input_tokens=10, output_tokens=5, total_tokens=15, cached_input_tokens=40)
+    assert apply_policy("split", u) == {"input_tokens": 0, "output_tokens": 5, "cached_input_tokens": 10}
