@@ -25,7 +25,7 @@ from ._log import log_limited
 from ._meter import Defaults, Meter
 from ._streams import ManagerProxy, RawProxy, proxy_stream
 
-__all__ = ["MeterWrapper", "PatchSet", "Target", "finish", "make_wrapper"]
+__all__ = ["MeterWrapper", "PatchSet", "Target", "finish", "is_async_callable", "make_wrapper"]
 
 _active: contextvars.ContextVar[bool] = contextvars.ContextVar("aerostack_meter_active", default=False)
 
@@ -110,6 +110,12 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
     return async_wrapper if is_async else sync_wrapper
 
 
+def is_async_callable(fn: Any) -> bool:
+    """An ``async def``, also behind ``functools.wraps`` decorators that are plain functions (the
+    SDKs' ``@required_args`` wraps every async ``create`` in a sync function returning a coroutine)."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(inspect.unwrap(fn))
+
+
 class MeterWrapper(wrapt.FunctionWrapper):  # type: ignore[misc,type-arg]
     """Marks our own wrappers, so we never wrap twice and unpatch only what is ours."""
 
@@ -164,7 +170,7 @@ class PatchSet:
                     continue
                 is_async = target.is_async
                 if is_async is None:
-                    is_async = inspect.iscoroutinefunction(original)
+                    is_async = is_async_callable(original)
                 on = [True]
 
                 def getter(on: list[bool] = on) -> Meter | None:

@@ -1,108 +1,92 @@
-"""OpenAI: which methods are metered and where their usage lives (minimal seed; expanded later)."""
+"""OpenAI: which methods are metered (patch targets and the ``wrap()`` tree).
+
+Every client class (``OpenAI``, ``AsyncOpenAI``, the Azure ones, any ``base_url``) shares the same
+resource classes, so patching the resource classes covers them all. The ``parse``/``stream``
+helpers are covered where they send: ``parse`` posts itself (patched), ``stream`` calls ``create``
+(patched; a re-entrancy guard makes any helper that calls another metered method count once).
+Coverage, usage rules and what is relied on: docs/providers/openai.md.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from .._call import Endpoint, Kind, Reducer
-from .._usage import Usage, to_count
-from .._wrap import CLIENT
+from .._wrap import CLIENT, HELPER
 from .._wrapping import Target
 from ._base import Provider
+from ._openai_endpoints import (
+    ChatEndpoint,
+    CompletionsEndpoint,
+    EmbeddingsEndpoint,
+    ResponsesEndpoint,
+    async_close_hook,
+    sync_close_hook,
+)
+from ._openai_usage import chat_usage, responses_usage
 
-__all__ = ["PROVIDER"]
+__all__ = ["PROVIDER", "chat_usage", "responses_usage"]
 
+CHAT_CREATE = ChatEndpoint("chat.completions.create")
+CHAT_PARSE = ChatEndpoint("chat.completions.parse")
+RESPONSES_CREATE = ResponsesEndpoint("responses.create")
+RESPONSES_PARSE = ResponsesEndpoint("responses.parse")
+RESPONSES_COMPACT = ResponsesEndpoint("responses.compact")
+COMPLETIONS_CREATE = CompletionsEndpoint("completions.create")
+EMBEDDINGS_CREATE = EmbeddingsEndpoint("embeddings.create")
 
-def _get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
-def chat_usage(u: Any, model: str | None, response_id: str | None) -> Usage | None:
-    if u is None:
-        return None
-    prompt = to_count(_get(u, "prompt_tokens"))
-    completion = to_count(_get(u, "completion_tokens"))
-    if prompt is None and completion is None:
-        return None
-    prompt = prompt or 0
-    completion = completion or 0
-    total = to_count(_get(u, "total_tokens"))
-    pd = _get(u, "prompt_tokens_details")
-    cd = _get(u, "completion_tokens_details")
-    return Usage(
-        "openai", model, prompt, completion, total if total is not None else prompt + completion,
-        cached_input_tokens=to_count(_get(pd, "cached_tokens")) or 0,
-        reasoning_tokens=to_count(_get(cd, "reasoning_tokens")) or 0,
-        audio_input_tokens=to_count(_get(pd, "audio_tokens")) or 0,
-        audio_output_tokens=to_count(_get(cd, "audio_tokens")) or 0,
-        response_id=response_id,
-    )
-
-
-class ChatReducer(Reducer):
-    __slots__ = ("hide_usage_chunk",)
-
-    def observe(self, chunk: Any) -> bool:
-        u = getattr(chunk, "usage", None)
-        if u is not None:
-            self.exact = chat_usage(u, getattr(chunk, "model", None) or self.model, getattr(chunk, "id", None))
-            choices = getattr(chunk, "choices", None)
-            return bool(self.hide_usage_chunk and not choices)
-        choices = getattr(chunk, "choices", None)
-        if choices:
-            delta = getattr(choices[0], "delta", None)
-            content = getattr(delta, "content", None)
-            if content:
-                self.chars += len(content)
-        return False
-
-
-class ChatCompletions(Endpoint):
-    provider = "openai"
-    name = "chat.completions.create"
-
-    def prepare(self, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        if kwargs.get("stream") is True:
-            so = kwargs.get("stream_options")
-            if not isinstance(so, Mapping) or "include_usage" not in so:
-                new = dict(kwargs)
-                new["stream_options"] = {**(so if isinstance(so, Mapping) else {}), "include_usage": True}
-                return new, True
-        return kwargs, False
-
-    def kind(self, result: Any) -> Kind:
-        return "stream" if (hasattr(result, "response") and hasattr(result, "__next__")) or hasattr(result, "__anext__") else "response"
-
-    def usage(self, response: Any) -> Usage | None:
-        return chat_usage(getattr(response, "usage", None), getattr(response, "model", None),
-                          getattr(response, "id", None))
-
-    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
-        r = ChatReducer(self.provider, kwargs)
-        r.hide_usage_chunk = bool(hint)
-        return r
-
-
-_CHAT = ChatCompletions()
+_CHAT = "openai.resources.chat.completions"  # a module (1.x) or package re-exporting the classes
+_RESPONSES = "openai.resources.responses.responses"
+_BETA_RESPONSES = "openai.resources.beta.responses.responses"  # 2.x+: a different class, same wire shape
 
 
 def _targets() -> list[Target]:
-    return [
-        Target("openai.resources.chat.completions", "Completions.create", _CHAT),
-        Target("openai.resources.chat.completions", "AsyncCompletions.create", _CHAT),
-    ]
+    """Patch targets; those the installed SDK lacks are skipped."""
+    out = []
+    for prefix in ("", "Async"):
+        out += [
+            Target(_CHAT, f"{prefix}Completions.create", CHAT_CREATE),
+            Target(_CHAT, f"{prefix}Completions.parse", CHAT_PARSE),
+            # 1.40-era: a separate beta class whose parse calls chat create (counted once: guard)
+            Target("openai.resources.beta.chat.completions", f"{prefix}Completions.parse", CHAT_PARSE),
+            Target(_RESPONSES, f"{prefix}Responses.create", RESPONSES_CREATE),
+            Target(_RESPONSES, f"{prefix}Responses.parse", RESPONSES_PARSE),
+            Target(_RESPONSES, f"{prefix}Responses.compact", RESPONSES_COMPACT),
+            Target(_BETA_RESPONSES, f"{prefix}Responses.create", RESPONSES_CREATE),
+            Target(_BETA_RESPONSES, f"{prefix}Responses.compact", RESPONSES_COMPACT),
+            Target("openai.resources.completions", f"{prefix}Completions.create", COMPLETIONS_CREATE),
+            Target("openai.resources.embeddings", f"{prefix}Embeddings.create", EMBEDDINGS_CREATE),
+        ]
+    hook = {"": sync_close_hook, "Async": async_close_hook}
+    for prefix, factory in hook.items():
+        out += [
+            Target("openai.lib.streaming.chat._completions", f"{prefix}ChatCompletionStream.close",
+                   None, hook=factory),
+            Target("openai.lib.streaming.responses._responses", f"{prefix}ResponseStream.close",
+                   None, hook=factory),
+        ]
+    return out
 
+
+_RAW = {"with_raw_response": HELPER, "with_streaming_response": HELPER}
+_CHAT_NODE: dict[str, Any] = {"create": CHAT_CREATE, "parse": CHAT_PARSE, "stream": HELPER, **_RAW}
+_RESPONSES_NODE: dict[str, Any] = {
+    "create": RESPONSES_CREATE, "parse": RESPONSES_PARSE, "compact": RESPONSES_COMPACT, "stream": HELPER,
+    **_RAW,
+}
 
 PROVIDER = Provider(
     "openai",
     _targets,
     client_tree={
-        "chat": {"completions": {"create": _CHAT}},
+        "chat": {"completions": _CHAT_NODE},
+        "responses": _RESPONSES_NODE,
+        "completions": {"create": COMPLETIONS_CREATE, **_RAW},
+        "embeddings": {"create": EMBEDDINGS_CREATE, **_RAW},
+        "beta": {
+            "chat": {"completions": _CHAT_NODE},
+            "responses": {"create": RESPONSES_CREATE, "compact": RESPONSES_COMPACT, **_RAW},
+        },
+        **_RAW,
         "with_options": CLIENT,
         "copy": CLIENT,
     },

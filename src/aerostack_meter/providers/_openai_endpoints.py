@@ -1,0 +1,284 @@
+"""The OpenAI surfaces as endpoints: argument preparation, result kinds, stream reducers.
+
+Three families: chat-shaped (chat completions, legacy completions, embeddings: ``usage`` is a
+``CompletionUsage``; streams need ``stream_options.include_usage``), responses (usage in the
+response, or in the terminal ``response.completed``/``incomplete``/``failed`` event), and the
+close hooks of the SDK's stream helpers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import openai
+
+from .._call import Endpoint, Kind, Reducer
+from .._log import log_limited
+from .._streams import AsyncStreamProxy, StreamProxy
+from .._usage import Usage
+from ._openai_usage import chat_usage, get, responses_usage
+
+if TYPE_CHECKING:
+    from .._meter import Meter
+
+__all__ = [
+    "ChatEndpoint",
+    "CompletionsEndpoint",
+    "EmbeddingsEndpoint",
+    "ResponsesEndpoint",
+    "async_close_hook",
+    "sync_close_hook",
+]
+
+_MODEL = openai.BaseModel
+_STREAMS = (openai.Stream, openai.AsyncStream)
+# with_streaming_response: the body is not read yet, parse() would read it (and is async on AsyncAPIResponse)
+_UNREAD = tuple(c for c in (getattr(openai, "APIResponse", None), getattr(openai, "AsyncAPIResponse", None)) if c)
+
+
+def _bad_event(where: str) -> None:
+    log_limited("openai_" + where, logging.ERROR, "aerostack_meter: could not read an OpenAI stream "
+                "event; this stream's usage will be estimated", exc_info=True)
+
+
+class OpenAIEndpoint(Endpoint):
+    provider = "openai"
+    _usage_of: Callable[[Any, Any, Any], Usage | None] = staticmethod(chat_usage)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def kind(self, result: Any) -> Kind:
+        if isinstance(result, _MODEL):
+            return "response"
+        if isinstance(result, _STREAMS):
+            return "stream"
+        if hasattr(result, "http_response") and hasattr(result, "parse"):
+            return "raw"  # .with_raw_response (LegacyAPIResponse) / .with_streaming_response (APIResponse)
+        return "response"
+
+    def usage(self, response: Any) -> Usage | None:
+        return self._usage_of(get(response, "usage"), get(response, "model"), get(response, "id"))
+
+    def parse_raw(self, raw: Any) -> Any:
+        """A ``.with_raw_response`` result of a non-streaming call has its body read already: its
+        (cached) ``parse()`` consumes nothing, and the user's later ``parse()`` returns the same
+        object. Anything else is metered when the user parses it."""
+        if isinstance(raw, _UNREAD):
+            return None
+        try:
+            parsed = raw.parse()
+        except Exception:
+            # e.g. a structured-output parse that fails on a truncated reply: the call consumed
+            # tokens all the same, and the body's usage is there.
+            try:
+                return raw.http_response.json()
+            except Exception:
+                return None
+        return parsed if self.kind(parsed) == "response" else None
+
+
+# -- chat-shaped: chat completions, legacy completions, embeddings ---------------------------------
+
+class _ChatHint:
+    __slots__ = ("expect", "hide")
+
+    def __init__(self, hide: bool, expect: bool) -> None:
+        self.hide = hide  # we added include_usage: hide the usage-only chunk, drop "usage" from fields set
+        self.expect = expect  # usage is expected at the end of the stream
+
+
+_ABSENT = object()  # not passed at all; `omit` / `NOT_GIVEN` are falsy and mean the same
+_NO_USAGE = _ChatHint(False, False)
+_USER_USAGE = _ChatHint(False, True)
+_INJECTED = _ChatHint(True, True)
+
+
+def stream_usage_allowed(meter: Meter, instance: Any) -> bool:
+    """The ``stream_usage`` setting for this client's base URL: bool, callable or mapping."""
+    setting = meter.settings.stream_usage
+    if setting is True or setting is False:
+        return setting
+    try:
+        # no public seam from a resource to its client: SyncAPIResource/AsyncAPIResource._client
+        base = str(instance._client.base_url).rstrip("/")
+        if callable(setting):
+            return bool(setting(base))
+        if isinstance(setting, Mapping):
+            for key, value in setting.items():
+                if isinstance(key, str) and key.rstrip("/") == base:
+                    return bool(value)
+        return True
+    except Exception:
+        log_limited("stream_usage", logging.ERROR, "aerostack_meter: the stream_usage setting could not "
+                    "be evaluated; stream_options are left as the caller passed them", exc_info=True)
+        return False
+
+
+class ChatEndpoint(OpenAIEndpoint):
+    """Chat completions (create, parse, the stream helper's create)."""
+
+    def prepare_call(self, meter: Meter, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        if kwargs.get("stream") is not True:
+            return kwargs, None
+        so = kwargs.get("stream_options", _ABSENT)
+        if isinstance(so, Mapping):
+            if "include_usage" in so:  # the caller decided: pass everything through untouched
+                return kwargs, _USER_USAGE if so["include_usage"] else _NO_USAGE
+        elif so is not _ABSENT and (so is None or so):
+            return kwargs, _NO_USAGE  # an explicit None (sent as null), or something we don't know
+        if not stream_usage_allowed(meter, instance):
+            return kwargs, _NO_USAGE
+        new = dict(kwargs)
+        new["stream_options"] = {**(so if isinstance(so, Mapping) else {}), "include_usage": True}
+        return new, _INJECTED
+
+    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
+        return ChatReducer(self.provider, kwargs, hint if isinstance(hint, _ChatHint) else _NO_USAGE)
+
+
+class ChatReducer(Reducer):
+    __slots__ = ("expect", "hide", "seen")
+
+    def __init__(self, provider: str, kwargs: Mapping[str, Any], hint: _ChatHint) -> None:
+        super().__init__(provider, kwargs)
+        self.hide = hint.hide
+        self.expect = hint.expect
+        self.seen = False  # a chunk with choices went by
+
+    def observe(self, chunk: Any) -> bool:
+        try:
+            choices = chunk.choices
+            u = chunk.usage
+            if u is not None:
+                self._usage(chunk, u)
+            if choices:
+                self.seen = True
+                if self.hide:
+                    chunk.model_fields_set.discard("usage")  # as if include_usage had not been sent
+                self._text(choices[0])
+                return False
+            return self.hide and (u is not None or self.seen)
+        except Exception:
+            _bad_event("chat_chunk")
+            return False
+
+    def _usage(self, chunk: Any, u: Any) -> None:
+        usage = chat_usage(u, getattr(chunk, "model", None) or self.model, getattr(chunk, "id", None))
+        if usage is not None:
+            self.exact = usage  # cumulative: the last one wins
+
+    def _text(self, choice: Any) -> None:
+        delta = choice.delta
+        if delta is not None:
+            content = delta.content
+            if type(content) is str:
+                self.chars += len(content)
+            else:
+                tool_calls = delta.tool_calls
+                if tool_calls:
+                    for tc in tool_calls:
+                        args = tc.function.arguments if tc.function is not None else None
+                        if type(args) is str:
+                            self.chars += len(args)
+
+    def final(self, complete: bool) -> Usage | None:
+        if self.exact is None and not self.expect:
+            return None  # the caller turned stream usage off (or the base URL has it off): "usage missing"
+        return super().final(complete)
+
+
+class CompletionsEndpoint(ChatEndpoint):
+    """Legacy ``completions.create``: the same usage and ``include_usage`` rules as chat."""
+
+    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
+        return CompletionReducer(self.provider, kwargs, hint if isinstance(hint, _ChatHint) else _NO_USAGE)
+
+
+class CompletionReducer(ChatReducer):
+    __slots__ = ()
+
+    def _text(self, choice: Any) -> None:
+        text = choice.text
+        if type(text) is str:
+            self.chars += len(text)
+
+
+class EmbeddingsEndpoint(OpenAIEndpoint):
+    """``embeddings.create``: input tokens only."""
+
+
+# -- responses ------------------------------------------------------------------------------
+
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class ResponsesEndpoint(OpenAIEndpoint):
+    """Responses API (create, parse, the stream helper's create). Nothing to inject."""
+
+    _usage_of = staticmethod(responses_usage)
+
+    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
+        return ResponsesReducer(self.provider, kwargs)
+
+
+class ResponsesReducer(Reducer):
+    __slots__ = ()
+
+    def observe(self, event: Any) -> bool:
+        try:
+            t = event.type
+            if t.endswith(".delta"):
+                if "audio" not in t:  # audio deltas are base64 bytes, not text
+                    d = event.delta
+                    if type(d) is str:
+                        self.chars += len(d)
+            elif t in _TERMINAL:
+                r = event.response
+                usage = responses_usage(get(r, "usage"), get(r, "model") or self.model, get(r, "id"))
+                if usage is not None:
+                    self.exact = usage
+            elif t == "response.created":
+                r = event.response
+                rid, model = get(r, "id"), get(r, "model")
+                if isinstance(rid, str):
+                    self.response_id = rid
+                if isinstance(model, str) and model:
+                    self.model = model
+        except Exception:
+            _bad_event("responses_event")
+        return False
+
+
+# -- the stream helpers' close() -------------------------------------------------------------------
+# ChatCompletionStream / ResponseStream (and the async twins) close the HTTP response directly
+# (``self._response.close()``), never their raw stream: without these hooks an early close through
+# the helper would only be metered when the garbage collector finds our proxy. The raw stream is the
+# helper's ``_raw_stream`` (no public accessor; named in tests/providers/test_openai_internals.py).
+
+def sync_close_hook(get_meter: Callable[[], Any]) -> Callable[..., Any]:
+    def close(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        raw = getattr(instance, "_raw_stream", None)
+        if isinstance(raw, StreamProxy):
+            try:
+                raw.close()
+            except Exception:
+                log_limited("close_hook", logging.DEBUG, "closing the raw stream failed", exc_info=True)
+        return wrapped(*args, **kwargs)
+
+    return close
+
+
+def async_close_hook(get_meter: Callable[[], Any]) -> Callable[..., Any]:
+    async def close(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        raw = getattr(instance, "_raw_stream", None)
+        if isinstance(raw, AsyncStreamProxy):
+            try:
+                await raw.close()
+            except Exception:
+                log_limited("close_hook", logging.DEBUG, "closing the raw stream failed", exc_info=True)
+        return await wrapped(*args, **kwargs)
+
+    return close

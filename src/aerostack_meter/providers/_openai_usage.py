@@ -1,0 +1,97 @@
+"""Where usage lives in OpenAI responses, read defensively.
+
+Usage comes from the wire: an OpenAI-compatible server may send ``null``, negative numbers,
+strings or absurdly large values. A count that is present but not a valid count makes the whole
+usage invalid (``None``: counted as "usage missing", never billed); ``null`` or an absent detail
+counts as zero. Objects may be the SDK's models or plain dicts (a raw body read as JSON).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._usage import Usage, to_count
+
+__all__ = ["chat_usage", "get", "responses_usage"]
+
+
+class _Invalid(Exception):
+    pass
+
+
+def get(obj: Any, name: str) -> Any:
+    if obj is None:
+        return None
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _count(obj: Any, name: str) -> int | None:
+    value = get(obj, name)
+    if value is None:
+        return None
+    n = to_count(value)
+    if n is None:
+        raise _Invalid(name)
+    return n
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def chat_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
+    """``CompletionUsage`` (chat, legacy completions, their chunks) and embeddings' ``Usage``:
+    ``prompt_tokens`` include cached tokens, ``completion_tokens`` include reasoning tokens."""
+    if u is None:
+        return None
+    try:
+        prompt = _count(u, "prompt_tokens")
+        completion = _count(u, "completion_tokens")
+        if prompt is None and completion is None:
+            return None
+        total = _count(u, "total_tokens")
+        pd = get(u, "prompt_tokens_details")
+        cd = get(u, "completion_tokens_details")
+        cached = _count(pd, "cached_tokens") or 0
+        cache_write = _count(pd, "cache_write_tokens") or 0  # 2.x and later
+        audio_in = _count(pd, "audio_tokens") or 0
+        reasoning = _count(cd, "reasoning_tokens") or 0
+        audio_out = _count(cd, "audio_tokens") or 0
+    except _Invalid:
+        return None
+    prompt = prompt or 0
+    completion = completion or 0
+    return Usage(
+        "openai", _str(model), prompt, completion, prompt + completion if total is None else total,
+        cached_input_tokens=cached, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
+        audio_input_tokens=audio_in, audio_output_tokens=audio_out, response_id=_str(response_id),
+    )
+
+
+def responses_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
+    """``ResponseUsage``: ``input_tokens`` include cached, ``output_tokens`` include reasoning."""
+    if u is None:
+        return None
+    try:
+        inp = _count(u, "input_tokens")
+        out = _count(u, "output_tokens")
+        if inp is None and out is None:
+            return None
+        total = _count(u, "total_tokens")
+        idet = get(u, "input_tokens_details")
+        odet = get(u, "output_tokens_details")
+        cached = _count(idet, "cached_tokens") or 0
+        cache_write = _count(idet, "cache_write_tokens") or 0  # 2.x and later
+        reasoning = _count(odet, "reasoning_tokens") or 0
+    except _Invalid:
+        return None
+    inp = inp or 0
+    out = out or 0
+    return Usage(
+        "openai", _str(model), inp, out, inp + out if total is None else total,
+        cached_input_tokens=cached, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
+        response_id=_str(response_id),
+    )
