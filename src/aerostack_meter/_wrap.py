@@ -57,7 +57,8 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         if cached is not None and cached.__wrapped__ is value:
             return cached
         if isinstance(spec, Endpoint):
-            is_async = inspect.iscoroutinefunction(value)
+            # unwrap: an SDK's async method may sit behind a sync decorator (functools.wraps)
+            is_async = inspect.iscoroutinefunction(inspect.unwrap(value))
             out: Any = wrapt.FunctionWrapper(
                 value, make_wrapper(spec, is_async, self._self_get_meter, self._self_defaults))
         elif spec == CLIENT:
