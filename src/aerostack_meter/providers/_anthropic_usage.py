@@ -1,0 +1,136 @@
+"""Where usage lives in Anthropic responses and stream events, normalised (pure functions).
+
+Anthropic reports ``input_tokens`` *without* the cache: the normalised ``input_tokens`` is
+``input_tokens + cache_creation_input_tokens + cache_read_input_tokens``. Beta responses may
+carry ``usage.iterations``; ``compaction`` entries there are not included in the top-level
+fields (per the SDK's docstring), so they are added. Every number comes off the wire through
+:func:`to_count`: one hostile value makes the whole record invalid (``None``), never garbage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._usage import Usage, to_count
+
+__all__ = ["DELTA_REQUIRED", "Counts", "build_usage", "message_usage", "read_counts"]
+
+Counts = dict[str, Any]  # field -> int, plus "server_tool_use" -> dict and "compaction" -> tuple
+
+_FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
+_START_REQUIRED = ("input_tokens", "output_tokens")
+DELTA_REQUIRED = ("output_tokens",)  # a message_delta must say its cumulative output
+
+
+def _get(obj: Any, name: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _fields(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.items()
+    return getattr(obj, "__dict__", {}).items()
+
+
+def read_counts(u: Any, required: tuple[str, ...] = _START_REQUIRED) -> Counts | None:
+    """The counts present in one usage object (a ``Message``'s or a ``message_delta``'s).
+
+    ``None`` when the object is absent, a required field is missing, or any number is invalid.
+    Optional fields that are absent (``None``) are left out, so a later value can overwrite an
+    earlier one field by field (cumulative totals: last value wins).
+    """
+    if u is None:
+        return None
+    out: Counts = {}
+    for name in _FIELDS:
+        raw = _get(u, name)
+        if raw is None:
+            if name in required:
+                return None
+            continue
+        n = to_count(raw)
+        if n is None:
+            return None
+        out[name] = n
+    details = _get(u, "output_tokens_details")
+    if details is not None:
+        thinking = _get(details, "thinking_tokens")
+        if thinking is not None:
+            n = to_count(thinking)
+            if n is None:
+                return None
+            out["thinking_tokens"] = n
+    tools = _get(u, "server_tool_use")
+    if tools is not None:
+        counts: dict[str, int] = {}
+        for key, value in _fields(tools):
+            if value is None or not isinstance(key, str) or key.startswith("_"):
+                continue
+            n = to_count(value)
+            if n is None:
+                return None
+            if n:
+                counts[key] = n
+        out["server_tool_use"] = counts
+    iterations = _get(u, "iterations")
+    if iterations is not None:
+        compaction = _compaction(iterations)
+        if compaction is None:
+            return None
+        out["compaction"] = compaction
+    return out
+
+
+def _compaction(iterations: Any) -> tuple[int, int, int, int] | None:
+    """Sum of the ``compaction`` iterations: (input, cache_write, cache_read, output)."""
+    if not isinstance(iterations, (list, tuple)):
+        return None
+    sums = [0, 0, 0, 0]
+    for entry in iterations:
+        if _get(entry, "type") != "compaction":
+            continue
+        for i, name in enumerate(_FIELDS):
+            raw = _get(entry, name)
+            if raw is None:
+                continue
+            n = to_count(raw)
+            if n is None:
+                return None
+            sums[i] += n
+    return sums[0], sums[1], sums[2], sums[3]
+
+
+def build_usage(c: Counts, model: str | None, response_id: str | None, *,
+                output: int | None = None, estimated: bool = False) -> Usage | None:
+    """A normalised record from complete counts (``None`` if the input side is unknown)."""
+    fresh = c.get("input_tokens")
+    if fresh is None:
+        return None
+    write = c.get("cache_creation_input_tokens", 0)
+    read = c.get("cache_read_input_tokens", 0)
+    out = c.get("output_tokens", 0) if output is None else output
+    comp = c.get("compaction")
+    if comp:
+        fresh, write, read, out = fresh + comp[0], write + comp[1], read + comp[2], out + comp[3]
+    inp = fresh + write + read
+    total = inp + out
+    if to_count(total) is None:
+        return None
+    return Usage("anthropic", model, inp, out, total, cached_input_tokens=read,
+                 cache_write_tokens=write, reasoning_tokens=min(c.get("thinking_tokens", 0), out),
+                 server_tool_use=c.get("server_tool_use") or {}, response_id=response_id,
+                 estimated=estimated)
+
+
+def message_usage(message: Any) -> Usage | None:
+    """Usage of a complete ``Message``/``BetaMessage`` (or its JSON body)."""
+    counts = read_counts(_get(message, "usage"))
+    if counts is None:
+        return None
+    model = _get(message, "model")
+    rid = _get(message, "id")
+    return build_usage(counts, model if isinstance(model, str) else None,
+                       rid if isinstance(rid, str) else None)
