@@ -24,7 +24,7 @@ class SpoolReporter(Reporter):
         s = self.settings
         assert s.spool_path is not None
         self.spool = Spool(s.spool_path, s.spool_max_bytes)
-        if self.spool.adopt() or any(self.spool.pending()):
+        if self._adopt() or any(self.spool.pending()):
             self._start()  # replay what an earlier process left
 
     def _reset(self) -> None:
@@ -32,6 +32,18 @@ class SpoolReporter(Reporter):
         self._in_flight: set[int] = set()
         self._failing = False
         self._flush_now = False
+
+    def _adopt(self) -> int:
+        adopted = self.spool.adopt()
+        replays, self.spool.adopted_in_flight = self.spool.adopted_in_flight, 0
+        if replays:
+            # A dead process was waiting for the answer to these: they may have been delivered.
+            self.counters.add("retries", replays)
+            self.counters.add("ambiguous_retries", replays)
+            log_once("adopted_in_flight", logging.WARNING,
+                     "aerostack_meter: replaying %d request(s) a dead process may have delivered "
+                     "(same Idempotency-Key; may be counted twice)", replays)
+        return adopted
 
     def _forked(self) -> None:
         if self._pid == os.getpid():
@@ -110,7 +122,7 @@ class SpoolReporter(Reporter):
             try:
                 now = time.monotonic()
                 if now >= next_adopt:
-                    self.spool.adopt()
+                    self._adopt()
                     next_adopt = now + _ADOPT_EVERY
                 if (now >= next_window or self._flush_now) and not self._failing:
                     self._flush_now = False
@@ -118,7 +130,9 @@ class SpoolReporter(Reporter):
                     next_window = now + interval
                 with self._lock:
                     exclude = set(self._in_flight)
-                for batch in self.spool.due(time.time(), limit - len(exclude), exclude):
+                due = self.spool.due(time.time(), limit - len(exclude), exclude)
+                self.spool.sending(due)
+                for batch in due:
                     with self._lock:
                         self._in_flight.add(batch.seq)
                     self._send_q.put(batch)

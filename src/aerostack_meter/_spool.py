@@ -6,7 +6,9 @@ Tables: ``events`` (recorded, not yet in a request; owned by the process that re
 ``owners`` (one row per live process, each holding an ``flock`` on its own lock file for as long
 as it lives). A process adopts the rows of an owner whose lock it can take: that owner is dead
 (``kill -9`` releases the lock). Only the owner of a row sends it, so concurrent processes on one
-spool never send an event twice.
+spool never send an event twice. A batch is marked ``inflight`` before each attempt and unmarked
+when the attempt failed: an adopted batch still marked may have been delivered before its owner
+died, so its replay is an ambiguous retry (counted as one).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ CREATE TABLE IF NOT EXISTS batches (
     id INTEGER PRIMARY KEY, owner TEXT NOT NULL, consumer_id TEXT NOT NULL, api_id TEXT NOT NULL,
     metric TEXT NOT NULL, units INTEGER NOT NULL, n_events INTEGER NOT NULL,
     idempotency_key TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    ambiguous INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0);
+    ambiguous INTEGER NOT NULL DEFAULT 0, next_at REAL NOT NULL DEFAULT 0,
+    inflight INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS batches_owner ON batches (owner, next_at);
 CREATE TABLE IF NOT EXISTS owners (token TEXT PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL);
 """
@@ -59,6 +62,7 @@ class Spool:
         self.token = uuid.uuid4().hex
         self._local = threading.local()
         self._lock_fd: int | None = None
+        self.adopted_in_flight = 0  # adopted batches that may have been delivered already
         if fcntl is not None:
             fd = os.open(self._lock_path(self.token), os.O_CREAT | os.O_RDWR, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,6 +89,9 @@ class Spool:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
             conn.executescript(_SCHEMA)
+            if "inflight" not in {r[1] for r in conn.execute("PRAGMA table_info(batches)")}:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it
+                    conn.execute("ALTER TABLE batches ADD COLUMN inflight INTEGER NOT NULL DEFAULT 0")
             self._local.conn = conn
             self._local.pid = os.getpid()
         return conn
@@ -108,11 +115,16 @@ class Spool:
                 continue  # alive
             try:
                 conn.execute("BEGIN IMMEDIATE")
-                adopted += conn.execute("UPDATE batches SET owner=?, next_at=0 WHERE owner=?",
-                                        (self.token, token)).rowcount
+                in_flight = conn.execute("SELECT COUNT(*) FROM batches WHERE owner=? AND inflight=1",
+                                         (token,)).fetchone()[0]
+                adopted += conn.execute(
+                    "UPDATE batches SET owner=?, next_at=0, attempts=attempts+inflight,"
+                    " ambiguous=ambiguous+inflight, inflight=0 WHERE owner=?",
+                    (self.token, token)).rowcount
                 adopted += conn.execute("UPDATE events SET owner=? WHERE owner=?", (self.token, token)).rowcount
                 conn.execute("DELETE FROM owners WHERE token=?", (token,))
                 conn.execute("COMMIT")
+                self.adopted_in_flight += int(in_flight)
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             except sqlite3.Error:
@@ -186,11 +198,17 @@ class Spool:
         row = self._conn().execute("SELECT MIN(next_at) FROM batches WHERE owner=?", (self.token,)).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
+    def sending(self, batches: list[Batch]) -> None:
+        """Mark batches as being attempted: from now on they may be delivered."""
+        if batches:
+            self._conn().executemany("UPDATE batches SET inflight=1 WHERE id=?",
+                                     [(b.spool_id,) for b in batches])
+
     def done(self, batch: Batch) -> None:
         self._conn().execute("DELETE FROM batches WHERE id=?", (batch.spool_id,))
 
     def defer(self, batch: Batch, next_at: float) -> None:
-        self._conn().execute("UPDATE batches SET attempts=?, ambiguous=?, next_at=? WHERE id=?",
+        self._conn().execute("UPDATE batches SET attempts=?, ambiguous=?, next_at=?, inflight=0 WHERE id=?",
                              (batch.attempts, batch.ambiguous_attempts, next_at, batch.spool_id))
 
     def pending(self) -> tuple[int, int]:

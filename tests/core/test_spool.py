@@ -115,3 +115,48 @@ def test_spool_over_its_cap_counts_what_it_drops(tmp_path: Path) -> None:
         m.log("c", 1)
         assert m.stats().dropped.get("spool_full") == 1
         m.shutdown(0.1)
+
+
+def test_a_batch_adopted_while_in_flight_is_replayed_as_an_ambiguous_retry(tmp_path: Path) -> None:
+    from aerostack_meter._events import UsageEvent
+    from aerostack_meter._spool import Spool
+
+    path = str(tmp_path / "spool.db")
+    dead = Spool(path, 1 << 30)
+    dead.append([UsageEvent("a", "api", "tokens", 5), UsageEvent("b", "api", "tokens", 6)])
+    dead.claim(coalesce=True)
+    sent, waiting = dead.due(time.time(), 10, set())
+    dead.sending([sent])  # an attempt went out; the owner dies before the answer
+    dead.close()
+    with standin_server() as gw:
+        m = make(gw.url, tmp_path / "spool.db")
+        assert m.flush(5)
+        st = m.stats()
+        m.shutdown()
+    assert gw.units_by_consumer() == {"a": 5, "b": 6}
+    assert st.ambiguous_retries == 1 and st.retries == 1  # only the batch that was in flight
+    keys = {r.body["consumerId"]: r.headers["idempotency-key"] for r in gw.accepted()}
+    assert keys == {"a": sent.idempotency_key, "b": waiting.idempotency_key}
+
+
+def test_a_spool_file_from_before_the_inflight_column_still_opens(tmp_path: Path) -> None:
+    path = tmp_path / "spool.db"
+    conn = sqlite3.connect(path)
+    conn.executescript("""
+        CREATE TABLE batches (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, consumer_id TEXT NOT NULL,
+            api_id TEXT NOT NULL, metric TEXT NOT NULL, units INTEGER NOT NULL,
+            n_events INTEGER NOT NULL, idempotency_key TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, ambiguous INTEGER NOT NULL DEFAULT 0,
+            next_at REAL NOT NULL DEFAULT 0);
+        INSERT INTO batches (owner, consumer_id, api_id, metric, units, n_events, idempotency_key)
+            VALUES ('gone', 'old', 'api', 'tokens', 7, 1, 'am-old');
+        CREATE TABLE owners (token TEXT PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL);
+        INSERT INTO owners VALUES ('gone', 1, 0);
+    """)
+    conn.close()
+    with standin_server() as gw:
+        m = make(gw.url, path)
+        assert m.flush(5)
+        m.shutdown()
+    assert gw.units_by_consumer() == {"old": 7}
+    assert rows(path) == 0
