@@ -4,7 +4,8 @@ Caller side (any thread): ``put()`` is an O(1) append to a deque, never blocks a
 One daemon reporter thread drains the queue every ``flush_interval`` (or when woken), sums events
 with the same (consumerId, apiId, metric) into one batch, and hands batches to ``concurrency``
 daemon sender threads that call the sink. Retries wait in a heap; every wait is an interruptible
-``Event.wait``. After ``os.fork()`` the child starts from fresh state (new locks, queue, sink
+``Event.wait``. While the last attempt failed and batches wait to retry, the window stays open
+(one growing sum per key), so an outage does not turn every window into more retrying requests. After ``os.fork()`` the child starts from fresh state (new locks, queue, sink
 connections, threads); what the parent had pending is the parent's to send.
 """
 
@@ -84,6 +85,7 @@ class Reporter:
         self._started = False
         self._stopping = False
         self._closed = False
+        self._failing = False  # the last attempt failed (retryable): hold the window
         self._overflow: dict[Key, list[int]] = {}
         self._window: dict[Key, _Acc] = {}
         self._send_q: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
@@ -201,8 +203,12 @@ class Reporter:
             try:
                 flushes = self._drain()
                 now = time.monotonic()
-                if flushes or not coalesce or self._stopping or now >= next_window or self._overflow:
+                hold = self._failing and bool(self._unsettled)
+                if flushes or not coalesce or self._stopping or (
+                        (now >= next_window or self._overflow) and not hold):
                     self._close_window()
+                    next_window = now + interval
+                elif now >= next_window:  # held: look again in one interval
                     next_window = now + interval
                 self._register(flushes)
                 self._release_retries(now, everything=bool(flushes) and self._stopping)
@@ -295,6 +301,7 @@ class Reporter:
                 logger.debug("result handling failed", exc_info=True)
 
     def _on_result(self, batch: Batch, result: SendResult) -> None:
+        self._failing = result.outcome == "retry"
         if result.outcome == "ok":
             self.counters.sent(batch.metric, batch.units, batch.n_events)
             if result.reason:

@@ -192,3 +192,24 @@ def test_hostile_bodies_are_counted_not_raised() -> None:
         assert s.events_sent == 1  # the HTML 200 counts as delivered
         assert s.dropped == {"rejected_success_false": 1}
         m.shutdown()
+
+
+def test_an_outage_holds_the_window_instead_of_multiplying_retrying_requests() -> None:
+    import time
+
+    with standin_server() as gw:
+        gw.respond(*([503] * 100_000))
+        m = make(gw.url, flush_interval=0.02, backoff_base=0.1, max_backoff=0.2)
+        for _ in range(100):  # ~1 s: some 50 windows
+            m.log("c", 1)
+            time.sleep(0.01)
+        during = len(gw.requests)
+        with gw.lock:
+            gw.script.clear()
+        assert m.flush(5)
+        m.shutdown()
+        assert gw.units_by_consumer() == {"c": 100}
+        # One batch probes the outage (with backoff) while the rest sums into the open window;
+        # without the hold every window adds a retrying request (~50 batches: 300+ requests).
+        assert during < 100, during
+        assert len(gw.accepted()) < 15  # the few batches formed before the first failure, + 1
