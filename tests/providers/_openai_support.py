@@ -47,6 +47,10 @@ async def clients() -> AsyncIterator[None]:
     yield
     while _open:
         await resolve(_open.pop().close())
+    # Abandoned streams are collected now, not during some later compile(): CPython 3.11 before
+    # 3.11.9 raises "AST constructor recursion depth mismatch" when a GC pass that runs Python
+    # finalizers (ours, the SDK's async generators) happens inside ast.parse (gh-106905).
+    await collect_garbage()
 
 
 async def resolve(value: Any) -> Any:
@@ -101,6 +105,7 @@ def quick_gc() -> Iterator[None]:
     gc.freeze()
     yield
     gc.unfreeze()
+    gc.collect()  # now, rather than inside some later compile() (see ``clients``)
 
 
 async def collect_garbage() -> None:

@@ -1,9 +1,11 @@
 """Where usage lives in OpenAI responses, read defensively.
 
 Usage comes from the wire: an OpenAI-compatible server may send ``null``, negative numbers,
-strings or absurdly large values. A count that is present but not a valid count makes the whole
-usage invalid (``None``: counted as "usage missing", never billed); ``null`` or an absent detail
-counts as zero. Objects may be the SDK's models or plain dicts (a raw body read as JSON).
+strings or absurdly large values. A main count (input, output, total) that is present but not a
+valid count makes the whole usage invalid (``None``: counted as "usage missing", never billed); a
+detail (cached, cache writes, reasoning, audio) that is not a valid count, ``null`` or absent counts
+as zero, so a bad detail never hides valid totals (1.x leaves details it does not know, such as
+``cache_write_tokens``, as the server sent them). Objects may be the SDK's models or plain dicts.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ def _count(obj: Any, name: str) -> int | None:
     return n
 
 
+def _detail(obj: Any, name: str) -> int:
+    return to_count(get(obj, name)) or 0
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -55,13 +61,13 @@ def chat_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
         total = _count(u, "total_tokens")
         pd = get(u, "prompt_tokens_details")
         cd = get(u, "completion_tokens_details")
-        cached = _count(pd, "cached_tokens") or 0
-        cache_write = _count(pd, "cache_write_tokens") or 0  # 2.x and later
-        audio_in = _count(pd, "audio_tokens") or 0
-        reasoning = _count(cd, "reasoning_tokens") or 0
-        audio_out = _count(cd, "audio_tokens") or 0
     except _Invalid:
         return None
+    cached = _detail(pd, "cached_tokens")
+    cache_write = _detail(pd, "cache_write_tokens")  # 2.x and later
+    audio_in = _detail(pd, "audio_tokens")
+    reasoning = _detail(cd, "reasoning_tokens")
+    audio_out = _detail(cd, "audio_tokens")
     prompt = prompt or 0
     completion = completion or 0
     return Usage(
@@ -83,11 +89,11 @@ def responses_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
         total = _count(u, "total_tokens")
         idet = get(u, "input_tokens_details")
         odet = get(u, "output_tokens_details")
-        cached = _count(idet, "cached_tokens") or 0
-        cache_write = _count(idet, "cache_write_tokens") or 0  # 2.x and later
-        reasoning = _count(odet, "reasoning_tokens") or 0
     except _Invalid:
         return None
+    cached = _detail(idet, "cached_tokens")
+    cache_write = _detail(idet, "cache_write_tokens")  # 2.x and later
+    reasoning = _detail(odet, "reasoning_tokens")
     inp = inp or 0
     out = out or 0
     return Usage(

@@ -1,0 +1,87 @@
+"""What the OpenAI provider relies on beyond the SDK's public API, named one test each, so that an
+SDK release that changes any of it fails here first (docs/providers/openai.md, "Relied on")."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import openai
+import pytest
+
+import aerostack_meter as am
+from aerostack_meter._streams import AsyncStreamProxy, StreamProxy
+from aerostack_meter.providers.openai import PROVIDER
+
+from ._openai_support import MODEL, MODES, USER, client, clients, enter, quick_gc, resolve
+
+__all__ = ["clients", "quick_gc"]  # fixtures
+
+
+def test_every_patch_target_resolves_in_this_sdk() -> None:
+    """Targets the installed SDK lacks are skipped silently by design; the core ones must be found."""
+    found = set()
+    for t in PROVIDER.targets():
+        try:
+            owner: Any = importlib.import_module(t.module)
+        except ImportError:
+            continue
+        for part in t.path.split("."):
+            owner = getattr(owner, part, None)
+        if owner is not None:
+            found.add(t.path)
+    must = {"Completions.create", "AsyncCompletions.create", "Embeddings.create", "AsyncEmbeddings.create",
+            "ChatCompletionStream.close", "AsyncChatCompletionStream.close"}
+    if hasattr(openai.OpenAI(api_key="k"), "responses"):
+        must |= {"Responses.create", "AsyncResponses.create", "Responses.parse", "ResponseStream.close",
+                 "AsyncResponseStream.close"}
+    assert must <= found
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("helper", ["chat", "responses"])
+async def test_stream_helpers_keep_the_raw_stream_in_private_raw_stream(helper: str, mode: str, mock_llm: Any,
+                                                                        meter: Any) -> None:
+    """``ChatCompletionStream``/``ResponseStream`` (and async) store the stream ``create`` returned in
+    ``_raw_stream`` and close the HTTP response directly: our close hook reads ``_raw_stream``."""
+    c = client(mock_llm, mode)
+    if helper == "chat":
+        if not hasattr(c.chat.completions, "stream"):
+            pytest.skip(f"openai {openai.__version__} has no chat stream helper")
+        manager = c.chat.completions.stream(model=MODEL, messages=USER)
+    else:
+        if not hasattr(c, "responses"):
+            pytest.skip(f"openai {openai.__version__} has no responses")
+        manager = c.responses.stream(model=MODEL, input="hi there")
+    async with enter(manager) as s:
+        assert isinstance(s._raw_stream, AsyncStreamProxy if mode == "async" else StreamProxy)
+        await resolve(s.close())
+        assert s._raw_stream.response.is_closed
+    assert am.flush(5) and am.stats().calls_metered == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_resources_reach_their_client_through_private_client(mode: str, mock_llm: Any) -> None:
+    """The per-base-URL ``stream_usage`` setting reads ``resource._client.base_url``."""
+    c = client(mock_llm, mode)
+    for resource in (c.chat.completions, c.completions, c.embeddings):
+        assert resource._client is c
+        assert str(resource._client.base_url).rstrip("/") == mock_llm.url
+
+
+def test_model_fields_set_is_the_models_own_set() -> None:
+    """Hiding the ``usage: null`` we caused from ``to_dict()`` discards it from ``model_fields_set``."""
+    chunk = openai.types.chat.ChatCompletionChunk.construct(
+        id="c", choices=[], created=0, model="m", object="chat.completion.chunk", usage=None)
+    assert "usage" in chunk.to_dict()
+    chunk.model_fields_set.discard("usage")
+    assert "usage" not in chunk.to_dict()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_legacy_raw_response_parse_is_cached(mode: str, mock_llm: Any) -> None:
+    """``.with_raw_response`` of a non-streaming call: ``parse()`` returns the same object every time
+    (the meter parses first, the user gets that object)."""
+    c = client(mock_llm, mode)
+    raw = await resolve(c.chat.completions.with_raw_response.create(model=MODEL, messages=USER))
+    assert raw.parse() is raw.parse()

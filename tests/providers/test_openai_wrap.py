@@ -1,0 +1,214 @@
+"""Patching and proxying OpenAI clients: ``wrap()`` meters one client only and stays transparent;
+patch + proxy, and SDK helpers that call another metered method, count once; ``uninstrument()``
+restores the very same function objects; every client class (Azure too) is covered."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import openai
+import pytest
+
+import aerostack_meter as am
+from aerostack_meter.providers.openai import PROVIDER
+from tests.conftest import billed
+
+from ._openai_support import (
+    HX,
+    MODEL,
+    MODES,
+    SURFACES,
+    USER,
+    Capture,
+    Surface,
+    available,
+    client,
+    clients,
+    drain,
+    enter,
+    quick_gc,
+    resolve,
+    served_tokens,
+)
+
+__all__ = ["clients", "quick_gc"]  # fixtures
+
+
+# Every plain surface and one of each raw shape (the raw wrappers are rebuilt on the proxy: HELPER)
+WRAP_SURFACES = [s for s in SURFACES if not s.name.endswith(("-raw", "-streaming"))] + [
+    s for s in SURFACES if s.name in ("chat.create-raw", "chat.create-stream-streaming",
+                                      "responses.create-stream-raw", "embeddings.create-streaming")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("surface", WRAP_SURFACES, ids=str)
+async def test_wrap_meters_that_client_only(surface: Surface, mode: str, mock_llm: Any, gateway: Any,
+                                            meter_factory: Any) -> None:
+    cap = Capture()
+    meter_factory(instrument=False, before_send=cap, flush_interval=0.01)  # no patching at all
+    plain = client(mock_llm, mode)
+    if not available(surface, plain):
+        pytest.skip(f"openai {openai.__version__} has no {surface}")
+    wrapped = am.wrap(plain, consumer_id="acme")
+    assert isinstance(wrapped, openai.AsyncOpenAI if mode == "async" else openai.OpenAI)
+    before = served_tokens(mock_llm)
+    got = await surface.run(wrapped)
+    served = served_tokens(mock_llm) - before
+    assert billed(gateway) == {"acme": served} != {"acme": 0}
+    assert [e.estimated for e in cap.events] == [False]
+    assert await surface.run(plain) == got  # the client it wraps is not metered, and answers the same
+    assert am.stats().calls_metered == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrap_is_transparent(mode: str, mock_llm: Any, meter_factory: Any) -> None:
+    meter_factory(instrument=False)
+    plain = client(mock_llm, mode, organization="org-x")
+    wrapped = am.wrap(plain)
+    assert isinstance(wrapped, type(plain))
+    assert (wrapped.base_url, wrapped.api_key, wrapped.organization, wrapped.max_retries) == (
+        plain.base_url, plain.api_key, "org-x", 0)
+    assert isinstance(wrapped.chat.completions, type(plain.chat.completions))
+    assert wrapped.models is plain.models  # resources we don't meter are the client's own
+    assert repr(wrapped) == repr(plain)
+    again = wrapped.with_options(timeout=7)
+    assert isinstance(again, type(plain)) and again.timeout == 7
+    assert am.wrap(wrapped).__wrapped__ is plain  # wrapping a wrapped client does not stack
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrap_with_options_and_copy_stay_metered(mode: str, mock_llm: Any, gateway: Any,
+                                                       meter_factory: Any) -> None:
+    meter_factory(instrument=False)
+    wrapped = am.wrap(client(mock_llm, mode), consumer_id="acme")
+    before = served_tokens(mock_llm)
+    await resolve(wrapped.with_options(timeout=9).chat.completions.create(model=MODEL, messages=USER))
+    await resolve(wrapped.copy(max_retries=1).embeddings.create(model="emb-mock", input="hi there"))
+    assert billed(gateway) == {"acme": served_tokens(mock_llm) - before}
+    assert am.stats().calls_metered == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_patch_and_proxy_count_once(mode: str, mock_llm: Any, gateway: Any, meter: Any) -> None:
+    wrapped = am.wrap(client(mock_llm, mode), consumer_id="acme")
+    before = served_tokens(mock_llm)
+    await resolve(wrapped.chat.completions.create(model=MODEL, messages=USER))
+    async with enter(wrapped.chat.completions.stream(model=MODEL, messages=USER)) as s:
+        await resolve(s.get_final_completion())  # the helper calls create: metered once, by the proxy
+    raw = await resolve(wrapped.chat.completions.with_raw_response.create(model=MODEL, messages=USER))
+    raw.parse()
+    assert billed(gateway) == {"acme": served_tokens(mock_llm) - before}  # the proxy's consumer wins
+    assert am.stats().calls_metered == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_helper_calling_create_counts_once(mode: str, mock_llm: Any, gateway: Any, meter: Any) -> None:
+    """``chat.completions.stream`` and ``responses.stream`` call the patched ``create``; 1.40's
+    ``beta.chat.completions.parse`` (a separate class, patched too) calls ``chat.completions.create``."""
+    c = client(mock_llm, mode)
+    before = served_tokens(mock_llm)
+    if hasattr(c.chat.completions, "stream"):
+        async with enter(c.chat.completions.stream(model=MODEL, messages=USER)) as s:
+            await drain(s)
+    else:  # 1.40
+        await resolve(c.beta.chat.completions.parse(model=MODEL, messages=USER))
+    assert billed(gateway) == {"default": served_tokens(mock_llm) - before}
+    assert am.stats().calls_metered == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_consumer_scope_wins_over_the_default(mode: str, mock_llm: Any, gateway: Any, meter: Any) -> None:
+    c = client(mock_llm, mode)
+    before = served_tokens(mock_llm)
+    with am.consumer("alice"):
+        s = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
+    await drain(s)  # consumed outside the scope: billed to whom the call was made for
+    assert billed(gateway) == {"alice": served_tokens(mock_llm) - before}
+
+
+# -- patching ---------------------------------------------------------------------------------
+
+def _originals() -> dict[tuple[Any, str], Any]:
+    import importlib
+
+    out = {}
+    for t in PROVIDER.targets():
+        try:
+            owner: Any = importlib.import_module(t.module)
+        except ImportError:
+            continue
+        *parents, attr = t.path.split(".")
+        for p in parents:
+            owner = getattr(owner, p, None)
+        if owner is not None and attr in vars(owner):
+            out[(owner, attr)] = vars(owner)[attr]
+    return out
+
+
+def test_uninstrument_restores_the_very_same_functions(meter_factory: Any) -> None:
+    before = _originals()
+    assert len(before) >= 8  # create/parse of chat, legacy, embeddings (+ responses, close hooks)
+    meter_factory(default_consumer_id="default")
+    patched = _originals()
+    assert all(patched[k] is not v for k, v in before.items())  # every target is ours now
+    assert am.instrument() == [] or _originals() == patched  # instrumenting twice is a no-op
+    assert all(_originals()[k] is v for k, v in patched.items())
+    am.uninstrument()
+    assert all(_originals()[k] is v for k, v in before.items())
+    am.uninstrument()  # twice: still the originals
+    assert all(_originals()[k] is v for k, v in before.items())
+
+
+def test_every_client_class_shares_the_patched_resources(meter: Any, mock_llm: Any) -> None:
+    import openai.resources.chat.completions as chat
+
+    classes = [openai.OpenAI, openai.AzureOpenAI]
+    for cls in classes:
+        kwargs: dict[str, Any] = {"api_key": "k"}
+        if cls is openai.AzureOpenAI:
+            kwargs |= {"api_version": "2024-06-01", "azure_endpoint": "https://x.openai.azure.com"}
+        c = cls(**kwargs)
+        assert type(c.chat.completions).__dict__["create"] is chat.Completions.__dict__["create"]
+
+
+def _azure_transport(mode: str, llm: Any) -> Any:
+    """Azure puts the deployment in the path; the mock serves /v1/chat/completions."""
+
+    def rewrite(request: Any) -> Any:
+        path = re.sub(r"/openai/deployments/[^/]+", "/v1", request.url.path)
+        return request.url.copy_with(scheme="http", host="127.0.0.1", port=llm.port, path=path, query=None)
+
+    if mode == "async":
+        inner_async = HX.AsyncHTTPTransport()
+
+        class AsyncRewrite(HX.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+            async def handle_async_request(self, request: Any) -> Any:
+                request.url = rewrite(request)
+                return await inner_async.handle_async_request(request)
+
+        return HX.AsyncClient(transport=AsyncRewrite())
+    inner = HX.HTTPTransport()
+
+    class Rewrite(HX.BaseTransport):  # type: ignore[misc,name-defined]
+        def handle_request(self, request: Any) -> Any:
+            request.url = rewrite(request)
+            return inner.handle_request(request)
+
+    return HX.Client(transport=Rewrite())
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_azure_clients_are_metered(mode: str, mock_llm: Any, gateway: Any, meter: Any) -> None:
+    cls = openai.AsyncAzureOpenAI if mode == "async" else openai.AzureOpenAI
+    c = cls(api_key="k", api_version="2024-06-01", azure_endpoint="https://x.openai.azure.com",
+            max_retries=0, http_client=_azure_transport(mode, mock_llm))
+    before = served_tokens(mock_llm)
+    r = await resolve(c.chat.completions.create(model=MODEL, messages=USER))
+    s = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
+    chunks = await drain(s)
+    assert all(ch.choices for ch in chunks)
+    served = served_tokens(mock_llm) - before
+    assert served > r.usage.total_tokens
+    assert billed(gateway) == {"default": served}
+    await resolve(c.close())
