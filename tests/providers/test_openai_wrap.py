@@ -94,12 +94,15 @@ async def test_patch_and_proxy_count_once(mode: str, mock_llm: Any, gateway: Any
     wrapped = am.wrap(client(mock_llm, mode), consumer_id="acme")
     before = served_tokens(mock_llm)
     await resolve(wrapped.chat.completions.create(model=MODEL, messages=USER))
-    async with enter(wrapped.chat.completions.stream(model=MODEL, messages=USER)) as s:
-        await resolve(s.get_final_completion())  # the helper calls create: metered once, by the proxy
     raw = await resolve(wrapped.chat.completions.with_raw_response.create(model=MODEL, messages=USER))
     raw.parse()
+    calls = 2
+    if hasattr(wrapped.chat.completions, "stream"):  # not in 1.40 (beta only)
+        async with enter(wrapped.chat.completions.stream(model=MODEL, messages=USER)) as s:
+            await resolve(s.get_final_completion())  # the helper calls create: metered once, by the proxy
+        calls += 1
     assert billed(gateway) == {"acme": served_tokens(mock_llm) - before}  # the proxy's consumer wins
-    assert am.stats().calls_metered == 3
+    assert am.stats().calls_metered == calls
 
 
 @pytest.mark.parametrize("mode", MODES)
