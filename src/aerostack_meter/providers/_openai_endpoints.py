@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import openai
+from pydantic import VERSION as _PYDANTIC_VERSION
 
 from .._call import Endpoint, Kind, Reducer
 from .._log import log_limited
@@ -22,6 +23,8 @@ from ._openai_usage import chat_usage, get, responses_usage
 
 if TYPE_CHECKING:
     from .._meter import Meter
+
+PYDANTIC_V2 = _PYDANTIC_VERSION.startswith("2.")
 
 __all__ = [
     "ChatEndpoint",
@@ -33,6 +36,8 @@ __all__ = [
 ]
 
 _MODEL = openai.BaseModel
+# The model's own set of fields given (what to_dict()/exclude_unset dump): pydantic 2 / pydantic 1
+_FIELDS_SET = "__pydantic_fields_set__" if PYDANTIC_V2 else "__fields_set__"
 _STREAMS = (openai.Stream, openai.AsyncStream)
 # with_streaming_response: the body is not read yet, parse() would read it (and is async on AsyncAPIResponse)
 _UNREAD = tuple(c for c in (getattr(openai, "APIResponse", None), getattr(openai, "AsyncAPIResponse", None)) if c)
@@ -149,16 +154,23 @@ class ChatReducer(Reducer):
         self.seen = False  # a chunk with choices went by
 
     def observe(self, chunk: Any) -> bool:
+        # The per-chunk path: plain attribute reads only (see benchmarks/bench_openai_overhead.py).
         try:
             choices = chunk.choices
             u = chunk.usage
-            if u is not None:
+            if u is not None:  # the usage chunk; some servers put usage on every chunk: the last wins
                 self._usage(chunk, u)
             if choices:
-                self.seen = True
-                if self.hide:
-                    chunk.model_fields_set.discard("usage")  # as if include_usage had not been sent
-                self._text(choices[0])
+                if self.hide:  # as if include_usage had not been sent: no "usage": null in to_dict()
+                    getattr(chunk, _FIELDS_SET).discard("usage")
+                    self.seen = True
+                delta = choices[0].delta
+                if delta is not None:
+                    text = delta.content
+                    if text.__class__ is str:
+                        self.chars += len(text)
+                    elif text is None and delta.tool_calls:
+                        self._tool_args(delta.tool_calls)
                 return False
             return self.hide and (u is not None or self.seen)
         except Exception:
@@ -170,19 +182,11 @@ class ChatReducer(Reducer):
         if usage is not None:
             self.exact = usage  # cumulative: the last one wins
 
-    def _text(self, choice: Any) -> None:
-        delta = choice.delta
-        if delta is not None:
-            content = delta.content
-            if type(content) is str:
-                self.chars += len(content)
-            else:
-                tool_calls = delta.tool_calls
-                if tool_calls:
-                    for tc in tool_calls:
-                        args = tc.function.arguments if tc.function is not None else None
-                        if type(args) is str:
-                            self.chars += len(args)
+    def _tool_args(self, tool_calls: Any) -> None:
+        for tc in tool_calls:
+            args = getattr(getattr(tc, "function", None), "arguments", None)
+            if type(args) is str:
+                self.chars += len(args)
 
     def final(self, complete: bool) -> Usage | None:
         if self.exact is None and not self.expect:
@@ -200,10 +204,24 @@ class CompletionsEndpoint(ChatEndpoint):
 class CompletionReducer(ChatReducer):
     __slots__ = ()
 
-    def _text(self, choice: Any) -> None:
-        text = choice.text
-        if type(text) is str:
-            self.chars += len(text)
+    def observe(self, chunk: Any) -> bool:
+        try:
+            choices = chunk.choices
+            u = chunk.usage
+            if u is not None:
+                self._usage(chunk, u)
+            if choices:
+                if self.hide:
+                    getattr(chunk, _FIELDS_SET).discard("usage")
+                    self.seen = True
+                text = choices[0].text
+                if text.__class__ is str:
+                    self.chars += len(text)
+                return False
+            return self.hide and (u is not None or self.seen)
+        except Exception:
+            _bad_event("completion_chunk")
+            return False
 
 
 class EmbeddingsEndpoint(OpenAIEndpoint):
