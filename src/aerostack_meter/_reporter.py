@@ -305,6 +305,7 @@ class Reporter:
         if result.outcome == "ok":
             self.counters.sent(batch.metric, batch.units, batch.n_events)
             if result.reason:
+                self.counters.add("odd_responses")
                 log_once("ok_" + result.reason, logging.WARNING,
                          "aerostack_meter: the billing API accepted a request but answered oddly (%s)",
                          result.reason)

@@ -28,6 +28,8 @@ class Stats:
     missing_consumer: int = 0
     queue_overflows: int = 0
     internal_errors: int = 0
+    #: requests the billing API accepted (2xx) with an empty, oversized or non-JSON body
+    odd_responses: int = 0
     pending: int = 0
     spooled: int = 0
 
@@ -39,7 +41,7 @@ class Stats:
 _INT_FIELDS = (
     "events_enqueued", "events_sent", "requests_sent", "retries", "ambiguous_retries",
     "calls_metered", "events_estimated", "usage_missing", "missing_consumer", "queue_overflows",
-    "internal_errors",
+    "internal_errors", "odd_responses",
 )
 
 

@@ -124,14 +124,19 @@ class AerostackSink:
 
     def _classify(self, status: int, data: bytes, retry_after: str | None) -> SendResult:
         if 200 <= status < 300:
-            if data:
-                try:
-                    parsed = json.loads(data)
-                except ValueError:
-                    return SendResult("ok", reason="unparseable_response")
-                if isinstance(parsed, dict) and parsed.get("success") is False:
-                    return SendResult("fatal", reason="rejected_success_false",
-                                      message=_server_message(data))
+            # A 2xx is final (retrying a processed request would double it); an odd body is only
+            # reported, as the reason of the "ok".
+            if not data:
+                return SendResult("ok", reason="empty_response")
+            if len(data) >= _MAX_BODY:
+                return SendResult("ok", reason="oversized_response")
+            try:
+                parsed = json.loads(data)
+            except ValueError:
+                return SendResult("ok", reason="unparseable_response")
+            if isinstance(parsed, dict) and parsed.get("success") is False:
+                return SendResult("fatal", reason="rejected_success_false",
+                                  message=_server_message(data))
             return OK
         if status in _RETRY_STATUS:
             return SendResult(
