@@ -185,6 +185,83 @@ def measure(ops: dict[str, tuple[Callable[[Any], None], int]], rounds: int) -> d
     return {op: {v: statistics.median(s) for v, s in by.items()} for op, by in samples.items()}
 
 
+def isolated(repeat: int) -> dict[str, float]:
+    """The metering path alone, without the SDK's HTTP and parsing around it (precise where the
+    end-to-end figures drown in the SDK's own cost and machine noise): nanoseconds added per
+    non-streaming call (the patched wrapper around a function returning a parsed ``ChatCompletion``)
+    and per chunk (our stream proxy and reducer over already parsed ``ChatCompletionChunk`` s)."""
+    from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+    from aerostack_meter._streams import StreamProxy
+    from aerostack_meter._wrapping import make_wrapper
+    from aerostack_meter.providers.openai import CHAT_CREATE
+
+    meter = am.init(sink=NullSink(), api_id="api_bench", default_consumer_id="bench", flush_interval=0.5)
+    am.uninstrument()
+    completion = ChatCompletion.construct(**json.loads(BODIES["chat"]))
+    sse = BODIES[(LARGE, True)].decode().split("\n\n")
+    chunks = [ChatCompletionChunk.construct(**json.loads(line[6:])) for line in sse
+              if line.startswith("data: {")]
+
+    def sdk(**kwargs: Any) -> Any:
+        return completion
+
+    wrapper = make_wrapper(CHAT_CREATE, False, lambda: meter)
+    kwargs = {"model": "gpt-bench", "messages": MESSAGES}
+    calls = 2000
+
+    def per_call(metered: bool) -> float:
+        t0 = time.perf_counter_ns()
+        if metered:
+            for _ in range(calls):
+                wrapper(sdk, None, (), kwargs)
+        else:
+            for _ in range(calls):
+                sdk(**kwargs)
+        return (time.perf_counter_ns() - t0) / calls
+
+    def per_chunk(metered: bool) -> float:
+        t0 = time.perf_counter_ns()
+        for _ in range(10):
+            if metered:
+                call = _Call(meter)
+                for _c in StreamProxy(iter(chunks), call, CHAT_CREATE.reducer(kwargs, _HINT)):
+                    pass
+            else:
+                for _c in iter(chunks):
+                    pass
+        return (time.perf_counter_ns() - t0) / (10 * len(chunks))
+
+    out: dict[str, list[float]] = {"call": [], "chunk": []}
+    for _ in range(repeat):
+        out["call"].append(per_call(True) - per_call(False))
+        out["chunk"].append(per_chunk(True) - per_chunk(False))
+    assert am.flush(30)
+    am.shutdown()
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
+class _Call:
+    """A call that records nothing: the reporter's share is measured end to end above."""
+
+    done = False
+
+    def __init__(self, meter: Any) -> None:
+        self.meter = meter
+
+    def end_stream(self, reducer: Any, complete: bool) -> None:
+        reducer.final(complete)
+
+
+def _injected_hint() -> Any:
+    from aerostack_meter.providers._openai_endpoints import _INJECTED
+
+    return _INJECTED
+
+
+_HINT = None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=40)
@@ -202,6 +279,9 @@ def main() -> None:
     if hasattr(make_client(), "responses"):
         ops["responses.create"] = (op_responses, n)
     m = measure(ops, args.rounds)
+    global _HINT
+    _HINT = _injected_hint()
+    iso = isolated(max(5, args.rounds // 2))
 
     lines = ["| operation (CPU µs per call) | bare | patched: added, ratio | wrap(): added, ratio |",
              "|---|---:|---:|---:|"]
@@ -210,17 +290,22 @@ def main() -> None:
         lines.append(f"| {op} | {b:.1f} | {p - b:+.1f} µs, {p / b:.3f}× | {w - b:+.1f} µs, {w / b:.3f}× |")
 
     small, large = m[f"chat stream {SMALL}"], m[f"chat stream {LARGE}"]
+    bare_chunk = (large["bare"] - small["bare"]) / (LARGE - SMALL)
+    create = m["chat.completions.create"]
 
     def per_chunk(variant: str) -> float:
         return ((large[variant] - large["bare"]) - (small[variant] - small["bare"])) / (LARGE - SMALL)
 
-    bare_chunk = (large["bare"] - small["bare"]) / (LARGE - SMALL)
-    create = m["chat.completions.create"]
     summary = [
-        f"- added per streamed chunk (slope between {SMALL} and {LARGE} content chunks): "
+        f"- **metering path alone** (no HTTP, no parsing; median of {max(5, args.rounds // 2)} runs): "
+        f"**{iso['call'] / 1000:.1f} µs per non-streaming call** "
+        f"({iso['call'] / 1000 / create['bare'] * 100:.1f}% of the bare SDK's {create['bare']:.0f} µs), "
+        f"**{iso['chunk']:.0f} ns per streamed chunk** "
+        f"({iso['chunk'] / 1000 / bare_chunk * 100:.2f}% of the SDK's own {bare_chunk:.1f} µs per chunk).",
+        f"- end to end, added per streamed chunk (slope between {SMALL} and {LARGE} content chunks): "
         f"patched **{per_chunk('patched') * 1000:.0f} ns**, wrap() **{per_chunk('wrap()') * 1000:.0f} ns** "
         f"(the bare SDK spends {bare_chunk:.1f} µs per chunk).",
-        f"- added per non-streaming `chat.completions.create`: patched **{create['patched'] - create['bare']:.1f} µs"
+        f"- end to end, added per non-streaming `chat.completions.create`: patched **{create['patched'] - create['bare']:.1f} µs"
         f" ({(create['patched'] / create['bare'] - 1) * 100:.1f}%)**, wrap() "
         f"**{create['wrap()'] - create['bare']:.1f} µs ({(create['wrap()'] / create['bare'] - 1) * 100:.1f}%)**.",
     ]
@@ -236,7 +321,8 @@ def main() -> None:
         "Metered chat streams include the usage-only chunk we ask for (and hide), so their per-call "
         "figure includes parsing one extra chunk; the chat `stream()` helper is metered through the "
         "`create` it calls. Figures on a shared, busy machine vary by a few µs between runs; the "
-        "ratios are the stable part.",
+        "ratios are the stable part (a negative figure is noise larger than the overhead); the "
+        "isolated figures are the precise ones.",
     ])
     print(body)
     if not args.no_write:

@@ -10,7 +10,6 @@ as zero, so a bad detail never hides valid totals (1.x leaves details it does no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from .._usage import Usage, to_count
@@ -23,11 +22,10 @@ class _Invalid(Exception):
 
 
 def get(obj: Any, name: str) -> Any:
-    if obj is None:
-        return None
-    if isinstance(obj, Mapping):
+    """``obj.name`` (SDK models), or ``obj[name]`` (a body read as JSON); ``None`` when absent."""
+    if obj.__class__ is dict:
         return obj.get(name)
-    return getattr(obj, name, None)
+    return getattr(obj, name, None)  # None.name too: None
 
 
 def _count(obj: Any, name: str) -> int | None:
