@@ -11,6 +11,7 @@ import aerostack_meter as am
 from tests.conftest import billed
 
 from ._openai_support import (
+    HX,
     MODES,
     SURFACES,
     Capture,
@@ -19,6 +20,7 @@ from ._openai_support import (
     client,
     clients,
     quick_gc,
+    resolve,
     served_tokens,
 )
 
@@ -54,3 +56,36 @@ async def test_metered_exactly_once_and_unchanged(surface: Surface, mode: str, m
     am.uninstrument()
     assert await surface.run(client(mock_llm, mode)) == got
     assert am.stats().calls_metered == 1  # the un-metered run recorded nothing
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_beta_responses_create_is_metered(mode: str, mock_llm: Any, gateway: Any, capture: Capture) -> None:
+    c = client(mock_llm, mode)
+    if not hasattr(c.beta, "responses"):
+        pytest.skip(f"openai {__import__('openai').__version__} has no beta.responses")
+    before = served_tokens(mock_llm)
+    r = await resolve(c.beta.responses.create(model="gpt-mock", input="hello harbour town"))
+    assert r.usage.total_tokens == served_tokens(mock_llm) - before
+    assert billed(gateway) == {"default": r.usage.total_tokens}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_responses_compact_is_metered(mode: str, mock_llm: Any, gateway: Any, capture: Capture) -> None:
+    usage = {"input_tokens": 40, "input_tokens_details": {"cached_tokens": 8}, "output_tokens": 6,
+             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 46}
+    body = {"id": "cmp_1", "object": "response.compaction", "created_at": 1, "output": [], "usage": usage}
+
+    def handler(request: Any) -> Any:
+        assert request.url.path.endswith("/responses/compact")
+        return HX.Response(200, json=body)
+
+    transport = HX.MockTransport(handler)
+    http = HX.AsyncClient(transport=transport) if mode == "async" else HX.Client(transport=transport)
+    c = client(mock_llm, mode, base_url="http://in-process.test/v1", http_client=http)
+    if not hasattr(getattr(c, "responses", None), "compact"):
+        pytest.skip(f"openai {__import__('openai').__version__} has no responses.compact")
+    r = await resolve(c.responses.compact(model="gpt-mock", input="a long conversation"))
+    assert r.usage.total_tokens == 46
+    assert billed(gateway) == {"default": 46}
+    [event] = capture.events
+    assert event.response_id == "cmp_1"
