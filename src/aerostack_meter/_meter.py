@@ -138,7 +138,7 @@ class Meter:
                 log_limited("resolver", logging.ERROR, "aerostack_meter: consumer_resolver raised %s",
                             type(exc).__name__)
                 consumer_id = None
-            if consumer_id is not None and (not isinstance(consumer_id, str) or not consumer_id):
+            if consumer_id is not None and (not isinstance(consumer_id, str) or not consumer_id.strip()):
                 log_limited("resolver_type", logging.ERROR,
                             "aerostack_meter: consumer_resolver returned %r, not a non-empty string",
                             type(consumer_id).__name__)

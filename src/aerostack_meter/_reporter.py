@@ -4,8 +4,9 @@ Caller side (any thread): ``put()`` is an O(1) append to a deque, never blocks a
 One daemon reporter thread drains the queue every ``flush_interval`` (or when woken), sums events
 with the same (consumerId, apiId, metric) into one batch, and hands batches to ``concurrency``
 daemon sender threads that call the sink. Retries wait in a heap; every wait is an interruptible
-``Event.wait``. While the last attempt failed and batches wait to retry, the window stays open
-(one growing sum per key), so an outage does not turn every window into more retrying requests. After ``os.fork()`` the child starts from fresh state (new locks, queue, sink
+``Event.wait``. While a key has a batch that failed and waits to retry, new usage of that key stays
+in the window (one growing sum), so an outage costs one retrying request per key, not one per
+window; the other keys are not held up by it. After ``os.fork()`` the child starts from fresh state (new locks, queue, sink
 connections, threads); what the parent had pending is the parent's to send.
 """
 
@@ -85,7 +86,6 @@ class Reporter:
         self._started = False
         self._stopping = False
         self._closed = False
-        self._failing = False  # the last attempt failed (retryable): hold the window
         self._overflow: dict[Key, list[int]] = {}
         self._window: dict[Key, _Acc] = {}
         self._send_q: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
@@ -203,12 +203,9 @@ class Reporter:
             try:
                 flushes = self._drain()
                 now = time.monotonic()
-                hold = self._failing and bool(self._unsettled)
-                if flushes or not coalesce or self._stopping or (
-                        (now >= next_window or self._overflow) and not hold):
-                    self._close_window()
-                    next_window = now + interval
-                elif now >= next_window:  # held: look again in one interval
+                if flushes or not coalesce or self._stopping or now >= next_window or self._overflow:
+                    # a flush covers everything recorded: it holds nothing back
+                    self._close_window(hold=not (flushes or self._stopping))
                     next_window = now + interval
                 self._register(flushes)
                 self._release_retries(now, everything=bool(flushes) and self._stopping)
@@ -243,9 +240,11 @@ class Reporter:
             self.counters.add("events_enqueued", n)
         return flushes
 
-    def _close_window(self) -> None:
+    def _close_window(self, hold: bool = False) -> None:
         with self._lock:
             overflow, self._overflow = self._overflow, {}
+            failing = {(b.consumer_id, b.api_id, b.metric) for b in self._unsettled.values()
+                       if b.attempts} if hold else ()
         for key, (units, n) in overflow.items():
             acc = self._window.setdefault(key, _Acc())
             acc.units += units
@@ -253,7 +252,10 @@ class Reporter:
             acc.ids.append("overflow-" + uuid.uuid4().hex)
         window, self._window = self._window, {}
         for key, acc in window.items():
-            self._admit(key, acc)
+            if key in failing:  # its last batch failed: keep summing until that one settles
+                self._window[key] = acc
+            else:
+                self._admit(key, acc)
 
     def _admit(self, key: Key, acc: _Acc) -> None:
         seq = next(self._seq)
@@ -301,7 +303,6 @@ class Reporter:
                 logger.debug("result handling failed", exc_info=True)
 
     def _on_result(self, batch: Batch, result: SendResult) -> None:
-        self._failing = result.outcome == "retry"
         if result.outcome == "ok":
             self.counters.sent(batch.metric, batch.units, batch.n_events)
             if result.reason:

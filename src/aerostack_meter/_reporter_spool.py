@@ -30,7 +30,6 @@ class SpoolReporter(Reporter):
     def _reset(self) -> None:
         super()._reset()
         self._in_flight: set[int] = set()
-        self._failing = False
         self._flush_now = False
 
     def _adopt(self) -> int:
@@ -73,6 +72,11 @@ class SpoolReporter(Reporter):
             return
         try:
             self.spool.append(events)
+        except UnicodeEncodeError:  # an id that is not valid Unicode: no request could carry it
+            self.counters.drop("unencodable", len(events))
+            log_once("unencodable", logging.ERROR,
+                     "aerostack_meter: a consumerId, apiId or metric is not valid Unicode "
+                     "(unencodable); the event is dropped")
         except Exception as exc:
             self.counters.add("internal_errors")
             self.counters.drop("spool_error", len(events))
@@ -124,9 +128,12 @@ class SpoolReporter(Reporter):
                 if now >= next_adopt:
                     self._adopt()
                     next_adopt = now + _ADOPT_EVERY
-                if (now >= next_window or self._flush_now) and not self._failing:
+                if now >= next_window or self._flush_now:
+                    # A key whose batch failed keeps its new events unclaimed until that batch
+                    # settles (one retrying request per key in an outage); a flush claims all.
+                    hold = not (self._flush_now or self._stopping)
                     self._flush_now = False
-                    self.spool.claim(self.settings.coalesce)
+                    self.spool.claim(self.settings.coalesce, hold=hold)
                     next_window = now + interval
                 with self._lock:
                     exclude = set(self._in_flight)
@@ -155,7 +162,6 @@ class SpoolReporter(Reporter):
         finally:
             with self._lock:
                 self._in_flight.discard(batch.seq)
-            self._failing = False
             self._wake.set()
 
     def _give_up(self, batch: Batch, result: SendResult) -> bool:
@@ -167,7 +173,6 @@ class SpoolReporter(Reporter):
         finally:
             with self._lock:
                 self._in_flight.discard(batch.seq)
-            self._failing = True
             self._wake.set()
 
 

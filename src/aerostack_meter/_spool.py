@@ -152,14 +152,26 @@ class Spool:
         return len(rows)
 
     # -- reporter side ----------------------------------------------------------------------
-    def claim(self, coalesce: bool, limit: int = 50_000) -> int:
-        """Turn our recorded events into batches (one per key, or one per event). Returns batches made."""
+    def claim(self, coalesce: bool, limit: int = 50_000, hold: bool = False) -> int:
+        """Turn our recorded events into batches (one per key, or one per event). Returns batches made.
+
+        ``hold``: leave the events of a key whose batch failed before (and waits to retry).
+        """
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            rows = conn.execute(
-                "SELECT id, consumer_id, api_id, metric, units, event_id FROM events WHERE owner=?"
-                " ORDER BY id LIMIT ?", (self.token, limit)).fetchall()
+            held = hold and conn.execute("SELECT 1 FROM batches WHERE owner=? AND attempts>0 LIMIT 1",
+                                         (self.token,)).fetchone() is not None
+            if held:
+                rows = conn.execute(
+                    "SELECT id, consumer_id, api_id, metric, units, event_id FROM events e"
+                    " WHERE owner=? AND NOT EXISTS (SELECT 1 FROM batches b WHERE b.owner=e.owner"
+                    " AND b.attempts>0 AND b.consumer_id=e.consumer_id AND b.api_id=e.api_id"
+                    " AND b.metric=e.metric) ORDER BY id LIMIT ?", (self.token, limit)).fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT id, consumer_id, api_id, metric, units, event_id FROM events WHERE owner=?"
+                    " ORDER BY id LIMIT ?", (self.token, limit)).fetchall()
             groups: dict[Any, list[Any]] = {}
             for row in rows:
                 key = (row[1], row[2], row[3]) if coalesce else (row[1], row[2], row[3], row[0])
@@ -171,7 +183,9 @@ class Spool:
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (self.token, *k3, sum(m[4] for m in members), len(members),
                      idempotency_key(k3, [m[5] for m in members])))
-            if rows:
+            if rows and held:
+                conn.executemany("DELETE FROM events WHERE id=?", [(r[0],) for r in rows])
+            elif rows:
                 conn.execute("DELETE FROM events WHERE owner=? AND id<=?", (self.token, rows[-1][0]))
             conn.execute("COMMIT")
         except BaseException:

@@ -213,3 +213,54 @@ def test_an_outage_holds_the_window_instead_of_multiplying_retrying_requests() -
         # without the hold every window adds a retrying request (~50 batches: 300+ requests).
         assert during < 100, during
         assert len(gw.accepted()) < 15  # the few batches formed before the first failure, + 1
+
+
+class _KeyedSink:
+    """A sink that fails (retryably) for the consumers in ``failing`` and accepts the rest."""
+
+    def __init__(self, failing: set[str]) -> None:
+        self.failing = failing
+        self.lock = threading.Lock()
+        self.attempts: dict[str, int] = {}
+        self.units: dict[str, int] = {}
+
+    def send(self, batch: Any) -> Any:
+        from aerostack_meter.sinks import SendResult
+
+        with self.lock:
+            self.attempts[batch.consumer_id] = self.attempts.get(batch.consumer_id, 0) + 1
+            if batch.consumer_id in self.failing:
+                return SendResult("retry", reason="http_503")
+            self.units[batch.consumer_id] = self.units.get(batch.consumer_id, 0) + batch.units
+        return SendResult("ok")
+
+    def close(self) -> None:
+        pass
+
+    def after_fork(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("spool", [False, True], ids=["memory", "spool"])
+def test_a_key_that_keeps_failing_holds_up_only_itself(spool: bool, tmp_path: Any) -> None:
+    import time
+
+    sink = _KeyedSink({"poison"})
+    options: dict[str, Any] = {"spool_path": str(tmp_path / "s.db")} if spool else {}
+    m = Meter(KEY, api_id="a", sink=sink, flush_interval=0.02, backoff_base=0.05, max_backoff=0.1,
+              max_retries=1000, **options)
+    for _ in range(50):  # ~1 s: some 50 windows
+        m.log("poison", 1)
+        m.log("ok", 2)
+        time.sleep(0.02)
+    deadline = time.monotonic() + 5
+    while sink.units.get("ok", 0) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sink.units.get("ok") == 100  # delivered on time: not held by the failing key
+    # The failing key retries one batch (with backoff) and sums the rest into it: one request
+    # per window would be ~50 batches retrying every 0.1 s (hundreds of attempts).
+    assert sink.attempts["poison"] < 60, sink.attempts
+    sink.failing.clear()
+    assert m.flush(5)
+    m.shutdown()
+    assert sink.units == {"ok": 100, "poison": 50}

@@ -97,7 +97,11 @@ class AerostackSink:
         return client
 
     def send(self, batch: Batch) -> SendResult:
-        body = json.dumps(batch.wire(), ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            body = json.dumps(batch.wire(), ensure_ascii=False, separators=(",", ":")).encode()
+        except UnicodeEncodeError:  # a lone surrogate in an id: no request can carry it
+            return SendResult("fatal", reason="unencodable",
+                              message="consumerId, apiId or metric is not valid Unicode")
         headers = {"X-Aerostack-Key": self._key.reveal(), "Idempotency-Key": batch.idempotency_key}
         try:
             with self._get_client().stream("POST", self.url, content=body, headers=headers) as resp:
