@@ -9,7 +9,6 @@ fields (per the SDK's docstring), so they are added. Every number comes off the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from .._usage import Usage, to_count
@@ -24,13 +23,13 @@ DELTA_REQUIRED = ("output_tokens",)  # a message_delta must say its cumulative o
 
 
 def _get(obj: Any, name: str) -> Any:
-    if isinstance(obj, Mapping):
+    if isinstance(obj, dict):  # a JSON body; not the Mapping ABC: its isinstance is slow
         return obj.get(name)
     return getattr(obj, name, None)
 
 
 def _fields(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
+    if isinstance(obj, dict):
         return obj.items()
     return getattr(obj, "__dict__", {}).items()
 
