@@ -135,10 +135,18 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         self._self_call = call
         self._self_reducer = reducer
         self._self_inner: Any = None
-        self._self_finalizer = weakref.finalize(self, call.end_stream, reducer, False)
+        # Armed on a successful enter only: a manager never entered, or whose request failed in
+        # __enter__, made no call to bill.
+        self._self_finalizer: weakref.finalize[Any, Any] | None = None
+
+    def _self_arm(self, inner: Any) -> Any:
+        self._self_inner = inner
+        self._self_finalizer = weakref.finalize(self, self._self_call.end_stream, self._self_reducer, False)
+        return inner
 
     def _self_end(self) -> None:
-        self._self_finalizer.detach()
+        if self._self_finalizer is not None:
+            self._self_finalizer.detach()
         call, reducer = self._self_call, self._self_reducer
         if call.done:
             return
@@ -154,8 +162,7 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             call.end_stream(reducer, False)
 
     def __enter__(self) -> Any:
-        self._self_inner = self.__wrapped__.__enter__()
-        return self._self_inner
+        return self._self_arm(self.__wrapped__.__enter__())
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> Any:
@@ -165,8 +172,7 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             self._self_end()
 
     async def __aenter__(self) -> Any:
-        self._self_inner = await self.__wrapped__.__aenter__()
-        return self._self_inner
+        return self._self_arm(await self.__wrapped__.__aenter__())
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> Any:
