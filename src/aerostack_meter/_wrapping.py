@@ -10,9 +10,11 @@ call's lifecycle. The sync and async wrappers differ only by an ``await``.
 from __future__ import annotations
 
 import contextvars
+import functools
 import importlib
 import inspect
 import logging
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,8 +35,8 @@ MeterGetter = Callable[[], "Meter | None"]
 
 
 def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
-           kwargs: dict[str, Any]) -> tuple[Call | None, dict[str, Any], Any]:
-    attribution = meter.attribute(defaults, f"{endpoint.provider} {endpoint.name}")  # may raise
+           kwargs: dict[str, Any], site: str) -> tuple[Call | None, dict[str, Any], Any]:
+    attribution = meter.attribute(defaults, site)  # may raise
     if attribution is None:
         return None, kwargs, None
     try:
@@ -77,12 +79,13 @@ def _internal(meter: Meter, where: str) -> None:
 def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
                  defaults: Defaults | None = None) -> Callable[..., Any]:
     """A ``wrapt`` wrapper function ``(wrapped, instance, args, kwargs)`` for one method."""
+    site = f"{endpoint.provider} {endpoint.name}"  # named in errors; built once, not per call
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         meter = get_meter()
         if meter is None or meter.settings.disabled or _active.get():
             return wrapped(*args, **kwargs)
-        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs)
+        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs, site)
         if call is None:
             return wrapped(*args, **kwargs)
         token = _active.set(True)
@@ -97,7 +100,7 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
         meter = get_meter()
         if meter is None or meter.settings.disabled or _active.get():
             return await wrapped(*args, **kwargs)
-        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs)
+        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs, site)
         if call is None:
             return await wrapped(*args, **kwargs)
         token = _active.set(True)
@@ -134,66 +137,103 @@ class Target:
 
 
 class PatchSet:
-    """A provider's patch targets, applied once and removed exactly."""
+    """A provider's patch targets, applied once and removed exactly.
+
+    A target in a module the SDK has not imported yet (its resources load lazily, on first use) is
+    wrapped when that module is imported (a wrapt post-import hook), not imported by us: forcing
+    those imports costs more than all the rest of enabling (OpenAI's beta types alone: ~200 ms).
+    """
 
     def __init__(self, name: str, targets: Callable[[], Sequence[Target]]) -> None:
         self.name = name
         self._targets = targets
         self._lock = threading.Lock()
         self._applied: list[tuple[Any, str, Any, MeterWrapper, list[bool]]] = []
+        self._active = False
+        self._generation = 0  # a post-import hook of an earlier patch() finds it changed: no-op
 
     @property
     def patched(self) -> bool:
-        return bool(self._applied)
+        return self._active
 
     def patch(self) -> int:
-        """Wrap every target found in the installed SDK; a second call is a no-op."""
-        from ._global import get_meter
-
+        """Wrap every target found in the installed SDK; a second call is a no-op. Returns the
+        number wrapped now (targets in modules not imported yet follow on their import)."""
         with self._lock:
-            if self._applied:
+            if self._active:
                 return 0
+            self._active = True
+            self._generation += 1
+            generation = self._generation
+            by_module: dict[str, list[Target]] = {}
             for target in self._targets():
+                by_module.setdefault(target.module, []).append(target)
+        # Outside the lock: an import hook runs under the module's import lock and takes ours.
+        for name, targets in by_module.items():
+            if name in sys.modules:
                 try:
-                    module = importlib.import_module(target.module)
+                    module = importlib.import_module(name)  # waits for one still initialising
                 except ImportError:
                     continue
-                *parents, attr = target.path.split(".")
-                owner: Any = module
-                try:
-                    for p in parents:
-                        owner = getattr(owner, p)
-                except AttributeError:
-                    continue
-                original = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
-                if original is None or isinstance(original, MeterWrapper):
-                    continue
-                is_async = target.is_async
-                if is_async is None:
-                    is_async = is_async_callable(original)
-                on = [True]
+                self._apply(module, targets, generation)
+            else:
+                wrapt.register_post_import_hook(
+                    functools.partial(self._apply, targets=targets, generation=generation), name)
+        return len(self._applied)
 
-                def getter(on: list[bool] = on) -> Meter | None:
-                    return get_meter() if on[0] else None
+    def _apply(self, module: Any, targets: list[Target], generation: int) -> None:
+        from ._global import get_meter
 
-                if target.hook is not None:
-                    fn = target.hook(getter)
-                elif target.endpoint is not None:
-                    fn = make_wrapper(target.endpoint, is_async, getter)
-                else:
+        for target in targets:
+            # Resolving may import (SDK packages resolve names lazily, and that import may fire
+            # another of our hooks on this thread): only the swap below holds the lock.
+            *parents, attr = target.path.split(".")
+            owner: Any = module
+            try:
+                for p in parents:
+                    owner = getattr(owner, p)
+            except AttributeError:
+                continue
+            original = _lookup(owner, attr)
+            if original is None or isinstance(original, MeterWrapper):
+                continue
+            is_async = target.is_async
+            if is_async is None:
+                is_async = is_async_callable(original)
+            on = [True]
+
+            def getter(on: list[bool] = on) -> Meter | None:
+                return get_meter() if on[0] else None
+
+            if target.hook is not None:
+                fn = target.hook(getter)
+            elif target.endpoint is not None:
+                fn = make_wrapper(target.endpoint, is_async, getter)
+            else:
+                continue
+            wrapper = MeterWrapper(original, fn)
+            with self._lock:
+                if generation != self._generation:
+                    return
+                if _lookup(owner, attr) is not original:  # wrapped meanwhile (by us or another)
                     continue
-                wrapper = MeterWrapper(original, fn)
                 setattr(owner, attr, wrapper)
                 self._applied.append((owner, attr, original, wrapper, on))
-            return len(self._applied)
 
     def unpatch(self) -> None:
-        """Restore the originals. Where another library wrapped on top of ours, ours is disabled
-        in place instead (removing it would remove theirs too)."""
+        """Restore the originals (and forget the pending import hooks). Where another library
+        wrapped on top of ours, ours is disabled in place instead (removing it would remove theirs
+        too)."""
         with self._lock:
+            self._active = False
+            self._generation += 1
             for owner, attr, original, wrapper, on in reversed(self._applied):
                 on[0] = False
-                current = owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
-                if current is wrapper:
+                if _lookup(owner, attr) is wrapper:
                     setattr(owner, attr, original)
             self._applied.clear()
+
+
+def _lookup(owner: Any, attr: str) -> Any:
+    """The attribute as set on ``owner`` (a class's own, not an inherited one)."""
+    return owner.__dict__.get(attr) if isinstance(owner, type) else getattr(owner, attr, None)
