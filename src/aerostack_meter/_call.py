@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._estimate import estimate_input_tokens, tokens_from_chars
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["Call", "Endpoint", "Kind", "Reducer"]
 
 Kind = Literal["response", "stream", "manager", "raw", "ignore"]
+
+_NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
 
 class Reducer:
@@ -135,7 +138,7 @@ class Call:
             self.meter.counters.add("internal_errors")
             log_limited("call_end", logging.ERROR, "aerostack_meter: failed to record usage", exc_info=True)
         finally:
-            self.kwargs = {}  # drop the reference to the request (and its text) as soon as we can
+            self.kwargs = _NO_KWARGS  # drop the reference to the request (and its text) at once
 
     def end_stream(self, reducer: Reducer, complete: bool) -> None:
         if self.done:

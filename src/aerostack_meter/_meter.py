@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._config import Settings, build_settings
 from ._context import current_scope
@@ -40,8 +40,10 @@ class Defaults:
     metrics: MetricPolicy | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Attribution:
+class Attribution(NamedTuple):
+    """Who one call is billed to. Built on every metered call: a named tuple is the cheapest
+    immutable record to construct (half the cost of a frozen dataclass)."""
+
     consumer_id: str
     api_id: str
     metrics: MetricPolicy
@@ -147,7 +149,8 @@ class Meter:
             consumer_id = defaults.consumer_id
         if consumer_id is None:
             consumer_id = s.default_consumer_id
-        api_id = self._api_id(scope.api_id if scope else None, defaults.api_id if defaults else None)
+        api_id = ((scope.api_id if scope is not None else None)
+                  or (defaults.api_id if defaults is not None else None) or self._default_api_id)
         if consumer_id is None or api_id is None:
             what = "consumer" if consumer_id is None else "api_id"
             if s.on_missing_consumer == "raise":

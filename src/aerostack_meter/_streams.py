@@ -24,6 +24,7 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         super().__init__(wrapped)
         self._self_call = call
         self._self_reducer = reducer
+        self._self_observe = reducer.observe  # bound once: the chunk path does no lookups on it
         self._self_finalizer = weakref.finalize(self, call.end_stream, reducer, False)
 
     def _self_end(self, complete: bool) -> None:
@@ -43,7 +44,7 @@ class StreamProxy(_StreamBase):
         return self
 
     def __next__(self) -> Any:
-        observe = self._self_reducer.observe
+        observe = self._self_observe
         nxt = self._self_next
         try:
             item = nxt()
@@ -83,7 +84,7 @@ class AsyncStreamProxy(_StreamBase):
         return self
 
     async def __anext__(self) -> Any:
-        observe = self._self_reducer.observe
+        observe = self._self_observe
         nxt = self._self_anext
         try:
             item = await nxt()
