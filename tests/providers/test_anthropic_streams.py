@@ -233,3 +233,26 @@ async def test_stream_helper_hostile_usage_is_missing(meter: Any, gateway: Any, 
     assert billed(gateway) == {}
     s = stats()
     assert (s.calls_metered, s.usage_missing) == (0, 1)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_stream_helper_failed_call_is_not_metered(meter: Any, gateway: Any, mock_llm: Any, mode: str) -> None:
+    import anthropic
+
+    failing = client(mock_llm, mode).messages.stream(**ARGS, extra_headers={"x-mock-error": "500"})
+    with pytest.raises(anthropic.InternalServerError):
+        async with enter(failing, mode):
+            pass
+    del failing
+    gc.collect()  # the manager is gone: its request failed, so nothing is billed or counted
+    assert billed(gateway) == {}
+    s = stats()
+    assert (s.calls_metered, s.usage_missing, s.internal_errors) == (0, 0, 0)
+
+
+def test_stream_helper_never_entered_is_not_metered(meter: Any, gateway: Any, mock_llm: Any) -> None:
+    manager = client(mock_llm, "sync").messages.stream(**ARGS)  # sends nothing until entered
+    del manager
+    gc.collect()
+    assert billed(gateway) == {}
+    assert stats().calls_metered == 0
