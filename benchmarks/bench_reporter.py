@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _perfdoc import machine, update_section  # noqa: E402
+from _perfdoc import machine, update_section
 
-from aerostack_meter import Meter  # noqa: E402
-from aerostack_meter._meter import Attribution  # noqa: E402
-from aerostack_meter._usage import Usage  # noqa: E402
-from aerostack_meter.testing import MemorySink  # noqa: E402
+from aerostack_meter import Meter
+from aerostack_meter._meter import Attribution
+from aerostack_meter._usage import Usage
+from aerostack_meter.testing import MemorySink
 
 KEY = "ac_secret_bench"
 
@@ -41,7 +41,7 @@ def caller_cost(threads: int, n: int, path: str) -> float:
         barrier = threading.Barrier(threads)
         per_thread: list[float] = []
 
-        def work() -> None:
+        def work(barrier: threading.Barrier = barrier, per_thread: list[float] = per_thread) -> None:
             barrier.wait()
             t0 = time.perf_counter_ns()
             if path == "log":

@@ -29,7 +29,8 @@ _hooked: set[str] = set()
 
 def _provider(name: str) -> object | None:
     try:
-        return importlib.import_module(f"aerostack_meter.providers.{name}").PROVIDER
+        provider: object = importlib.import_module(f"aerostack_meter.providers.{name}").PROVIDER
+        return provider
     except ImportError:
         logger.debug("no provider module for %s", name, exc_info=True)
         return None
