@@ -324,9 +324,9 @@ def test_P3_kill_9_mid_run_then_restart_on_the_same_spool(srv: Servers, tmp_path
     assert _spool_rows(spool) == 0
     mock = expected_usage(srv.llm)
     book = ledger(srv.gw.client, 0.3)
-    record("P3 kill -9 mid-run, restart on the spool", mock, book, r, time.monotonic() - t0,
-           note=f"{sum(printed.values())} units seen complete")
     net = book.net
+    record("P3 kill -9 mid-run, restart on the spool", mock, book, r, time.monotonic() - t0,
+           note=f"LLM - net = {sum(mock.values()) - sum(net.values())} (bound: one call, <= {biggest})")
     assert all(net.get(c, 0) >= u for c, u in printed.items()), (net, printed)
     assert 0 <= sum(net.values()) - sum(printed.values()) <= biggest
     assert all(mock.get(c, 0) >= u for c, u in net.items()), (mock, net)
@@ -361,8 +361,9 @@ def test_P3b_kill_9_while_a_delivered_request_waits_for_its_answer(srv: Servers,
     r = run({**cfg, "mode": "replay", "print_calls": False, "flush": 30})
     assert r.returncode == 0, r.stderr
     book = ledger(srv.gw.client, 0.3)
-    record("P3b kill -9 with a committed request unanswered", expected_usage(srv.llm), book, r,
-           time.monotonic() - t0)
+    mock = expected_usage(srv.llm)
+    record("P3b kill -9 with a committed request unanswered", mock, book, r, time.monotonic() - t0,
+           note=f"LLM - net = {sum(mock.values()) - sum(book.net.values())} (bound: one call, <= {biggest})")
     # The held request is doubled; so may be others that were in flight at the kill. Each of
     # them was marked in flight in the spool, so the restart counted each replay as ambiguous.
     assert book.excess_rows >= 1
