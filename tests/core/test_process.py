@@ -146,3 +146,28 @@ def test_sigterm_handler_flushes_then_chains() -> None:
         assert "previous handler ran" in out
         assert proc.returncode == 0
         assert gw.units_by_consumer() == {"usr": 9}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libc fork via ctypes")
+def test_fork_that_skips_python_fork_hooks_is_caught_by_the_pid_check() -> None:
+    # uWSGI-style servers fork from C without running Python's at-fork hooks: the child still
+    # holds the parent's reporter state. The pid check on enqueue must reset it.
+    with standin_server() as gw:
+        proc = run_child(f"""
+            import ctypes, os, aerostack_meter as am
+            m = am.Meter({KEY!r}, api_id="api", base_url={gw.url!r}, flush_interval=0.3)
+            m.log("parent", 5)                     # pending in the parent at fork time
+            libc = ctypes.PyDLL(None)              # PyDLL: keep the GIL across the call
+            pid = libc.fork()                      # no PyOS_AfterFork_Child, no hooks
+            if pid == 0:
+                m.log("child", 7)
+                os._exit(0 if m.flush(5) else 3)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0, status
+            assert m.flush(5)
+            m.shutdown()
+            print("ok")
+        """)
+        assert proc.returncode == 0, proc.stderr
+        assert gw.units_by_consumer() == {"parent": 5, "child": 7}
+        assert len(gw.accepted()) == 2
