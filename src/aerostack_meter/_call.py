@@ -140,6 +140,17 @@ class Call:
         finally:
             self.kwargs = _NO_KWARGS  # drop the reference to the request (and its text) at once
 
+    def end_unfinished(self, reducer: Reducer) -> None:
+        """The GC fallback: hand the reducer to the reporter thread, which estimates it."""
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.meter.record_unfinished(reducer, self.attribution, self.endpoint.provider)
+        except Exception:  # pragma: no cover
+            self.meter.counters.add("internal_errors")
+        self.kwargs = _NO_KWARGS
+
     def end_stream(self, reducer: Reducer, complete: bool) -> None:
         if self.done:
             return

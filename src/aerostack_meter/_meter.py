@@ -52,8 +52,10 @@ class Attribution(NamedTuple):
 # Queue items are plain tuples, the cheapest thing to build on the caller's thread:
 #   (_LOG, consumer_id, api_id, metric, units, timestamp)   from log()
 #   (_CALL, usage, attribution, timestamp)                   from a metered SDK call
+#   (_LATE, reducer, attribution, timestamp, provider)       a stream garbage collected unfinished
 _LOG = 0
 _CALL = 1
+_LATE = 2
 
 
 class Meter:
@@ -174,6 +176,11 @@ class Meter:
         """Hand one call's usage to the reporter (the policy and the counting run on its thread)."""
         self._reporter.put((_CALL, usage, attribution, time.time()))
 
+    def record_unfinished(self, reducer: Any, attribution: Attribution, provider: str) -> None:
+        """A stream was garbage collected before it ended: estimate it on the reporter thread
+        (a GC finalizer must do as little as possible, and never import or compile anything)."""
+        self._reporter.put((_LATE, reducer, attribution, time.time(), provider))
+
     def usage_missing(self, provider: str, model: str | None) -> None:
         self.counters.add("usage_missing")
         log_once(f"usage_missing:{provider}:{model}", logging.WARNING,
@@ -187,6 +194,18 @@ class Meter:
         elif item[0] == _LOG:
             _, consumer_id, api_id, metric, units, ts = item
             events = [UsageEvent(consumer_id, api_id, metric, units, None, None, None, False, ts)]
+        elif item[0] == _LATE:
+            _, reducer, att, ts, provider = item
+            try:
+                usage = reducer.final(False)
+            except Exception:
+                self.counters.add("internal_errors")
+                usage = None
+            if usage is None:
+                self.usage_missing(provider, reducer.model)
+                events = []
+            else:
+                events = self._events_of(usage, att, ts)
         else:
             events = self._events_of(item[1], item[2], item[3])
         hook = self.settings.before_send

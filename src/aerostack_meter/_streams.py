@@ -25,7 +25,7 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         self._self_call = call
         self._self_reducer = reducer
         self._self_observe = reducer.observe  # bound once: the chunk path does no lookups on it
-        self._self_finalizer = weakref.finalize(self, call.end_stream, reducer, False)
+        self._self_finalizer = weakref.finalize(self, call.end_unfinished, reducer)
 
     def _self_end(self, complete: bool) -> None:
         self._self_finalizer.detach()
@@ -142,7 +142,7 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
 
     def _self_arm(self, inner: Any) -> Any:
         self._self_inner = inner
-        self._self_finalizer = weakref.finalize(self, self._self_call.end_stream, self._self_reducer, False)
+        self._self_finalizer = weakref.finalize(self, self._self_call.end_unfinished, self._self_reducer)
         return inner
 
     def _self_end(self) -> None:
