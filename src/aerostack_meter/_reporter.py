@@ -321,7 +321,10 @@ class Reporter:
                      result.reason, result.message or "no message")
             self._settle(batch)
             return
-        batch.attempts += 1
+        # A server that throttles and says when to come back (429 + Retry-After) is not failing:
+        # waiting as told does not use up attempts, so a long rate limit never drops usage.
+        if not (result.retry_after is not None and result.reason == "http_429"):
+            batch.attempts += 1
         if batch.attempts > self.settings.max_retries and self._give_up(batch, result):
             return
         self.counters.add("retries")

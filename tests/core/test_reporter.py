@@ -264,3 +264,14 @@ def test_a_key_that_keeps_failing_holds_up_only_itself(spool: bool, tmp_path: An
     assert m.flush(5)
     m.shutdown()
     assert sink.units == {"ok": 100, "poison": 50}
+
+
+def test_a_long_rate_limit_with_retry_after_does_not_use_up_the_retries() -> None:
+    with standin_server() as gw:
+        gw.respond(*([(429, {"Retry-After": "0"}, b"{}")] * 25))
+        m = make(gw.url, max_retries=3)
+        m.log("c", 4)
+        assert m.flush(10)
+        assert gw.units_by_consumer() == {"c": 4}
+        assert m.stats().retries == 25 and not m.stats().dropped
+        m.shutdown()
