@@ -68,8 +68,12 @@ def chat_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
     audio_out = _detail(cd, "audio_tokens")
     prompt = prompt or 0
     completion = completion or 0
+    if total is None:
+        total = to_count(prompt + completion)
+        if total is None:  # two valid parts whose sum no JSON number holds exactly: invalid usage
+            return None
     return Usage(
-        "openai", _str(model), prompt, completion, prompt + completion if total is None else total,
+        "openai", _str(model), prompt, completion, total,
         cached_input_tokens=cached, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
         audio_input_tokens=audio_in, audio_output_tokens=audio_out, response_id=_str(response_id),
     )
@@ -94,8 +98,12 @@ def responses_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
     reasoning = _detail(odet, "reasoning_tokens")
     inp = inp or 0
     out = out or 0
+    if total is None:
+        total = to_count(inp + out)
+        if total is None:
+            return None
     return Usage(
-        "openai", _str(model), inp, out, inp + out if total is None else total,
+        "openai", _str(model), inp, out, total,
         cached_input_tokens=cached, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
         response_id=_str(response_id),
     )
