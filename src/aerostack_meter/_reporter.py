@@ -169,12 +169,15 @@ class Reporter:
             self._send_q.put(None)
         self._wake.set()
         if not ok:
-            lost = self.pending
-            if lost:
-                self.counters.drop("exit_timeout", lost)
-                log_once("exit_lost", logging.WARNING,
-                         "aerostack_meter: %d events could not be delivered before shutdown", lost)
+            self._undelivered_at_stop()
         return ok
+
+    def _undelivered_at_stop(self) -> None:
+        lost = self.pending
+        if lost:
+            self.counters.drop("exit_timeout", lost)
+            log_once("exit_lost", logging.WARNING,
+                     "aerostack_meter: %d events could not be delivered before shutdown", lost)
 
     # -- reporter thread ----------------------------------------------------------------------
     def _start(self) -> None:

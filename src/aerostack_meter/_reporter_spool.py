@@ -102,20 +102,10 @@ class SpoolReporter(Reporter):
             self._wake.set()
             time.sleep(0.01)
 
-    def stop(self, timeout: float | None) -> bool:
-        if not self._started or self._closed:
-            return True
-        self._stopping = True
-        ok = self.flush(timeout)
-        self._closed = True
-        for _ in self._threads:
-            self._send_q.put(None)
-        self._wake.set()
-        if not ok:
-            log_once("left_in_spool", logging.WARNING,
-                     "aerostack_meter: %d events left in the spool %s; the next start sends them",
-                     self.pending, self.spool.path)
-        return ok
+    def _undelivered_at_stop(self) -> None:
+        log_once("left_in_spool", logging.WARNING,
+                 "aerostack_meter: %d events left in the spool %s; the next start sends them",
+                 self.pending, self.spool.path)
 
     def _run(self) -> None:
         interval = self.settings.flush_interval
