@@ -46,64 +46,45 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def chat_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
-    """``CompletionUsage`` (chat, legacy completions, their chunks) and embeddings' ``Usage``:
-    ``prompt_tokens`` include cached tokens, ``completion_tokens`` include reasoning tokens."""
+def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f: str,
+           odet_f: str) -> Usage | None:
     if u is None:
         return None
     try:
-        prompt = _count(u, "prompt_tokens")
-        completion = _count(u, "completion_tokens")
-        if prompt is None and completion is None:
-            return None
-        total = _count(u, "total_tokens")
-        pd = get(u, "prompt_tokens_details")
-        cd = get(u, "completion_tokens_details")
-    except _Invalid:
-        return None
-    cached = _detail(pd, "cached_tokens")
-    cache_write = _detail(pd, "cache_write_tokens")  # 2.x and later
-    audio_in = _detail(pd, "audio_tokens")
-    reasoning = _detail(cd, "reasoning_tokens")
-    audio_out = _detail(cd, "audio_tokens")
-    prompt = prompt or 0
-    completion = completion or 0
-    if total is None:
-        total = to_count(prompt + completion)
-        if total is None:  # two valid parts whose sum no JSON number holds exactly: invalid usage
-            return None
-    return Usage(
-        "openai", _str(model), prompt, completion, total,
-        cached_input_tokens=cached, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
-        audio_input_tokens=audio_in, audio_output_tokens=audio_out, response_id=_str(response_id),
-    )
-
-
-def responses_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
-    """``ResponseUsage``: ``input_tokens`` include cached, ``output_tokens`` include reasoning."""
-    if u is None:
-        return None
-    try:
-        inp = _count(u, "input_tokens")
-        out = _count(u, "output_tokens")
+        inp = _count(u, inp_f)
+        out = _count(u, out_f)
         if inp is None and out is None:
             return None
         total = _count(u, "total_tokens")
-        idet = get(u, "input_tokens_details")
-        odet = get(u, "output_tokens_details")
+        idet = get(u, idet_f)
+        odet = get(u, odet_f)
     except _Invalid:
         return None
-    cached = _detail(idet, "cached_tokens")
-    cache_write = _detail(idet, "cache_write_tokens")  # 2.x and later
-    reasoning = _detail(odet, "reasoning_tokens")
     inp = inp or 0
     out = out or 0
     if total is None:
         total = to_count(inp + out)
-        if total is None:
+        if total is None:  # two valid parts whose sum no JSON number holds exactly: invalid usage
             return None
     return Usage(
         "openai", _str(model), inp, out, total,
-        cached_input_tokens=cached, cache_write_tokens=cache_write, reasoning_tokens=reasoning,
+        cached_input_tokens=_detail(idet, "cached_tokens"),
+        cache_write_tokens=_detail(idet, "cache_write_tokens"),  # 2.x and later
+        reasoning_tokens=_detail(odet, "reasoning_tokens"),
+        audio_input_tokens=_detail(idet, "audio_tokens"),
+        audio_output_tokens=_detail(odet, "audio_tokens"),
         response_id=_str(response_id),
     )
+
+
+def chat_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
+    """``CompletionUsage`` (chat, legacy completions, their chunks) and embeddings' ``Usage``:
+    ``prompt_tokens`` include cached tokens, ``completion_tokens`` include reasoning tokens."""
+    return _usage(u, model, response_id, "prompt_tokens", "completion_tokens",
+                  "prompt_tokens_details", "completion_tokens_details")
+
+
+def responses_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
+    """``ResponseUsage``: ``input_tokens`` include cached, ``output_tokens`` include reasoning."""
+    return _usage(u, model, response_id, "input_tokens", "output_tokens",
+                  "input_tokens_details", "output_tokens_details")
