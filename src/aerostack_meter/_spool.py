@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from . import _sqlite
 from ._events import UsageEvent, event_identity, idempotency_key
 from .sinks import Batch
 
@@ -84,10 +85,7 @@ class Spool:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn = _sqlite.connect(self.path, timeout=30.0, synchronous="NORMAL")
             conn.executescript(_SCHEMA)
             if "inflight" not in {r[1] for r in conn.execute("PRAGMA table_info(batches)")}:
                 with contextlib.suppress(sqlite3.OperationalError):  # another process added it

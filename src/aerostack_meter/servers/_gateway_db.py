@@ -6,12 +6,13 @@ the server's event-loop thread, so the lock is uncontended; it is there for dire
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from .._sqlite import connect
 
 __all__ = ["GatewayDB", "LogOutcome"]
 
@@ -56,10 +57,7 @@ class GatewayDB:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=OFF")
-        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = connect(path, timeout=5.0, synchronous="OFF")
         self._conn.executescript(_SCHEMA)
         self._wallet_cache: dict[str, int] = {
             row[0]: int(row[1])

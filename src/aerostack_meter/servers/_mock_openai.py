@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ._mock_plan import Frame, JsonPlan, RequestInfo, StreamPlan, split_chunks, sse
@@ -60,6 +60,34 @@ def _reply(
     return reply_words(prompt, visible), capped
 
 
+_Chunk = Callable[[list[dict[str, Any]]], dict[str, Any]]
+
+
+def _chunker(base: Mapping[str, Any], include_usage: bool) -> _Chunk:
+    """Builds a stream chunk around `choices`; with `include_usage` every chunk has `usage: null`."""
+
+    def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
+        data = {**base, "choices": choices}
+        if include_usage:
+            data["usage"] = None
+        return data
+
+    return chunk
+
+
+def _end_stream(
+    frames: list[Frame], chunk: _Chunk, usage: Usage, mode: str, include_usage: bool
+) -> StreamPlan:
+    """Append the usage-only chunk (when asked for) and `[DONE]` to a chat-style stream."""
+    if include_usage:
+        final = chunk([])
+        final.pop("usage", None)
+        put_usage(final, usage.openai_chat(), mode)
+        frames.append(Frame(sse(final), tally=True))
+    frames.append(Frame(sse("[DONE]")))
+    return StreamPlan(frames, _stream_error(), usage if include_usage else None)
+
+
 # -- chat completions -----------------------------------------------------------------------------
 
 
@@ -98,12 +126,7 @@ def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
         return JsonPlan(out, usage)
 
     include_usage = _include_usage(body)
-
-    def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-        data = {**base, "object": "chat.completion.chunk", "choices": choices}
-        if include_usage:
-            data["usage"] = None
-        return data
+    chunk = _chunker({**base, "object": "chat.completion.chunk"}, include_usage)
 
     def choice(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
@@ -114,13 +137,7 @@ def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
         for piece in split_chunks(words, info.controls.chunks)
     ]
     frames.append(Frame(sse(chunk([choice({}, finish)]))))
-    if include_usage:
-        final = chunk([])
-        final.pop("usage", None)
-        put_usage(final, usage.openai_chat(), mode)
-        frames.append(Frame(sse(final), tally=True))
-    frames.append(Frame(sse("[DONE]")))
-    return StreamPlan(frames, _stream_error(), usage if include_usage else None)
+    return _end_stream(frames, chunk, usage, mode, include_usage)
 
 
 # -- legacy completions ---------------------------------------------------------------------------
@@ -149,25 +166,13 @@ def completions(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | Stream
         return JsonPlan(out, usage)
 
     include_usage = _include_usage(body)
-
-    def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-        data = {**base, "choices": choices}
-        if include_usage:
-            data["usage"] = None
-        return data
-
+    chunk = _chunker(base, include_usage)
     frames = [
         Frame(sse(chunk([choice(piece, None)])), delta=True)
         for piece in split_chunks(words, info.controls.chunks)
     ]
     frames.append(Frame(sse(chunk([choice("", finish)]))))
-    if include_usage:
-        final = chunk([])
-        final.pop("usage", None)
-        put_usage(final, usage.openai_chat(), mode)
-        frames.append(Frame(sse(final), tally=True))
-    frames.append(Frame(sse("[DONE]")))
-    return StreamPlan(frames, _stream_error(), usage if include_usage else None)
+    return _end_stream(frames, chunk, usage, mode, include_usage)
 
 
 # -- embeddings -----------------------------------------------------------------------------------

@@ -16,17 +16,19 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import uvicorn
 
-__all__ = ["Closing", "ServerThread", "mark_intentional_drop"]
+__all__ = ["Closing", "ServerHandle", "ServerThread", "Stoppable", "mark_intentional_drop"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_S = TypeVar("_S", bound="Stoppable")
 
 _START_TIMEOUT = 10.0
 _GRACEFUL_SHUTDOWN = 1
@@ -143,7 +145,25 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-class ServerThread:
+class Stoppable:
+    """`with` support for objects released by `stop()` (idempotent in every subclass)."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ServerThread(Stoppable):
     """An ASGI app served by uvicorn in a daemon thread.
 
     `start()` returns once the server accepts connections; `stop()` is idempotent and also
@@ -238,13 +258,31 @@ class ServerThread:
     def __enter__(self) -> ServerThread:
         return self if self._thread is not None else self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+
+class ServerHandle(Stoppable):
+    """What the gateway and mock LLM handles share: their server thread and their URLs."""
+
+    _host: str
+    _server: ServerThread | None
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        """The server root, `http://127.0.0.1:PORT`."""
+        return f"http://{self._host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The API base URL, `http://127.0.0.1:PORT/v1`."""
+        return f"{self.base_url}/v1"
+
+    def _stop_server(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
 
 
 async def _signal_started(server: uvicorn.Server, started: threading.Event) -> None:

@@ -13,19 +13,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 from ._faults import FaultConfig, FaultState
 from ._gateway_app import GatewayApp
 from ._gateway_client import GatewayClient
 from ._gateway_db import EmptyWalletPolicy, GatewayDB
-from ._runner import Closing, ServerThread
+from ._runner import Closing, ServerHandle, ServerThread
 
 __all__ = ["GatewayClient", "GatewayHandle", "start_gateway"]
 
 
-class GatewayHandle:
+class GatewayHandle(ServerHandle):
     """A running gateway emulator: `url` ends in `/v1`; `stop()` or use it as a context manager."""
 
     def __init__(
@@ -85,15 +84,8 @@ class GatewayHandle:
         self._db = db
         self.port = self._server.port
 
-    @property
-    def base_url(self) -> str:
-        """The server root, `http://127.0.0.1:PORT` (the control endpoints live there)."""
-        return f"http://{self._host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """The API base URL to give a billing client, `http://127.0.0.1:PORT/v1`."""
-        return f"{self.base_url}/v1"
+    # `base_url` is the server root (the control endpoints live there); `url` is the API base
+    # URL to give a billing client.
 
     @property
     def billing_url(self) -> str:
@@ -110,9 +102,7 @@ class GatewayHandle:
         return self._server is not None
 
     def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        self._stop_server()
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -133,17 +123,6 @@ class GatewayHandle:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
-
-    def __enter__(self) -> GatewayHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<GatewayHandle {self.url} db={self.db_path!r}>"

@@ -10,36 +10,27 @@ The usage formula, the `x-mock-*` headers and the `/_mock/*` endpoints are in do
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import httpx
 
 from ._mock_app import MockLLMApp
 from ._mock_usage import Controls
-from ._runner import Closing, ServerThread
+from ._runner import Closing, ServerHandle, ServerThread
 
 __all__ = ["MockLLMHandle", "start_mock_llm"]
 
 
-class MockLLMHandle:
-    """A running mock LLM server. `url` is the OpenAI base URL (ends in `/v1`)."""
+class MockLLMHandle(ServerHandle):
+    """A running mock LLM server. `url` is the base URL for `openai.OpenAI(base_url=...)`
+    (it ends in `/v1`)."""
 
     def __init__(self, app: MockLLMApp, server: ServerThread, host: str) -> None:
         self.app = app
-        self._server: ServerThread | None = server
+        self._server = server
         self._host = host
         self.port = server.port
         self._http = httpx.Client(base_url=self.base_url, timeout=10.0)
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{self._host}:{self.port}"
-
-    @property
-    def url(self) -> str:
-        """Base URL for `openai.OpenAI(base_url=...)`."""
-        return f"{self.base_url}/v1"
 
     @property
     def anthropic_base_url(self) -> str:
@@ -64,24 +55,8 @@ class MockLLMHandle:
         self._http.post("/_mock/reset").raise_for_status()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        self._stop_server()
         self._http.close()
-
-    def __enter__(self) -> MockLLMHandle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"<MockLLMHandle {self.url}>"
 
 
 def start_mock_llm(

@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 
+from .._sqlite import connect
 from ._base import OK, Batch, SendResult
 
 __all__ = ["LEDGER_SCHEMA", "LedgerSink"]
@@ -38,9 +39,7 @@ class LedgerSink:
         if self._conn is None:
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            conn = connect(self.path, timeout=30.0, synchronous="NORMAL")
             conn.executescript(LEDGER_SCHEMA)
             self._conn = conn
         return self._conn
