@@ -12,8 +12,13 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .servers._runner import ServerHandle
+
+_H = TypeVar("_H", bound="ServerHandle")
 
 __all__ = ["build_parser", "main"]
 
@@ -183,12 +188,26 @@ def _wait_for_signal() -> None:
             signal.signal(sig, old)
 
 
+def _serve(command: str, start: Callable[[], _H], where: Callable[[_H], str]) -> int:
+    """Start a server, say where it listens, and serve until SIGINT or SIGTERM."""
+    try:
+        handle = start()
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"aerostack-meter {command}: {exc}", file=sys.stderr)
+        return 1
+    with handle:
+        print(f"aerostack-meter {command} listening on {where(handle)}", flush=True)
+        _wait_for_signal()
+    return 0
+
+
 def _run_gateway(ns: argparse.Namespace) -> int:
     from .servers import start_gateway
 
     faults = {name: getattr(ns, name) for name in _FAULT_FLAGS}
-    try:
-        handle = start_gateway(
+    return _serve(
+        "gateway",
+        lambda: start_gateway(
             keys=ns.key,
             db_path=ns.db,
             port=ns.port,
@@ -196,37 +215,26 @@ def _run_gateway(ns: argparse.Namespace) -> int:
             wallets=dict(ns.wallet),
             on_empty_wallet=ns.on_empty_wallet,
             faults=faults,
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"aerostack-meter gateway: {exc}", file=sys.stderr)
-        return 1
-    with handle:
-        print(
-            f"aerostack-meter gateway listening on {handle.url} (db: {handle.db_path})", flush=True
-        )
-        _wait_for_signal()
-    return 0
+        ),
+        lambda handle: f"{handle.url} (db: {handle.db_path})",
+    )
 
 
 def _run_mock(ns: argparse.Namespace) -> int:
     from .servers import start_mock_llm
 
     defaults = {name: getattr(ns, name) for name in _MOCK_FLAGS}
-    try:
-        handle = start_mock_llm(
+    return _serve(
+        "mock-llm",
+        lambda: start_mock_llm(
             port=ns.port,
             host=ns.host,
             latency_ms=ns.latency_ms,
             chunk_delay_ms=ns.chunk_delay_ms,
             **defaults,
-        )
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"aerostack-meter mock-llm: {exc}", file=sys.stderr)
-        return 1
-    with handle:
-        print(f"aerostack-meter mock-llm listening on {handle.url}", flush=True)
-        _wait_for_signal()
-    return 0
+        ),
+        lambda handle: handle.url,
+    )
 
 
 def _run_report(ns: argparse.Namespace) -> int:
