@@ -20,12 +20,8 @@ Figures go to docs/performance.md, section "Anthropic overhead".
 
 from __future__ import annotations
 
-import argparse
-import gc
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,10 +29,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import anthropic
-from _perfdoc import machine, update_section
-
-import aerostack_meter as am
-from aerostack_meter.sinks import SendResult
+from _perfdoc import machine
+from _timing import added_slope, bare_slope, measure, parse_args, publish, table
 
 try:
     import anthropic._base_client as _bc
@@ -48,19 +42,6 @@ except Exception:  # pragma: no cover
 ARGS: dict[str, Any] = {"model": "claude-bench", "max_tokens": 1024,
                         "messages": [{"role": "user", "content": "hello there"}]}
 SMALL, LARGE = 10, 500  # content deltas per stream
-
-
-class NullSink:
-    """Accepts every batch and does nothing: no network in the measurement."""
-
-    def send(self, batch: Any) -> SendResult:
-        return SendResult("ok")
-
-    def close(self) -> None:
-        pass
-
-    def after_fork(self) -> None:
-        pass
 
 
 def _message() -> bytes:
@@ -135,51 +116,8 @@ def op_helper(c: Any) -> None:
         s.until_done()
 
 
-def timed(fn: Callable[[Any], None], c: Any, n: int) -> float:
-    """Mean microseconds per call over ``n`` calls: CPU time of the whole process (the
-    reporter's threads included), which a busy shared machine disturbs far less than wall time."""
-    gc.collect()
-    t0 = time.process_time_ns()
-    for _ in range(n):
-        fn(c)
-    return (time.process_time_ns() - t0) / n / 1000
-
-
-def measure(ops: dict[str, tuple[Callable[[Any], None], int]], rounds: int) -> dict[str, dict[str, float]]:
-    am.init(sink=NullSink(), api_id="api_bench", default_consumer_id="bench", flush_interval=0.5)
-    am.uninstrument()
-    bare, proxied, patched_client = make_client(), None, make_client()
-    proxied = am.wrap(make_client())
-    samples: dict[str, dict[str, list[float]]] = {op: {"bare": [], "patched": [], "wrap()": []} for op in ops}
-    variants = ["bare", "patched", "wrap()"]
-    for fn, n in ops.values():  # warm up every path once
-        for c in (bare, proxied):
-            timed(fn, c, max(1, n // 10))
-    for r in range(rounds):
-        order = variants[r % 3:] + variants[:r % 3]
-        for op, (fn, n) in ops.items():
-            for variant in order:
-                if variant == "patched":
-                    am.instrument(("anthropic",))
-                    samples[op][variant].append(timed(fn, patched_client, n))
-                    am.uninstrument()
-                else:
-                    samples[op][variant].append(timed(fn, bare if variant == "bare" else proxied, n))
-    assert am.flush(30)
-    stats = am.stats()
-    am.shutdown()
-    expected = rounds * sum(n for _, n in ops.values()) * 2  # patched + wrap() runs
-    assert stats.calls_metered >= expected, (stats.calls_metered, expected)
-    assert stats.usage_missing == 0 and stats.internal_errors == 0, stats
-    return {op: {v: statistics.median(s) for v, s in by.items()} for op, by in samples.items()}
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=100)
-    parser.add_argument("--calls", type=int, default=40, help="non-streaming calls per round")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave the docs alone")
-    args = parser.parse_args()
+    args = parse_args(__doc__, rounds=100, calls=40)
 
     n = args.calls
     ops = {
@@ -188,25 +126,17 @@ def main() -> None:
         f"stream {LARGE}": (op_stream(LARGE), max(1, n // 40)),
         f"stream() helper {SMALL}": (op_helper, max(1, n // 2)),
     }
-    m = measure(ops, args.rounds)
+    m = measure(
+        ops, args.rounds, make_client=make_client, provider="anthropic", allow_estimates=True
+    )
 
-    rows = []
-    for op, v in m.items():
-        b = v["bare"]
-        rows.append((op, b, v["patched"], v["wrap()"]))
-    lines = ["| operation (CPU µs per call) | bare | patched: added, ratio | wrap(): added, ratio |",
-             "|---|---:|---:|---:|"]
-    for op, b, p, w in rows:
-        lines.append(f"| {op} | {b:.1f} | {p - b:+.1f} µs, {p / b:.3f}x | {w - b:+.1f} µs, {w / b:.3f}x |")
+    lines = table(m, "x")
+    small, large = m[f"stream {SMALL}"], m[f"stream {LARGE}"]
 
     def per_event(variant: str) -> float:
-        small, large = m[f"stream {SMALL}"], m[f"stream {LARGE}"]
-        return ((large[variant] - large["bare"]) - (small[variant] - small["bare"])) / (LARGE - SMALL)
+        return added_slope(small, large, LARGE - SMALL, variant)
 
-    def per_event_bare() -> float:
-        return (m[f"stream {LARGE}"]["bare"] - m[f"stream {SMALL}"]["bare"]) / (LARGE - SMALL)
-
-    ev_b = per_event_bare()
+    ev_b = bare_slope(small, large, LARGE - SMALL)
     summary = [
         f"- added per streamed event (slope between {SMALL} and {LARGE} content deltas): "
         f"patched **{per_event('patched') * 1000:.0f} ns**, wrap() **{per_event('wrap()') * 1000:.0f} ns** "
@@ -230,9 +160,7 @@ def main() -> None:
         "noise. On a shared, busy machine the added per-call figures move by tens of µs between runs "
         "(a negative \"added\" is noise); run it a few times before reading much into one figure.",
     ])
-    print(body)
-    if not args.no_write:
-        update_section("Anthropic overhead", body)
+    publish("Anthropic overhead", body, args)
 
 
 if __name__ == "__main__":

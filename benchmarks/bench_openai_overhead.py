@@ -21,11 +21,8 @@ Figures go to docs/performance.md, section "OpenAI overhead".
 
 from __future__ import annotations
 
-import argparse
-import gc
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -36,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import openai
 import openai._base_client as _bc
-from _perfdoc import machine, update_section
+from _perfdoc import machine
+from _timing import NullSink, added_slope, bare_slope, measure, parse_args, publish, table
 
 import aerostack_meter as am
-from aerostack_meter.sinks import SendResult
 
 HX: Any = getattr(_bc, "httpx2", None) or _bc.httpx  # 3.x: httpx2; 1.x/2.x: httpx
 
@@ -47,19 +44,6 @@ MESSAGES = [{"role": "user", "content": "hello there"}]
 SMALL, LARGE = 10, 500  # content chunks per stream
 USAGE = {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32,
          "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}}
-
-
-class NullSink:
-    """Accepts every batch and does nothing: no network in the measurement."""
-
-    def send(self, batch: Any) -> SendResult:
-        return SendResult("ok")
-
-    def close(self) -> None:
-        pass
-
-    def after_fork(self) -> None:
-        pass
 
 
 def _completion() -> bytes:
@@ -147,44 +131,6 @@ def op_helper(c: Any) -> None:
         s.until_done()
 
 
-def timed(fn: Callable[[Any], None], c: Any, n: int) -> float:
-    """Mean microseconds per call over ``n`` calls, in CPU time of the whole process (the
-    reporter's thread included), which a busy shared machine disturbs less than wall time."""
-    gc.collect()
-    t0 = time.process_time_ns()
-    for _ in range(n):
-        fn(c)
-    return (time.process_time_ns() - t0) / n / 1000
-
-
-def measure(ops: dict[str, tuple[Callable[[Any], None], int]], rounds: int) -> dict[str, dict[str, float]]:
-    am.init(sink=NullSink(), api_id="api_bench", default_consumer_id="bench", flush_interval=0.5)
-    am.uninstrument()
-    bare, patched_client, proxied = make_client(), make_client(), am.wrap(make_client())
-    samples: dict[str, dict[str, list[float]]] = {op: {"bare": [], "patched": [], "wrap()": []} for op in ops}
-    variants = ["bare", "patched", "wrap()"]
-    for fn, n in ops.values():  # warm up every path once
-        for c in (bare, proxied):
-            timed(fn, c, max(1, n // 10))
-    for r in range(rounds):
-        order = variants[r % 3:] + variants[:r % 3]
-        for op, (fn, n) in ops.items():
-            for variant in order:
-                if variant == "patched":
-                    am.instrument(("openai",))
-                    samples[op][variant].append(timed(fn, patched_client, n))
-                    am.uninstrument()
-                else:
-                    samples[op][variant].append(timed(fn, bare if variant == "bare" else proxied, n))
-    assert am.flush(30)
-    stats = am.stats()
-    am.shutdown()
-    expected = rounds * sum(n for _, n in ops.values()) * 2  # patched + wrap() runs
-    assert stats.calls_metered >= expected, (stats.calls_metered, expected)
-    assert stats.usage_missing == 0 and stats.internal_errors == 0 and stats.events_estimated == 0, stats
-    return {op: {v: statistics.median(s) for v, s in by.items()} for op, by in samples.items()}
-
-
 def isolated(repeat: int) -> dict[str, float]:
     """The metering path alone, without the SDK's HTTP and parsing around it (precise where the
     end-to-end figures drown in the SDK's own cost and machine noise): nanoseconds added per
@@ -268,11 +214,7 @@ _HINT = None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=40)
-    parser.add_argument("--calls", type=int, default=100, help="non-streaming calls per round")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave the docs alone")
-    args = parser.parse_args()
+    args = parse_args(__doc__, rounds=40, calls=100)
 
     n = args.calls
     ops = {
@@ -283,23 +225,18 @@ def main() -> None:
     }
     if hasattr(make_client(), "responses"):
         ops["responses.create"] = (op_responses, n)
-    m = measure(ops, args.rounds)
+    m = measure(ops, args.rounds, make_client=make_client, provider="openai")
     global _HINT
     _HINT = _injected_hint()
     iso = isolated(max(5, args.rounds // 2))
 
-    lines = ["| operation (CPU µs per call) | bare | patched: added, ratio | wrap(): added, ratio |",
-             "|---|---:|---:|---:|"]
-    for op, v in m.items():
-        b, p, w = v["bare"], v["patched"], v["wrap()"]
-        lines.append(f"| {op} | {b:.1f} | {p - b:+.1f} µs, {p / b:.3f}× | {w - b:+.1f} µs, {w / b:.3f}× |")  # noqa: RUF001
-
+    lines = table(m, "×")  # noqa: RUF001
     small, large = m[f"chat stream {SMALL}"], m[f"chat stream {LARGE}"]
-    bare_chunk = (large["bare"] - small["bare"]) / (LARGE - SMALL)
+    bare_chunk = bare_slope(small, large, LARGE - SMALL)
     create = m["chat.completions.create"]
 
     def per_chunk(variant: str) -> float:
-        return ((large[variant] - large["bare"]) - (small[variant] - small["bare"])) / (LARGE - SMALL)
+        return added_slope(small, large, LARGE - SMALL, variant)
 
     summary = [
         f"- **metering path alone** (no HTTP, no parsing; thread CPU time, fastest of {max(5, args.rounds // 2)} runs): "
@@ -332,9 +269,7 @@ def main() -> None:
         "ratios are the stable part (a negative figure is noise larger than the overhead); the "
         "isolated figures are the precise ones.",
     ])
-    print(body)
-    if not args.no_write:
-        update_section("OpenAI overhead", body)
+    publish("OpenAI overhead", body, args)
 
 
 if __name__ == "__main__":
