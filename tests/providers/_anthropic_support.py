@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import inspect
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -16,6 +15,8 @@ import pytest
 
 import aerostack_meter as am
 
+from ._support import MODES, USER, close, drain, resolve  # noqa: F401 (re-exported for the tests)
+
 SDK_MAJOR = int(anthropic.__version__.split(".", 1)[0])
 try:  # 1.x and later talk through httpx2; 0.x through httpx
     import anthropic._base_client as _bc
@@ -24,8 +25,6 @@ try:  # 1.x and later talk through httpx2; 0.x through httpx
 except Exception:  # pragma: no cover
     HX = httpx
 
-MODES = ["sync", "async"]
-USER = [{"role": "user", "content": "tell me about the quiet harbour town"}]
 ARGS: dict[str, Any] = {"model": "claude-mock", "max_tokens": 64, "messages": USER}
 
 
@@ -45,27 +44,6 @@ def client(llm: Any, mode: str, **kwargs: Any) -> Any:
     return cls(api_key="sk-test", base_url=llm.anthropic_base_url, max_retries=0, **kwargs)
 
 
-async def resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-async def drain(stream: Any, limit: int | None = None, into: list[Any] | None = None) -> list[Any]:
-    """Events of a sync or async stream (the first ``limit`` only, then stop reading), appended
-    to ``into`` as they arrive (so a caller keeps what came before an error)."""
-    out: list[Any] = [] if into is None else into
-    if hasattr(stream, "__aiter__"):
-        async for event in stream:
-            out.append(event)
-            if limit is not None and len(out) >= limit:
-                break
-    else:
-        for event in stream:
-            out.append(event)
-            if limit is not None and len(out) >= limit:
-                break
-    return out
-
-
 @contextlib.asynccontextmanager
 async def enter(cm: Any, mode: str) -> AsyncIterator[Any]:
     """``with cm`` or ``async with cm`` depending on the client's mode."""
@@ -75,10 +53,6 @@ async def enter(cm: Any, mode: str) -> AsyncIterator[Any]:
     else:
         with cm as value:
             yield value
-
-
-async def close(stream: Any) -> None:
-    await resolve(stream.close())
 
 
 def units(usage: Any) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import inspect
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -18,14 +17,14 @@ import pytest
 
 import aerostack_meter as am
 
+from ._support import MODES, USER, close, drain, resolve  # noqa: F401 (re-exported for the tests)
+
 SDK_MAJOR = int(openai.__version__.split(".", 1)[0])
 import openai._base_client as _bc  # noqa: E402 - which HTTP library this major uses (notes #8)
 
 HX: Any = getattr(_bc, "httpx2", None) or _bc.httpx  # 3.x: httpx2; older majors: httpx
 
 
-MODES = ["sync", "async"]
-USER = [{"role": "user", "content": "tell me about the quiet harbour town"}]
 MODEL = "gpt-mock"
 
 
@@ -53,31 +52,6 @@ async def clients() -> AsyncIterator[None]:
     await collect_garbage()
 
 
-async def resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
-
-
-def is_async_iterable(obj: Any) -> bool:
-    return hasattr(obj, "__aiter__") and not hasattr(obj, "__next__")
-
-
-async def drain(stream: Any, limit: int | None = None, out: list[Any] | None = None) -> list[Any]:
-    """Items of a sync or async stream (the first ``limit`` only, then stop reading), collected
-    into ``out`` if given (so that they are there when the stream raises)."""
-    out = [] if out is None else out
-    if is_async_iterable(stream):
-        async for item in stream:
-            out.append(item)
-            if limit is not None and len(out) >= limit:
-                break
-    else:
-        for item in stream:
-            out.append(item)
-            if limit is not None and len(out) >= limit:
-                break
-    return out
-
-
 @contextlib.asynccontextmanager
 async def enter(cm: Any) -> AsyncIterator[Any]:
     """``with cm`` or ``async with cm``, whichever the object supports (a wrapt proxy has both
@@ -88,10 +62,6 @@ async def enter(cm: Any) -> AsyncIterator[Any]:
     else:
         with cm as value:
             yield value
-
-
-async def close(stream: Any) -> None:
-    await resolve(stream.close())
 
 
 @pytest.fixture(scope="module", autouse=True)

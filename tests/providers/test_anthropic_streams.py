@@ -3,9 +3,9 @@ exhausted or ended early (break, error, close, cancellation, GC): billed once, n
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,6 +31,7 @@ from ._anthropic_support import (  # noqa: F401 (collect_garbage: an autouse fix
     units,
     unmetered,
 )
+from ._support import cancel_while_reading
 
 RESOURCES = ["messages", "beta.messages"]
 REPEAT = {"x-mock-repeat-deltas": "1"}  # message_delta repeats running cumulative totals
@@ -113,22 +114,13 @@ async def test_create_stream_consumed_then_closed_counts_once(meter: Any, gatewa
 
 
 async def test_create_stream_cancelled_is_estimated_once(meter: Any, gateway: Any, mock_llm: Any) -> None:
-    got: list[Any] = []
-    third = asyncio.Event()
-
-    async def consume() -> None:
+    async def consume(keep: Callable[[Any], None]) -> None:
         stream = await client(mock_llm, "async").messages.create(
             **ARGS, stream=True, extra_headers={"x-mock-chunk-delay-ms": "200"})
         async for e in stream:
-            got.append(e)
-            if len(got) == 3:
-                third.set()
+            keep(e)
 
-    task = asyncio.ensure_future(consume())
-    await asyncio.wait_for(third.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    got = await cancel_while_reading(consume, 3)
     start = got[0].message.usage
     assert billed(gateway) == {"default": input_units(start) + estimate_output(text_chars(got))}
     assert_once(estimated=True)
@@ -202,22 +194,13 @@ async def test_stream_helper_early_end_is_estimated_once(meter: Any, gateway: An
 
 
 async def test_stream_helper_cancelled_is_estimated_once(meter: Any, gateway: Any, mock_llm: Any) -> None:
-    got: list[Any] = []
-    third = asyncio.Event()
-
-    async def consume() -> None:
+    async def consume(keep: Callable[[Any], None]) -> None:
         manager = client(mock_llm, "async").messages.stream(**ARGS, extra_headers={"x-mock-chunk-delay-ms": "200"})
         async with manager as stream:
             async for e in stream:
-                got.append(e)
-                if len(got) >= 3:
-                    third.set()
+                keep(e)
 
-    task = asyncio.ensure_future(consume())
-    await asyncio.wait_for(third.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    got = await cancel_while_reading(consume, 3)
     start = got[0].message.usage
     assert billed(gateway) == {"default": input_units(start) + estimate_output(text_chars(got))}
     assert_once(estimated=True)

@@ -4,7 +4,6 @@ and its extra chunk hidden, left alone when the caller set it, and configurable 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -33,15 +32,9 @@ from ._openai_support import (
     resolve,
     served_tokens,
 )
+from ._support import cancel_while_reading
 
 __all__ = ["clients", "quick_gc"]  # fixtures
-
-
-@pytest.fixture
-def capture(meter_factory: Any) -> Capture:
-    cap = Capture()
-    meter_factory(default_consumer_id="default", before_send=cap, flush_interval=0.01)
-    return cap
 
 
 # -- early ends ---------------------------------------------------------------------------------
@@ -108,24 +101,17 @@ async def test_early_end_is_estimated_and_metered_once(name: str, mode: str, end
         del s, manager
         await collect_garbage()
     elif ending == "cancel":
-        reading = asyncio.Event()
 
-        async def consume() -> None:
+        async def consume(keep: Callable[[Any], None]) -> None:
             s, _ = await _open(c, name, extra_headers={"x-mock-chunk-delay-ms": "200"})
             async for item in s:
-                got.append(item)
-                if len(got) >= LIMIT[name]:
-                    reading.set()
+                keep(item)
 
-        task = asyncio.create_task(consume())
-        await asyncio.wait_for(reading.wait(), 5)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        got = await cancel_while_reading(consume, LIMIT[name])
     else:  # the server cuts the connection after two content chunks: the SDK raises in the loop
         s, manager = await _open(c, name, extra_headers={"x-mock-stream-error-after": "2"})
         with pytest.raises(Exception):  # noqa: B017 - whatever the SDK version raises for a cut stream
-            await drain(s, out=got)
+            await drain(s, into=got)
         if manager is not None:
             await resolve(manager.__aexit__(None, None, None) if hasattr(type(manager), "__aexit__")
                           else manager.__exit__(None, None, None))

@@ -27,13 +27,6 @@ from ._openai_support import (
 __all__ = ["clients", "quick_gc"]  # fixtures
 
 
-@pytest.fixture
-def capture(meter_factory: Any) -> Capture:
-    cap = Capture()
-    meter_factory(default_consumer_id="default", before_send=cap, flush_interval=0.01)
-    return cap
-
-
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("surface", SURFACES, ids=str)
 async def test_metered_exactly_once_and_unchanged(surface: Surface, mode: str, mock_llm: Any,
