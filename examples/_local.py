@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import httpx
 
@@ -24,7 +24,7 @@ from aerostack_meter.servers import (
     start_mock_llm,
 )
 
-__all__ = ["billed", "local_servers"]
+__all__ = ["billed", "local_servers", "print_tokens"]
 
 
 @contextlib.contextmanager
@@ -63,3 +63,13 @@ def billed() -> dict[str, dict[str, int]] | None:
         metrics = out.setdefault(row["consumerId"], {})
         metrics[row["metric"]] = metrics.get(row["metric"], 0) + int(row["units"])
     return out
+
+
+def print_tokens(reported: Mapping[str, int], users: Iterable[str]) -> None:
+    """One line per user: the tokens the API reported and, with the emulator, the tokens billed."""
+    totals = billed()
+    for user in users:
+        line = f"{user}: {reported[user]} tokens reported by the API"
+        if totals is not None:
+            line += f", {totals.get(user, {}).get('tokens', 0)} billed"
+        print(line)

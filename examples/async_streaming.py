@@ -16,7 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
-from _local import billed, local_servers
+from _local import local_servers, print_tokens
 
 import aerostack_meter
 
@@ -68,12 +68,7 @@ async def main() -> None:
     await client.close()
     await aerostack_meter.aflush(10)
 
-    totals = billed()
-    for user in USERS:
-        line = f"{user}: {reported[user]} tokens reported by the API"
-        if totals is not None:
-            line += f", {totals.get(user, {}).get('tokens', 0)} billed"
-        print(line)
+    print_tokens(reported, USERS)
     aerostack_meter.shutdown()
 
 

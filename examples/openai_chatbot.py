@@ -12,7 +12,7 @@ import os
 from collections import Counter
 
 import openai
-from _local import billed, local_servers
+from _local import local_servers, print_tokens
 from openai.types.chat import ChatCompletionMessageParam
 
 import aerostack_meter
@@ -60,12 +60,7 @@ def main() -> None:
                 reported[user] += used
     aerostack_meter.flush(10)
 
-    totals = billed()
-    for user in CONVERSATIONS:
-        line = f"{user}: {reported[user]} tokens reported by the API"
-        if totals is not None:
-            line += f", {totals.get(user, {}).get('tokens', 0)} billed"
-        print(line)
+    print_tokens(reported, CONVERSATIONS)
     aerostack_meter.shutdown()
 
 
