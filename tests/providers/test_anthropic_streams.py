@@ -49,6 +49,14 @@ def assert_once(*, estimated: bool) -> None:
     assert (s.calls_metered, s.events_estimated, s.usage_missing, s.internal_errors) == (1, int(estimated), 0, 0)
 
 
+def assert_estimated_once(gateway: Any, got: list[Any]) -> None:
+    """A stream ended early, billed once: input from message_start, output estimated from the
+    text read."""
+    start = got[0].message.usage
+    assert billed(gateway) == {"default": input_units(start) + estimate_output(text_chars(got))}
+    assert_once(estimated=True)
+
+
 # -- create(stream=True) -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", RESOURCES)
@@ -96,10 +104,8 @@ async def test_create_stream_early_end_is_estimated_once(meter: Any, gateway: An
         else:
             del stream
             gc.collect()
-    start = got[0].message.usage
-    assert billed(gateway) == {"default": input_units(start) + estimate_output(text_chars(got))}
+    assert_estimated_once(gateway, got)
     assert text_chars(got) > 0
-    assert_once(estimated=True)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -121,9 +127,7 @@ async def test_create_stream_cancelled_is_estimated_once(meter: Any, gateway: An
             keep(e)
 
     got = await cancel_while_reading(consume, 3)
-    start = got[0].message.usage
-    assert billed(gateway) == {"default": input_units(start) + estimate_output(text_chars(got))}
-    assert_once(estimated=True)
+    assert_estimated_once(gateway, got)
 
 
 # -- the stream() helper ------------------------------------------------------------------------------
@@ -201,9 +205,7 @@ async def test_stream_helper_cancelled_is_estimated_once(meter: Any, gateway: An
                 keep(e)
 
     got = await cancel_while_reading(consume, 3)
-    start = got[0].message.usage
-    assert billed(gateway) == {"default": input_units(start) + estimate_output(text_chars(got))}
-    assert_once(estimated=True)
+    assert_estimated_once(gateway, got)
 
 
 @pytest.mark.parametrize("usage", ["negative", "huge"])
