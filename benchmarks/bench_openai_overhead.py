@@ -203,6 +203,9 @@ class _Call:
     def end_stream(self, reducer: Any, complete: bool) -> None:
         reducer.final(complete)
 
+    def end_unfinished(self, reducer: Any) -> None:  # the GC fallback: measured as an early end
+        reducer.final(False)
+
 
 def _injected_hint() -> Any:
     from aerostack_meter.providers._openai_endpoints import _INJECTED
