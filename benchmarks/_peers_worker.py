@@ -2,7 +2,8 @@
 
     python benchmarks/_peers_worker.py MODE --config NAME [--sink URL] [--gateway URL] [...]
 
-MODE is ``micro`` (figures 1-2: per-call and per-chunk cost over an in-process MockTransport),
+MODE is ``micro`` (figures 1-2: per-call and per-chunk cost over an in-process MockTransport;
+bare and configured blocks alternated in one process),
 ``slow`` (figure 3: the same calls while the exporter's collector answers slowly), ``tput``
 (figure 5: calls per second against the mock LLM server over loopback HTTP) or ``import``
 (figure 4: time and memory of the enabling import). ``micro`` and ``slow`` first measure the bare
@@ -325,15 +326,72 @@ def measure(ops: list[Op], sizes: dict[str, int], batches: int, target: float) -
 # -- modes ----------------------------------------------------------------------------------------
 
 
+_MISSING = object()
+
+
+def _sdk_class_attrs() -> dict[tuple[type, str], Any]:
+    """Every attribute of every class defined in the SDKs' (non-type) modules: what peers patch."""
+    out: dict[tuple[type, str], Any] = {}
+    for name, mod in list(sys.modules.items()):
+        if mod is None or not name.startswith(("openai", "anthropic")) or ".types" in name:
+            continue
+        for obj in list(vars(mod).values()):
+            if isinstance(obj, type) and obj.__module__ == name:
+                for attr, value in list(vars(obj).items()):
+                    out[(obj, attr)] = value
+    return out
+
+
+class Toggle:
+    """Switches a configuration's class-level patches off and on again, so the bare SDK and the
+    configuration can be timed in alternating blocks in one process (what each peer patched is
+    found by comparing the SDK classes before and after it was enabled)."""
+
+    def __init__(self, before: dict[tuple[type, str], Any], after: dict[tuple[type, str], Any]) -> None:
+        known = {cls for cls, _ in before}  # classes imported since are not used by the bare calls
+        self.changes = [(cls, attr, before.get((cls, attr), _MISSING), after.get((cls, attr), _MISSING))
+                        for (cls, attr) in before.keys() | after.keys()
+                        if cls in known
+                        and before.get((cls, attr), _MISSING) is not after.get((cls, attr), _MISSING)]
+
+    def set(self, on: bool) -> None:
+        for cls, attr, off_value, on_value in self.changes:
+            value = on_value if on else off_value
+            if value is _MISSING:
+                if attr in vars(cls):
+                    delattr(cls, attr)
+            else:
+                setattr(cls, attr, value)
+
+
 def mode_micro(args: argparse.Namespace) -> dict[str, Any]:
+    """Bare and configured blocks alternated ``--batches`` times in this process; each side's
+    median. Patches are switched off for the bare blocks (PostHog uses its own client classes)."""
     handler = make_handler()
     sizes: dict[str, int] = {}
-    pre = measure(operations(bare(), handler), sizes, args.batches, args.target)
+    bare_ops = operations(bare(), handler)
+    measure(bare_ops, sizes, 1, args.target)  # imports every lazily loaded SDK module; sizes
+    before = _sdk_class_attrs()
     setup = enable(args.config, args.sink, args.gateway)
+    toggle = Toggle(before, _sdk_class_attrs())
+    print(f"{args.config}: {len(toggle.changes)} SDK class attributes patched: "
+          + ", ".join(sorted(f"{c.__name__}.{a}" for c, a, _, _ in toggle.changes)), file=sys.stderr)
+    cfg_ops = operations(setup, handler)
+    pre: list[dict[str, Any]] = []
+    post: list[dict[str, Any]] = []
     with setup.scope():
-        post = measure(operations(setup, handler), sizes, args.batches, args.target)
+        for i in range(args.batches):
+            for on in ((False, True) if i % 2 == 0 else (True, False)):
+                toggle.set(on)
+                (post if on else pre).append(measure(cfg_ops if on else bare_ops, sizes, 1, args.target))
+    toggle.set(True)
     setup.flush()
-    return {"pre": pre, "post": post}
+
+    def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+        return {k: {f: statistics.median(r[k][f] for r in runs) for f in ("first", "rest")}
+                | {"chunks": runs[0][k]["chunks"], "n": runs[0][k]["n"]} for k in runs[0]}
+
+    return {"pre": median_of(pre), "post": median_of(post), "patched": len(toggle.changes)}
 
 
 def _latencies(call: Callable[[], Any], seconds: float) -> list[float]:
