@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage, to_count
+from ._base import read_field
 
 __all__ = ["DELTA_REQUIRED", "Counts", "build_usage", "message_usage", "read_counts"]
 
@@ -22,10 +23,7 @@ _START_REQUIRED = ("input_tokens", "output_tokens")
 DELTA_REQUIRED = ("output_tokens",)  # a message_delta must say its cumulative output
 
 
-def _get(obj: Any, name: str) -> Any:
-    if isinstance(obj, dict):  # a JSON body; not the Mapping ABC: its isinstance is slow
-        return obj.get(name)
-    return getattr(obj, name, None)
+_get = read_field
 
 
 def _fields(obj: Any) -> Any:

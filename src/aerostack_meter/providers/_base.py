@@ -8,7 +8,7 @@ from typing import Any
 
 from .._wrapping import PatchSet, Target
 
-__all__ = ["Provider"]
+__all__ = ["Provider", "read_field"]
 
 
 @dataclass
@@ -29,3 +29,31 @@ class Provider:
     @property
     def patched(self) -> bool:
         return self._patches.patched
+
+
+_MISSING = object()
+
+
+def read_field(obj: Any, name: str) -> Any:
+    """``obj.name`` for an SDK model or ``obj[name]`` for a JSON dict; ``None`` when absent.
+
+    Fast on pydantic models: a declared field is read from ``__dict__`` and an undeclared one from
+    ``__pydantic_extra__``; a plain ``getattr`` of a missing name would go through pydantic's
+    ``__getattr__``, which raises internally and costs microseconds per probe.
+    """
+    if obj is None:
+        return None
+    if obj.__class__ is dict:
+        return obj.get(name)
+    d = getattr(obj, "__dict__", None)
+    if d is not None:
+        value = d.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        try:
+            extra = object.__getattribute__(obj, "__pydantic_extra__")
+        except AttributeError:
+            pass
+        else:  # a pydantic v2 model: declared fields are in __dict__, the rest in extra
+            return extra.get(name) if extra else None
+    return getattr(obj, name, None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._usage import Usage, to_count
+from ._base import read_field
 
 __all__ = ["chat_usage", "get", "responses_usage"]
 
@@ -21,11 +22,7 @@ class _Invalid(Exception):
     pass
 
 
-def get(obj: Any, name: str) -> Any:
-    """``obj.name`` (SDK models), or ``obj[name]`` (a body read as JSON); ``None`` when absent."""
-    if obj.__class__ is dict:
-        return obj.get(name)
-    return getattr(obj, name, None)  # None.name too: None
+get = read_field  # ``obj.name`` (SDK models) or ``obj[name]`` (a body read as JSON); None when absent
 
 
 def _count(obj: Any, name: str) -> int | None:

@@ -31,6 +31,9 @@ __all__ = ["PROVIDER"]
 _TEXT_FIELDS = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 
 
+_KINDS: dict[type, Kind] = {}
+
+
 class MessageReducer(Reducer):
     """Folds raw ``messages`` stream events (``create(stream=True)``) into usage."""
 
@@ -129,11 +132,16 @@ class Messages(Endpoint):
 
     def kind(self, result: Any) -> Kind:
         cls = type(result)
-        if hasattr(cls, "__next__") or hasattr(cls, "__anext__"):
-            return "stream"
-        if hasattr(cls, "http_request") and hasattr(cls, "parse"):
-            return "raw"  # .with_raw_response / .with_streaming_response
-        return "response"
+        kind = _KINDS.get(cls)
+        if kind is None:  # probing a pydantic model class is slow: once per class
+            if hasattr(cls, "__next__") or hasattr(cls, "__anext__"):
+                kind = "stream"
+            elif hasattr(cls, "http_request") and hasattr(cls, "parse"):
+                kind = "raw"  # .with_raw_response / .with_streaming_response
+            else:
+                kind = "response"
+            _KINDS[cls] = kind
+        return kind
 
     def usage(self, response: Any) -> Usage | None:
         return message_usage(response)
