@@ -19,7 +19,7 @@ from ._call import Endpoint
 from ._context import _check_id
 from ._meter import Defaults, Meter
 from ._usage import MetricPolicy, check_policy
-from ._wrapping import make_wrapper
+from ._wrapping import is_async_callable, make_wrapper
 
 __all__ = ["CLIENT", "HELPER", "wrap"]
 
@@ -57,8 +57,7 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         if cached is not None and cached.__wrapped__ is value:
             return cached
         if isinstance(spec, Endpoint):
-            # unwrap: an SDK's async method may sit behind a sync decorator (functools.wraps)
-            is_async = inspect.iscoroutinefunction(inspect.unwrap(value))
+            is_async = is_async_callable(value)
             out: Any = wrapt.FunctionWrapper(
                 value, make_wrapper(spec, is_async, self._self_get_meter, self._self_defaults))
         elif spec == CLIENT:
