@@ -8,6 +8,7 @@
 
 from ._config import DEFAULT_BASE_URL, Settings
 from ._context import carry_consumer, consumer
+from ._cost import CostPolicy, cost_policy
 from ._errors import AerostackMeterError, ConfigError, MissingConsumerError
 from ._events import UsageEvent
 from ._global import aflush, current_consumer, flush, get_meter, init, log, shutdown, stats
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "AerostackMeterError",
     "ConfigError",
+    "CostPolicy",
     "Meter",
     "MetricPolicy",
     "MissingConsumerError",
@@ -33,6 +35,7 @@ __all__ = [
     "aflush",
     "carry_consumer",
     "consumer",
+    "cost_policy",
     "current_consumer",
     "flush",
     "get_meter",

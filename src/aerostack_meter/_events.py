@@ -43,6 +43,8 @@ class UsageEvent(NamedTuple):
     estimated: bool = False
     timestamp: float = 0.0
     event_id: str = ""
+    #: the price table that priced this event (``metrics="cost"``), e.g. ``"genai-prices 0.2.3"``
+    price_table: str | None = None
 
     def wire(self) -> dict[str, Any]:
         """The JSON body of the billing API request for this event."""

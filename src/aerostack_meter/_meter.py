@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 
 from ._config import Settings, build_settings
 from ._context import current_scope
+from ._cost import CostPolicy, warn_unpriced
+from ._cost import default_policy as default_cost_policy
 from ._errors import MissingConsumerError
 from ._events import UsageEvent
 from ._log import log_limited, log_once, logger
@@ -70,6 +72,9 @@ class Meter:
         self.settings: Settings = build_settings(api_key, api_id=api_id, base_url=base_url, **options)
         s = self.settings
         self.counters = Counters()
+        if isinstance(s.metrics, CostPolicy) or (isinstance(s.metrics, str) and s.metrics == "cost"):
+            self.counters.price_table = (s.metrics if isinstance(s.metrics, CostPolicy)
+                                         else default_cost_policy()).table_version
         self.sink: Sink = s.sink if s.sink is not None else self._default_sink(s)
         if s.spool_path:
             from ._reporter_spool import SpoolReporter
@@ -231,8 +236,21 @@ class Meter:
         self.counters.add("calls_metered")
         if usage.estimated:
             self.counters.add("events_estimated")
+        policy = att.metrics
+        price_table = None
         try:
-            parts = apply_policy(att.metrics, usage)
+            if isinstance(policy, str) and policy == "cost":
+                policy = default_cost_policy()
+            if type(policy) is CostPolicy:
+                parts = policy.bill(usage, att.consumer_id, att.api_id, ts)
+                if parts is None:
+                    self.counters.add("unpriced")
+                    warn_unpriced(usage.provider, usage.model, policy.fallback)
+                    parts = apply_policy(policy.fallback, usage)
+                else:
+                    price_table = self.counters.price_table = policy.table_version
+            else:
+                parts = apply_policy(policy, usage)
             items = list(parts.items()) if isinstance(parts, Mapping) else None
         except Exception as exc:
             self._bad("policy_error", f"the metrics policy raised {type(exc).__name__}")
@@ -247,7 +265,8 @@ class Meter:
                 self._bad("policy_invalid", f"the metrics policy returned an invalid entry for {metric!r}")
                 continue
             events.append(UsageEvent(att.consumer_id, att.api_id, metric, int(units), usage.provider,
-                                     usage.model, usage.response_id, usage.estimated, ts))
+                                     usage.model, usage.response_id, usage.estimated, ts, "",
+                                     price_table))
         return events
 
     def _bad(self, reason: str, msg: str) -> None:

@@ -32,6 +32,10 @@ class Stats:
     odd_responses: int = 0
     pending: int = 0
     spooled: int = 0
+    #: calls a cost policy could not price (model not in the table): billed under its fallback
+    unpriced: int = 0
+    #: the price table in use when a cost policy is configured or has priced a call
+    price_table: str | None = None
 
     @property
     def events_dropped(self) -> int:
@@ -41,7 +45,7 @@ class Stats:
 _INT_FIELDS = (
     "events_enqueued", "events_sent", "requests_sent", "retries", "ambiguous_retries",
     "calls_metered", "events_estimated", "usage_missing", "missing_consumer", "queue_overflows",
-    "internal_errors", "odd_responses",
+    "internal_errors", "odd_responses", "unpriced",
 )
 
 
@@ -53,6 +57,7 @@ class Counters:
         self._ints: Counter[str] = Counter()
         self._units: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
+        self.price_table: str | None = None
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -76,6 +81,7 @@ class Counters:
                 dropped=MappingProxyType(dict(self._dropped)),
                 pending=pending,
                 spooled=spooled,
+                price_table=self.price_table,
                 **ints,
             )
 

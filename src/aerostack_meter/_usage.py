@@ -3,7 +3,8 @@
 Normalisation (see docs/metrics.md): ``input_tokens`` counts every input token, cached reads and
 cache writes included; ``output_tokens`` counts every output token, reasoning included;
 ``cached_input_tokens`` and ``cache_write_tokens`` are parts of ``input_tokens``,
-``reasoning_tokens`` a part of ``output_tokens``, the audio counts parts of either.
+``reasoning_tokens`` a part of ``output_tokens``, the audio counts parts of either,
+``cache_write_1h_tokens`` a part of ``cache_write_tokens``.
 ``total_tokens`` is the provider's total (``input_tokens + output_tokens`` where it gives none).
 """
 
@@ -17,7 +18,7 @@ from ._errors import ConfigError
 
 __all__ = ["MetricPolicy", "Usage", "apply_policy", "check_policy", "to_count"]
 
-MetricPolicy = Literal["tokens", "split"] | Callable[["Usage"], Mapping[str, int]]
+MetricPolicy = Literal["tokens", "split", "cost"] | Callable[["Usage"], Mapping[str, int]]
 
 _EMPTY: Mapping[str, int] = MappingProxyType({})
 _MAX_UNITS = 2**53  # the largest integer every JSON parser reads exactly
@@ -39,6 +40,11 @@ class Usage(NamedTuple):
     server_tool_use: Mapping[str, int] = _EMPTY
     response_id: str | None = None
     estimated: bool = False
+    #: part of ``cache_write_tokens`` written with a 1-hour TTL (Anthropic); the rest is 5-minute
+    cache_write_1h_tokens: int = 0
+    #: the service tier the response says served the call (``"default"``, ``"flex"``,
+    #: ``"priority"``, ``"batch"``...), ``None`` when it does not say
+    service_tier: str | None = None
 
 
 def to_count(value: Any) -> int | None:
@@ -69,10 +75,20 @@ def apply_policy(policy: MetricPolicy, usage: Usage) -> Mapping[str, Any]:
         return {"tokens": usage.total_tokens}
     if policy == "split":
         return _split(usage)
+    if policy == "cost":
+        from ._cost import default_policy
+
+        return default_policy()(usage)
     return policy(usage)  # type: ignore[operator]
 
 
 def check_policy(policy: Any) -> None:
-    if policy in ("tokens", "split") or callable(policy):
+    if isinstance(policy, str) and policy == "cost":
+        from ._cost import require_prices
+
+        require_prices()
         return
-    raise ConfigError("metrics", f'must be "tokens", "split" or a callable usage -> {{metric: units}}, got {policy!r}')
+    if (isinstance(policy, str) and policy in ("tokens", "split")) or callable(policy):
+        return
+    raise ConfigError("metrics", 'must be "tokens", "split", "cost" or a callable usage -> '
+                                 f'{{metric: units}}, got {policy!r}')

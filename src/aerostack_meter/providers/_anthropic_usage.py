@@ -16,7 +16,8 @@ from ._base import read_field
 
 __all__ = ["DELTA_REQUIRED", "Counts", "build_usage", "message_usage", "read_counts"]
 
-Counts = dict[str, Any]  # field -> int, plus "server_tool_use" -> dict and "compaction" -> tuple
+Counts = dict[str, Any]  # field -> int, plus "server_tool_use" -> dict, "compaction" -> tuple,
+#                          "service_tier" -> str
 
 _FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 _START_REQUIRED = ("input_tokens", "output_tokens")
@@ -60,6 +61,17 @@ def read_counts(u: Any, required: tuple[str, ...] = _START_REQUIRED) -> Counts |
             if n is None:
                 return None
             out["thinking_tokens"] = n
+    creation = _get(u, "cache_creation")  # the TTL breakdown of cache_creation_input_tokens
+    if creation is not None:
+        one_hour = _get(creation, "ephemeral_1h_input_tokens")
+        if one_hour is not None:
+            n = to_count(one_hour)
+            if n is None:
+                return None
+            out["cache_write_1h"] = n
+    tier = _get(u, "service_tier")
+    if isinstance(tier, str):
+        out["service_tier"] = tier
     tools = _get(u, "server_tool_use")
     if tools is not None:
         counts: dict[str, int] = {}
@@ -119,7 +131,8 @@ def build_usage(c: Counts, model: str | None, response_id: str | None, *,
     return Usage("anthropic", model, inp, out, total, cached_input_tokens=read,
                  cache_write_tokens=write, reasoning_tokens=min(c.get("thinking_tokens", 0), out),
                  server_tool_use=c.get("server_tool_use") or {}, response_id=response_id,
-                 estimated=estimated)
+                 estimated=estimated, cache_write_1h_tokens=min(c.get("cache_write_1h", 0), write),
+                 service_tier=c.get("service_tier"))
 
 
 def message_usage(message: Any) -> Usage | None:

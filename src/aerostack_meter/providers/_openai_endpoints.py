@@ -50,7 +50,7 @@ def _bad_event(where: str) -> None:
 
 class OpenAIEndpoint(Endpoint):
     provider = "openai"
-    _usage_of: Callable[[Any, Any, Any], Usage | None] = staticmethod(chat_usage)
+    _usage_of: Callable[[Any, Any, Any, Any], Usage | None] = staticmethod(chat_usage)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -65,7 +65,8 @@ class OpenAIEndpoint(Endpoint):
         return "response"
 
     def usage(self, response: Any) -> Usage | None:
-        return self._usage_of(get(response, "usage"), get(response, "model"), get(response, "id"))
+        return self._usage_of(get(response, "usage"), get(response, "model"), get(response, "id"),
+                              get(response, "service_tier"))
 
     def parse_raw(self, raw: Any) -> Any:
         """A ``.with_raw_response`` result of a non-streaming call has its body read already: its
@@ -178,7 +179,8 @@ class ChatReducer(Reducer):
             return False
 
     def _usage(self, chunk: Any, u: Any) -> None:
-        usage = chat_usage(u, getattr(chunk, "model", None) or self.model, getattr(chunk, "id", None))
+        usage = chat_usage(u, getattr(chunk, "model", None) or self.model, getattr(chunk, "id", None),
+                           get(chunk, "service_tier"))
         if usage is not None:
             self.exact = usage  # cumulative: the last one wins
 
@@ -255,7 +257,8 @@ class ResponsesReducer(Reducer):
                         self.chars += len(d)
             elif t in _TERMINAL:
                 r = event.response
-                usage = responses_usage(get(r, "usage"), get(r, "model") or self.model, get(r, "id"))
+                usage = responses_usage(get(r, "usage"), get(r, "model") or self.model, get(r, "id"),
+                                        get(r, "service_tier"))
                 if usage is not None:
                     self.exact = usage
             elif t == "response.created":

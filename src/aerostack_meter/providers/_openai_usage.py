@@ -44,7 +44,7 @@ def _str(value: Any) -> str | None:
 
 
 def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f: str,
-           odet_f: str) -> Usage | None:
+           odet_f: str, service_tier: Any) -> Usage | None:
     if u is None:
         return None
     try:
@@ -71,17 +71,18 @@ def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f:
         audio_input_tokens=_detail(idet, "audio_tokens"),
         audio_output_tokens=_detail(odet, "audio_tokens"),
         response_id=_str(response_id),
+        service_tier=_str(service_tier),
     )
 
 
-def chat_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
+def chat_usage(u: Any, model: Any, response_id: Any, service_tier: Any = None) -> Usage | None:
     """``CompletionUsage`` (chat, legacy completions, their chunks) and embeddings' ``Usage``:
     ``prompt_tokens`` include cached tokens, ``completion_tokens`` include reasoning tokens."""
     return _usage(u, model, response_id, "prompt_tokens", "completion_tokens",
-                  "prompt_tokens_details", "completion_tokens_details")
+                  "prompt_tokens_details", "completion_tokens_details", service_tier)
 
 
-def responses_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
+def responses_usage(u: Any, model: Any, response_id: Any, service_tier: Any = None) -> Usage | None:
     """``ResponseUsage``: ``input_tokens`` include cached, ``output_tokens`` include reasoning."""
     return _usage(u, model, response_id, "input_tokens", "output_tokens",
-                  "input_tokens_details", "output_tokens_details")
+                  "input_tokens_details", "output_tokens_details", service_tier)

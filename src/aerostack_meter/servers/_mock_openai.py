@@ -101,7 +101,7 @@ def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
         "id": f"chatcmpl-mock{info.seq}",
         "created": info.created,
         "model": _model(body),
-        "service_tier": "default",
+        "service_tier": info.controls.service_tier or "default",
         "system_fingerprint": "fp_mock",
     }
     if not body.get("stream"):
@@ -252,7 +252,7 @@ def responses(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPl
             "parallel_tool_calls": True,
             "previous_response_id": None,
             "reasoning": {"effort": None, "summary": None},
-            "service_tier": "default",
+            "service_tier": info.controls.service_tier or "default",
             "store": True,
             "temperature": 1.0,
             "text": {"format": {"type": "text"}, "verbosity": "medium"},

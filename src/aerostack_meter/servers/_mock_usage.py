@@ -47,8 +47,10 @@ class Controls:
     chunk_delay_ms: float = 0.0
     cache: int = 0
     cache_write: int = 0
+    cache_write_1h: int = 0
     reasoning: int = 0
     web_search: int = 0
+    service_tier: str | None = None
     error: int | None = None
     chunks: int | None = None
     output_tokens: int = 10
@@ -73,7 +75,7 @@ class Controls:
         for name in ("latency_ms", "chunk_delay_ms"):
             if getattr(self, name) < 0:
                 raise ControlError(f"{name} must be >= 0")
-        for name in ("cache", "cache_write", "reasoning", "web_search", "output_tokens"):
+        for name in ("cache", "cache_write", "cache_write_1h", "reasoning", "web_search", "output_tokens"):
             if getattr(self, name) < 0:
                 raise ControlError(f"{name} must be >= 0")
         if self.chunks is not None and self.chunks < 1:
@@ -88,7 +90,7 @@ class Controls:
                 raise ControlError(f"{name} must be >= 0")
 
 
-_INT_FIELDS = {"cache", "cache_write", "reasoning", "web_search", "output_tokens"}
+_INT_FIELDS = {"cache", "cache_write", "cache_write_1h", "reasoning", "web_search", "output_tokens"}
 _OPT_INT_FIELDS = {"error", "chunks", "stream_error_after", "stream_error_event"}
 _FLOAT_FIELDS = {"latency_ms", "chunk_delay_ms"}
 
@@ -108,7 +110,7 @@ def _parse(name: str, raw: str) -> Any:
         ) from None
     if name == "repeat_deltas":
         return raw.lower() in ("1", "true", "yes", "on")
-    return raw or None if name == "consumer" else raw
+    return raw or None if name in ("consumer", "service_tier") else raw
 
 
 # -- counting -------------------------------------------------------------------------------------
@@ -223,12 +225,15 @@ class Usage:
     cache_write: int = 0
     reasoning: int = 0
     web_search: int = 0
+    cache_write_1h: int = 0
+    service_tier: str | None = None
 
     @classmethod
     def build(cls, prompt: int, visible: int, controls: Controls) -> Usage:
         cached = min(controls.cache, prompt)
         cache_write = min(controls.cache_write, prompt - cached)
-        return cls(prompt, visible, cached, cache_write, controls.reasoning, controls.web_search)
+        return cls(prompt, visible, cached, cache_write, controls.reasoning, controls.web_search,
+                   min(controls.cache_write_1h, cache_write), controls.service_tier)
 
     @property
     def output(self) -> int:
@@ -273,11 +278,11 @@ class Usage:
             "cache_creation_input_tokens": self.cache_write,
             "cache_read_input_tokens": self.cached,
             "cache_creation": {
-                "ephemeral_5m_input_tokens": self.cache_write,
-                "ephemeral_1h_input_tokens": 0,
+                "ephemeral_5m_input_tokens": self.cache_write - self.cache_write_1h,
+                "ephemeral_1h_input_tokens": self.cache_write_1h,
             },
             "output_tokens": self.output if output_tokens is None else output_tokens,
-            "service_tier": "standard",
+            "service_tier": self.service_tier or "standard",
         }
         if self.reasoning:
             usage["output_tokens_details"] = {"thinking_tokens": self.reasoning}
