@@ -217,7 +217,9 @@ def build_settings(
             options[name] = os.fspath(options[name])
     instrument = options.get("instrument", True)
     if isinstance(instrument, (list, tuple, set, frozenset)):
-        known = ("openai", "anthropic")
+        from .providers import names
+
+        known = names()
         bad = [p for p in instrument if p not in known]
         if bad:
             raise ConfigError("instrument", f"unknown provider {bad[0]!r}; known: {known}")

@@ -14,70 +14,75 @@ import logging
 import sys
 import threading
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import wrapt
 
+from . import providers as registry
 from ._log import logger
 
-__all__ = ["PROVIDERS", "instrument", "uninstrument"]
+if TYPE_CHECKING:
+    from .providers._base import Provider
 
-PROVIDERS = ("openai", "anthropic")
+__all__ = ["instrument", "uninstrument"]
+
 _lock = threading.RLock()
-_wanted: dict[str, bool] = {}
-_hooked: set[str] = set()
+_wanted: dict[str, bool] = {}  # provider name -> armed
+_hooked: set[str] = set()  # SDK packages with a post-import hook registered
 
 
-def _provider(name: str) -> object | None:
+def _patch(provider: Provider) -> bool:
     try:
-        provider: object = importlib.import_module(f"aerostack_meter.providers.{name}").PROVIDER
-        return provider
-    except ImportError:
-        logger.debug("no provider module for %s", name, exc_info=True)
-        return None
-
-
-def _patch(name: str) -> bool:
-    provider = _provider(name)
-    if provider is None:
-        return False
-    try:
-        provider.patch()  # type: ignore[attr-defined]
+        provider.patch()
         return True
     except Exception:
-        logger.log(logging.ERROR, "aerostack_meter: could not instrument %s", name, exc_info=True)
+        logger.log(logging.ERROR, "aerostack_meter: could not instrument %s", provider.name, exc_info=True)
         return False
 
 
 def _on_import(module: ModuleType) -> None:
-    name = module.__name__
     with _lock:
-        if _wanted.get(name):
-            _patch(name)
+        for provider in registry.all_providers():
+            if provider.package == module.__name__ and _wanted.get(provider.name):
+                _patch(provider)
+
+
+def _installed(package: str) -> bool:
+    if package in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a dotted name whose parent is missing
+        return False
 
 
 def instrument(which: bool | tuple[str, ...] = True) -> list[str]:
-    """Patch the installed SDKs (all known ones for ``True``), now or when they are imported.
-
-    Returns the providers instrumented or armed. Calling it again is a no-op.
-    """
+    """Patch the installed SDKs (every registered provider for ``True``), now or when they are
+    imported. Returns the providers instrumented or armed. Calling it again is a no-op."""
     if which is False:
         return []
-    names = PROVIDERS if which is True else which
+    wanted = registry.names() if which is True else which
     done = []
     with _lock:
-        for name in names:
-            if name not in sys.modules and importlib.util.find_spec(name) is None:
+        for name in wanted:
+            provider = registry.get(name)
+            if provider is None:
+                logger.warning("aerostack_meter: no provider named %r; known: %s", name,
+                               ", ".join(registry.names()))
+                continue
+            package = provider.package
+            if not _installed(package):
                 if which is not True:
-                    logger.warning("aerostack_meter: %s is not installed; not instrumented", name)
+                    logger.warning("aerostack_meter: %s is not installed; not instrumented", package)
                 continue
             _wanted[name] = True
-            if name in sys.modules:
-                if _patch(name):
+            if package in sys.modules:
+                if _patch(provider):
                     done.append(name)
             else:
-                if name not in _hooked:
-                    wrapt.register_post_import_hook(_on_import, name)
-                    _hooked.add(name)
+                if package not in _hooked:
+                    wrapt.register_post_import_hook(_on_import, package)
+                    _hooked.add(package)
                 done.append(name)
     return done
 
@@ -86,9 +91,7 @@ def uninstrument() -> None:
     """Restore every patched SDK method exactly (only our own wrappers are removed), and disarm
     the hooks of SDKs not imported yet."""
     with _lock:
-        for name in PROVIDERS:
-            _wanted[name] = False
-            if name in sys.modules:
-                provider = _provider(name)
-                if provider is not None:
-                    provider.unpatch()  # type: ignore[attr-defined]
+        for provider in registry.all_providers():
+            _wanted[provider.name] = False
+            if provider.patched or provider.package in sys.modules:
+                provider.unpatch()

@@ -332,11 +332,14 @@ def _check_log_args(consumer_id: Any, units: Any, metric: Any, api_id: Any) -> N
 
 
 def _caller_site() -> str:
+    """The first frame outside this library, wrapt and every registered provider's SDK."""
+    from .providers import all_providers
+
     frame: FrameType | None = sys._getframe(2)
-    pkg = __name__.rsplit(".", 1)[0]
+    skip = (__name__.rsplit(".", 1)[0], "wrapt", *(p.package for p in all_providers()))
     while frame is not None:
         mod = frame.f_globals.get("__name__", "")
-        if not (mod.startswith(pkg) or mod.startswith(("openai", "anthropic", "wrapt"))):
+        if not mod.startswith(skip):
             return f"{frame.f_code.co_filename}:{frame.f_lineno}"
         frame = frame.f_back
     return "<unknown>"

@@ -8,6 +8,7 @@ cancellation, or, as a last resort, when it is garbage collected (``weakref.fina
 
 from __future__ import annotations
 
+import logging
 import weakref
 from types import TracebackType
 from typing import Any
@@ -15,8 +16,11 @@ from typing import Any
 import wrapt
 
 from ._call import Call, Reducer
+from ._log import log_limited
 
 __all__ = ["AsyncStreamProxy", "ManagerProxy", "RawProxy", "StreamProxy", "proxy_stream"]
+
+_MAX_FAILURES = 8  # observer failures after which a stream is no longer observed (then estimated)
 
 
 class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
@@ -24,12 +28,28 @@ class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
         super().__init__(wrapped)
         self._self_call = call
         self._self_reducer = reducer
-        self._self_observe = reducer.observe  # bound once: the chunk path does no lookups on it
+        self._self_observe = reducer.observe  # bound once; a no-op if it keeps raising
+        self._self_failures = 0
         self._self_finalizer = weakref.finalize(self, call.end_unfinished, reducer)
 
     def _self_end(self, complete: bool) -> None:
         self._self_finalizer.detach()
-        self._self_call.end_stream(self._self_reducer, complete)
+        # a stream whose observer failed is not known to be complete: estimated, never missing
+        self._self_call.end_stream(self._self_reducer, complete and not self._self_failures)
+
+    def _self_observe_failed(self) -> None:
+        """The provider's observer raised on an event the SDK yielded fine: count it (once per
+        stream), log it, and hand the event on; the next events are observed as usual (usage the
+        provider reports later is still exact). A stream that keeps failing stops being observed
+        and is estimated at its end."""
+        self._self_failures += 1
+        if self._self_failures == 1:
+            self._self_call.meter.counters.add("internal_errors")
+            log_limited("observe_" + self._self_call.endpoint.provider, logging.ERROR,
+                        "aerostack_meter: could not read a %s stream event; the event is passed on "
+                        "unread", self._self_call.endpoint.provider, exc_info=True)
+        elif self._self_failures >= _MAX_FAILURES:
+            self._self_observe = _ignore
 
 
 class StreamProxy(_StreamBase):
@@ -44,19 +64,22 @@ class StreamProxy(_StreamBase):
         return self
 
     def __next__(self) -> Any:
-        observe = self._self_observe
         nxt = self._self_next
-        try:
-            item = nxt()
-            while observe(item):  # hide injected events (an extra usage-only chunk)
+        while True:
+            try:
                 item = nxt()
-            return item
-        except StopIteration:
-            self._self_end(True)
-            raise
-        except BaseException:
-            self._self_end(False)
-            raise
+            except StopIteration:
+                self._self_end(True)
+                raise
+            except BaseException:
+                self._self_end(False)
+                raise
+            try:
+                if not self._self_observe(item):  # hide injected events (an extra usage-only chunk)
+                    return item
+            except Exception:
+                self._self_observe_failed()
+                return item
 
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
@@ -84,19 +107,22 @@ class AsyncStreamProxy(_StreamBase):
         return self
 
     async def __anext__(self) -> Any:
-        observe = self._self_observe
         nxt = self._self_anext
-        try:
-            item = await nxt()
-            while observe(item):
+        while True:
+            try:
                 item = await nxt()
-            return item
-        except StopAsyncIteration:
-            self._self_end(True)
-            raise
-        except BaseException:  # includes CancelledError
-            self._self_end(False)
-            raise
+            except StopAsyncIteration:
+                self._self_end(True)
+                raise
+            except BaseException:  # includes CancelledError
+                self._self_end(False)
+                raise
+            try:
+                if not self._self_observe(item):  # hide injected events (an extra usage-only chunk)
+                    return item
+            except Exception:
+                self._self_observe_failed()
+                return item
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
@@ -115,6 +141,10 @@ class AsyncStreamProxy(_StreamBase):
         self._self_end(False)
         inner = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
         await inner()
+
+
+def _ignore(event: Any) -> bool:
+    return False
 
 
 def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:

@@ -8,7 +8,6 @@ are metered. ``isinstance`` checks and static types are kept (``wrap`` returns t
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -87,13 +86,13 @@ def _bind_helper(proxy: _Proxy, name: str) -> Any:
 
 
 def _tree_for(client: Any) -> Node:
-    for cls in type(client).__mro__:
-        top = cls.__module__.split(".", 1)[0]
-        if top in ("openai", "anthropic"):
-            mod = importlib.import_module(f"aerostack_meter.providers.{top}")
-            return mod.PROVIDER.client_tree  # type: ignore[no-any-return]
-    raise TypeError(f"aerostack_meter.wrap: unsupported client type {type(client).__name__}; "
-                    "expected an openai or anthropic client")
+    from .providers import names, provider_for
+
+    provider = provider_for(type(client))
+    if provider is None:
+        raise TypeError(f"aerostack_meter.wrap: unsupported client type {type(client).__name__}; "
+                        f"expected a client of one of: {', '.join(names())}")
+    return provider.client_tree
 
 
 def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None,

@@ -22,7 +22,7 @@ from typing import Any
 
 import wrapt
 
-from ._call import Call, Endpoint
+from ._call import Call, Endpoint, Kind
 from ._log import log_limited
 from ._meter import Defaults, Meter
 from ._streams import ManagerProxy, RawProxy, proxy_stream
@@ -47,11 +47,15 @@ def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance
     return Call(meter, attribution, endpoint, kwargs), kwargs, hint
 
 
-def finish(call: Call, hint: Any, result: Any) -> Any:
-    """Meter ``result`` (or arrange for its stream to be metered) and return what the user gets."""
+def finish(call: Call, hint: Any, result: Any, returns: Kind | None = None) -> Any:
+    """Meter ``result`` (or arrange for its stream to be metered) and return what the user gets.
+
+    ``returns`` is the kind the patch target declared (``None``: the endpoint's ``kind()`` decides).
+    Every provider hook called here is guarded: an exception is counted in ``internal_errors`` and
+    the user gets ``result`` untouched."""
     endpoint = call.endpoint
     try:
-        kind = endpoint.kind(result)
+        kind = returns or endpoint.kind(result)
         if kind == "response":
             if not call.done:
                 call.end(endpoint.usage(result), getattr(result, "model", None))
@@ -77,7 +81,7 @@ def _internal(meter: Meter, where: str) -> None:
 
 
 def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
-                 defaults: Defaults | None = None) -> Callable[..., Any]:
+                 defaults: Defaults | None = None, returns: Kind | None = None) -> Callable[..., Any]:
     """A ``wrapt`` wrapper function ``(wrapped, instance, args, kwargs)`` for one method."""
     site = f"{endpoint.provider} {endpoint.name}"  # named in errors; built once, not per call
 
@@ -93,7 +97,7 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
             result = wrapped(*args, **kwargs)
         finally:
             _active.reset(token)
-        return finish(call, hint, result)
+        return finish(call, hint, result, returns)
 
     async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                             kwargs: dict[str, Any]) -> Any:
@@ -108,7 +112,7 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
             result = await wrapped(*args, **kwargs)
         finally:
             _active.reset(token)
-        return finish(call, hint, result)
+        return finish(call, hint, result, returns)
 
     return async_wrapper if is_async else sync_wrapper
 
@@ -131,6 +135,7 @@ class Target:
     path: str
     endpoint: Endpoint | None
     is_async: bool | None = None  # None: detected from the original function
+    returns: Kind | None = None  # what the method returns; None: the endpoint's kind() decides
     # Instead of metering: a wrapper factory ``hook(get_meter) -> wrapt wrapper`` for a method that
     # is not a metered call but must tell one something (a helper's close() ending its stream).
     hook: Callable[[MeterGetter], Callable[..., Any]] | None = None
@@ -208,7 +213,7 @@ class PatchSet:
             if target.hook is not None:
                 fn = target.hook(getter)
             elif target.endpoint is not None:
-                fn = make_wrapper(target.endpoint, is_async, getter)
+                fn = make_wrapper(target.endpoint, is_async, getter, None, target.returns)
             else:
                 continue
             wrapper = MeterWrapper(original, fn)

@@ -241,3 +241,50 @@ def test_stream_helper_never_entered_is_not_metered(meter: Any, gateway: Any, mo
     gc.collect()
     assert billed(gateway) == {}
     assert stats().calls_metered == 0
+
+
+# -- a malformed event the bare SDK yields fine ------------------------------------------------
+
+_MALFORMED_SSE = b"".join(
+    b"event: " + name.encode() + b"\ndata: " + data.encode() + b"\n\n" for name, data in [
+        ("message_start", '{"type":"message_start","message":{"id":"msg_1","type":"message",'
+         '"role":"assistant","model":"claude-mock","content":[],"stop_reason":null,'
+         '"usage":{"input_tokens":11,"output_tokens":1}}}'),
+        ("content_block_start", '{"type":"content_block_start","index":0,'
+         '"content_block":{"type":"text","text":""}}'),
+        ("content_block_delta", '{"type":"content_block_delta","index":0,'
+         '"delta":{"type":["text_delta"],"text":"abcdefgh"}}'),  # an unhashable delta type
+        ("content_block_delta", '{"type":"content_block_delta","index":0,'
+         '"delta":{"type":"text_delta","text":"abcdefgh"}}'),
+        ("content_block_stop", '{"type":"content_block_stop","index":0}'),
+        ("message_delta", '{"type":"message_delta","delta":{"stop_reason":"end_turn"},'
+         '"usage":{"output_tokens":4}}'),
+        ("message_stop", '{"type":"message_stop"}'),
+    ])
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_malformed_event_never_reaches_the_users_loop(mode: str, meter: Any, gateway: Any) -> None:
+    """The SDK yields an event our reader cannot read (``TypeError`` inside it): the user's loop
+    gets every event, the error is counted, and the usage reported later is billed exactly."""
+    from ._anthropic_support import HX
+
+    def handler(request: Any) -> Any:
+        return HX.Response(200, headers={"content-type": "text/event-stream"}, content=_MALFORMED_SSE)
+
+    transport = HX.MockTransport(handler)
+    http = HX.AsyncClient(transport=transport) if mode == "async" else HX.Client(transport=transport)
+    c = client_with_http(mode, http)
+    s = await resolve(c.messages.create(**ARGS, stream=True))
+    got = await drain(s)
+    assert [e.type for e in got][-1] == "message_stop" and len(got) == 7
+    s = stats()
+    assert (s.internal_errors, s.calls_metered, s.events_estimated, s.usage_missing) == (1, 1, 0, 0)
+    assert billed(gateway) == {"default": 11 + 4}
+
+
+def client_with_http(mode: str, http: Any) -> Any:
+    import anthropic
+
+    cls = anthropic.AsyncAnthropic if mode == "async" else anthropic.Anthropic
+    return cls(api_key="sk-test", base_url="http://127.0.0.1:9", max_retries=0, http_client=http)

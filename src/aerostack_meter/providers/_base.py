@@ -1,26 +1,101 @@
-"""What a provider module exports: its patch set and the resource tree ``wrap()`` proxies."""
+"""How a provider is declared: one module, data only, discovered through the registry.
+
+A provider is a module under ``aerostack_meter.providers`` that defines ``PROVIDER``, a
+:class:`Provider`, and is listed in :data:`aerostack_meter.providers.BUILTIN` (or registered at run
+time with :func:`aerostack_meter.providers.register`). The core (``init()``, ``instrument()``,
+``wrap()``, the settings, the meter) finds providers there and names none of them. The full guide,
+with a worked example: ``docs/providers/README.md``.
+
+The declaration::
+
+    PROVIDER = Provider(
+        name="mistral",                      # what init(instrument=("mistral",)) accepts
+        package="mistralai",                 # the SDK's import name (dotted: "google.genai")
+        distribution="mistralai",            # its name on the package index (for the version)
+        versions=">=1.0,<3,!=2.4.6",         # tested range; outside it a warning is logged
+        targets=lambda: [                    # patch targets, built when the SDK is imported
+            Target("mistralai.chat", "Chat.complete", COMPLETE, is_async=False, returns="response"),
+            Target("mistralai.chat", "Chat.complete_async", COMPLETE, is_async=True),
+            Target("mistralai.chat", "Chat.stream", STREAM, is_async=False, returns="stream"),
+        ],
+        client_tree={"chat": {"complete": COMPLETE, "stream": STREAM}},  # what wrap(client) meters
+    )
+
+with the endpoints built from usage readers (no subclassing needed)::
+
+    COMPLETE = ReaderEndpoint("mistral", "chat.complete", response=read_response_usage)
+    STREAM = ReaderEndpoint("mistral", "chat.stream", response=read_response_usage,
+                            event=read_event_usage, event_chars=read_event_chars)
+
+Rules a provider module follows:
+
+- **Importing it never imports its SDK** (``init()`` must not import an SDK the application does
+  not use): import the SDK inside functions, or in a private module only the ``targets`` factory
+  imports. ``targets`` is called once the SDK is imported.
+- **Targets** (:class:`~aerostack_meter._wrapping.Target`): ``module`` (imported, never forced:
+  a module not imported yet is patched on its import), ``path`` ``"Class.method"``, the endpoint,
+  ``is_async`` (``None``: detected from the function), ``returns`` (the :data:`Kind` the method
+  returns, ``None``: the endpoint's ``kind()`` decides per result). Targets the installed SDK lacks
+  are skipped, so one list serves every supported SDK version.
+- **Usage readers** are pure functions of SDK objects (or the JSON dicts of a raw body) returning a
+  normalised :class:`~aerostack_meter.Usage` or ``None`` (no usage, or usage that cannot be
+  trusted: counted as ``usage_missing``, never billed). Read every number through
+  :func:`aerostack_meter._usage.to_count` and fields through :func:`read_field`.
+  ``response``: a complete response. ``event``: one stream event; the stream's usage is the last
+  non-``None`` value (cumulative fields: last value wins, never added up). ``event_chars``: output
+  characters in one event, for the estimate of a stream left early (no text is kept).
+  ``snapshot``: a stream helper's final snapshot (for ``returns="manager"``).
+- **Hooks never need to be defensive about crashing the user's call**: the generic layer guards
+  every hook it calls (prepare, kind, usage readers, stream observers, snapshots) once; an
+  exception there is counted in ``stats().internal_errors``, logged once, and the user's call or
+  stream goes on untouched (a stream whose observer failed is estimated at its end).
+
+An :class:`~aerostack_meter._call.Endpoint` subclass is for what readers cannot say (OpenAI's
+``include_usage`` injection and its hidden usage chunk, Anthropic's ``message_start`` /
+``message_delta`` counts); most providers need only :class:`ReaderEndpoint`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import importlib.metadata
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._call import Endpoint, Kind, Reducer
+from .._log import log_once
+from .._usage import Usage
 from .._wrapping import PatchSet, Target
 
-__all__ = ["Provider", "read_field"]
+__all__ = ["Provider", "ReaderEndpoint", "ReaderReducer", "Target", "in_range", "read_field"]
+
+UsageReader = Callable[[Any], "Usage | None"]
 
 
 @dataclass
 class Provider:
+    """One provider, declared as data (see the module docstring)."""
+
     name: str
     targets: Callable[[], Sequence[Target]]
     client_tree: dict[str, Any] = field(default_factory=dict)
+    package: str = ""  # the SDK's import name; defaults to ``name``
+    distribution: str = ""  # the SDK's distribution name; defaults to ``package``
+    versions: str = ""  # the tested version range, e.g. ">=1.40,<4"; empty: any
 
     def __post_init__(self) -> None:
+        self.package = self.package or self.name
+        self.distribution = self.distribution or self.package
         self._patches = PatchSet(self.name, self.targets)
 
+    def owns(self, module: str) -> bool:
+        """Whether a class defined in ``module`` belongs to this provider's SDK."""
+        return module == self.package or module.startswith(self.package + ".")
+
     def patch(self) -> int:
+        self._check_version()
         return self._patches.patch()
 
     def unpatch(self) -> None:
@@ -29,6 +104,118 @@ class Provider:
     @property
     def patched(self) -> bool:
         return self._patches.patched
+
+    def _check_version(self) -> None:
+        if not self.versions:
+            return
+        try:
+            version = importlib.metadata.version(self.distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return
+        ok = in_range(version, self.versions)
+        if ok is False:
+            log_once(f"version:{self.name}:{version}", logging.WARNING,
+                     "aerostack_meter: %s %s is outside the tested range %s; metering it anyway "
+                     "(surfaces are detected at run time)", self.distribution, version, self.versions)
+
+
+_NUM = re.compile(r"\d+")
+
+
+def _parts(version: str) -> tuple[int, ...]:
+    out = []
+    for piece in version.strip().split("."):
+        m = _NUM.match(piece)
+        if m is None:
+            break
+        out.append(int(m.group()))
+    return tuple(out)
+
+
+def in_range(version: str, spec: str) -> bool | None:
+    """Whether ``version`` satisfies ``spec`` (comma-separated ``>=``, ``>``, ``<=``, ``<``, ``==``,
+    ``!=`` clauses on dotted release numbers; pre-release tags are ignored). ``None`` if unreadable."""
+    have = _parts(version)
+    if not have:
+        return None
+    for clause in spec.split(","):
+        clause = clause.strip()
+        m = re.fullmatch(r"(>=|<=|==|!=|>|<)\s*([\d.]+)", clause)
+        if m is None:
+            return None
+        op, want = m.group(1), _parts(m.group(2))
+        n = max(len(have), len(want))
+        a, b = have + (0,) * (n - len(have)), want + (0,) * (n - len(want))
+        ok = {">=": a >= b, ">": a > b, "<=": a <= b, "<": a < b, "==": a == b, "!=": a != b}[op]
+        if not ok:
+            return False
+    return True
+
+
+# -- endpoints built from readers ---------------------------------------------------------------
+
+_KINDS: dict[type, Kind] = {}
+
+
+def probe_kind(result: Any) -> Kind:
+    """``"stream"`` for an iterator or async iterator, else ``"response"`` (cached per class)."""
+    cls = type(result)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = "stream" if hasattr(cls, "__next__") or hasattr(cls, "__anext__") else "response"
+        _KINDS[cls] = kind
+    return kind
+
+
+class ReaderReducer(Reducer):
+    """A stream folded by an endpoint's readers: the last usage an event carried wins."""
+
+    __slots__ = ("_chars_of", "_usage_of")
+
+    def __init__(self, provider: str, kwargs: Mapping[str, Any], usage_of: UsageReader | None,
+                 chars_of: Callable[[Any], int] | None) -> None:
+        super().__init__(provider, kwargs)
+        self._usage_of = usage_of
+        self._chars_of = chars_of
+
+    def observe(self, event: Any) -> bool:
+        if self._usage_of is not None:
+            usage = self._usage_of(event)
+            if usage is not None:
+                self.exact = usage  # cumulative: the last value wins
+                if usage.model:
+                    self.model = usage.model
+                if usage.response_id:
+                    self.response_id = usage.response_id
+        if self._chars_of is not None:
+            self.chars += self._chars_of(event)
+        return False
+
+
+class ReaderEndpoint(Endpoint):
+    """An endpoint made of usage readers (see the module docstring)."""
+
+    def __init__(self, provider: str, name: str, *, response: UsageReader | None = None,
+                 event: UsageReader | None = None, event_chars: Callable[[Any], int] | None = None,
+                 snapshot: UsageReader | None = None) -> None:
+        self.provider = provider
+        self.name = name
+        self._response = response
+        self._event = event
+        self._event_chars = event_chars
+        self._snapshot = snapshot
+
+    def kind(self, result: Any) -> Kind:
+        return probe_kind(result)
+
+    def usage(self, response: Any) -> Usage | None:
+        return self._response(response) if self._response is not None else None
+
+    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
+        return ReaderReducer(self.provider, kwargs, self._event, self._event_chars)
+
+    def snapshot_usage(self, stream: Any, reducer: Reducer) -> Usage | None:
+        return self._snapshot(stream) if self._snapshot is not None else None
 
 
 _MISSING = object()

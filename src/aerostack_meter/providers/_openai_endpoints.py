@@ -12,9 +12,6 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import openai
-from pydantic import VERSION as _PYDANTIC_VERSION
-
 from .._call import Endpoint, Kind, Reducer
 from .._log import log_limited
 from .._streams import AsyncStreamProxy, StreamProxy
@@ -23,8 +20,6 @@ from ._openai_usage import chat_usage, get, responses_usage
 
 if TYPE_CHECKING:
     from .._meter import Meter
-
-PYDANTIC_V2 = _PYDANTIC_VERSION.startswith("2.")
 
 __all__ = [
     "ChatEndpoint",
@@ -35,12 +30,37 @@ __all__ = [
     "sync_close_hook",
 ]
 
-_MODEL = openai.BaseModel
-# The model's own set of fields given (what to_dict()/exclude_unset dump): pydantic 2 / pydantic 1
-_FIELDS_SET = "__pydantic_fields_set__" if PYDANTIC_V2 else "__fields_set__"
-_STREAMS = (openai.Stream, openai.AsyncStream)
-# with_streaming_response: the body is not read yet, parse() would read it (and is async on AsyncAPIResponse)
-_UNREAD = tuple(c for c in (getattr(openai, "APIResponse", None), getattr(openai, "AsyncAPIResponse", None)) if c)
+
+class _SDK:
+    """The SDK classes the endpoints test results against, resolved on first use (importing this
+    module never imports ``openai``: the registry imports every provider module)."""
+
+    model: type
+    streams: tuple[type, ...]
+    unread: tuple[type, ...]
+    fields_set: str
+
+
+_sdk: _SDK | None = None
+
+
+def sdk() -> _SDK:
+    global _sdk
+    if _sdk is None:
+        import openai
+        from pydantic import VERSION
+
+        t = _SDK()
+        t.model = openai.BaseModel
+        t.streams = (openai.Stream, openai.AsyncStream)
+        # with_streaming_response: the body is not read yet, parse() would read it (and is async on
+        # AsyncAPIResponse)
+        t.unread = tuple(c for c in (getattr(openai, "APIResponse", None),
+                                     getattr(openai, "AsyncAPIResponse", None)) if c)
+        # The model's own set of fields given (what to_dict()/exclude_unset dump): pydantic 2 / 1
+        t.fields_set = "__pydantic_fields_set__" if VERSION.startswith("2.") else "__fields_set__"
+        _sdk = t
+    return _sdk
 
 
 def _bad_event(where: str) -> None:
@@ -56,9 +76,10 @@ class OpenAIEndpoint(Endpoint):
         self.name = name
 
     def kind(self, result: Any) -> Kind:
-        if isinstance(result, _MODEL):
+        t = _sdk or sdk()
+        if isinstance(result, t.model):
             return "response"
-        if isinstance(result, _STREAMS):
+        if isinstance(result, t.streams):
             return "stream"
         if hasattr(result, "http_response") and hasattr(result, "parse"):
             return "raw"  # .with_raw_response (LegacyAPIResponse) / .with_streaming_response (APIResponse)
@@ -72,7 +93,7 @@ class OpenAIEndpoint(Endpoint):
         """A ``.with_raw_response`` result of a non-streaming call has its body read already: its
         (cached) ``parse()`` consumes nothing, and the user's later ``parse()`` returns the same
         object. Anything else is metered when the user parses it."""
-        if isinstance(raw, _UNREAD):
+        if isinstance(raw, (_sdk or sdk()).unread):
             return None
         try:
             parsed = raw.parse()
@@ -146,10 +167,11 @@ class ChatEndpoint(OpenAIEndpoint):
 
 
 class ChatReducer(Reducer):
-    __slots__ = ("expect", "hide", "seen")
+    __slots__ = ("expect", "fields_set", "hide", "seen")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any], hint: _ChatHint) -> None:
         super().__init__(provider, kwargs)
+        self.fields_set = (_sdk or sdk()).fields_set
         self.hide = hint.hide
         self.expect = hint.expect
         self.seen = False  # a chunk with choices went by
@@ -163,7 +185,7 @@ class ChatReducer(Reducer):
                 self._usage(chunk, u)
             if choices:
                 if self.hide:  # as if include_usage had not been sent: no "usage": null in to_dict()
-                    getattr(chunk, _FIELDS_SET).discard("usage")
+                    getattr(chunk, self.fields_set).discard("usage")
                     self.seen = True
                 delta = choices[0].delta
                 if delta is not None:
@@ -214,7 +236,7 @@ class CompletionReducer(ChatReducer):
                 self._usage(chunk, u)
             if choices:
                 if self.hide:
-                    getattr(chunk, _FIELDS_SET).discard("usage")
+                    getattr(chunk, self.fields_set).discard("usage")
                     self.seen = True
                 text = choices[0].text
                 if text.__class__ is str:

@@ -232,8 +232,10 @@ def _resource(create: Endpoint, parse: Endpoint, stream: Endpoint) -> dict[str, 
 
 
 PROVIDER = Provider(
-    "anthropic",
-    _targets,
+    name="anthropic",
+    package="anthropic",
+    versions=">=0.40,<3",
+    targets=_targets,
     client_tree={
         "messages": _resource(_CREATE, _PARSE, _STREAM),
         "beta": {

@@ -75,8 +75,10 @@ _RESPONSES_NODE: dict[str, Any] = {
 }
 
 PROVIDER = Provider(
-    "openai",
-    _targets,
+    name="openai",
+    package="openai",
+    versions=">=1.40,<4",
+    targets=_targets,
     client_tree={
         "chat": {"completions": _CHAT_NODE},
         "responses": _RESPONSES_NODE,
