@@ -108,8 +108,8 @@ _FAULT_FLAGS = (
 def _add_mock(sub: Any) -> None:
     p = sub.add_parser(
         "mock-llm",
-        help="run the mock OpenAI/Anthropic server",
-        description="Run the mock OpenAI/Anthropic server.",
+        help="run the mock LLM server (OpenAI, Anthropic, Gemini, Bedrock, Mistral)",
+        description="Run the mock LLM server (OpenAI, Anthropic, Gemini, Bedrock and Mistral wire formats).",
     )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_MOCK_PORT)
@@ -126,6 +126,9 @@ def _add_mock(sub: Any) -> None:
     p.add_argument("--reasoning", type=int, default=0, help="reasoning tokens added to the output")
     p.add_argument(
         "--web-search", type=int, default=0, help="Anthropic server_tool_use.web_search_requests"
+    )
+    p.add_argument(
+        "--tool-use-prompt", type=int, default=0, help="Gemini toolUsePromptTokenCount (extra input)"
     )
     p.add_argument(
         "--error", type=int, default=None, help="answer every request with this HTTP error"
@@ -147,6 +150,7 @@ _MOCK_FLAGS = (
     "cache_write",
     "reasoning",
     "web_search",
+    "tool_use_prompt",
     "error",
     "usage",
     "repeat_deltas",

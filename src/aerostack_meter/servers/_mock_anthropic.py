@@ -7,12 +7,13 @@ Wire shapes follow the installed `anthropic` SDK's types and its SSE parser
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ._mock_plan import Frame, JsonPlan, RequestInfo, StreamPlan, split_chunks, sse
 from ._mock_usage import Usage, anthropic_prompt, cap, put_usage, reply_words
 
-__all__ = ["count_tokens", "error_body", "messages"]
+__all__ = ["Reply", "count_tokens", "error_body", "messages", "reply"]
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -42,7 +43,17 @@ def count_tokens(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan:
     return JsonPlan({"input_tokens": anthropic_prompt(body).tokens})
 
 
-def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
+@dataclass
+class Reply:
+    """One messages answer as data: the JSON ``message`` (with usage) and the stream's events
+    (``(event, is_content_delta, delivers_usage)``), for the SSE endpoint and Bedrock's invoke."""
+
+    message: dict[str, Any]
+    events: list[tuple[dict[str, Any], bool, bool]]
+    usage: Usage
+
+
+def reply(body: Mapping[str, Any], info: RequestInfo) -> Reply:
     controls = info.controls
     prompt = anthropic_prompt(body)
     visible, capped = cap(body, controls.output_tokens, "max_tokens")
@@ -58,41 +69,27 @@ def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPla
         "stop_reason": stop_reason,
         "stop_sequence": None,
     }
-    if not body.get("stream"):
-        put_usage(message, usage.anthropic(), controls.usage)
-        return JsonPlan(message, usage)
-
     start = {**message, "content": [], "stop_reason": None}
     put_usage(start, usage.anthropic(output_tokens=1), controls.usage)
-    frames = [
-        Frame(sse({"type": "message_start", "message": start}, "message_start")),
-        Frame(sse({"type": "ping"}, "ping")),
-        Frame(
-            sse(
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                },
-                "content_block_start",
-            )
+    put_usage(message, usage.anthropic(), controls.usage)
+    events: list[tuple[dict[str, Any], bool, bool]] = [
+        ({"type": "message_start", "message": start}, False, False),
+        ({"type": "ping"}, False, False),
+        (
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            False,
+            False,
         ),
     ]
-    frames += [
-        Frame(
-            sse(
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": piece},
-                },
-                "content_block_delta",
-            ),
-            delta=True,
+    events += [
+        (
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            True,
+            False,
         )
         for piece in split_chunks(words, controls.chunks)
     ]
-    frames.append(Frame(sse({"type": "content_block_stop", "index": 0}, "content_block_stop")))
+    events.append(({"type": "content_block_stop", "index": 0}, False, False))
     total = usage.output
     # x-mock-repeat-deltas: running cumulative totals, then the final total once more.
     outputs = (
@@ -104,9 +101,20 @@ def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPla
             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
         }
         put_usage(delta, usage.anthropic_delta(out), controls.usage)
-        frames.append(Frame(sse(delta, "message_delta"), tally=i == len(outputs) - 1))
-    frames.append(Frame(sse({"type": "message_stop"}, "message_stop")))
+        events.append((delta, False, i == len(outputs) - 1))
+    events.append(({"type": "message_stop"}, False, False))
+    return Reply(message, events, usage)
+
+
+def messages(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
+    answer = reply(body, info)
+    if not body.get("stream"):
+        return JsonPlan(answer.message, answer.usage)
+    frames = [
+        Frame(sse(data, data["type"]), delta=delta, tally=tally)
+        for data, delta, tally in answer.events
+    ]
     error = sse(
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}, "error"
     )
-    return StreamPlan(frames, error, usage)
+    return StreamPlan(frames, error, answer.usage)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -14,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import _mock_anthropic, _mock_openai
-from ._asgi import BodyTooLarge, read_body, send_json
+from . import _mock_anthropic, _mock_bedrock, _mock_gemini, _mock_mistral, _mock_openai
+from ._asgi import BodyTooLarge, header, read_body, send_json
 from ._mock_plan import JsonPlan, RequestInfo, StreamPlan, next_seq
 from ._mock_usage import ControlError, Controls, Tally
 from ._runner import Closing, Receive, Scope, Send, mark_intentional_drop
@@ -25,11 +26,16 @@ __all__ = ["MockLLMApp"]
 Handler = Callable[[Mapping[str, Any], RequestInfo], "JsonPlan | StreamPlan"]
 
 
+def _no_headers(status: int) -> list[tuple[bytes, bytes]]:
+    return []
+
+
 @dataclass(frozen=True)
 class _Endpoint:
     name: str
     handler: Handler
     error_body: Callable[[int, str], dict[str, Any]]
+    error_headers: Callable[[int], list[tuple[bytes, bytes]]] = _no_headers
 
 
 _ENDPOINTS = {
@@ -48,7 +54,54 @@ _ENDPOINTS = {
         "anthropic.count_tokens", _mock_anthropic.count_tokens, _mock_anthropic.error_body
     ),
 }
-_NOT_BILLED = {"anthropic.count_tokens"}
+_NOT_BILLED = {"anthropic.count_tokens", "gemini.count_tokens"}
+
+_MISTRAL = _Endpoint("mistral.chat", _mock_mistral.chat, _mock_mistral.error_body)
+_GEMINI = {
+    "generateContent": _Endpoint("gemini.generate_content", _mock_gemini.generate, _mock_gemini.error_body),
+    "streamGenerateContent": _Endpoint(
+        "gemini.generate_content", _mock_gemini.stream_generate, _mock_gemini.error_body
+    ),
+    "countTokens": _Endpoint("gemini.count_tokens", _mock_gemini.count_tokens, _mock_gemini.error_body),
+}
+_BEDROCK = {
+    op: _Endpoint(name, handler, _mock_bedrock.error_body, _mock_bedrock.error_headers)
+    for op, name, handler in (
+        ("converse", "bedrock.converse", _mock_bedrock.converse),
+        ("converse-stream", "bedrock.converse", _mock_bedrock.converse_stream),
+        ("invoke", "bedrock.invoke", _mock_bedrock.invoke),
+        ("invoke-with-response-stream", "bedrock.invoke", _mock_bedrock.invoke_stream),
+    )
+}
+# Gemini API (`/v1beta/models/M:generateContent`) and Vertex AI (`/v1beta1/projects/P/locations/L/
+# publishers/google/models/M:...`, or without the project part in express mode).
+_GEMINI_PATH = re.compile(
+    r"/(?:v1|v1beta|v1alpha|v1beta1)/(?:(?:projects/[^/]+/locations/[^/]+/)?publishers/google/)?"
+    r"models/(?P<model>[^/:]+):(?P<op>[A-Za-z]+)"
+)
+_BEDROCK_PATH = re.compile(r"/model/(?P<model>[^/]+)/(?P<op>[a-z-]+)")
+
+
+def _is_mistral(user_agent: str) -> bool:
+    """The `mistralai` SDK: `mistral-client-python/V` (its hooks) or Speakeasy's `... mistralai`."""
+    return user_agent.startswith("mistral-client") or user_agent.endswith(" mistralai")
+
+
+def _route(scope: Scope) -> tuple[_Endpoint, dict[str, str]] | None:
+    """The endpoint for a request and its path parameters; None for the control app."""
+    path = scope["path"].rstrip("/")
+    endpoint = _ENDPOINTS.get(path)
+    if endpoint is not None:
+        if endpoint.name == "openai.chat" and _is_mistral(header(scope, b"user-agent") or ""):
+            return _MISTRAL, {}
+        return endpoint, {}
+    match = _GEMINI_PATH.fullmatch(path)
+    if match is not None and match["op"] in _GEMINI:
+        return _GEMINI[match["op"]], {"model": match["model"]}
+    match = _BEDROCK_PATH.fullmatch(path)
+    if match is not None and match["op"] in _BEDROCK:
+        return _BEDROCK[match["op"]], {"model": match["model"]}
+    return None
 
 
 def _consumer(controls: Controls, body: Mapping[str, Any]) -> str:
@@ -58,11 +111,12 @@ def _consumer(controls: Controls, body: Mapping[str, Any]) -> str:
         value = body.get(key)
         if isinstance(value, str) and value:
             return value
-    metadata = body.get("metadata")
-    if isinstance(metadata, dict):
-        value = metadata.get("user_id")
-        if isinstance(value, str) and value:
-            return value
+    for key in ("metadata", "requestMetadata"):  # Anthropic; Bedrock converse
+        metadata = body.get(key)
+        if isinstance(metadata, dict):
+            value = metadata.get("user_id")
+            if isinstance(value, str) and value:
+                return value
     return "anonymous"
 
 
@@ -84,22 +138,31 @@ class MockLLMApp:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = _ENDPOINTS.get(scope["path"].rstrip("/")) if scope["type"] == "http" else None
-        if endpoint is None:
+        route = _route(scope) if scope["type"] == "http" else None
+        if route is None:
             if scope["type"] == "http" and scope["path"].startswith("/v1/"):
                 body = _mock_openai.error_body(404, f"unknown endpoint {scope['path']}")
                 await send_json(send, 404, body)
                 return
             await self._control(scope, receive, send)
             return
-        await self._serve(endpoint, scope, receive, send)
+        await self._serve(*route, scope, receive, send)
 
-    async def _serve(self, endpoint: _Endpoint, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(
+        self,
+        endpoint: _Endpoint,
+        params: dict[str, str],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
         self.stats["requests"] += 1
         self.by_endpoint[endpoint.name] += 1
         if scope["method"] != "POST":
             self.stats["bad_requests"] += 1
-            await send_json(send, 405, endpoint.error_body(405, "method not allowed"))
+            await send_json(
+                send, 405, endpoint.error_body(405, "method not allowed"), endpoint.error_headers(405)
+            )
             return
         headers = {
             k.decode("latin-1"): v.decode("latin-1")
@@ -114,7 +177,9 @@ class MockLLMApp:
                 raise ValueError("body must be a JSON object")
         except (ControlError, ValueError, BodyTooLarge, UnicodeDecodeError) as exc:
             self.stats["bad_requests"] += 1
-            await send_json(send, 400, endpoint.error_body(400, f"bad request: {exc}"))
+            await send_json(
+                send, 400, endpoint.error_body(400, f"bad request: {exc}"), endpoint.error_headers(400)
+            )
             return
 
         if controls.latency_ms > 0 and not await self.closing.sleep(controls.latency_ms / 1000):
@@ -123,16 +188,19 @@ class MockLLMApp:
         if controls.error is not None:
             self.stats["errors"] += 1
             await send_json(
-                send, controls.error, endpoint.error_body(controls.error, "mock error requested")
+                send,
+                controls.error,
+                endpoint.error_body(controls.error, "mock error requested"),
+                endpoint.error_headers(controls.error),
             )
             return
 
-        info = RequestInfo(controls=controls, seq=next_seq())
+        info = RequestInfo(controls=controls, seq=next_seq(), params=params)
         plan = endpoint.handler(body, info)
         consumer = _consumer(controls, body)
         billed = controls.usage == "normal" and endpoint.name not in _NOT_BILLED
         if isinstance(plan, JsonPlan):
-            await send_json(send, 200, plan.body)
+            await send_json(send, 200, plan.body, plan.headers)
             self.stats["ok"] += 1
             if billed and plan.usage is not None:
                 self.tally.add(plan.usage, consumer=consumer, endpoint=endpoint.name)
@@ -165,7 +233,7 @@ class MockLLMApp:
                     "type": "http.response.start",
                     "status": 200,
                     "headers": [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"content-type", plan.content_type),
                         (b"cache-control", b"no-cache"),
                     ],
                 }

@@ -1,4 +1,5 @@
-"""What a mock endpoint answers, as data: a JSON body or a list of SSE frames.
+"""What a mock endpoint answers, as data: a JSON body or a list of stream frames (SSE or AWS
+event-stream messages).
 
 Providers build plans (pure functions of the request); the app writes them, applying delays,
 aborts and error events, and adds the usage to the tally when its frame is sent.
@@ -9,12 +10,22 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._mock_usage import Controls, Usage
 
-__all__ = ["Frame", "JsonPlan", "RequestInfo", "StreamPlan", "split_chunks", "sse"]
+__all__ = [
+    "EVENT_STREAM",
+    "SSE",
+    "Frame",
+    "JsonPlan",
+    "RequestInfo",
+    "StreamPlan",
+    "split_chunks",
+    "sse",
+]
 
 
 @dataclass(frozen=True)
@@ -24,10 +35,15 @@ class Frame:
     tally: bool = False  # sending this frame delivers the usage
 
 
+SSE = b"text/event-stream; charset=utf-8"
+EVENT_STREAM = b"application/vnd.amazon.eventstream"
+
+
 @dataclass
 class JsonPlan:
     body: Any
     usage: Usage | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # extra response headers
 
 
 @dataclass
@@ -35,6 +51,7 @@ class StreamPlan:
     frames: list[Frame]
     error_frame: bytes  # the provider's in-stream error event (x-mock-stream-error-event)
     usage: Usage | None = None
+    content_type: bytes = SSE
 
 
 @dataclass
@@ -44,6 +61,7 @@ class RequestInfo:
     controls: Controls
     seq: int
     created: int = field(default_factory=lambda: int(time.time()))
+    params: Mapping[str, str] = field(default_factory=dict)  # path parameters (model id, ...)
 
 
 _ids = itertools.count(1)

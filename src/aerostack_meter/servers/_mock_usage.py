@@ -11,6 +11,8 @@ The formula (documented in docs/servers.md):
   max_output_tokens: V visible output tokens.
 * reasoning R (`x-mock-reasoning`) is added to the output tokens; cache reads C
   (`x-mock-cache`) and cache writes W (`x-mock-cache-write`) are taken out of P, each clamped.
+* Gemini only: tool-use prompt tokens T (`x-mock-tool-use-prompt`) are input reported apart
+  from P (`toolUsePromptTokenCount`); the input is P + T.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Controls:
     reasoning: int = 0
     web_search: int = 0
     service_tier: str | None = None
+    tool_use_prompt: int = 0
     error: int | None = None
     chunks: int | None = None
     output_tokens: int = 10
@@ -75,7 +78,7 @@ class Controls:
         for name in ("latency_ms", "chunk_delay_ms"):
             if getattr(self, name) < 0:
                 raise ControlError(f"{name} must be >= 0")
-        for name in ("cache", "cache_write", "cache_write_1h", "reasoning", "web_search", "output_tokens"):
+        for name in _INT_FIELDS:
             if getattr(self, name) < 0:
                 raise ControlError(f"{name} must be >= 0")
         if self.chunks is not None and self.chunks < 1:
@@ -90,7 +93,15 @@ class Controls:
                 raise ControlError(f"{name} must be >= 0")
 
 
-_INT_FIELDS = {"cache", "cache_write", "cache_write_1h", "reasoning", "web_search", "output_tokens"}
+_INT_FIELDS = (
+    "cache",
+    "cache_write",
+    "cache_write_1h",
+    "reasoning",
+    "web_search",
+    "tool_use_prompt",
+    "output_tokens",
+)
 _OPT_INT_FIELDS = {"error", "chunks", "stream_error_after", "stream_error_event"}
 _FLOAT_FIELDS = {"latency_ms", "chunk_delay_ms"}
 
@@ -192,6 +203,23 @@ def responses_prompt(body: Mapping[str, Any]) -> Prompt:
     return Prompt(total, last)
 
 
+def gemini_prompt(body: Mapping[str, Any]) -> Prompt:
+    """Gemini ``contents`` (a list of ``{role, parts: [{text}]}``) plus ``systemInstruction``."""
+    contents = body.get("contents") or []
+    total, last = 0, ""
+    for content in contents if isinstance(contents, list) else []:
+        if not isinstance(content, dict):
+            continue
+        text = " ".join(_texts(content.get("parts")))
+        total += words(text) + PER_MESSAGE
+        if content.get("role") in (None, "user") and text.strip():
+            last = text
+    system = body.get("systemInstruction", body.get("system_instruction"))
+    if isinstance(system, dict):
+        total += words(" ".join(_texts(system.get("parts"))))
+    return Prompt(total, last)
+
+
 def completion_prompt(body: Mapping[str, Any], key: str = "prompt") -> Prompt:
     prompt = body.get(key)
     text = prompt if isinstance(prompt, str) else ""
@@ -217,7 +245,8 @@ def cap(body: Mapping[str, Any], wanted: int, *keys: str) -> tuple[int, bool]:
 
 @dataclass(frozen=True)
 class Usage:
-    """One response's usage in neutral terms (P includes the cached and cache-written tokens)."""
+    """One response's usage in neutral terms (P includes the cached and cache-written tokens;
+    Gemini's tool-use prompt tokens T are input outside P)."""
 
     prompt: int
     visible: int
@@ -227,6 +256,7 @@ class Usage:
     web_search: int = 0
     cache_write_1h: int = 0
     service_tier: str | None = None
+    tool_use_prompt: int = 0
 
     @classmethod
     def build(cls, prompt: int, visible: int, controls: Controls) -> Usage:
@@ -240,8 +270,12 @@ class Usage:
         return self.visible + self.reasoning
 
     @property
+    def input(self) -> int:
+        return self.prompt + self.tool_use_prompt
+
+    @property
     def total(self) -> int:
-        return self.prompt + self.output
+        return self.input + self.output
 
     def openai_chat(self) -> dict[str, Any]:
         return {
@@ -309,6 +343,55 @@ class Usage:
         return usage
 
 
+    def gemini(self, visible: int | None = None) -> dict[str, Any]:
+        """``usageMetadata``: ``promptTokenCount`` includes the cached part; thoughts and tool-use
+        prompt tokens are reported apart; ``visible`` gives a stream chunk's running count."""
+        shown = self.visible if visible is None else visible
+        usage: dict[str, Any] = {
+            "promptTokenCount": self.prompt,
+            "candidatesTokenCount": shown,
+            "totalTokenCount": self.input + shown + self.reasoning,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.prompt}],
+        }
+        if self.cached:
+            usage["cachedContentTokenCount"] = self.cached
+            usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": self.cached}]
+        if self.reasoning:
+            usage["thoughtsTokenCount"] = self.reasoning
+        if self.tool_use_prompt:
+            usage["toolUsePromptTokenCount"] = self.tool_use_prompt
+        return usage
+
+    def bedrock_converse(self) -> dict[str, Any]:
+        """Converse ``usage``: ``inputTokens`` excludes the cache parts, ``totalTokens`` includes them."""
+        return {
+            "inputTokens": self.prompt - self.cached - self.cache_write,
+            "outputTokens": self.output,
+            "totalTokens": self.total,
+            "cacheReadInputTokens": self.cached,
+            "cacheWriteInputTokens": self.cache_write,
+        }
+
+    def bedrock_metrics(self) -> dict[str, Any]:
+        """``amazon-bedrock-invocationMetrics`` (input without the cache, like the headers)."""
+        return {
+            "inputTokenCount": self.prompt - self.cached - self.cache_write,
+            "outputTokenCount": self.output,
+            "invocationLatency": 1,
+            "firstByteLatency": 1,
+            "cacheReadInputTokenCount": self.cached,
+            "cacheWriteInputTokenCount": self.cache_write,
+        }
+
+    def mistral(self) -> dict[str, Any]:
+        return {
+            "prompt_tokens": self.prompt,
+            "completion_tokens": self.output,
+            "total_tokens": self.total,
+            "prompt_tokens_details": {"cached_tokens": self.cached},
+        }
+
+
 _MISSING = object()
 
 
@@ -365,7 +448,7 @@ class Tally:
     def add(self, usage: Usage, *, consumer: str, endpoint: str) -> None:
         values = {
             "requests": 1,
-            "input_tokens": usage.prompt,
+            "input_tokens": usage.input,
             "cached_input_tokens": usage.cached,
             "cache_write_tokens": usage.cache_write,
             "output_tokens": usage.output,

@@ -1,8 +1,12 @@
-"""A mock OpenAI- and Anthropic-compatible LLM server with deterministic usage.
+"""A mock LLM server with deterministic usage: the OpenAI, Anthropic, Gemini (API and Vertex AI),
+Bedrock runtime and Mistral wire formats.
 
     with start_mock_llm() as llm:
         openai.OpenAI(base_url=llm.url, api_key="x")                    # .../v1
         anthropic.Anthropic(base_url=llm.anthropic_base_url, api_key="x")  # the root, no /v1
+        genai.Client(api_key="x", http_options=types.HttpOptions(base_url=llm.base_url))
+        boto3.client("bedrock-runtime", endpoint_url=llm.base_url, ...)  # dummy credentials
+        Mistral(api_key="x", server_url=llm.base_url)
         llm.usage()["by_consumer"]
 
 The usage formula, the `x-mock-*` headers and the `/_mock/*` endpoints are in docs/servers.md.
@@ -71,7 +75,7 @@ def start_mock_llm(
 
     `latency_ms` delays each response, `chunk_delay_ms` each streamed content chunk. Other
     keyword arguments set server-wide defaults for the `x-mock-*` controls, by their field
-    names: `cache`, `cache_write`, `reasoning`, `web_search`, `error`, `chunks`,
+    names: `cache`, `cache_write`, `reasoning`, `web_search`, `tool_use_prompt`, `error`, `chunks`,
     `output_tokens` (reply length, default 10), `usage`, `repeat_deltas`,
     `stream_error_after`, `stream_error_event`, `consumer`. Headers override them per request.
     """
