@@ -84,7 +84,8 @@ class Settings:
     allow_insecure: bool = False
     verify: bool | str | ssl.SSLContext = True
     transport: httpx.BaseTransport | None = None
-    sink: Sink | None = None
+    #: a Sink, or a Redis URL (``redis://...``; the ``redis`` extra) for ``aerostack-meter relay``
+    sink: Sink | str | None = None
     spool_path: str | None = None
     spool_max_bytes: int = 256 * 1024 * 1024
     # attribution and metrics
@@ -95,6 +96,9 @@ class Settings:
     # instrumentation
     instrument: bool | tuple[str, ...] = True
     stream_usage: bool | Callable[[str], bool] | Mapping[str, bool] = True
+    #: also record ``gen_ai.client.token.usage`` through OpenTelemetry (the ``otel`` extra):
+    #: True for the application's global MeterProvider, or a MeterProvider to use
+    otel: Any = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # the dataclass repr would be fine (Secret hides itself); keep it short
@@ -180,6 +184,14 @@ def build_settings(
         options["ledger_path"] = _env("AEROSTACK_METER_LEDGER", env)
     if "spool_path" not in options and _env("AEROSTACK_METER_SPOOL", env):
         options["spool_path"] = _env("AEROSTACK_METER_SPOOL", env)
+    if "sink" not in options and _env("AEROSTACK_METER_REDIS_URL", env):
+        options["sink"] = _env("AEROSTACK_METER_REDIS_URL", env)
+    if isinstance(options.get("sink"), str):
+        from ._stream import StreamConfig
+
+        StreamConfig.from_url(options["sink"])  # raises ConfigError naming the sink
+    if "otel" not in options and _env("AEROSTACK_METER_OTEL", env):
+        options["otel"] = (_env("AEROSTACK_METER_OTEL", env) or "").lower() in ("1", "true", "yes", "on")
     if "disabled" not in options:
         options["disabled"] = (_env("AEROSTACK_METER_DISABLED", env) or "").lower() in ("1", "true", "yes", "on")
 

@@ -75,7 +75,11 @@ class Meter:
         if isinstance(s.metrics, CostPolicy) or (isinstance(s.metrics, str) and s.metrics == "cost"):
             self.counters.price_table = (s.metrics if isinstance(s.metrics, CostPolicy)
                                          else default_cost_policy()).table_version
-        self.sink: Sink = s.sink if s.sink is not None else self._default_sink(s)
+        self.sink: Sink = self._make_sink(s)
+        bind = getattr(self.sink, "bind_counters", None)
+        if bind is not None:
+            bind(self.counters)
+        self._otel = _otel_recorder(s.otel)
         if s.spool_path:
             from ._reporter_spool import SpoolReporter
 
@@ -88,6 +92,16 @@ class Meter:
         atexit.register(_exit_hook, ref)
         if s.handle_sigterm:
             _install_sigterm(ref)
+
+    @staticmethod
+    def _make_sink(s: Settings) -> Sink:
+        if isinstance(s.sink, str):
+            from .sinks._redis import RedisSink
+
+            return RedisSink(s.sink)
+        if s.sink is not None:
+            return s.sink
+        return Meter._default_sink(s)
 
     @staticmethod
     def _default_sink(s: Settings) -> Sink:
@@ -267,6 +281,8 @@ class Meter:
             events.append(UsageEvent(att.consumer_id, att.api_id, metric, int(units), usage.provider,
                                      usage.model, usage.response_id, usage.estimated, ts, "",
                                      price_table))
+        if self._otel is not None:
+            self._otel.record(usage, att.consumer_id, att.api_id, self.counters)
         return events
 
     def _bad(self, reason: str, msg: str) -> None:
@@ -304,6 +320,14 @@ class Meter:
 
     def __repr__(self) -> str:
         return f"Meter({self.settings!r})"
+
+
+def _otel_recorder(option: Any) -> Any:
+    if option is False or option is None:
+        return None
+    from .otel import OTelRecorder
+
+    return OTelRecorder(None if option is True else option)
 
 
 def _units_ok(units: Any) -> bool:

@@ -36,6 +36,9 @@ class Stats:
     unpriced: int = 0
     #: the price table in use when a cost policy is configured or has priced a call
     price_table: str | None = None
+    #: undelivered records kept in the Redis stream past its ``maxlen`` (never trimmed; see
+    #: docs/scaling.md), as of the last cap check
+    over_cap: int = 0
 
     @property
     def events_dropped(self) -> int:
@@ -58,6 +61,10 @@ class Counters:
         self._units: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
         self.price_table: str | None = None
+        self._gauges: dict[str, int] = {}
+
+    def set_gauge(self, name: str, value: int) -> None:
+        self._gauges[name] = value
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -82,6 +89,7 @@ class Counters:
                 pending=pending,
                 spooled=spooled,
                 price_table=self.price_table,
+                over_cap=self._gauges.get("over_cap", 0),
                 **ints,
             )
 

@@ -1,4 +1,4 @@
-"""The `aerostack-meter` command: `gateway`, `mock-llm`, `report` and `demo`.
+"""The `aerostack-meter` command: `gateway`, `mock-llm`, `report`, `relay` and `demo`.
 
 The server subcommands run until SIGINT or SIGTERM and print one line, `... listening on URL`,
 once they accept connections.
@@ -159,6 +159,35 @@ _MOCK_FLAGS = (
 )
 
 
+def _add_relay(sub: Any) -> None:
+    p = sub.add_parser(
+        "relay", help="deliver usage from a Redis stream to the billing API",
+        description="Read usage records from a Redis stream in a consumer group and deliver them to "
+        "the billing API (key: $AEROSTACK_API_KEY; URL: $AEROSTACK_BASE_URL or --base-url). "
+        "Several relays share the work. See docs/scaling.md.")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="redis://host:port/db?stream=...&group=...&maxlen=... "
+                   "(default: $AEROSTACK_METER_REDIS_URL)")
+    p.add_argument("--stats", action="store_true", help="print the stream's lag and the relays' "
+                   "counters, then exit")
+    p.add_argument("--json", action="store_true", help="with --stats: print JSON")
+    p.add_argument("--name", default="", help="consumer name in the group (default: host-pid)")
+    p.add_argument("--claim-idle", type=float, default=30.0, metavar="S",
+                   help="claim entries another relay held unacknowledged this long (default 30)")
+    p.add_argument("--read-count", type=int, default=1000, metavar="N")
+    p.add_argument("--block", type=float, default=1.0, metavar="S")
+    p.add_argument("--delivered-ttl", type=float, default=7 * 86400.0, metavar="S",
+                   help="how long delivered record ids are remembered (default 7 days)")
+    p.add_argument("--max-held", type=int, default=100_000, metavar="N")
+    p.add_argument("--base-url", default=None, help="billing API base URL")
+    p.add_argument("--concurrency", type=int, default=None, metavar="N")
+    p.add_argument("--backoff-base", type=float, default=None, metavar="S")
+    p.add_argument("--max-backoff", type=float, default=None, metavar="S")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus /metrics on this port (0: any free port)")
+    p.add_argument("--metrics-host", default="127.0.0.1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aerostack-meter", description="aerostack-meter tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ledger SQLite file (default: $AEROSTACK_METER_LEDGER or ./aerostack-usage.db)",
     )
     source.add_argument("--gateway", default=None, metavar="URL", help="a gateway emulator's URL")
+    _add_relay(sub)
     demo = sub.add_parser("demo", help="run the demo", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -276,6 +306,64 @@ def _run_demo(args: Sequence[str]) -> int:
     return int(result or 0)
 
 
+def _run_relay(ns: argparse.Namespace) -> int:
+    try:
+        from .relay import Relay, RelayOptions, StreamConfig, format_stats, gather
+    except ImportError as exc:
+        print(f"aerostack-meter relay: needs the redis extra (pip install 'aerostack-meter[relay]'): "
+              f"{exc}", file=sys.stderr)
+        return 2
+    from ._config import build_settings
+    from ._errors import ConfigError
+    from ._stream import safe_url
+
+    url = ns.redis or os.environ.get("AEROSTACK_METER_REDIS_URL")
+    if not url:
+        print("aerostack-meter relay: no Redis URL (--redis or AEROSTACK_METER_REDIS_URL)", file=sys.stderr)
+        return 2
+    try:
+        stream = StreamConfig.from_url(url)
+        if ns.stats:
+            import json
+
+            snapshot = gather(stream.connect(decode_responses=True), stream)
+            print(json.dumps(snapshot, indent=1) if ns.json else format_stats(snapshot), end="\n" if ns.json else "")
+            return 0
+        overrides = {k: v for k, v in (("concurrency", ns.concurrency), ("backoff_base", ns.backoff_base),
+                                       ("max_backoff", ns.max_backoff)) if v is not None}
+        settings = build_settings(base_url=ns.base_url, **overrides)
+        if settings.api_key is None:
+            print("aerostack-meter relay: no API key (set AEROSTACK_API_KEY)", file=sys.stderr)
+            return 2
+        relay = Relay(stream, settings, RelayOptions(
+            name=ns.name, claim_idle=ns.claim_idle, read_count=ns.read_count, block=ns.block,
+            delivered_ttl=ns.delivered_ttl, max_held=ns.max_held))
+    except ConfigError as exc:
+        print(f"aerostack-meter relay: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # Redis unreachable for --stats, and the like: no traceback
+        print(f"aerostack-meter relay: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    def handler(signum: int, frame: object) -> None:
+        relay.stop()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    if ns.metrics_port is not None:
+        from .relay._metrics import serve_metrics
+
+        server = serve_metrics(relay, ns.metrics_host, ns.metrics_port)
+        print(f"aerostack-meter relay metrics on http://{ns.metrics_host}:{server.server_port}/metrics",
+              flush=True)
+    print(f"aerostack-meter relay {relay.name} consuming {safe_url(stream.redis_url)} stream "
+          f"{stream.stream!r} group {stream.group!r} -> {settings.base_url}", flush=True)
+    try:
+        relay.run()
+    finally:
+        relay.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["demo"]:  # everything after `demo` belongs to the demo's own parser
@@ -288,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_mock(ns)
     if ns.command == "report":
         return _run_report(ns)
+    if ns.command == "relay":
+        return _run_relay(ns)
     return _run_demo(ns.args)
 
 

@@ -1,0 +1,114 @@
+"""The Redis sink: appends from the reporter, the cap that never trims undelivered records, outages."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import aerostack_meter as am
+from aerostack_meter import ConfigError
+from aerostack_meter.servers import start_gateway
+from aerostack_meter.sinks import RedisSink
+
+from ._redis import RedisServer
+from ._support import API_ID, KEY, STREAM, gateway_totals, make_relay, run_until, undelivered
+
+
+@pytest.fixture
+def gw() -> Iterator[Any]:
+    handle = start_gateway(keys=[KEY])
+    yield handle
+    handle.stop()
+
+
+def _meter(url: str, **options: Any) -> am.Meter:
+    options.setdefault("flush_interval", 0.02)
+    return am.Meter(KEY, api_id=API_ID, base_url="http://127.0.0.1:9", sink=url, **options)
+
+
+def test_records_are_appended_with_their_id_and_nothing_else(redis_db: RedisServer) -> None:
+    meter = _meter(redis_db.url)
+    try:
+        for i in range(50):
+            meter.log(f"usr_{i % 2}", 10 + i, metric="tokens")
+        assert meter.flush(10)
+    finally:
+        meter.shutdown()
+    entries = redis_db.client().xrange(STREAM)
+    fields = [e[1] for e in entries]
+    assert {f["c"] for f in fields} == {"usr_0", "usr_1"}
+    assert sum(int(f["u"]) for f in fields) == sum(10 + i for i in range(50))
+    assert sum(int(f["n"]) for f in fields) == 50
+    assert all(f["r"].startswith("am-") and set(f) == {"r", "c", "a", "m", "u", "n", "e"} for f in fields)
+    # the consumer group exists from the first append: nothing is skipped by a later relay
+    assert [g["name"] for g in redis_db.client().xinfo_groups(STREAM)] == ["aerostack-relay"]
+    assert meter.stats().events_sent == 50
+
+
+def test_the_cap_never_trims_undelivered_records(redis_db: RedisServer, gw: Any,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aerostack_meter")
+    url = redis_db.url + "?maxlen=20"
+    meter = _meter(url, coalesce=False)
+    client = redis_db.client()
+    try:
+        for i in range(100):
+            meter.log(f"usr_{i % 4}", 1)
+        assert meter.flush(10)
+        assert client.xlen(STREAM) == 100  # no relay yet: all undelivered, none trimmed
+        assert meter.stats().over_cap == 80
+        assert any("past its cap" in r.getMessage() for r in caplog.records)
+        relay = make_relay(url, gw.url, "r1", trim_every=0.0)
+        run_until(relay, lambda: undelivered(client) == 0)
+        assert gateway_totals(gw) == {f"usr_{k}": 25 for k in range(4)}
+        relay.run_once()  # its cap check trims what was delivered
+        assert client.xlen(STREAM) <= 20
+        assert relay.counters["over_cap"] == 0
+    finally:
+        meter.shutdown()
+
+
+def test_redis_down_keeps_usage_and_delivers_after(own_redis: RedisServer) -> None:
+    own_redis.stop()
+    meter = _meter(own_redis.url, backoff_base=0.02, max_backoff=0.2, max_retries=10_000)
+    try:
+        for _ in range(20):
+            meter.log("usr_a", 5)
+        assert not meter.flush(0.5)  # Redis is down: nothing is delivered, nothing dropped
+        s = meter.stats()
+        assert s.retries > 0 and s.events_dropped == 0 and s.pending == 20
+        own_redis.start()
+        assert meter.flush(15)
+    finally:
+        meter.shutdown()
+    fields = [e[1] for e in own_redis.client().xrange(STREAM)]
+    assert sum(int(f["u"]) for f in fields) == 100
+
+
+def test_the_url_comes_from_the_environment(redis_db: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AEROSTACK_METER_REDIS_URL", redis_db.url + "?stream=s1&maxlen=500")
+    meter = am.Meter(KEY, api_id=API_ID)
+    try:
+        assert isinstance(meter.sink, RedisSink)
+        assert (meter.sink.config.stream, meter.sink.config.maxlen) == ("s1", 500)
+        meter.log("usr_env", 3)
+        assert meter.flush(10)
+    finally:
+        meter.shutdown()
+    assert [e[1]["u"] for e in redis_db.client().xrange("s1")] == ["3"]
+
+
+@pytest.mark.parametrize("url", ["redis://localhost/0?maxlen=0", "redis://localhost/0?maxlen=x",
+                                 "http://localhost:6379", "redis://localhost/0?stream="])
+def test_a_bad_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        am.Meter(KEY, api_id=API_ID, sink=url)
+    assert info.value.setting == "sink"
+
+
+def test_the_password_is_never_shown() -> None:
+    sink = RedisSink("redis://:hunter2secret@localhost:6379/0")
+    assert "hunter2secret" not in repr(sink)
