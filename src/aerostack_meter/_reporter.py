@@ -46,13 +46,14 @@ class _Flush:
 
 
 class _Acc:
-    __slots__ = ("estimated", "ids", "n", "units")
+    __slots__ = ("estimated", "estimated_units", "ids", "n", "units")
 
     def __init__(self) -> None:
         self.units = 0
         self.n = 0
         self.ids: list[str] = []
         self.estimated = False
+        self.estimated_units = 0
 
 
 class Reporter:
@@ -236,7 +237,9 @@ class Reporter:
                 acc.units += ev.units
                 acc.n += 1
                 acc.ids.append(event_identity(ev))
-                acc.estimated |= ev.estimated
+                if ev.estimated:
+                    acc.estimated = True
+                    acc.estimated_units += ev.units
                 n += 1
                 if not self.settings.coalesce:
                     self._admit(ev.key, acc)
@@ -265,7 +268,8 @@ class Reporter:
     def _admit(self, key: Key, acc: _Acc) -> None:
         seq = next(self._seq)
         batch = Batch(key[0], key[1], key[2], acc.units, acc.n, idempotency_key(key, acc.ids),
-                      seq=seq, first_attempt=time.monotonic(), estimated=acc.estimated)
+                      seq=seq, first_attempt=time.monotonic(), estimated=acc.estimated,
+                      estimated_units=acc.estimated_units)
         with self._lock:
             self._unsettled[seq] = batch
             self._last_seq = seq

@@ -1,4 +1,4 @@
-"""The `aerostack-meter` command: `gateway`, `mock-llm`, `report`, `relay` and `demo`.
+"""The `aerostack-meter` command: `gateway`, `mock-llm`, `dashboard`, `report`, `relay` and `demo`.
 
 The server subcommands run until SIGINT or SIGTERM and print one line, `... listening on URL`,
 once they accept connections.
@@ -24,6 +24,7 @@ __all__ = ["build_parser", "main"]
 
 DEFAULT_GATEWAY_PORT = 8787
 DEFAULT_MOCK_PORT = 8788
+DEFAULT_DASHBOARD_PORT = 8789
 
 
 def _wallet(value: str) -> tuple[str, int]:
@@ -188,19 +189,62 @@ def _add_relay(sub: Any) -> None:
     p.add_argument("--metrics-host", default="127.0.0.1")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aerostack-meter", description="aerostack-meter tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_gateway(sub)
-    _add_mock(sub)
-    report = sub.add_parser("report", help="print usage totals", description="Print usage totals.")
-    source = report.add_mutually_exclusive_group()
+def _add_source(p: Any) -> None:
+    source = p.add_mutually_exclusive_group()
     source.add_argument(
         "--ledger",
         default=None,
         help="ledger SQLite file (default: $AEROSTACK_METER_LEDGER or ./aerostack-usage.db)",
     )
     source.add_argument("--gateway", default=None, metavar="URL", help="a gateway emulator's URL")
+
+
+def _add_filters(p: Any) -> None:
+    g = p.add_argument_group("filters (the dashboard's URL parameters)")
+    g.add_argument("--consumer", default=None, help="consumer id(s), comma-separated")
+    g.add_argument("--api", default=None, help="API id(s), comma-separated")
+    g.add_argument("--metric", default=None, help="metric(s), comma-separated")
+    g.add_argument("--range", default=None, help="15m, 1h, 6h, 24h, 7d, 30d, 90d or all")
+    g.add_argument("--since", default=None, help="Unix seconds or ISO 8601 (UTC if no zone)")
+    g.add_argument("--until", default=None, help="Unix seconds or ISO 8601 (UTC if no zone)")
+
+
+def _add_dashboard(sub: Any) -> None:
+    p = sub.add_parser(
+        "dashboard",
+        help="serve the usage dashboard",
+        description="Serve a local usage dashboard (a web page and a JSON API under /api/).",
+    )
+    _add_source(p)
+    p.add_argument("--state-dir", default=None, metavar="DIR",
+                   help="durable state directory whose backlog to show")
+    p.add_argument("--spool", default=None, metavar="FILE", help="a spool file whose backlog to show")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=DEFAULT_DASHBOARD_PORT)
+    p.add_argument("--token", default=None,
+                   help="required by /api/* (default: $AEROSTACK_DASHBOARD_TOKEN); needed off loopback")
+    p.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
+                   help="page refresh interval (0: never)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aerostack-meter", description="aerostack-meter tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_gateway(sub)
+    _add_mock(sub)
+    _add_dashboard(sub)
+    report = sub.add_parser("report", help="print usage totals", description="Print usage totals.")
+    _add_source(report)
+    _add_filters(report)
+    report.add_argument(
+        "--view",
+        choices=("totals", "summary", "top", "series"),
+        default="totals",
+        help="totals (a table), or one of the dashboard's aggregates as JSON",
+    )
+    report.add_argument("--by", choices=("consumer", "api", "metric"), default="consumer",
+                        help="series: one series per consumer, API id or metric")
+    report.add_argument("--limit", type=int, default=None, help="top/series: how many")
     _add_relay(sub)
     demo = sub.add_parser("demo", help="run the demo", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
@@ -271,27 +315,84 @@ def _run_mock(ns: argparse.Namespace) -> int:
     )
 
 
+_FILTER_FLAGS = ("consumer", "api", "metric", "range", "since", "until")
+
+
 def _run_report(ns: argparse.Namespace) -> int:
+    import json
+
     import httpx
 
-    from .servers._report import default_ledger_path, format_totals, gateway_totals, ledger_totals
+    from ._usage_query import UsageStore, usage_view
 
+    params = {name: getattr(ns, name) for name in _FILTER_FLAGS if getattr(ns, name)}
+    if ns.view == "series":
+        params["by"] = ns.by
+    if ns.limit is not None:
+        params["limit"] = str(ns.limit)
+    view = "totals" if ns.view == "totals" else ns.view
     try:
         if ns.gateway:
-            rows = gateway_totals(ns.gateway)
+            from .servers._dashboard_sources import GatewayUsage
+
+            gateway = GatewayUsage(ns.gateway)
+            try:
+                body = gateway.view(view, params)
+            finally:
+                gateway.close()
             title = f"Usage totals from gateway {ns.gateway}"
         else:
-            path = ns.ledger or default_ledger_path()
-            rows = ledger_totals(path)
+            path = ns.ledger or _default_ledger_path()
+            store = UsageStore.open(path, write=False)
+            try:
+                body = usage_view(store, view, params)
+            finally:
+                store.close()
             title = f"Usage totals from ledger {os.path.abspath(path)}"
+    except ValueError as exc:
+        print(f"aerostack-meter report: {exc}", file=sys.stderr)
+        return 2
     except (OSError, httpx.HTTPError) as exc:
         print(f"aerostack-meter report: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # sqlite errors, unexpected shapes: say so, no traceback
         print(f"aerostack-meter report: cannot read totals: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write(format_totals(rows, title=title))
+    if ns.view != "totals":
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        return 0
+    from .servers._report import format_totals
+
+    sys.stdout.write(format_totals(body["rows"], title=title))
     return 0
+
+
+def _default_ledger_path() -> str:
+    return os.environ.get("AEROSTACK_METER_LEDGER") or os.path.join(".", "aerostack-usage.db")
+
+
+def _run_dashboard(ns: argparse.Namespace) -> int:
+    try:
+        from .servers.dashboard import start_dashboard
+    except ModuleNotFoundError as exc:
+        print(f"aerostack-meter dashboard: needs the dashboard extra ({exc.name} is missing):"
+              " pip install 'aerostack-meter[dashboard]'", file=sys.stderr)
+        return 2
+    token = ns.token or os.environ.get("AEROSTACK_DASHBOARD_TOKEN") or None
+    return _serve(
+        "dashboard",
+        lambda: start_dashboard(
+            ledger=ns.ledger,
+            gateway=ns.gateway,
+            state_dir=ns.state_dir,
+            spool=ns.spool,
+            host=ns.host,
+            port=ns.port,
+            token=token,
+            refresh_seconds=ns.refresh,
+        ),
+        lambda handle: handle.base_url,
+    )
 
 
 def _run_demo(args: Sequence[str]) -> int:
@@ -378,6 +479,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_report(ns)
     if ns.command == "relay":
         return _run_relay(ns)
+    if ns.command == "dashboard":
+        return _run_dashboard(ns)
     return _run_demo(ns.args)
 
 

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .._usage_query import usage_view
 from ._asgi import BodyTooLarge, drop_response, header, json_bytes, read_body, send_bytes, send_json
 from ._faults import Fault, FaultConfig, FaultConfigError, FaultState
 from ._gateway_db import EmptyWalletPolicy, GatewayDB
@@ -223,6 +224,7 @@ class GatewayApp:
             Route("/_emulator/reset", self._reset, methods=["POST"]),
             Route("/_emulator/faults", self._faults, methods=["GET", "POST"]),
             Route("/_emulator/stats", self._stats, methods=["GET"]),
+            Route("/_emulator/usage/{view}", self._usage, methods=["GET"]),
         ]
 
     async def _health(self, request: Request) -> Response:
@@ -236,6 +238,16 @@ class GatewayApp:
                 400,
             )
         return JSONResponse({"rows": self.db.totals(by)})
+
+    async def _usage(self, request: Request) -> Response:
+        """The dashboard's aggregates over the billing log (`usage_view`; 200 rows only)."""
+        try:
+            body = usage_view(
+                self.db.usage_store(), request.path_params["view"], request.query_params
+            )
+        except ValueError as exc:
+            return JSONResponse(_error("VALIDATION_ERROR", str(exc)), 400)
+        return JSONResponse(body)
 
     async def _log(self, request: Request) -> Response:
         try:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .._sqlite import connect
+from .._usage_query import UsageStore
 
 __all__ = ["GatewayDB", "LogOutcome"]
 
@@ -59,6 +60,7 @@ class GatewayDB:
         self._lock = threading.Lock()
         self._conn = connect(path, timeout=5.0, synchronous="OFF")
         self._conn.executescript(_SCHEMA)
+        self._usage: UsageStore | None = None
         self._wallet_cache: dict[str, int] = {
             row[0]: int(row[1])
             for row in self._conn.execute("SELECT consumer_id, balance FROM wallets")
@@ -139,6 +141,12 @@ class GatewayDB:
             item["requests"] = int(row[-1])
             out.append(item)
         return out
+
+    def usage_store(self) -> UsageStore:
+        """Aggregates over the billing log (the dashboard's views), sharing this connection."""
+        if self._usage is None:
+            self._usage = UsageStore(self._conn, "billing_log", lock=self._lock)
+        return self._usage
 
     def log_rows(self, *, limit: int | None = None, after_id: int = 0) -> list[dict[str, Any]]:
         sql = (

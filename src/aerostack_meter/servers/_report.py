@@ -8,12 +8,11 @@ gateway's shape (`consumerId`, `apiId`, `metric`, `units`, `requests`) or the le
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from .._usage_query import UsageStore
 from ._gateway_client import GatewayClient
 
 __all__ = [
@@ -43,19 +42,14 @@ def default_ledger_path() -> str:
 
 
 def ledger_totals(path: str | os.PathLike[str]) -> list[TotalRow]:
-    """Totals from the core library's ledger file, opened read-only."""
-    resolved = Path(path)
-    if not resolved.is_file():
-        raise FileNotFoundError(f"no ledger at {resolved}")
-    conn = sqlite3.connect(f"{resolved.resolve().as_uri()}?mode=ro", uri=True)
+    """Totals from the core library's ledger file, opened read-only (the dashboard's SQL)."""
+    store = UsageStore.open(path, write=False)
     try:
-        rows = conn.execute(
-            "SELECT consumer_id, api_id, metric, SUM(units), SUM(events) FROM ledger"
-            " GROUP BY consumer_id, api_id, metric ORDER BY consumer_id, api_id, metric"
-        ).fetchall()
+        rows = store.totals()
     finally:
-        conn.close()
-    return [TotalRow(r[0], r[1], r[2], int(r[3]), int(r[4])) for r in rows]
+        store.close()
+    return [TotalRow(r["consumer_id"], r["api_id"], r["metric"], r["units"], r["events"])
+            for r in rows]
 
 
 def gateway_totals(url: str) -> list[TotalRow]:

@@ -24,6 +24,7 @@ class Batch:
     first_attempt: float = 0.0
     spool_id: int | None = None
     estimated: bool = False
+    estimated_units: int = 0  # the part of ``units`` that came from estimates
 
     def wire(self) -> dict[str, object]:
         return {

@@ -8,6 +8,7 @@ import threading
 import time
 
 from .._sqlite import connect
+from .._usage_query import ensure_rollup
 from ._base import OK, Batch, SendResult
 
 __all__ = ["LEDGER_SCHEMA", "LedgerSink"]
@@ -21,7 +22,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     metric TEXT NOT NULL,
     units INTEGER NOT NULL,
     idempotency_key TEXT,
-    events INTEGER NOT NULL DEFAULT 1
+    events INTEGER NOT NULL DEFAULT 1,
+    estimated_units INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS ledger_key ON ledger (consumer_id, api_id, metric);
 """
@@ -41,6 +43,7 @@ class LedgerSink:
             os.makedirs(parent, exist_ok=True)
             conn = connect(self.path, timeout=30.0, synchronous="NORMAL")
             conn.executescript(LEDGER_SCHEMA)
+            ensure_rollup(conn)  # the dashboard's per-minute/hour/day rollup, kept by a trigger
             self._conn = conn
         return self._conn
 
@@ -48,10 +51,10 @@ class LedgerSink:
         try:
             with self._lock:
                 self._connect().execute(
-                    "INSERT INTO ledger (ts, consumer_id, api_id, metric, units, idempotency_key, events)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO ledger (ts, consumer_id, api_id, metric, units, idempotency_key,"
+                    " events, estimated_units) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (time.time(), batch.consumer_id, batch.api_id, batch.metric, batch.units,
-                     batch.idempotency_key, batch.n_events),
+                     batch.idempotency_key, batch.n_events, batch.estimated_units),
                 )
         except sqlite3.OperationalError as exc:  # locked or busy: worth another try
             return SendResult("retry", reason="ledger_error", message=str(exc))

@@ -1,0 +1,198 @@
+"""The dashboard's JSON API and command, over a ledger, a gateway emulator and health sources."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aerostack_meter import cli
+from aerostack_meter._health import DeliveryHealth, SpoolHealth, StateDirHealth, StaticHealth
+from aerostack_meter._spool import Spool
+from aerostack_meter.servers import start_gateway
+from aerostack_meter.servers.dashboard import DashboardHandle, start_dashboard
+from aerostack_meter.sinks import Batch
+
+from ._data import ledger_sum
+
+
+def test_api_numbers_equal_the_ledger(dashboard: DashboardHandle, ledger: Path) -> None:
+    with httpx.Client(base_url=dashboard.base_url, timeout=10) as http:
+        summary = http.get("/api/summary").json()
+        assert summary["units"] == ledger_sum(ledger)
+        alice = http.get("/api/summary", params={"consumer": "usr_alice"}).json()
+        assert alice["units"] == ledger_sum(ledger, "WHERE consumer_id = 'usr_alice'") < summary["units"]
+        series = http.get("/api/series", params={"by": "metric", "range": "24h"}).json()
+        assert series["grain"] == "hour"
+        assert {s["name"] for s in series["series"]} == {"input_tokens", "output_tokens", "cost_micro_usd"}
+        top = http.get("/api/top", params={"limit": 3}).json()
+        assert top["consumers"][0]["consumer_id"] == "usr_alice"
+        assert len(top["consumers"]) == 3
+        assert http.get("/api/options").json()["api_ids"] == ["chat-api", "search-api"]
+        bad = http.get("/api/summary", params={"range": "forever"})
+        assert bad.status_code == 400 and "range" in bad.json()["message"]
+        assert http.get("/api/nope").status_code == 400
+
+
+def test_every_asset_is_served_locally(dashboard: DashboardHandle) -> None:
+    with httpx.Client(base_url=dashboard.base_url, timeout=10) as http:
+        page = http.get("/").text
+        sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert sources and all(s.startswith(("/", "data:")) for s in sources), sources
+        for src in sources:
+            if src.startswith("/"):
+                assert http.get(src).status_code == 200, src
+        plotly = http.get("/assets/plotly.min.js")
+        assert plotly.headers["content-type"].startswith("text/javascript")
+        assert len(plotly.content) > 1_000_000 and b"plotly" in plotly.content[:2000].lower()
+        assert http.get("/assets/index.html").status_code == 404
+
+
+def test_off_loopback_needs_a_token(ledger: Path) -> None:
+    with pytest.raises(ValueError, match="token"):
+        start_dashboard(ledger=ledger, host="0.0.0.0")
+
+
+def test_a_token_guards_the_api(ledger: Path) -> None:
+    with start_dashboard(ledger=ledger, token="s3cret") as dash, httpx.Client(timeout=10) as http:
+        assert dash.url.endswith("/?token=s3cret")
+        assert http.get(dash.base_url + "/api/summary").status_code == 401
+        assert http.get(dash.base_url + "/api/health").status_code == 401
+        assert http.get(dash.base_url + "/api/summary", params={"token": "wrong"}).status_code == 401
+        ok = http.get(dash.base_url + "/api/summary", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 200 and ok.json()["units"] == ledger_sum(ledger)
+        assert http.get(dash.base_url + "/api/top", params={"token": "s3cret"}).status_code == 200
+
+
+def test_over_a_gateway_emulator() -> None:
+    with start_gateway() as gw, httpx.Client(timeout=10) as http:
+        for consumer, units in (("usr_a", 30), ("usr_b", 12), ("usr_a", 5)):
+            r = http.post(gw.billing_url, headers={"X-Aerostack-Key": "k"},
+                          json={"consumerId": consumer, "apiId": "api_1", "units": units})
+            assert r.status_code == 200
+        with start_dashboard(gateway=gw.url) as dash:
+            summary = http.get(dash.base_url + "/api/summary").json()
+            assert (summary["units"], summary["requests"], summary["consumers"]) == (47, 3, 2)
+            top = http.get(dash.base_url + "/api/top").json()["consumers"]
+            assert [(c["consumer_id"], c["units"]) for c in top] == [("usr_a", 35), ("usr_b", 12)]
+            health = http.get(dash.base_url + "/api/health").json()
+            assert health["sources"][0]["source"] == "gateway"
+            assert time.time() - health["sources"][0]["last_success"] < 60
+        gw.stop()
+        with start_dashboard(gateway=gw.url) as dash:  # the emulator is gone: a clear 502
+            r = http.get(dash.base_url + "/api/summary")
+            assert r.status_code == 502 and r.json()["code"] == "SOURCE_UNAVAILABLE"
+
+
+def test_health_from_a_spool_and_a_state_directory(ledger: Path, tmp_path: Path) -> None:
+    import aerostack_meter as am
+
+    state = tmp_path / "state"
+    spool = Spool(str(state / "spool.db"), max_bytes=1 << 20)
+    now = time.time()
+    spool.append([am.UsageEvent("usr_a", "api", "tokens", 7, timestamp=now),
+                  am.UsageEvent("usr_b", "api", "tokens", 5, timestamp=now)])
+    extra = StaticHealth(DeliveryHealth(source="relay", dropped=2, dead_lettered=1, ambiguous_retries=3))
+    try:
+        with start_dashboard(ledger=ledger, state_dir=state, health=[extra]) as dash:
+            body = httpx.get(dash.base_url + "/api/health", timeout=10).json()
+    finally:
+        spool.close()
+    sources = {s["source"]: s for s in body["sources"]}
+    assert set(sources) == {"ledger", f"state dir {state}", "relay"}
+    assert sources[f"state dir {state}"]["backlog_records"] == 2
+    assert sources[f"state dir {state}"]["backlog_units"] == 12
+    assert sources[f"state dir {state}"]["backlog_bytes"] > 0
+    conn = sqlite3.connect(ledger)
+    assert sources["ledger"]["last_success"] == conn.execute("SELECT MAX(ts) FROM ledger").fetchone()[0]
+    conn.close()
+    total = body["total"]
+    assert (total["backlog_records"], total["dropped"], total["dead_lettered"], total["ambiguous_retries"]) \
+        == (2, 2, 1, 3)
+
+
+def test_health_sources_report_errors_instead_of_raising(tmp_path: Path) -> None:
+    assert SpoolHealth(tmp_path / "missing.db").read().error
+    assert StateDirHealth(tmp_path / "missing").read().error
+    (tmp_path / "not-a-spool.db").write_bytes(b"hello")
+    empty = StateDirHealth(tmp_path).read()
+    assert empty.error is None and empty.backlog_records == 0
+
+
+def test_report_prints_the_dashboards_aggregates(dashboard: DashboardHandle, ledger: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    for view, params in (("summary", {"consumer": "usr_bob"}), ("top", {"limit": "2"}),
+                         ("series", {"by": "api", "range": "24h"})):
+        argv = ["report", "--ledger", str(ledger), "--view", view]
+        for key, value in params.items():
+            argv += [f"--{key}", value] if key != "by" else ["--by", value]
+        assert cli.main(argv) == 0
+        printed = json.loads(capsys.readouterr().out)
+        served = httpx.get(f"{dashboard.base_url}/api/{view}", params=params, timeout=10).json()
+        for body in (printed, served):  # "now" differs between the two calls
+            body.get("filter", {}).pop("since", None)
+            if view == "series":
+                body["buckets"] = body["buckets"][1:]
+                for s in body["series"]:
+                    s["units"] = s["units"][1:]
+                    s.pop("total")
+        assert printed == served
+    assert cli.main(["report", "--ledger", str(ledger), "--consumer", "usr_carol"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1].split()[1] == str(ledger_sum(ledger, "WHERE consumer_id = 'usr_carol'"))
+    assert cli.main(["report", "--ledger", str(ledger), "--range", "2y"]) == 2
+    assert "range" in capsys.readouterr().err
+
+
+def test_the_command_serves_until_sigterm(ledger: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aerostack_meter.cli", "dashboard", "--ledger", str(ledger),
+         "--port", "0", "--state-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        match = re.fullmatch(r"aerostack-meter dashboard listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        summary = httpx.get(match.group(1) + "/api/summary", timeout=10).json()
+        assert summary["units"] == ledger_sum(ledger)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--ledger", "missing.db"], "no ledger"),
+    (["--host", "0.0.0.0", "--port", "0"], "token"),
+])
+def test_the_command_fails_cleanly(tmp_path: Path, argv: list[str], message: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEROSTACK_")}
+    (tmp_path / "aerostack-usage.db").write_bytes(b"")
+    proc = subprocess.run([sys.executable, "-m", "aerostack_meter.cli", "dashboard", *argv],
+                          capture_output=True, text=True, timeout=30, cwd=tmp_path, env=env)
+    assert proc.returncode == 1
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_estimated_units_from_the_reporter_show_on_the_dashboard(tmp_path: Path) -> None:
+    from aerostack_meter.sinks._ledger import LedgerSink
+
+    sink = LedgerSink(str(tmp_path / "l.db"))
+    sink.send(Batch("usr_a", "api", "tokens", 40, 3, "k1", estimated=True, estimated_units=15))
+    sink.close()
+    with start_dashboard(ledger=tmp_path / "l.db") as dash:
+        s = httpx.get(dash.base_url + "/api/summary", timeout=10).json()
+    assert (s["units"], s["estimated_units"], s["exact_units"], s["events"]) == (40, 15, 25, 3)
