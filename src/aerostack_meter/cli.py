@@ -372,10 +372,16 @@ def _default_ledger_path() -> str:
 
 
 def _run_dashboard(ns: argparse.Namespace) -> int:
+    import importlib.util
+
     try:
         from .servers.dashboard import start_dashboard
     except ModuleNotFoundError as exc:
-        print(f"aerostack-meter dashboard: needs the dashboard extra ({exc.name} is missing):"
+        missing: str | None = exc.name
+    else:
+        missing = None if importlib.util.find_spec("plotly") else "plotly"
+    if missing is not None:
+        print(f"aerostack-meter dashboard: needs the dashboard extra ({missing} is missing):"
               " pip install 'aerostack-meter[dashboard]'", file=sys.stderr)
         return 2
     token = ns.token or os.environ.get("AEROSTACK_DASHBOARD_TOKEN") or None

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -110,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .servers._report import format_totals
 
     print("aerostack-meter demo: local gateway emulator + mock LLM server, no network, no keys")
-    with start_gateway(keys=[DEMO_KEY]) as gateway, start_mock_llm() as llm:
+    # The emulator's database is kept after the demo (a fresh one each run), for the dashboard.
+    db_path = os.path.join(tempfile.mkdtemp(prefix="aerostack-demo-"), "gateway.db")
+    with start_gateway(keys=[DEMO_KEY], db_path=db_path) as gateway, start_mock_llm() as llm:
         print(f"  gateway  {gateway.url}\n  mock LLM {llm.url}\n")
         am.init(DEMO_KEY, api_id=API_ID, base_url=gateway.url, flush_interval=0.1)
         try:
@@ -133,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{time.monotonic() - t0:.1f} s")
     print(f"check: gateway totals {'==' if ok else '!='} SDK-reported usage ({pairs}): "
           f"{'OK' if ok else 'MISMATCH'}")
+    print("\nSee it in the dashboard (needs the dashboard extra), then open the URL it prints:")
+    print(f"  aerostack-meter dashboard --ledger {db_path}")
     return 0 if ok else 1
 
 

@@ -39,7 +39,7 @@ class LedgerUsage:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.path.abspath(path)
-        self.name = f"ledger {self.path}"
+        self.name = f"ledger {os.fspath(path)}"
         self.store = UsageStore.open(self.path)
 
     def view(self, view: str, params: Mapping[str, str]) -> dict[str, Any]:

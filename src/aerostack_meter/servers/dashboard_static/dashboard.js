@@ -8,6 +8,22 @@
   var timer = null;
   var fmt = new Intl.NumberFormat("en-US");
   var config = { displayModeBar: false, responsive: true };
+  // plotly.js (4.8 MB) downloads in parallel (preload) but runs only after the first numbers are
+  // on screen: parsing it blocks the page for a second or more.
+  var plotlyLoading = null;
+  function plotlyReady() {
+    if (!plotlyLoading) {
+      plotlyLoading = new Promise(function (resolve, reject) {
+        if (window.Plotly) { resolve(); return; }
+        var tag = document.createElement("script");
+        tag.src = "/assets/plotly.min.js";
+        tag.addEventListener("load", function () { resolve(); });
+        tag.addEventListener("error", function () { reject(new Error("could not load /assets/plotly.min.js")); });
+        document.head.appendChild(tag);
+      });
+    }
+    return plotlyLoading;
+  }
 
   function el(id) { return document.getElementById(id); }
 
@@ -81,7 +97,7 @@
     Plotly.react(div, traces, layout({ bargap: 0.1 }), config);
   }
 
-  function renderSummary(s) {
+  function renderNumbers(s) {
     setNumber("total-units", s.units);
     setNumber("exact-units", s.exact_units);
     setNumber("total-events", s.events);
@@ -100,16 +116,20 @@
       el("total-cost").textContent = "$" + (cost / 1e6).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 6 });
       el("total-cost").dataset.value = String(cost);
     }
+  }
+
+  function renderPie(s) {
     var pie = el("chart-exact");
     if (!s.units) { empty(pie); return; }
     Plotly.react(pie, [{
       type: "pie", hole: 0.55, sort: false, labels: ["exact", "estimated"],
       values: [s.exact_units, s.estimated_units], marker: { colors: ["#3056d3", "#f0a020"] },
-      textinfo: "label+percent"
-    }], { margin: { l: 16, r: 16, t: 8, b: 8 }, showlegend: false, paper_bgcolor: "rgba(0,0,0,0)" }, config);
+      textinfo: "label+percent", textposition: "outside", automargin: true,
+      hovertemplate: "%{label}: %{value:,} units (%{percent})<extra></extra>"
+    }], { margin: { l: 40, r: 40, t: 30, b: 30 }, showlegend: false, paper_bgcolor: "rgba(0,0,0,0)" }, config);
   }
 
-  function renderTop(top) {
+  function renderTable(top) {
     var rows = top.consumers;
     var body = el("top-table").querySelector("tbody");
     body.innerHTML = "";
@@ -128,6 +148,10 @@
       });
       body.appendChild(tr);
     });
+  }
+
+  function renderTopChart(top) {
+    var rows = top.consumers;
     var div = el("chart-top");
     if (!rows.length) { empty(div); return; }
     var ordered = rows.slice().reverse();
@@ -196,24 +220,35 @@
   }
 
   var loading = null;
+  var again = false;
   function refresh() {
-    if (loading) return loading;
+    if (loading) { again = true; return loading; }  // a filter changed mid-load: load once more
     loading = Promise.all([
       api("options"), api("summary"), api("series", { by: "consumer" }),
       api("series", { by: "metric" }), api("series", { by: "api" }), api("top", { limit: 10 }),
       api("health")
     ]).then(function (r) {
       renderOptions(r[0]);
-      renderSummary(r[1]);
-      stacked(el("chart-consumers"), r[2]);
-      stacked(el("chart-metric"), r[3]);
-      stacked(el("chart-api"), r[4]);
-      renderTop(r[5]);
+      renderNumbers(r[1]);
+      renderTable(r[5]);
       renderHealth(r[6]);
+      document.body.dataset.numbers = String(Number(document.body.dataset.numbers || 0) + 1);
+      return new Promise(function (r) { requestAnimationFrame(function () { setTimeout(r, 0); }); })
+        .then(plotlyReady).then(function () {
+        renderPie(r[1]);
+        stacked(el("chart-consumers"), r[2]);
+        stacked(el("chart-metric"), r[3]);
+        stacked(el("chart-api"), r[4]);
+        renderTopChart(r[5]);
+      });
+    }).then(function () {
       showError(null);
       el("updated").textContent = "updated " + new Date().toLocaleTimeString();
       document.body.dataset.loaded = String(Number(document.body.dataset.loaded || 0) + 1);
-    }).catch(showError).then(function () { loading = null; schedule(); });
+    }).catch(showError).then(function () {
+      loading = null;
+      if (again) { again = false; refresh(); } else schedule();
+    });
     return loading;
   }
 
