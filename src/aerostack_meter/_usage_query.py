@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _sqlite
+from ._cost import COST_METRIC  # integer micro-USD, what metrics="cost" bills
 
 __all__ = [
     "COST_METRIC",
@@ -55,8 +56,6 @@ RANGES: dict[str, int] = {
 }
 """Named ranges ending now (`all` means every row)."""
 
-COST_METRIC = "cost_micro_usd"
-"""The metric `metrics="cost"` bills under: integer micro-USD (1 unit = $0.000001)."""
 
 _MAX_SERIES = 12
 
