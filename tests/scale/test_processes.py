@@ -40,6 +40,14 @@ def _apps(redis: RedisServer, gw: Any, llm: Any, n: int = 3, calls: int = 60, pa
     return [start_app(redis.url, gw.url, llm.url, CONSUMERS, calls, pace) for _ in range(n)]
 
 
+def _wait_for_traffic(client: Any, timeout: float = 30.0) -> None:
+    """Until the apps have started appending (a loaded machine takes seconds to start them)."""
+    deadline = time.monotonic() + timeout
+    while not (client.exists("aerostack:usage") and client.xlen("aerostack:usage") >= 5):
+        assert time.monotonic() < deadline, "the apps never appended"
+        time.sleep(0.05)
+
+
 @pytest.mark.timeout(120)
 def test_a_relay_killed_mid_stream_leaves_its_entries_to_the_other(
         own_redis: RedisServer, servers: tuple[Any, Any]) -> None:
@@ -74,7 +82,7 @@ def test_redis_restarted_mid_run(own_redis: RedisServer, servers: tuple[Any, Any
     relays = [start_relay(own_redis.url, gw.url, name) for name in ("r1", "r2")]
     apps = _apps(own_redis, gw, llm, calls=80, pace=0.02)
     try:
-        time.sleep(1.0)
+        _wait_for_traffic(client)
         own_redis.restart(down_for=1.0)  # SIGTERM: the AOF is fsynced; clients see it vanish
         finish_apps(apps)
         client = own_redis.client()
@@ -92,9 +100,9 @@ def test_the_billing_api_down_for_a_while(own_redis: RedisServer, servers: tuple
     gw, llm = servers
     client = own_redis.client()
     relays = [start_relay(own_redis.url, gw.url, name) for name in ("r1", "r2")]
-    apps = _apps(own_redis, gw, llm, calls=60, pace=0.02)
+    apps = _apps(own_redis, gw, llm, calls=120, pace=0.02)
     try:
-        time.sleep(0.5)
+        _wait_for_traffic(client)
         gw.client.set_faults(fail_rate=1.0, fail_statuses=[503])
         time.sleep(3.0)
         gw.client.clear_faults()
