@@ -57,6 +57,8 @@ class RedisSink:
 
     def __init__(self, url: str, *, client: redis.Redis | None = None) -> None:
         self.config = StreamConfig.from_url(url)
+        #: where this sink delivers, without secrets (names the destination of journaled usage)
+        self.destination = f"redis:{safe_url(self.config.redis_url)}#{self.config.stream}"
         import redis as _redis  # fail now, in init(), when the extra is missing
 
         self._errors: tuple[type[BaseException], ...] = (_redis.ConnectionError, _redis.TimeoutError)
