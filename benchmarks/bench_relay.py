@@ -128,7 +128,7 @@ def caller_cost(sink: object, n: int) -> float:
     meter = Meter("k", api_id="api", base_url="http://127.0.0.1:9", sink=sink, flush_interval=0.05,
                   max_queue_size=10_000_000)
     rounds = []
-    for r in range(5):
+    for _ in range(5):
         log = meter.log
         t0 = time.perf_counter_ns()
         for i in range(n):
