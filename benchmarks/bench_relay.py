@@ -176,11 +176,15 @@ def main() -> None:
             redis_proc.wait(10)
     load_after = os.getloadavg()
 
+    cores = os.cpu_count() or 1
+    heavy = max(load_before[0], load_after[0]) > cores
+    warning = (f"\n**Taken under heavy load** (load average above the {cores} cores: other work shared "
+               "the machine): read these as lower bounds, not as the relay's capacity.\n" if heavy else "")
     body = f"""Measured by `python benchmarks/bench_relay.py --records {ns.records}` on {machine()};
 redis-server {_redis_version()} on loopback with AOF (`appendfsync everysec`), the gateway emulator
 in the benchmark's process. Load average before/after: {load_before[0]:.1f} / {load_after[0]:.1f}
 (this machine is shared: figures taken under load are lower bounds).
-
+{warning}
 | path | records/s | notes |
 |---|---|---|
 | 8 producer processes -> Redis | {produced:,.0f} | `coalesce=False`: one stream entry per `log()`, pipelined `XADD` |
