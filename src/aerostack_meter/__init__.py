@@ -6,10 +6,17 @@
         client.chat.completions.create(...)            # metered, reported in the background
 """
 
+from ._budget import Budget
 from ._config import DEFAULT_BASE_URL, Settings
 from ._context import carry_consumer, consumer
 from ._cost import CostPolicy, cost_policy
-from ._errors import AerostackMeterError, ConfigError, MissingConsumerError
+from ._errors import (
+    AerostackMeterError,
+    BudgetExceededError,
+    BudgetUnavailableError,
+    ConfigError,
+    MissingConsumerError,
+)
 from ._events import UsageEvent
 from ._global import aflush, current_consumer, flush, get_meter, init, log, shutdown, stats
 from ._instrument import instrument, uninstrument
@@ -22,6 +29,9 @@ from ._wrap import wrap
 __all__ = [
     "DEFAULT_BASE_URL",
     "AerostackMeterError",
+    "Budget",
+    "BudgetExceededError",
+    "BudgetUnavailableError",
     "ConfigError",
     "CostPolicy",
     "Meter",

@@ -17,6 +17,7 @@ from ._log import log_limited
 from ._usage import Usage
 
 if TYPE_CHECKING:
+    from ._budget import Reservation
     from ._meter import Attribution, Meter
 
 __all__ = ["Call", "Endpoint", "Kind", "Reducer"]
@@ -113,7 +114,7 @@ class Endpoint:
 class Call:
     """One call being metered; ends once, whichever of its endings comes first."""
 
-    __slots__ = ("attribution", "done", "endpoint", "kwargs", "meter")
+    __slots__ = ("attribution", "done", "endpoint", "kwargs", "meter", "reservation")
 
     def __init__(self, meter: Meter, attribution: Attribution, endpoint: Endpoint,
                  kwargs: Mapping[str, Any]) -> None:
@@ -122,6 +123,16 @@ class Call:
         self.endpoint = endpoint
         self.kwargs = kwargs
         self.done = False
+        self.reservation: Reservation | None = None  # the budget's hold on this call's worst case
+
+    def fail(self) -> None:
+        """The request raised: nothing to bill; free the call's budget reservation at once."""
+        if self.done:
+            return
+        self.done = True
+        self.kwargs = _NO_KWARGS
+        if self.reservation is not None:
+            self.reservation.release()
 
     def end(self, usage: Usage | None, model: str | None = None) -> None:
         """Bill ``usage`` (or count it missing). Idempotent; never raises."""
@@ -132,8 +143,10 @@ class Call:
             if usage is None:
                 m = model or self.kwargs.get("model")
                 self.meter.usage_missing(self.endpoint.provider, m if isinstance(m, str) else None)
+                if self.reservation is not None:
+                    self.reservation.release()
             else:
-                self.meter.record(usage, self.attribution)
+                self.meter.record(usage, self.attribution, self.reservation)
         except Exception:  # pragma: no cover - metering must never break the caller
             self.meter.counters.add("internal_errors")
             log_limited("call_end", logging.ERROR, "aerostack_meter: failed to record usage", exc_info=True)
@@ -146,7 +159,8 @@ class Call:
             return
         self.done = True
         try:
-            self.meter.record_unfinished(reducer, self.attribution, self.endpoint.provider)
+            self.meter.record_unfinished(reducer, self.attribution, self.endpoint.provider,
+                                         self.reservation)
         except Exception:  # pragma: no cover
             self.meter.counters.add("internal_errors")
         self.kwargs = _NO_KWARGS

@@ -16,6 +16,7 @@ from ._errors import ConfigError
 if TYPE_CHECKING:
     import httpx
 
+    from ._budget import Budget
     from ._events import UsageEvent
     from ._usage import MetricPolicy
     from .sinks import Sink
@@ -93,6 +94,10 @@ class Settings:
     consumer_resolver: Callable[[], str | None] | None = None
     metrics: MetricPolicy = "tokens"
     before_send: Callable[[UsageEvent], UsageEvent | None] | None = None
+    # spend control
+    budget: Budget | None = None
+    on_budget_error: Literal["open", "closed"] = "open"
+    on_rejected: Callable[[UsageEvent, str], None] | None = None
     # instrumentation
     instrument: bool | tuple[str, ...] = True
     stream_usage: bool | Callable[[str], bool] | Mapping[str, bool] = True
@@ -212,7 +217,13 @@ def build_settings(
     mode = options.get("on_missing_consumer", "warn")
     if mode not in _MISSING_MODES:
         raise ConfigError("on_missing_consumer", f"must be one of {_MISSING_MODES}, got {mode!r}")
-    for name in ("consumer_resolver", "before_send"):
+    if options.get("budget") is not None:
+        from ._budget import check_budget
+
+        options["budget"] = check_budget(options["budget"])
+    if options.get("on_budget_error", "open") not in ("open", "closed"):
+        raise ConfigError("on_budget_error", f'must be "open" or "closed", got {options["on_budget_error"]!r}')
+    for name in ("consumer_resolver", "before_send", "on_rejected"):
         if options.get(name) is not None and not callable(options[name]):
             raise ConfigError(name, "must be callable")
     if "metrics" in options:

@@ -125,7 +125,7 @@ class CostPolicy:
         self._scale = markup / unit
         self._lock = threading.Lock()
         self._carry: dict[tuple[str, str, str], Decimal] = {}
-        self._rates: dict[tuple[str, str], tuple[float, float] | None] = {}
+        self._rates: dict[tuple[str, str], list[tuple[int, float, float]] | None] = {}
         self._context_windows: dict[tuple[str, str], int | None] = {}
 
     @property
@@ -192,19 +192,24 @@ class CostPolicy:
             return self._carry.get((consumer_id, api_id, self.metric), Decimal(0))
 
     # -- worst-case rates for budgets (cached per model) ----------------------------------------
-    def rates(self, provider: str, model: str) -> tuple[float, float] | None:
-        """Highest (input, output) price per token of a model in this policy's units, for a
-        budget's worst case; ``None`` when the model is unknown. Cached per model."""
+    def rates(self, provider: str, model: str, input_tokens: int = 0) -> tuple[float, float] | None:
+        """The dearest (input, output) price per token of a model in this policy's units for a
+        call of ``input_tokens`` (any cache write, service tier or variant; the long-context tier
+        once the input passes it), for a budget's worst case. ``None``: the model is unknown."""
         key = (provider, model)
         try:
-            return self._rates[key]
+            levels = self._rates[key]
         except KeyError:
-            pass
-        rates = self._lookup_rates(provider, model)
-        self._rates[key] = rates
-        return rates
+            levels = self._rates[key] = self._lookup_rates(provider, model)
+        if levels is None:
+            return None
+        best = levels[0]
+        for level in levels:
+            if input_tokens > level[0]:
+                best = level
+        return best[1], best[2]
 
-    def _lookup_rates(self, provider: str, model: str) -> tuple[float, float] | None:
+    def _lookup_rates(self, provider: str, model: str) -> list[tuple[int, float, float]] | None:
         from genai_prices.types import TieredPrices
 
         override = self._overrides.get(model)
@@ -221,21 +226,34 @@ class CostPolicy:
             prices = [info.prices] if not isinstance(info.prices, list) else [c.prices for c in info.prices]
             prices += [v.prices for v in info.price_variants or ()]
 
-        def top(*names: str) -> Decimal:
+        names_in = ("input_mtok", "cache_write_mtok", "cache_write_1h_mtok", "input_audio_mtok")
+        names_out = ("output_mtok", "output_audio_mtok")
+        starts = {0}
+        for p in prices:
+            for name in names_in + names_out:
+                v = getattr(p, name, None)
+                if isinstance(v, TieredPrices):
+                    starts.update(t.start for t in v.tiers)
+
+        def top(names: tuple[str, ...], inp: int) -> Decimal:
             best = Decimal(0)
             for p in prices:
                 for name in names:
                     v = getattr(p, name, None)
                     if isinstance(v, TieredPrices):
-                        v = max([v.base, *(t.price for t in v.tiers)])
+                        price = v.base
+                        for t in v.tiers:
+                            if inp > t.start:
+                                price = t.price
+                        v = price
                     if isinstance(v, Decimal) and v > best:
                         best = v
             return best
 
         per_token = self._scale / 1_000_000
-        inp = top("input_mtok", "cache_write_mtok", "cache_write_1h_mtok", "input_audio_mtok")
-        out = top("output_mtok", "output_audio_mtok")
-        return float(inp * per_token), float(out * per_token)
+        # level t applies to calls of more than t input tokens (0: every call)
+        return [(t, float(top(names_in, t + 1 if t else 0) * per_token),
+                 float(top(names_out, t + 1 if t else 0) * per_token)) for t in sorted(starts)]
 
     def context_window(self, provider: str, model: str) -> int | None:
         """The model's context window from the table (a bound on its output), if known."""

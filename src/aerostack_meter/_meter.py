@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NamedTuple
 
+from ._budget import Budget, Reservation
 from ._config import Settings, build_settings
 from ._context import current_scope
 from ._cost import CostPolicy, warn_unpriced
@@ -40,6 +41,7 @@ class Defaults:
     consumer_id: str | None = None
     api_id: str | None = None
     metrics: MetricPolicy | None = None
+    budget: Budget | None = None
 
 
 class Attribution(NamedTuple):
@@ -53,8 +55,9 @@ class Attribution(NamedTuple):
 
 # Queue items are plain tuples, the cheapest thing to build on the caller's thread:
 #   (_LOG, consumer_id, api_id, metric, units, timestamp)   from log()
-#   (_CALL, usage, attribution, timestamp)                   from a metered SDK call
-#   (_LATE, reducer, attribution, timestamp, provider)       a stream garbage collected unfinished
+#   (_CALL, usage, attribution, timestamp, reservation)      from a metered SDK call
+#   (_LATE, reducer, attribution, timestamp, provider, reservation)  a stream GC'd unfinished
+# ``reservation`` is the call's budget reservation (or None), settled on the reporter thread.
 _LOG = 0
 _CALL = 1
 _LATE = 2
@@ -88,6 +91,8 @@ class Meter:
             self._reporter = Reporter(s, self.sink, self.counters, self._expand)
         self._closed = False
         self._default_api_id = self._api_id()
+        if s.budget is not None:
+            s.budget.bind(self)
         ref = weakref.ref(self)
         atexit.register(_exit_hook, ref)
         if s.handle_sigterm:
@@ -191,14 +196,22 @@ class Meter:
                    else s.metrics)
         return Attribution(consumer_id, api_id, metrics)
 
-    def record(self, usage: Usage, attribution: Attribution) -> None:
+    def record(self, usage: Usage, attribution: Attribution, reservation: Reservation | None = None) -> None:
         """Hand one call's usage to the reporter (the policy and the counting run on its thread)."""
-        self._reporter.put((_CALL, usage, attribution, time.time()))
+        self._reporter.put((_CALL, usage, attribution, time.time(), reservation))
 
-    def record_unfinished(self, reducer: Any, attribution: Attribution, provider: str) -> None:
+    def record_unfinished(self, reducer: Any, attribution: Attribution, provider: str,
+                          reservation: Reservation | None = None) -> None:
         """A stream was garbage collected before it ended: estimate it on the reporter thread
         (a GC finalizer must do as little as possible, and never import or compile anything)."""
-        self._reporter.put((_LATE, reducer, attribution, time.time(), provider))
+        self._reporter.put((_LATE, reducer, attribution, time.time(), provider, reservation))
+
+    def budget_for(self, defaults: Defaults | None) -> Budget | None:
+        """The budget a call is checked against: ``wrap(budget=)``, else ``init(budget=)``."""
+        budget = defaults.budget if defaults is not None and defaults.budget is not None else self.settings.budget
+        if budget is not None and id(self) not in budget._bound:
+            budget.bind(self)
+        return budget
 
     def usage_missing(self, provider: str, model: str | None) -> None:
         self.counters.add("usage_missing")
@@ -214,7 +227,7 @@ class Meter:
             _, consumer_id, api_id, metric, units, ts = item
             events = [UsageEvent(consumer_id, api_id, metric, units, None, None, None, False, ts)]
         elif item[0] == _LATE:
-            _, reducer, att, ts, provider = item
+            _, reducer, att, ts, provider, reservation = item
             try:
                 usage = reducer.final(False)
             except Exception:
@@ -225,8 +238,10 @@ class Meter:
                 events = []
             else:
                 events = self._events_of(usage, att, ts)
+            _settle(reservation, usage)
         else:
             events = self._events_of(item[1], item[2], item[3])
+            _settle(item[4], item[1])
         hook = self.settings.before_send
         if hook is None:
             return events
@@ -328,6 +343,19 @@ def _otel_recorder(option: Any) -> Any:
     from .otel import OTelRecorder
 
     return OTelRecorder(None if option is True else option)
+
+
+def _settle(reservation: Reservation | None, usage: Usage | None) -> None:
+    """Settle a call's budget reservation to its usage (released when there is none)."""
+    if reservation is None:
+        return
+    try:
+        if usage is None:
+            reservation.release()
+        else:
+            reservation.settle_usage(usage)
+    except Exception:  # pragma: no cover - never break the reporter; free the reservation
+        reservation.release()
 
 
 def _units_ok(units: Any) -> bool:

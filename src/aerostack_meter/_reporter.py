@@ -28,6 +28,7 @@ from typing import Any
 from ._config import Settings
 from ._events import UsageEvent, event_identity, idempotency_key
 from ._log import log_limited, log_once, logger
+from ._rejected import INSUFFICIENT_FUNDS, RejectedStore
 from ._stats import Counters
 from .sinks import Batch, SendResult, Sink
 
@@ -59,6 +60,7 @@ class _Acc:
 class Reporter:
     def __init__(self, settings: Settings, sink: Sink, counters: Counters, expand: Expand) -> None:
         self.settings = settings
+        self._rejected = RejectedStore(settings, counters)
         self.sink = sink
         self.counters = counters
         self._expand = expand
@@ -319,6 +321,10 @@ class Reporter:
                 log_once("ok_" + result.reason, logging.WARNING,
                          "aerostack_meter: the billing API accepted a request but answered oddly (%s)",
                          result.reason)
+            self._settle(batch)
+            return
+        if result.outcome == "fatal" and result.reason == INSUFFICIENT_FUNDS:
+            self._rejected.keep(batch, result)  # kept, never dropped: the provider was paid
             self._settle(batch)
             return
         if result.outcome == "fatal":

@@ -32,6 +32,12 @@ class Stats:
     odd_responses: int = 0
     pending: int = 0
     spooled: int = 0
+    #: events the billing API refused for lack of funds (402): kept locally, passed to on_rejected
+    rejected: int = 0
+    #: calls refused before sending because their worst case did not fit the budget
+    budget_refused: int = 0
+    #: budget lookups that failed (source error, timeout, unpriced model), per on_budget_error
+    budget_errors: int = 0
     #: calls a cost policy could not price (model not in the table): billed under its fallback
     unpriced: int = 0
     #: the price table in use when a cost policy is configured or has priced a call
@@ -48,7 +54,7 @@ class Stats:
 _INT_FIELDS = (
     "events_enqueued", "events_sent", "requests_sent", "retries", "ambiguous_retries",
     "calls_metered", "events_estimated", "usage_missing", "missing_consumer", "queue_overflows",
-    "internal_errors", "odd_responses", "unpriced",
+    "internal_errors", "odd_responses", "unpriced", "budget_refused", "budget_errors", "rejected",
 )
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 import wrapt
 
+from ._budget import Budget, check_budget
 from ._call import Endpoint
 from ._context import _check_id
 from ._meter import Defaults, Meter
@@ -96,9 +97,13 @@ def _tree_for(client: Any) -> Node:
 
 
 def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None,
-         metrics: MetricPolicy | None = None, meter: Meter | None = None) -> T:
+         metrics: MetricPolicy | None = None, meter: Meter | None = None,
+         budget: Budget | Callable[[str], int | None] | None = None) -> T:
     """Meter this one client (and nothing else), billing to these defaults unless a
-    ``consumer()`` scope says otherwise. Uses the process-wide meter unless ``meter`` is given."""
+    ``consumer()`` scope says otherwise. Uses the process-wide meter unless ``meter`` is given.
+    ``budget`` (a :class:`Budget`, or a callable ``consumer_id -> remaining``) is checked before
+    each call of this client instead of ``init(budget=...)`` (docs/budgets.md)."""
+    checked_budget = check_budget(budget)
     _check_id("consumer_id", consumer_id, optional=True)
     _check_id("api_id", api_id, optional=True)
     if metrics is not None:
@@ -116,4 +121,5 @@ def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None
 
         _ensure()
         from ._global import get_meter
-    return _Proxy(client, tree, tree, get_meter, Defaults(consumer_id, api_id, metrics))  # type: ignore[return-value]
+    return _Proxy(client, tree, tree, get_meter,  # type: ignore[return-value]
+                  Defaults(consumer_id, api_id, metrics, checked_budget))

@@ -22,7 +22,9 @@ from typing import Any
 
 import wrapt
 
+from ._budget import Budget, Reservation
 from ._call import Call, Endpoint, Kind
+from ._errors import BudgetExceededError
 from ._log import log_limited
 from ._meter import Defaults, Meter
 from ._streams import ManagerProxy, RawProxy, proxy_stream
@@ -35,7 +37,7 @@ MeterGetter = Callable[[], "Meter | None"]
 
 
 def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
-           kwargs: dict[str, Any], site: str) -> tuple[Call | None, dict[str, Any], Any]:
+           kwargs: dict[str, Any], site: str, wait: bool = True) -> tuple[Call | None, dict[str, Any], Any]:
     attribution = meter.attribute(defaults, site)  # may raise
     if attribution is None:
         return None, kwargs, None
@@ -44,7 +46,23 @@ def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance
     except Exception:
         _internal(meter, "prepare")
         hint = None
-    return Call(meter, attribution, endpoint, kwargs), kwargs, hint
+    call = Call(meter, attribution, endpoint, kwargs)
+    budget = meter.budget_for(defaults)
+    if budget is not None:
+        call.reservation = _reserve(meter, budget, attribution.consumer_id, endpoint.provider, kwargs, wait)
+    return call, kwargs, hint
+
+
+def _reserve(meter: Meter, budget: Budget, consumer_id: str, provider: str, kwargs: dict[str, Any],
+             wait: bool) -> Reservation | None:
+    """The budget's reservation for this call; raises BudgetExceededError (nothing is sent)."""
+    try:
+        return budget.reserve(meter, consumer_id, provider, kwargs, wait=wait)
+    except BudgetExceededError:
+        raise
+    except Exception:  # a bug of ours must not fail the call: fail open
+        _internal(meter, "budget")
+        return None
 
 
 def finish(call: Call, hint: Any, result: Any, returns: Kind | None = None) -> Any:
@@ -74,6 +92,15 @@ def finish(call: Call, hint: Any, result: Any, returns: Kind | None = None) -> A
     return result
 
 
+async def _prefetch(meter: Meter, budget: Budget, defaults: Defaults | None, site: str) -> None:
+    try:
+        attribution = meter.attribute(defaults, site)
+    except Exception:  # _begin raises it again, where it belongs
+        return
+    if attribution is not None:
+        await budget.prefetch(meter, attribution.consumer_id)
+
+
 def _internal(meter: Meter, where: str) -> None:
     meter.counters.add("internal_errors")
     log_limited("wrap_" + where, logging.ERROR, "aerostack_meter: internal error in %s; the call "
@@ -95,6 +122,9 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
         token = _active.set(True)
         try:
             result = wrapped(*args, **kwargs)
+        except BaseException:
+            call.fail()
+            raise
         finally:
             _active.reset(token)
         return finish(call, hint, result, returns)
@@ -104,12 +134,18 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
         meter = get_meter()
         if meter is None or meter.settings.disabled or _active.get():
             return await wrapped(*args, **kwargs)
-        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs, site)
+        budget = meter.budget_for(defaults)
+        if budget is not None and budget.reads_balance:  # a lookup is awaited, never blocking the loop
+            await _prefetch(meter, budget, defaults, site)
+        call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs, site, wait=False)
         if call is None:
             return await wrapped(*args, **kwargs)
         token = _active.set(True)
         try:
             result = await wrapped(*args, **kwargs)
+        except BaseException:
+            call.fail()
+            raise
         finally:
             _active.reset(token)
         return finish(call, hint, result, returns)

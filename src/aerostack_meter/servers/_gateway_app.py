@@ -216,6 +216,7 @@ class GatewayApp:
 
     def _routes(self) -> list[Route]:
         return [
+            Route("/v1/gateway/billing/balance", self._balance, methods=["GET"]),
             Route("/_emulator/health", self._health, methods=["GET"]),
             Route("/_emulator/totals", self._totals, methods=["GET"]),
             Route("/_emulator/log", self._log, methods=["GET"]),
@@ -226,6 +227,20 @@ class GatewayApp:
             Route("/_emulator/stats", self._stats, methods=["GET"]),
             Route("/_emulator/usage/{view}", self._usage, methods=["GET"]),
         ]
+
+    async def _balance(self, request: Request) -> Response:
+        """An emulator extension (not in the published API): a consumer's wallet balance, read
+        with the billing key. ``balance`` is ``null`` for a consumer with no wallet (unlimited)."""
+        key = request.headers.get("x-aerostack-key")
+        if not key or (self.keys is not None and key not in self.keys):
+            return JSONResponse(_error("AUTH_INVALID_KEY", "invalid API key"), 401)
+        consumer_id = request.query_params.get("consumerId", "")
+        if not consumer_id.strip():
+            return JSONResponse(_error("VALIDATION_ERROR", "consumerId is required",
+                                       {"field": "consumerId"}), 400)
+        self.stats["balance_reads"] += 1
+        balance = self.db.wallets().get(consumer_id)
+        return JSONResponse({"consumerId": consumer_id, "balance": balance})
 
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"ok": True})

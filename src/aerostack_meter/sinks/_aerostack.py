@@ -47,6 +47,20 @@ def parse_retry_after(value: str | None, *, cap: float) -> float | None:
     return min(max(seconds, 0.0), cap)
 
 
+# Error codes read as "the consumer's wallet cannot pay", whatever the status (docs/budgets.md).
+_FUNDS_CODES = frozenset({"INSUFFICIENT_BALANCE", "INSUFFICIENT_FUNDS", "INSUFFICIENT_CREDITS",
+                          "PAYMENT_REQUIRED"})
+
+
+def _server_code(body: bytes) -> str:
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return ""
+    code = data.get("code") if isinstance(data, dict) else None
+    return code.upper() if isinstance(code, str) else ""
+
+
 def _server_message(body: bytes) -> str:
     try:
         data = json.loads(body)
@@ -150,6 +164,8 @@ class AerostackSink:
                 ambiguous=status in _AMBIGUOUS_STATUS,
                 message=_server_message(data),
             )
+        if status == 402 or _server_code(data) in _FUNDS_CODES:
+            return SendResult("fatal", reason="insufficient_funds", message=_server_message(data))
         return SendResult("fatal", reason=f"rejected_{status}", message=_server_message(data))
 
     def close(self) -> None:

@@ -1,0 +1,479 @@
+"""Budgets: reserve a call's worst case before it is sent, settle it to the actual usage after.
+
+A :class:`Budget` keeps one account per consumer: what was spent and what is reserved by calls
+in flight, against either a static limit (per period, counted from what this meter billed) or a
+balance read from a source (a callable of yours, or the gateway's wallet), cached for a TTL.
+Check-and-reserve happens under one lock, so concurrent calls can never together reserve more
+than fits. No I/O ever happens under the lock; a balance lookup runs in a worker thread (awaited
+by async callers, so the event loop never blocks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from decimal import ROUND_HALF_EVEN
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._errors import BudgetExceededError, BudgetUnavailableError, ConfigError
+from ._estimate import count_chars, tokens_from_chars
+from ._log import log_once
+
+if TYPE_CHECKING:
+    from ._cost import CostPolicy
+    from ._meter import Meter
+    from ._usage import Usage
+
+__all__ = ["Budget", "Reservation", "check_budget"]
+
+Period = Literal["day", "month"]
+Balance = Callable[[str], "int | None"]
+
+_TEXT_KEYS = ("messages", "system", "input", "instructions", "prompt")
+_MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+_DEFAULT_MAX_OUTPUT = 32_768
+
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="aerostack-budget")
+    return _pool
+
+
+class _SourceError(Exception):
+    """The budget source could not answer (raised, timed out, answered nonsense)."""
+
+
+class _Account:
+    __slots__ = ("balance", "fetched", "future", "period", "reserved", "spent", "spent_at_fetch")
+
+    def __init__(self) -> None:
+        self.spent = 0        # settled since the period start (limits) or since the balance read
+        self.reserved = 0     # worst cases of calls in flight
+        self.balance: int | None = None
+        self.fetched = -math.inf
+        self.future: concurrent.futures.Future[int | None] | None = None
+        self.spent_at_fetch = 0
+        self.period = 0.0
+
+
+class Reservation:
+    """One call's reserved worst case. Settled (to the actual usage) or released exactly once."""
+
+    __slots__ = ("account", "amount", "budget", "done")
+
+    def __init__(self, budget: Budget, account: _Account, amount: int) -> None:
+        self.budget = budget
+        self.account = account
+        self.amount = amount
+        self.done = False
+
+    def settle(self, actual: int) -> None:
+        self.budget._close(self, actual)
+
+    def release(self) -> None:
+        self.budget._close(self, 0)
+
+    def settle_usage(self, usage: Usage) -> None:
+        """Settle to what ``usage`` costs in the budget's unit (runs on the reporter thread)."""
+        self.budget._close(self, self.budget.amount_of(usage, self.amount))
+
+
+class Budget:
+    """A budget source for ``init(budget=...)`` / ``wrap(client, budget=...)``.
+
+    ``Budget(limits={"usr_1": 50_000}, period="day")``: a static limit per consumer and period
+    (``"day"``, ``"month"`` in UTC, or ``None`` for ever), counted against what this meter billed
+    (its local ledger, read once when the meter starts, plus every call settled since).
+    ``default`` is the limit of consumers not in ``limits`` (``None``: unlimited).
+    :meth:`from_balance` and :meth:`gateway` read a remaining balance instead.
+
+    ``unit``: ``"tokens"`` (a call's ``total_tokens``), ``"cost"`` (micro-USD, priced like
+    ``metrics="cost"``) or a :func:`cost_policy` (its unit). ``max_output_tokens``: the output
+    assumed for a request that sets no ``max_tokens`` (default: the model's context window from
+    the price table when known, else 32768).
+    """
+
+    def __init__(self, limits: Mapping[str, int] | None = None, period: Period | None = None, *,
+                 default: int | None = None, unit: str | CostPolicy = "tokens",
+                 max_output_tokens: int | None = None) -> None:
+        if period not in (None, "day", "month"):
+            raise ConfigError("period", f'must be "day", "month" or None, got {period!r}')
+        self.limits = dict(limits or {})
+        for name, value in [*self.limits.items(), ("default", default)]:
+            if name == "default" and value is None:
+                continue
+            if not isinstance(name, str) or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError("limits", f"must map consumer ids to non-negative ints, got {name!r}: {value!r}")
+        self.default = default
+        self.period = period
+        self._balance: Balance | None = None
+        self._gateway = False
+        self.ttl = 0.0
+        self.timeout = 2.0
+        self._init_common(unit, max_output_tokens)
+
+    def _init_common(self, unit: Any, max_output_tokens: int | None) -> None:
+        from ._cost import CostPolicy
+
+        self.policy: CostPolicy | None = None
+        if isinstance(unit, CostPolicy):
+            self.policy = unit
+        elif unit == "cost":
+            from ._cost import default_policy
+
+            self.policy = default_policy()
+        elif unit != "tokens":
+            raise ConfigError("unit", f'must be "tokens", "cost" or a cost_policy(), got {unit!r}')
+        self.unit = self.policy.metric if self.policy is not None else "tokens"
+        if max_output_tokens is not None and (isinstance(max_output_tokens, bool)
+                                              or not isinstance(max_output_tokens, int) or max_output_tokens < 1):
+            raise ConfigError("max_output_tokens", f"must be a positive int, got {max_output_tokens!r}")
+        self.max_output_tokens = max_output_tokens
+        self._lock = threading.Lock()
+        self._accounts: dict[str, _Account] = {}
+        self._outputs: dict[tuple[str, str], int] = {}
+        self._bound: set[int] = set()
+        self._period_end = -math.inf
+        self._http: Any = None
+
+    @classmethod
+    def from_balance(cls, balance: Balance, *, ttl: float = 5.0, timeout: float = 2.0,
+                     unit: str | CostPolicy = "tokens", max_output_tokens: int | None = None) -> Budget:
+        """A budget read from ``balance(consumer_id) -> remaining`` (an int in the budget's unit, or
+        ``None`` for no limit), e.g. your own wallet store. Each consumer's answer is cached for
+        ``ttl`` seconds, minus what is settled and reserved meanwhile. A call slower than
+        ``timeout`` seconds, or one that raises, is a source failure (see ``on_budget_error``)."""
+        if not callable(balance):
+            raise ConfigError("budget", "from_balance needs a callable consumer_id -> remaining")
+        b = cls.__new__(cls)
+        b.limits, b.default, b.period = {}, None, None
+        b._balance, b._gateway = balance, False
+        b._set_timing(ttl, timeout)
+        b._init_common(unit, max_output_tokens)
+        return b
+
+    @classmethod
+    def gateway(cls, *, ttl: float = 5.0, timeout: float = 2.0, unit: str | CostPolicy = "tokens",
+                max_output_tokens: int | None = None) -> Budget:
+        """A budget read from the consumer's wallet at the billing API
+        (``GET {base_url}/gateway/billing/balance?consumerId=...`` with the meter's key; the gateway
+        emulator serves it), cached for ``ttl`` seconds. A consumer with no wallet is unlimited."""
+        b = cls.__new__(cls)
+        b.limits, b.default, b.period = {}, None, None
+        b._balance, b._gateway = None, True
+        b._set_timing(ttl, timeout)
+        b._init_common(unit, max_output_tokens)
+        return b
+
+    def _set_timing(self, ttl: float, timeout: float) -> None:
+        for name, v in (("ttl", ttl), ("timeout", timeout)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isinf(v):
+                raise ConfigError(name, f"must be a finite non-negative number, got {v!r}")
+        self.ttl, self.timeout = float(ttl), float(timeout)
+
+    def __repr__(self) -> str:
+        kind = "gateway" if self._gateway else "balance" if self._balance else f"limits, period={self.period!r}"
+        return f"Budget({kind}, unit={self.unit!r})"
+
+    @property
+    def reads_balance(self) -> bool:
+        return self._balance is not None or self._gateway
+
+    # -- what a call may cost ------------------------------------------------------------------
+    def worst_case(self, provider: str, kwargs: Mapping[str, Any]) -> int | None:
+        """The call's worst case in the budget's unit: the input estimate (one token per four
+        characters of request text) plus ``max_tokens`` (or the model's output limit). ``None``
+        for a money budget whose model has no price."""
+        chars = 0
+        for k in _TEXT_KEYS:
+            if k in kwargs:
+                chars += count_chars(kwargs[k])
+        inp = tokens_from_chars(chars)
+        out = None
+        for k in _MAX_KEYS:
+            v = kwargs.get(k)
+            if type(v) is int and v >= 0:
+                out = v
+                break
+        model = kwargs.get("model")
+        model = model if type(model) is str else ""
+        if out is None:
+            out = self._output_limit(provider, model, inp)
+        if self.policy is None:
+            return inp + out
+        rates = self.policy.rates(provider, model, inp) if model else None
+        if rates is None:
+            return None
+        return math.ceil(inp * rates[0] + out * rates[1])
+
+    def _output_limit(self, provider: str, model: str, inp: int) -> int:
+        if self.max_output_tokens is not None:
+            return self.max_output_tokens
+        key = (provider, model)
+        window = self._outputs.get(key)
+        if window is None:
+            window = _DEFAULT_MAX_OUTPUT
+            try:
+                from ._cost import default_policy
+
+                window = default_policy().context_window(provider, model) or _DEFAULT_MAX_OUTPUT
+            except Exception:  # the [cost] extra is absent: no table of model limits
+                pass
+            self._outputs[key] = window
+        return max(window - inp, 1)
+
+    def amount_of(self, usage: Usage, fallback: int) -> int:
+        """What ``usage`` costs in the budget's unit (an unpriced model: ``fallback``)."""
+        if self.policy is None:
+            return usage.total_tokens
+        exact = self.policy.units_exact(usage)
+        return fallback if exact is None else int(exact.to_integral_value(ROUND_HALF_EVEN))
+
+    # -- reserving -----------------------------------------------------------------------------
+    def bind(self, meter: Meter) -> None:
+        """Count what this meter's local ledger billed in the current period (limits only)."""
+        if id(meter) in self._bound:
+            return
+        self._bound.add(id(meter))
+        if self.policy is not None:
+            self._warm()
+        if self.reads_balance:
+            return
+        from .sinks import LedgerSink
+
+        sink = meter.sink
+        if not isinstance(sink, LedgerSink):
+            return
+        start = self._period_start(time.time())
+        try:
+            import sqlite3
+
+            from ._sqlite import connect
+
+            conn = connect(sink.path, timeout=5.0)
+            try:
+                rows = conn.execute("SELECT consumer_id, SUM(units) FROM ledger WHERE metric = ? AND ts >= ?"
+                                    " GROUP BY consumer_id", (self.unit, start)).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return
+        with self._lock:
+            self._roll(time.time())
+            for consumer_id, units in rows:
+                self._account(consumer_id).spent += int(units)
+
+    def _warm(self) -> None:
+        """Import the price table in the background now, not on the first budgeted call."""
+        policy = self.policy
+        if policy is not None:
+            _executor().submit(policy.rates, "openai", "gpt-4o")
+
+    def _period_start(self, now: float) -> float:
+        if self.period is None:
+            return 0.0
+        d = datetime.fromtimestamp(now, tz=timezone.utc)
+        if self.period == "day":
+            return datetime(d.year, d.month, d.day, tzinfo=timezone.utc).timestamp()
+        return datetime(d.year, d.month, 1, tzinfo=timezone.utc).timestamp()
+
+    def _roll(self, now: float) -> None:
+        """A new period: every consumer starts again (what is in flight stays reserved)."""
+        if now < self._period_end:
+            return
+        start = self._period_start(now)
+        d = datetime.fromtimestamp(start, tz=timezone.utc)
+        if self.period == "day":
+            self._period_end = start + 86_400
+        elif self.period == "month":
+            self._period_end = datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=timezone.utc).timestamp()
+        else:
+            self._period_end = math.inf
+        for acct in self._accounts.values():
+            acct.spent = 0
+
+    def _account(self, consumer_id: str) -> _Account:
+        acct = self._accounts.get(consumer_id)
+        if acct is None:
+            acct = self._accounts[consumer_id] = _Account()
+        return acct
+
+    def reserve(self, meter: Meter, consumer_id: str, provider: str, kwargs: Mapping[str, Any],
+                *, wait: bool = True) -> Reservation | None:
+        """Reserve the call's worst case, or raise :class:`BudgetExceededError`. ``None``: nothing
+        to reserve (an unlimited consumer, or a source failure under ``on_budget_error="open"``).
+        With ``wait=False`` (async callers, after :meth:`prefetch`) no lookup is waited for."""
+        need = self.worst_case(provider, kwargs)
+        if need is None:
+            return self._failed(meter, consumer_id, 0, "unpriced", None)
+        if self.reads_balance:
+            return self._reserve_balance(meter, consumer_id, need, wait)
+        limit = self.limits.get(consumer_id, self.default)
+        if limit is None:
+            return None
+        with self._lock:
+            if self.period is not None:
+                self._roll(time.time())
+            acct = self._account(consumer_id)
+            remaining = limit - acct.spent - acct.reserved
+            if need <= remaining:
+                acct.reserved += need
+                return Reservation(self, acct, need)
+        return self._refuse(meter, consumer_id, need, remaining)
+
+    def _reserve_balance(self, meter: Meter, consumer_id: str, need: int, wait: bool) -> Reservation | None:
+        fut = None
+        with self._lock:
+            acct = self._account(consumer_id)
+            if time.monotonic() - acct.fetched >= self.ttl:
+                fut = self._start_fetch(meter, consumer_id, acct)
+        if fut is not None and wait:
+            try:
+                fut.result(self.timeout)
+            except Exception as exc:  # any failure of the source (a timeout included)
+                if acct.fetched == -math.inf:  # nothing known at all
+                    return self._failed(meter, consumer_id, need, "source", exc)
+        with self._lock:
+            if acct.fetched == -math.inf:
+                failed = True
+            else:
+                failed = False
+                if acct.balance is None:
+                    return None
+                remaining = acct.balance - acct.spent - acct.reserved
+                if need <= remaining:
+                    acct.reserved += need
+                    return Reservation(self, acct, need)
+        if failed:
+            return self._failed(meter, consumer_id, need, "source", None)
+        return self._refuse(meter, consumer_id, need, remaining)
+
+    async def prefetch(self, meter: Meter, consumer_id: str) -> None:
+        """For async callers: await a stale balance's lookup in a worker thread (never blocking
+        the event loop); failures are left for :meth:`reserve` to handle."""
+        with self._lock:
+            acct = self._account(consumer_id)
+            if time.monotonic() - acct.fetched < self.ttl:
+                return
+            fut = self._start_fetch(meter, consumer_id, acct)
+        with contextlib.suppress(Exception):  # reserve() decides what a failed lookup means
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), self.timeout)
+
+    def _start_fetch(self, meter: Meter, consumer_id: str, acct: _Account) -> concurrent.futures.Future[int | None]:
+        """Under the lock: the in-flight lookup of this consumer's balance (one at a time)."""
+        if acct.future is not None and not acct.future.done():
+            return acct.future
+        acct.future = _executor().submit(self._refresh, meter, consumer_id, acct, acct.spent)
+        return acct.future
+
+    def _refresh(self, meter: Meter, consumer_id: str, acct: _Account, spent_at_start: int) -> int | None:
+        """In a worker thread: read the balance, then apply it (what was settled before the read
+        started is in the balance now)."""
+        balance = self._read_balance(meter, consumer_id)
+        with self._lock:
+            acct.balance = balance
+            acct.spent -= spent_at_start
+            acct.fetched = time.monotonic()
+        return balance
+
+    def _read_balance(self, meter: Meter, consumer_id: str) -> int | None:
+        if self._gateway:
+            value = self._gateway_balance(meter, consumer_id)
+        else:
+            assert self._balance is not None
+            value = self._balance(consumer_id)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise _SourceError(f"the balance is not a number: {type(value).__name__}")
+        return math.floor(value)
+
+    def _gateway_balance(self, meter: Meter, consumer_id: str) -> int | None:
+        import httpx
+
+        s = meter.settings
+        if s.api_key is None:
+            raise _SourceError("Budget.gateway() needs an API key (init(api_key=...))")
+        if self._http is None:
+            kwargs: dict[str, Any] = {"timeout": httpx.Timeout(self.timeout), "verify": s.verify,
+                                      "trust_env": False, "follow_redirects": False}
+            if s.transport is not None:
+                kwargs["transport"] = s.transport
+            self._http = httpx.Client(**kwargs)
+        resp = self._http.get(s.base_url + "/gateway/billing/balance", params={"consumerId": consumer_id},
+                              headers={"X-Aerostack-Key": s.api_key.reveal()})
+        if resp.status_code != 200:
+            raise _SourceError(f"the balance read answered HTTP {resp.status_code}")
+        data = resp.json()
+        if not isinstance(data, dict) or "balance" not in data:
+            raise _SourceError("the balance read answered without a balance")
+        balance = data["balance"]
+        return None if balance is None else int(balance)
+
+    # -- outcomes ------------------------------------------------------------------------------
+    def _refuse(self, meter: Meter, consumer_id: str, need: int, remaining: int) -> Reservation | None:
+        meter.counters.add("budget_refused")
+        raise BudgetExceededError(consumer_id, need, max(remaining, 0), self.unit)
+
+    def _failed(self, meter: Meter, consumer_id: str, need: int, what: str,
+                exc: BaseException | None) -> Reservation | None:
+        meter.counters.add("budget_errors")
+        reason = ("the call's model has no price, so its worst case is unknown" if what == "unpriced"
+                  else f"the budget source failed ({type(exc).__name__ if exc else 'no answer'})")
+        if meter.settings.on_budget_error == "closed":
+            raise BudgetUnavailableError(
+                consumer_id, need, None, self.unit,
+                f"aerostack_meter: {reason}; on_budget_error='closed', so the call is refused") from exc
+        log_once(f"budget_error:{what}", logging.WARNING,
+                 "aerostack_meter: %s; the call goes on unbudgeted (on_budget_error='open')", reason)
+        return None
+
+    def _close(self, res: Reservation, actual: int) -> None:
+        with self._lock:
+            if res.done:
+                return
+            res.done = True
+            acct = res.account
+            acct.reserved -= res.amount
+            acct.spent += actual
+
+    # -- reading -------------------------------------------------------------------------------
+    def remaining(self, consumer_id: str) -> int | None:
+        """What the consumer has left now (limit or last balance read, minus spent and reserved);
+        ``None`` when unlimited or not read yet."""
+        with self._lock:
+            acct = self._accounts.get(consumer_id)
+            if self.reads_balance:
+                if acct is None or acct.balance is None:
+                    return None
+                return acct.balance - acct.spent - acct.reserved
+            limit = self.limits.get(consumer_id, self.default)
+            if limit is None:
+                return None
+            if self.period is not None:
+                self._roll(time.time())
+            return limit if acct is None else limit - acct.spent - acct.reserved
+
+
+def check_budget(value: Any) -> Budget | None:
+    """A setting's value as a :class:`Budget` (a plain callable is ``Budget.from_balance``)."""
+    if value is None or isinstance(value, Budget):
+        return value
+    if callable(value):
+        return Budget.from_balance(value)
+    raise ConfigError("budget", f"must be an aerostack_meter.Budget or a callable consumer_id -> "
+                                f"remaining, got {value!r}")

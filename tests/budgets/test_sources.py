@@ -1,0 +1,103 @@
+"""Budget sources against real local services: the gateway emulator's wallets (balance read and
+402 answers) and the local ledger of what was billed."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+import aerostack_meter as am
+from aerostack_meter.servers import start_gateway
+
+from ..conftest import API_KEY
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def wallet_gateway() -> Iterator[Any]:
+    handle = start_gateway(keys=[API_KEY], wallets={"poor": 120, "rich": 1_000_000})
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def gpt(mock_llm: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
+
+
+def test_the_gateway_wallet_is_the_budget(wallet_gateway: Any, gpt: openai.OpenAI, tmp_path: Path) -> None:
+    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
+                     budget=am.Budget.gateway(ttl=0), ledger_path=str(tmp_path / "l.db"))
+    client = am.wrap(gpt, meter=meter)
+    try:
+        with am.consumer("poor"):
+            r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=99)  # fits 120
+            assert r.usage is not None
+            assert meter.flush(10)
+            with pytest.raises(am.BudgetExceededError) as info:  # 1 + 110 > what the wallet has left
+                client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=110)
+        assert info.value.remaining == 120 - r.usage.total_tokens  # read back from the wallet
+        with am.consumer("nowallet"):  # no wallet at the gateway: unlimited
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=100_000)
+        assert wallet_gateway.client.wallets()["poor"] == 120 - r.usage.total_tokens
+    finally:
+        meter.shutdown(5)
+
+
+def test_a_402_keeps_the_usage_and_calls_on_rejected(wallet_gateway: Any, gpt: openai.OpenAI,
+                                                     tmp_path: Path) -> None:
+    told: list[tuple[am.UsageEvent, str]] = []
+    ledger = tmp_path / "ledger.db"
+    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
+                     ledger_path=str(ledger), on_rejected=lambda ev, why: told.append((ev, why)))
+    client = am.wrap(gpt, meter=meter, consumer_id="poor")
+    try:
+        r = client.chat.completions.create(model="gpt-4o-mini", max_tokens=500, messages=[
+            {"role": "user", "content": " ".join(["w"] * 200)}])  # more than the 120 in the wallet
+        assert r.usage is not None
+        assert meter.flush(10)
+        stats = meter.stats()
+    finally:
+        meter.shutdown(5)
+    assert stats.rejected == 1 and stats.events_dropped == 0
+    ((event, reason),) = told
+    assert (event.consumer_id, event.metric, event.units) == ("poor", "tokens", r.usage.total_tokens)
+    assert "insufficient" in reason
+    with sqlite3.connect(ledger) as conn:
+        kept = conn.execute("SELECT consumer_id, units FROM rejected").fetchall()
+    assert kept == [("poor", r.usage.total_tokens)]
+    assert wallet_gateway.client.wallets()["poor"] == 120  # nothing debited
+
+
+def test_limits_count_what_the_local_ledger_billed_this_period(gpt: openai.OpenAI, tmp_path: Path) -> None:
+    ledger = str(tmp_path / "ledger.db")
+    first = am.Meter(ledger_path=ledger, flush_interval=0.05)
+    r = am.wrap(gpt, meter=first, consumer_id="u").chat.completions.create(
+        model="gpt-4o-mini", messages=HI, max_tokens=20)
+    assert r.usage is not None
+    first.shutdown(5)
+
+    budget = am.Budget(limits={"u": 1000}, period="day")
+    second = am.Meter(ledger_path=ledger, flush_interval=0.05, budget=budget)  # a restart
+    try:
+        assert budget.remaining("u") == 1000 - r.usage.total_tokens
+        with pytest.raises(am.BudgetExceededError):
+            am.wrap(gpt, meter=second, consumer_id="u").chat.completions.create(
+                model="gpt-4o-mini", messages=HI, max_tokens=1000 - r.usage.total_tokens)
+    finally:
+        second.shutdown(5)
+
+
+def test_bad_budget_settings_raise_config_error() -> None:
+    for bad in (lambda: am.Budget(limits={"u": -1}), lambda: am.Budget(period="week"),  # type: ignore[arg-type]
+                lambda: am.Budget(unit="euros"), lambda: am.Budget.from_balance(5),  # type: ignore[arg-type]
+                lambda: am.Budget.gateway(ttl=-1), lambda: am.Meter(budget="lots"),
+                lambda: am.Meter(on_budget_error="maybe")):
+        with pytest.raises(am.ConfigError):
+            bad()
