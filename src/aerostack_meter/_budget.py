@@ -281,7 +281,9 @@ class Budget:
         """Import the price table in the background now, not on the first budgeted call."""
         policy = self.policy
         if policy is not None:
-            _executor().submit(policy.rates, "openai", "gpt-4o")
+            from ._cost import load_table
+
+            _executor().submit(load_table)
 
     def _period_start(self, now: float) -> float:
         if self.period is None:

@@ -46,6 +46,13 @@ def require_prices() -> None:
                                      'pip install "aerostack-meter[cost]" (the genai-prices package)')
 
 
+def load_table() -> None:
+    """Import the price table now (about 0.2 s, once per process)."""
+    from genai_prices.data_snapshot import get_snapshot
+
+    get_snapshot()
+
+
 @lru_cache(maxsize=1)
 def table_version() -> str:
     """The price table's version, e.g. ``"genai-prices 0.2.3"`` (package metadata only)."""
