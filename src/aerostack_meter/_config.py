@@ -109,8 +109,14 @@ class Settings:
     def __repr__(self) -> str:  # the dataclass repr would be fine (Secret hides itself); keep it short
         return (
             f"Settings(base_url={self.base_url!r}, api_id={self.api_id!r}, "
-            f"api_key={'set' if self.api_key else 'unset'}, sink={type(self.sink).__name__ if self.sink else None})"
+            f"api_key={'set' if self.api_key else 'unset'}, sink={_sink_name(self.sink)})"
         )
+
+
+def _sink_name(sink: object) -> str | None:
+    if sink is None:
+        return None
+    return "RedisSink" if isinstance(sink, str) else type(sink).__name__
 
 
 _OPTION_NAMES = {f.name for f in fields(Settings)} - {"api_key", "api_id", "base_url", "extra"}

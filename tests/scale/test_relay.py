@@ -184,3 +184,25 @@ def test_stats_and_metrics(redis_db: RedisServer, gw: Any) -> None:
     assert 'aerostack_relay_records_delivered_total{relay="r1"} 20.0' in text
     assert 'aerostack_relay_lag_entries{relay="r1"} 5.0' in text
     assert 'aerostack_relay_redis_up{relay="r1"} 1.0' in text
+
+
+def test_a_relay_recreates_a_lost_group(redis_db: RedisServer, gw: Any) -> None:
+    """Redis restarted without its data: the relay recreates the group and delivers what comes."""
+    import threading
+
+    client = redis_db.client()
+    relay = make_relay(redis_db.url, gw.url, "r1")
+    relay.run_once()
+    client.flushall()
+    records = _records(12)
+    append(client, records)  # XADD recreates the stream, not the group
+    t = threading.Thread(target=relay.run)
+    t.start()
+    try:
+        deadline = time.monotonic() + 15
+        while gateway_totals(gw) != _expected(records):
+            assert time.monotonic() < deadline, dict(relay.counters)
+            time.sleep(0.05)
+    finally:
+        relay.stop()
+        t.join(10)

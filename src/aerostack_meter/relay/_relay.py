@@ -133,6 +133,7 @@ class Relay:
         # Any: redis-py's types do not follow decode_responses=True (every reply here is a str)
         self.client: Any = client if client is not None else stream.connect(decode_responses=True)
         self._redis_errors = (_redis.ConnectionError, _redis.TimeoutError, _redis.BusyLoadingError)
+        self._response_error = _redis.ResponseError
         self._take = self.client.register_script(TAKE)
         self.counters: Counter[str] = Counter()
         self._counters_lock = threading.Lock()
@@ -167,6 +168,17 @@ class Relay:
                             "aerostack-meter relay: Redis at %s unavailable (%s); retrying",
                             safe_url(self.stream.redis_url), type(exc).__name__, every=10.0)
                 self._stop.wait(min(self.settings.max_backoff, 0.05 * 2 ** min(failures, 8)))
+            except self._response_error as exc:
+                if "NOGROUP" in str(exc):  # Redis lost its data (no AOF?): recreate the group
+                    self._ready = False
+                    log_limited("relay_nogroup", logging.ERROR, "aerostack-meter relay: the consumer "
+                                "group %r was gone (Redis lost its data?); recreated",
+                                self.stream.group)
+                    continue
+                self._count("internal_errors")
+                log_limited("relay_error", logging.ERROR, "aerostack-meter relay: Redis error: %s",
+                            str(exc)[:200])
+                self._stop.wait(1.0)
             except Exception:
                 self._count("internal_errors")
                 log_limited("relay_error", logging.ERROR, "aerostack-meter relay: error", exc_info=True)
