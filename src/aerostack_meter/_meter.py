@@ -146,7 +146,8 @@ class Meter:
                 return c
         if self.settings.api_id:
             return self.settings.api_id
-        if self.settings.api_key is None:  # local ledger: an API id is only a label
+        # without a key the API id is only a label, except for a Redis stream (a relay bills it)
+        if self.settings.api_key is None and not isinstance(self.settings.sink, str):
             return _LOCAL_API_ID
         return None
 

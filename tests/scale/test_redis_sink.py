@@ -112,3 +112,44 @@ def test_a_bad_url_is_a_config_error(url: str) -> None:
 def test_the_password_is_never_shown() -> None:
     sink = RedisSink("redis://:hunter2secret@localhost:6379/0")
     assert "hunter2secret" not in repr(sink)
+
+
+def test_a_wrong_redis_password_keeps_usage_and_says_so(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, logger="aerostack_meter")
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        server.client().config_set("requirepass", "right-pass")
+        url = f"redis://:wrong-pass@127.0.0.1:{server.port}/0"
+        meter = _meter(url, backoff_base=0.02, max_backoff=0.1, max_retries=10_000)
+        try:
+            meter.log("usr_a", 5)
+            assert not meter.flush(0.5)
+            s = meter.stats()
+            assert s.events_dropped == 0 and s.pending == 1 and s.retries > 0
+        finally:
+            meter.shutdown(0.1)
+    finally:
+        import redis as _redis
+
+        _redis.Redis(port=server.port, password="right-pass").config_set("requirepass", "")
+        server.stop()
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "refused the credentials" in messages and "wrong-pass" not in messages
+
+
+def test_apps_need_no_billing_key_but_an_api_id(redis_db: RedisServer) -> None:
+    """With the Redis sink the key stays with the relays; the apiId must still be the real one."""
+    meter = am.Meter(sink=redis_db.url, api_id=API_ID, flush_interval=0.02)
+    try:
+        meter.log("usr_k", 4)
+        assert meter.flush(10)
+    finally:
+        meter.shutdown()
+    assert [e[1]["a"] for e in redis_db.client().xrange(STREAM)] == [API_ID]
+    keyless = am.Meter(sink=redis_db.url)
+    try:
+        with pytest.raises(ValueError, match="api_id"):
+            keyless.log("usr_k", 4)  # never billed under the ledger's "local" label
+    finally:
+        keyless.shutdown()

@@ -62,6 +62,7 @@ class RedisSink:
         import redis as _redis  # fail now, in init(), when the extra is missing
 
         self._errors: tuple[type[BaseException], ...] = (_redis.ConnectionError, _redis.TimeoutError)
+        self._auth_errors = (_redis.AuthenticationError, _redis.exceptions.AuthorizationError)
         self._response_error = _redis.ResponseError
         self._client = client
         self._counters: Counters | None = None
@@ -116,6 +117,12 @@ class RedisSink:
                 pipe.xadd(cfg.stream, encode(s.batch))  # type: ignore[arg-type]
             pipe.xlen(cfg.stream)
             replies = pipe.execute(raise_on_error=False)
+        except self._auth_errors:
+            log_limited("redis_auth", logging.ERROR,
+                        "aerostack_meter: Redis at %s refused the credentials in the URL; usage is "
+                        "kept and retried. Fix the password in AEROSTACK_METER_REDIS_URL.",
+                        safe_url(cfg.redis_url))
+            return SendResult("retry", reason="redis_auth")
         except self._errors as exc:
             log_limited("redis_down", logging.WARNING,
                         "aerostack_meter: Redis at %s is unreachable (%s); usage is kept and retried",
