@@ -1,0 +1,189 @@
+"""Where usage lives in AWS Bedrock runtime responses (``boto3`` ``bedrock-runtime``), normalised
+(pure functions of the dicts botocore returns).
+
+* ``converse``: ``usage`` = ``inputTokens`` (**without** the cache parts), ``outputTokens``,
+  ``totalTokens`` (**with** them), ``cacheReadInputTokens``, ``cacheWriteInputTokens``.
+  ``converse_stream``: the same ``usage`` in the final ``metadata`` event.
+* ``invoke_model``: the ``x-amzn-bedrock-input-token-count`` / ``-output-token-count`` response
+  headers (and ``-cache-read-`` / ``-cache-write-input-token-count``), read from
+  ``ResponseMetadata.HTTPHeaders``: the body is a stream that can be read only once and is never
+  touched. ``invoke_model_with_response_stream``: ``amazon-bedrock-invocationMetrics``
+  (``inputTokenCount``, ``outputTokenCount``, ``cacheReadInputTokenCount``,
+  ``cacheWriteInputTokenCount``) in the last chunk's JSON. The input counts there exclude the
+  cache parts, as ``inputTokens`` does.
+
+Normalised: ``input_tokens = input + cache read + cache write``, ``output_tokens = output``,
+``total_tokens`` = ``totalTokens`` when sent, else input + output. Bedrock reports no reasoning
+split (thinking is inside the output). Every number goes through :func:`to_count`: an invalid
+required count makes the record ``None`` (usage missing, never billed).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .._usage import Usage, to_count
+
+__all__ = [
+    "chunk_text_chars",
+    "chunk_usage",
+    "converse_event_chars",
+    "converse_event_usage",
+    "converse_usage",
+    "header_usage",
+    "metrics_usage",
+]
+
+_METRICS = "amazon-bedrock-invocationMetrics"
+_HEADER = "x-amzn-bedrock-"
+
+
+def _required(m: Mapping[str, Any], key: str) -> int | None:
+    return to_count(m.get(key))
+
+
+def _optional(m: Mapping[str, Any], key: str) -> int | None:
+    """0 when absent; None when present but invalid."""
+    raw = m.get(key)
+    return 0 if raw is None else to_count(raw)
+
+
+def _build(fresh: int | None, output: int | None, read: int | None, write: int | None,
+           total: int | None, model: str | None, estimated: bool = False) -> Usage | None:
+    if fresh is None or output is None or read is None or write is None:
+        return None
+    inp = fresh + read + write
+    if not total:
+        total = inp + output
+    if to_count(total) is None:
+        return None
+    return Usage("bedrock", model, inp, output, total, cached_input_tokens=read,
+                 cache_write_tokens=write, estimated=estimated)
+
+
+def converse_usage(response: Any, model: str | None = None) -> Usage | None:
+    """A ``converse`` response (or a ``converse_stream`` ``metadata`` event body): its ``usage``."""
+    if not isinstance(response, Mapping):
+        return None
+    u = response.get("usage")
+    if not isinstance(u, Mapping):
+        return None
+    total = _optional(u, "totalTokens")
+    if total is None:  # sent but not a count
+        return None
+    return _build(_required(u, "inputTokens"), _required(u, "outputTokens"),
+                  _optional(u, "cacheReadInputTokens"), _optional(u, "cacheWriteInputTokens"),
+                  total, model)
+
+
+def converse_event_usage(event: Any, model: str | None = None) -> Usage | None:
+    """One ``converse_stream`` event: usage only on ``metadata``."""
+    if not isinstance(event, Mapping):
+        return None
+    metadata = event.get("metadata")
+    return converse_usage(metadata, model) if metadata is not None else None
+
+
+def converse_event_chars(event: Any) -> int:
+    if not isinstance(event, Mapping):
+        return 0
+    block = event.get("contentBlockDelta")
+    delta = block.get("delta") if isinstance(block, Mapping) else None
+    if not isinstance(delta, Mapping):
+        return 0
+    text = delta.get("text")
+    if isinstance(text, str):
+        return len(text)
+    reasoning = delta.get("reasoningContent")
+    if isinstance(reasoning, Mapping) and isinstance(reasoning.get("text"), str):
+        return len(reasoning["text"])
+    return 0
+
+
+def header_usage(response: Any, model: str | None = None) -> Usage | None:
+    """An ``invoke_model`` response: the count headers (never the body)."""
+    if not isinstance(response, Mapping):
+        return None
+    meta = response.get("ResponseMetadata")
+    headers = meta.get("HTTPHeaders") if isinstance(meta, Mapping) else None
+    if not isinstance(headers, Mapping):
+        return None
+
+    def count(name: str, required: bool) -> int | None:
+        raw = headers.get(_HEADER + name)
+        if raw is None:
+            return None if required else 0
+        raw = raw.strip()
+        return int(raw) if raw.isdigit() and len(raw) < 16 else None
+
+    return _build(count("input-token-count", True), count("output-token-count", True),
+                  count("cache-read-input-token-count", False),
+                  count("cache-write-input-token-count", False), None, model)
+
+
+def metrics_usage(metrics: Any, model: str | None = None) -> Usage | None:
+    """``amazon-bedrock-invocationMetrics`` as a normalised record."""
+    if not isinstance(metrics, Mapping):
+        return None
+    return _build(_required(metrics, "inputTokenCount"), _required(metrics, "outputTokenCount"),
+                  _optional(metrics, "cacheReadInputTokenCount"),
+                  _optional(metrics, "cacheWriteInputTokenCount"), None, model)
+
+
+def _chunk_json(event: Any) -> Any:
+    chunk = event.get("chunk") if isinstance(event, Mapping) else None
+    raw = chunk.get("bytes") if isinstance(chunk, Mapping) else None
+    if not isinstance(raw, (bytes, bytearray)):
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def chunk_usage(event: Any, model: str | None = None) -> Usage | None:
+    """One ``invoke_model_with_response_stream`` event: usage only on the chunk that carries the
+    invocation metrics (the last). The bytes are parsed only when they name them."""
+    chunk = event.get("chunk") if isinstance(event, Mapping) else None
+    raw = chunk.get("bytes") if isinstance(chunk, Mapping) else None
+    if not isinstance(raw, (bytes, bytearray)) or _METRICS.encode() not in raw:
+        return None
+    data = _chunk_json(event)
+    return metrics_usage(data.get(_METRICS), model) if isinstance(data, Mapping) else None
+
+
+# Where the text of a streamed chunk lives, by model family (for early-end estimates only).
+_TEXT_PATHS = (
+    ("delta", "text"),  # Anthropic content_block_delta
+    ("delta", "thinking"),
+    ("generation",),  # Meta Llama
+    ("outputText",),  # Amazon Titan
+    ("text",),  # Cohere
+    ("completion",),  # Anthropic text completions
+    ("contentBlockDelta", "delta", "text"),  # Amazon Nova
+    ("choices", 0, "delta", "content"),  # OpenAI-style (Mistral, DeepSeek, gpt-oss)
+    ("outputs", 0, "text"),  # Mistral
+)
+
+
+def _path(data: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        if isinstance(step, int):
+            data = data[step] if isinstance(data, list) and len(data) > step else None
+        else:
+            data = data.get(step) if isinstance(data, Mapping) else None
+    return data
+
+
+def chunk_text_chars(event: Any) -> int:
+    """Output characters in one ``invoke_model_with_response_stream`` chunk."""
+    data = _chunk_json(event)
+    if not isinstance(data, Mapping):
+        return 0
+    for path in _TEXT_PATHS:
+        text = _path(data, path)
+        if isinstance(text, str):
+            return len(text)
+    return 0

@@ -1,0 +1,105 @@
+"""Gemini usage readers (pure functions), on the SDK's own types and on JSON bodies, including the
+wrong counts other meters are known for (thinking dropped or billed twice, cache misread, zero
+output in streams)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from google.genai import types
+
+from aerostack_meter import Usage
+from aerostack_meter._usage import apply_policy
+from aerostack_meter.providers._gemini_usage import (
+    build_usage,
+    merge_counts,
+    read_counts,
+    response_usage,
+)
+
+
+def response(**meta: Any) -> types.GenerateContentResponse:
+    return types.GenerateContentResponse(
+        usage_metadata=types.GenerateContentResponseUsageMetadata(**meta),
+        model_version="gemini-2.5-flash", response_id="r1")
+
+
+def test_plain() -> None:
+    u = response_usage(response(prompt_token_count=6, candidates_token_count=10, total_token_count=16))
+    assert u == Usage("gemini", "gemini-2.5-flash", 6, 10, 16, response_id="r1")
+
+
+def test_thinking_is_output_once() -> None:
+    # thoughts are NOT inside candidates: output = candidates + thoughts, billed once in the total
+    u = response_usage(response(prompt_token_count=6, candidates_token_count=10,
+                                thoughts_token_count=40, total_token_count=56))
+    assert u is not None
+    assert (u.input_tokens, u.output_tokens, u.reasoning_tokens, u.total_tokens) == (6, 50, 40, 56)
+    assert apply_policy("tokens", u) == {"tokens": 56}  # not 96 (twice), not 16 (dropped)
+    assert apply_policy("split", u) == {"input_tokens": 6, "output_tokens": 50}
+
+
+def test_cached_is_part_of_prompt() -> None:
+    u = response_usage(response(prompt_token_count=100, cached_content_token_count=80,
+                                candidates_token_count=5, total_token_count=105))
+    assert u is not None
+    assert (u.input_tokens, u.cached_input_tokens, u.total_tokens) == (100, 80, 105)
+    # split: the cached part is taken out of the input, not added to it
+    assert apply_policy("split", u) == {"input_tokens": 20, "output_tokens": 5,
+                                        "cached_input_tokens": 80}
+
+
+def test_tool_use_prompt_is_input_reported_apart() -> None:
+    u = response_usage(response(prompt_token_count=6, tool_use_prompt_token_count=300,
+                                candidates_token_count=10, total_token_count=316))
+    assert u is not None and (u.input_tokens, u.output_tokens, u.total_tokens) == (306, 10, 316)
+
+
+def test_total_absent_or_zero_is_never_billed_as_zero() -> None:
+    u = response_usage(response(prompt_token_count=6, candidates_token_count=10, thoughts_token_count=4))
+    assert u is not None and u.total_tokens == 20
+    u = response_usage(response(prompt_token_count=6, candidates_token_count=10, total_token_count=0))
+    assert u is not None and u.total_tokens == 16
+
+
+def test_json_body_camel_case() -> None:
+    body = {"usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 10,
+                              "thoughtsTokenCount": 4, "cachedContentTokenCount": 2,
+                              "totalTokenCount": 20}, "modelVersion": "m", "responseId": "x"}
+    assert response_usage(body) == Usage("gemini", "m", 6, 14, 20, cached_input_tokens=2,
+                                         reasoning_tokens=4, response_id="x")
+
+
+@pytest.mark.parametrize("meta", [
+    None,
+    {},
+    {"promptTokenCount": -1, "candidatesTokenCount": 3},
+    {"promptTokenCount": "6", "candidatesTokenCount": 3},
+    {"promptTokenCount": 6, "totalTokenCount": 2**70},
+    {"promptTokenCount": 0, "candidatesTokenCount": 0, "totalTokenCount": 0},
+], ids=["none", "empty", "negative", "string", "huge", "all-zero"])
+def test_missing_or_hostile_usage_is_none(meta: Any) -> None:
+    assert response_usage({"usageMetadata": meta}) is None
+
+
+def test_no_usage_metadata_on_the_sdk_type() -> None:
+    assert response_usage(types.GenerateContentResponse()) is None
+
+
+def test_stream_last_value_wins_field_by_field() -> None:
+    chunks = [
+        {"promptTokenCount": 6, "candidatesTokenCount": 3, "thoughtsTokenCount": 4, "totalTokenCount": 13},
+        {"promptTokenCount": 6, "candidatesTokenCount": 7, "thoughtsTokenCount": 4, "totalTokenCount": 17},
+        # a final chunk without candidatesTokenCount keeps the earlier value (not zero output)
+        {"promptTokenCount": 6, "thoughtsTokenCount": 4, "totalTokenCount": 17},
+    ]
+    counts = None
+    for meta in chunks:
+        c = read_counts(meta)
+        assert c is not None
+        counts = merge_counts(counts, c)
+    assert counts is not None
+    u = build_usage(counts, "m", None)
+    assert u is not None
+    assert (u.input_tokens, u.output_tokens, u.total_tokens) == (6, 11, 17)  # not 3+7 (summed)
