@@ -102,6 +102,16 @@ class Endpoint:
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         return Reducer(self.provider, kwargs)
 
+    def stream_in(self, result: Any) -> Any:
+        """The stream of a ``"stream"`` result: the result itself, or the stream a response object
+        holds (an SDK that returns ``{"stream": <events>, ...}``)."""
+        return result
+
+    def with_stream(self, result: Any, stream: Any) -> Any:
+        """What the caller gets once the stream is proxied: the proxy itself, or ``result`` with
+        the proxy in place of the stream it held."""
+        return stream
+
     def snapshot_usage(self, stream: Any, reducer: Reducer) -> Usage | None:
         """For stream managers: usage from the entered stream's final snapshot (None if unknown)."""
         return None

@@ -79,7 +79,8 @@ def finish(call: Call, hint: Any, result: Any, returns: Kind | None = None) -> A
                 call.end(endpoint.usage(result), getattr(result, "model", None))
             return result
         if kind == "stream":
-            return proxy_stream(result, call, endpoint.reducer(call.kwargs, hint))
+            stream = proxy_stream(endpoint.stream_in(result), call, endpoint.reducer(call.kwargs, hint))
+            return endpoint.with_stream(result, stream)
         if kind == "manager":
             return ManagerProxy(result, call, endpoint.reducer(call.kwargs, hint))
         if kind == "raw":

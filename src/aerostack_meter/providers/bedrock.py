@@ -1,0 +1,184 @@
+"""AWS Bedrock runtime (``boto3.client("bedrock-runtime")``): which calls are metered and where
+their usage lives.
+
+Metered: ``converse``, ``converse_stream``, ``invoke_model`` and
+``invoke_model_with_response_stream``, on every ``bedrock-runtime`` client built once the meter is
+on, whether by ``boto3.client(...)``, a ``boto3.Session`` or a botocore session. botocore builds a
+client class per client and announces it with its ``creating-client-class.bedrock-runtime`` event;
+a handler for that event (registered for every session botocore creates from then on, and on
+boto3's default session if it exists) wraps the four methods in the class's attributes before the
+class is made. Nothing of boto3 or botocore is replaced. A client built before ``init()`` is
+metered through ``wrap(client)``. Anthropic's own ``AnthropicBedrock`` client does not go through
+these clients (it signs with botocore and sends with httpx): it stays metered by the ``anthropic``
+provider, once.
+
+Usage (:mod:`._bedrock_usage`): ``converse`` ``usage``; ``converse_stream`` its final ``metadata``
+event; ``invoke_model`` the count headers (the body is never read); the response stream's last
+chunk ``amazon-bedrock-invocationMetrics``. The model is the request's ``modelId``. A stream left
+early is estimated once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .._call import Endpoint, Kind, Reducer
+from .._estimate import estimate_input_tokens
+from .._usage import Usage
+from ._base import Provider, ReaderReducer, Target
+from ._bedrock_usage import (
+    chunk_text_chars,
+    chunk_usage,
+    converse_event_chars,
+    converse_event_usage,
+    converse_usage,
+    header_usage,
+)
+
+__all__ = ["PROVIDER"]
+
+# The request's modelId, from prepare() to usage() of the same call (run back to back by the core
+# on the calling thread; a nested metered call in between is impossible: botocore calls are sync).
+_MODEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("aerostack_bedrock_model",
+                                                                    default=None)
+
+
+def _model_id(kwargs: Mapping[str, Any]) -> str | None:
+    model = kwargs.get("modelId")
+    return model if isinstance(model, str) and model else None
+
+
+class _BedrockReducer(ReaderReducer):
+    """A Bedrock event stream; estimates read ``invoke_model``'s JSON ``body`` for the input."""
+
+    __slots__ = ()
+
+    def estimate(self) -> Usage:
+        usage = super().estimate()
+        body = self.kwargs.get("body")
+        if "messages" in self.kwargs or not isinstance(body, (str, bytes, bytearray)):
+            return usage
+        try:
+            request = json.loads(body)
+        except ValueError:
+            return usage
+        if not isinstance(request, dict):
+            return usage
+        inp = estimate_input_tokens(request)
+        return usage._replace(input_tokens=inp, total_tokens=inp + usage.output_tokens)
+
+
+class BedrockCall(Endpoint):
+    """One Bedrock runtime operation; ``slot`` names the key of a streamed response's events."""
+
+    provider = "bedrock"
+
+    def __init__(self, name: str, kind: Kind, *,
+                 response: Callable[[Any, str | None], Usage | None] | None = None,
+                 event: Callable[[Any, str | None], Usage | None] | None = None,
+                 event_chars: Callable[[Any], int] | None = None, slot: str = "") -> None:
+        self.name = name
+        self.returns: Kind = kind
+        self._response = response
+        self._event = event
+        self._event_chars = event_chars
+        self._slot = slot
+
+    def prepare(self, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        _MODEL.set(_model_id(kwargs))
+        return kwargs, None
+
+    def kind(self, result: Any) -> Kind:
+        return self.returns
+
+    def usage(self, response: Any) -> Usage | None:
+        return self._response(response, _MODEL.get()) if self._response is not None else None
+
+    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
+        model = _model_id(kwargs)
+        read = self._event
+        assert read is not None
+        reducer = _BedrockReducer(self.provider, kwargs, lambda event: read(event, model),
+                                  self._event_chars)
+        reducer.model = model
+        return reducer
+
+    def stream_in(self, result: Any) -> Any:
+        return result[self._slot]
+
+    def with_stream(self, result: Any, stream: Any) -> Any:
+        result[self._slot] = stream
+        return result
+
+
+CONVERSE = BedrockCall("converse", "response", response=converse_usage)
+INVOKE = BedrockCall("invoke_model", "response", response=header_usage)
+CONVERSE_STREAM = BedrockCall("converse_stream", "stream", event=converse_event_usage,
+                              event_chars=converse_event_chars, slot="stream")
+INVOKE_STREAM = BedrockCall("invoke_model_with_response_stream", "stream", event=chunk_usage,
+                            event_chars=chunk_text_chars, slot="body")
+_CALLS = (CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM)
+
+_EVENT = "creating-client-class.bedrock-runtime"
+_UNIQUE_ID = "aerostack_meter.bedrock"
+
+
+def _getter() -> Any:
+    from .._global import get_meter
+
+    return get_meter() if PROVIDER.patched else None
+
+
+def _on_client_class(class_attributes: dict[str, Any], **_: Any) -> None:
+    """botocore's ``creating-client-class`` handler: wrap the four methods of the class."""
+    from .._wrapping import MeterWrapper, make_wrapper
+
+    for call in _CALLS:
+        method = class_attributes.get(call.name)
+        if method is None or isinstance(method, MeterWrapper):
+            continue
+        class_attributes[call.name] = MeterWrapper(
+            method, make_wrapper(call, False, _getter, returns=call.returns))
+
+
+class _ClientClassProvider(Provider):
+    """A provider whose patch registers a botocore event handler instead of patch targets."""
+
+    def patch(self) -> int:
+        n = super().patch()
+        from botocore import handlers
+
+        if (_EVENT, _on_client_class) not in handlers.BUILTIN_HANDLERS:
+            handlers.BUILTIN_HANDLERS.append((_EVENT, _on_client_class))  # every new session
+        boto3 = sys.modules.get("boto3")
+        session = getattr(boto3, "DEFAULT_SESSION", None)
+        if session is not None:  # boto3's default session exists already
+            session.events.register(_EVENT, _on_client_class, unique_id=_UNIQUE_ID)
+        return n
+
+    def unpatch(self) -> None:
+        super().unpatch()  # the wrapped methods of classes already built go inert (_getter)
+        handlers = sys.modules.get("botocore.handlers")
+        if handlers is not None and (_EVENT, _on_client_class) in handlers.BUILTIN_HANDLERS:
+            handlers.BUILTIN_HANDLERS.remove((_EVENT, _on_client_class))
+        session = getattr(sys.modules.get("boto3"), "DEFAULT_SESSION", None)
+        if session is not None:
+            session.events.unregister(_EVENT, _on_client_class, unique_id=_UNIQUE_ID)
+
+
+def _no_targets() -> list[Target]:
+    return []
+
+
+PROVIDER = _ClientClassProvider(
+    name="bedrock",
+    package="botocore",
+    distribution="botocore",
+    versions=">=1.37,<2",
+    targets=_no_targets,
+    client_tree={call.name: call for call in _CALLS},
+)

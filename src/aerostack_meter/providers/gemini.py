@@ -1,0 +1,165 @@
+"""Google Gemini (``google-genai``, ``from google import genai``): which methods are metered and
+where their usage lives. Gemini API and Vertex AI (``vertexai=True``) share every class.
+
+Metered at the SDK's per-request methods ``Models._generate_content`` and
+``Models._generate_content_stream`` (and their ``AsyncModels`` twins): every public surface sends
+through them, so ``generate_content``, ``generate_content_stream``, ``client.aio`` and chat sessions
+(``chats.create(...).send_message`` / ``send_message_stream``, sync and async) are metered, and so is
+each request the SDK makes on its own inside one public call (automatic function calling rounds,
+automatic continuation hops), each from its own ``usage_metadata``. ``count_tokens`` (and
+``compute_tokens``, ``embed_content``) are never metered. Usage rules: :mod:`._gemini_usage` and
+docs/providers/gemini.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .._call import Reducer
+from .._estimate import estimate_input_tokens, tokens_from_chars
+from .._usage import Usage
+from .._wrap import HELPER
+from ._base import Provider, ReaderEndpoint, Target, read_field
+from ._gemini_usage import (
+    Counts,
+    build_usage,
+    merge_counts,
+    read_counts,
+    response_meta,
+    response_usage,
+)
+
+__all__ = ["PROVIDER"]
+
+
+def _chars(chunk: Any) -> int:
+    """Output characters of one chunk: the text (and thought) parts of its first candidate."""
+    candidates = read_field(chunk, "candidates")
+    if not candidates:
+        return 0
+    parts = read_field(read_field(candidates[0], "content"), "parts") or ()
+    chars = 0
+    for part in parts:
+        text = read_field(part, "text")
+        if isinstance(text, str):
+            chars += len(text)
+    return chars
+
+
+def _finished(chunk: Any) -> bool:
+    candidates = read_field(chunk, "candidates")
+    return bool(candidates) and read_field(candidates[0], "finish_reason") is not None
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Request contents as plain data (SDK ``Content``/``Part`` models dumped) for estimates."""
+    if depth > 6:
+        return None
+    if hasattr(value, "model_dump"):
+        return value.model_dump(exclude_none=True)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, depth + 1) for v in value]
+    return value
+
+
+class GeminiReducer(Reducer):
+    """A ``generate_content_stream`` request: every chunk's usage is the count so far (each field's
+    last value wins); exact once a chunk says the candidate finished, an estimate otherwise."""
+
+    __slots__ = ("counts", "finished", "invalid")
+
+    def __init__(self, provider: str, kwargs: Mapping[str, Any]) -> None:
+        super().__init__(provider, kwargs)
+        self.counts: Counts | None = None
+        self.finished = False
+        self.invalid = False
+
+    def observe(self, event: Any) -> bool:
+        meta, model, rid = response_meta(event)
+        if model:
+            self.model = model
+        if rid:
+            self.response_id = rid
+        self.chars += _chars(event)
+        if meta is not None:
+            counts = read_counts(meta)
+            if counts is None:
+                self.invalid = True
+            else:
+                self.counts = merge_counts(self.counts, counts)
+        if _finished(event):
+            self.finished = True
+        if self.finished and self.counts is not None and not self.invalid:
+            self.exact = build_usage(self.counts, self.model, self.response_id)
+        return False
+
+    def partial(self) -> Usage | None:
+        if self.invalid or self.counts is None:
+            return None
+        return build_usage(self.counts, self.model, self.response_id)
+
+    def estimate_when_complete(self) -> bool:
+        return self.counts is not None  # ended without a finish reason: bill what is known
+
+    def estimate(self) -> Usage:
+        if self.partial() is not None:
+            return super().estimate()
+        config = self.kwargs.get("config")
+        system = read_field(config, "system_instruction") if config is not None else None
+        inp = estimate_input_tokens({"content": _plain(self.kwargs.get("contents")),
+                                     "system": _plain(system)})
+        out = tokens_from_chars(self.chars) if self.chars else 0
+        return Usage(self.provider, self.model, inp, out, inp + out, response_id=self.response_id,
+                     estimated=True)
+
+
+class GenerateContent(ReaderEndpoint):
+    """One Gemini request: a ``GenerateContentResponse``, or a stream of them."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("gemini", name, response=response_usage)
+
+    def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
+        return GeminiReducer(self.provider, kwargs)
+
+
+GENERATE = GenerateContent("models.generate_content")
+GENERATE_STREAM = GenerateContent("models.generate_content_stream")
+
+_MODELS = "google.genai.models"
+
+
+def _targets() -> list[Target]:
+    out = []
+    for cls, is_async in (("Models", False), ("AsyncModels", True)):
+        out.append(Target(_MODELS, f"{cls}._generate_content", GENERATE, is_async, "response"))
+        out.append(Target(_MODELS, f"{cls}._generate_content_stream", GENERATE_STREAM, is_async,
+                          "stream"))
+    return out
+
+
+# wrap(client): the public methods are evaluated with the proxy as ``self`` so that their calls to
+# the per-request methods go through it; chat sessions get the proxied ``models`` as ``_modules``.
+_MODELS_NODE: dict[str, Any] = {
+    "generate_content": HELPER,
+    "generate_content_stream": HELPER,
+    "_generate_content_with_continuation": HELPER,  # 3.x: continuation hops
+    "_generate_content_stream_with_continuation": HELPER,
+    "_generate_content": GENERATE,
+    "_generate_content_stream": GENERATE_STREAM,
+}
+_CHATS_NODE: dict[str, Any] = {"create": HELPER, "_modules": _MODELS_NODE}
+
+PROVIDER = Provider(
+    name="gemini",
+    package="google.genai",
+    distribution="google-genai",
+    versions=">=1.20,<4",
+    targets=_targets,
+    client_tree={
+        "models": _MODELS_NODE,
+        "chats": _CHATS_NODE,
+        "aio": {"models": _MODELS_NODE, "chats": _CHATS_NODE},
+    },
+)

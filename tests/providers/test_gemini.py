@@ -1,0 +1,178 @@
+"""Gemini (``google-genai``) over real HTTP against the mock server: models, streams, chats, the
+async client, Vertex AI, wrap(), early ends; count_tokens never metered."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from google import genai
+from google.genai import types
+from google.oauth2.credentials import Credentials
+
+import aerostack_meter as am
+from tests.conftest import billed
+
+from ._support import MODES, drain, resolve
+
+MODEL = "gemini-2.5-flash"
+TEXT = "hello big world"  # P = 6; reply 10 words
+RICH = {"x-mock-reasoning": "4", "x-mock-cache": "2", "x-mock-tool-use-prompt": "5"}
+RICH_TOTAL = 6 + 5 + 10 + 4  # prompt (cache inside) + tool-use prompt + candidates + thoughts
+
+
+@pytest.fixture(autouse=True)
+def _reset(mock_llm: Any) -> Iterator[None]:
+    mock_llm.reset()
+    yield
+    gc.collect(1)
+
+
+def make(llm: Any, vertex: str = "", **headers: str) -> genai.Client:
+    options = types.HttpOptions(base_url=llm.base_url, headers=headers or None)
+    if vertex == "express":
+        return genai.Client(vertexai=True, api_key="k", http_options=options)
+    if vertex == "project":
+        return genai.Client(vertexai=True, project="p", location="us-central1",
+                            credentials=Credentials(token="t"), http_options=options)  # type: ignore[no-untyped-call]
+    return genai.Client(api_key="k", http_options=options)
+
+
+def models(client: genai.Client, mode: str) -> Any:
+    return client.aio.models if mode == "async" else client.models
+
+
+async def stream_of(client: genai.Client, mode: str, **kw: Any) -> Any:
+    return await resolve(models(client, mode).generate_content_stream(model=MODEL, contents=TEXT, **kw))
+
+
+def stats() -> Any:
+    assert am.flush(10)
+    return am.stats()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_generate_content_bills_the_provider_total(meter: Any, gateway: Any, mock_llm: Any,
+                                                         mode: str) -> None:
+    client = make(mock_llm, **RICH)
+    r = await resolve(models(client, mode).generate_content(model=MODEL, contents=TEXT))
+    assert r.usage_metadata.total_token_count == RICH_TOTAL
+    assert billed(gateway) == {"default": RICH_TOTAL}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_stream_bills_the_last_cumulative_value_once(meter: Any, gateway: Any, mock_llm: Any,
+                                                           mode: str) -> None:
+    client = make(mock_llm, **RICH, **{"x-mock-chunks": "3"})
+    chunks = await drain(await stream_of(client, mode))
+    assert len(chunks) == 4 and "".join(c.text or "" for c in chunks).startswith("hello big world")
+    assert billed(gateway) == {"default": RICH_TOTAL}  # not the sum of the running counts
+    s = stats()
+    assert (s.calls_metered, s.events_estimated) == (1, 0)
+
+
+def test_split_metrics(meter_factory: Any, gateway: Any, mock_llm: Any) -> None:
+    meter_factory(default_consumer_id="default", metrics="split")
+    client = make(mock_llm, **RICH)
+    client.models.generate_content(model=MODEL, contents=TEXT)
+    assert am.flush(10)
+    rows = {r["metric"]: r["units"] for r in gateway.client.totals()}
+    # input 11 (6 prompt + 5 tool use) less 2 cached; output 14 = 10 visible + 4 thinking, once
+    assert rows == {"input_tokens": 9, "cached_input_tokens": 2, "output_tokens": 14}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_chat_sessions(meter: Any, gateway: Any, mock_llm: Any, mode: str) -> None:
+    client = make(mock_llm)
+    chats = client.aio.chats if mode == "async" else client.chats
+    chat = chats.create(model=MODEL)
+    await resolve(chat.send_message(TEXT))
+    await drain(await resolve(chat.send_message_stream(TEXT)))
+    usage = mock_llm.usage()["total"]
+    assert usage["requests"] == 2
+    assert billed(gateway) == {"default": usage["total_tokens"]}
+    assert stats().calls_metered == 2
+
+
+@pytest.mark.parametrize("vertex", ["project", "express"])
+def test_vertex_ai(meter: Any, gateway: Any, mock_llm: Any, vertex: str) -> None:
+    client = make(mock_llm, vertex)
+    client.models.generate_content(model=MODEL, contents=TEXT)
+    list(client.models.generate_content_stream(model=MODEL, contents=TEXT))
+    assert billed(gateway) == {"default": 32}
+    assert stats().calls_metered == 2
+
+
+def test_count_tokens_is_never_metered(meter: Any, gateway: Any, mock_llm: Any) -> None:
+    client = make(mock_llm)
+    assert client.models.count_tokens(model=MODEL, contents=TEXT).total_tokens == 6
+    assert billed(gateway) == {}
+    s = stats()
+    assert (s.calls_metered, s.usage_missing) == (0, 0)
+    assert mock_llm.stats()["by_endpoint"] == {"gemini.count_tokens": 1}
+
+
+def test_missing_usage_is_counted_not_billed(meter: Any, gateway: Any, mock_llm: Any) -> None:
+    client = make(mock_llm, **{"x-mock-usage": "missing"})
+    client.models.generate_content(model=MODEL, contents=TEXT)
+    assert billed(gateway) == {}
+    assert stats().usage_missing == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_stream_left_early_is_estimated_once(meter: Any, gateway: Any, mock_llm: Any,
+                                                   mode: str) -> None:
+    client = make(mock_llm, **{"x-mock-chunks": "5", "x-mock-reasoning": "4"})
+    stream = await stream_of(client, mode)
+    got = await drain(stream, limit=2)
+    await resolve(stream.aclose() if mode == "async" else stream.close())
+    del stream
+    # the SDK's inner async generators are closed by the event loop (its asyncgen finalizer) once
+    # collected; the metered request stream goes with them
+    for _ in range(3):
+        gc.collect()
+        await asyncio.sleep(0)
+    # the input is exact (the chunks' promptTokenCount); the output is the larger of the running
+    # count (4 visible + 4 thinking) and the text read, 4 words in 18 characters
+    seen = got[-1].usage_metadata
+    assert (seen.prompt_token_count, seen.candidates_token_count) == (6, 4)
+    assert billed(gateway) == {"default": 6 + 4 + 4}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing) == (1, 1, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrap_one_client(meter_factory: Any, gateway: Any, mock_llm: Any, mode: str) -> None:
+    meter_factory(instrument=False)
+    plain = make(mock_llm)
+    client = am.wrap(make(mock_llm), consumer_id="usr_w")
+    assert isinstance(client, genai.Client)
+    await resolve(models(client, mode).generate_content(model=MODEL, contents=TEXT))
+    await drain(await stream_of(client, mode))
+    chats = client.aio.chats if mode == "async" else client.chats
+    await resolve(chats.create(model=MODEL).send_message(TEXT))
+    await resolve(models(plain, mode).generate_content(model=MODEL, contents=TEXT))  # not wrapped
+    assert billed(gateway) == {"usr_w": 48}
+    assert stats().calls_metered == 3
+
+
+def test_patched_and_wrapped_is_billed_once(meter: Any, gateway: Any, mock_llm: Any) -> None:
+    client = am.wrap(make(mock_llm))
+    client.models.generate_content(model=MODEL, contents=TEXT)
+    list(client.models.generate_content_stream(model=MODEL, contents=TEXT))
+    assert billed(gateway) == {"default": 32}
+
+
+def test_per_request_methods_are_the_sdks(meter: Any) -> None:
+    """The private methods relied on: every public surface sends through these (one per HTTP
+    request, so automatic function calling rounds and continuation hops are each metered)."""
+    from google.genai import models as m
+
+    for cls in (m.Models, m.AsyncModels):
+        for name in ("_generate_content", "_generate_content_stream"):
+            assert isinstance(cls.__dict__[name], am._wrapping.MeterWrapper), (cls, name)

@@ -1,0 +1,127 @@
+"""Mistral (``mistralai``) over real HTTP against the mock server: chat.complete / chat.stream and
+their async twins, both import paths, wrap(), early ends."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import aerostack_meter as am
+from tests.conftest import billed
+
+from ._support import MODES, drain, resolve
+
+try:  # 2.x and later
+    from mistralai.client import Mistral
+
+    IMPORT_PATH = "mistralai.client"
+except ImportError:  # pragma: no cover - 1.x: ``from mistralai import Mistral``
+    from mistralai import Mistral  # type: ignore[attr-defined,no-redef]
+
+    IMPORT_PATH = "mistralai"
+
+MODEL = "mistral-small-latest"
+MESSAGES: Any = [{"role": "user", "content": "hello big world"}]  # P = 6, reply 10
+
+
+@pytest.fixture(autouse=True)
+def _reset(mock_llm: Any) -> Iterator[None]:
+    mock_llm.reset()
+    yield
+    gc.collect(1)
+
+
+def make(llm: Any) -> Any:
+    return Mistral(api_key="k", server_url=llm.base_url)
+
+
+def complete(client: Any, mode: str, **kw: Any) -> Any:
+    fn = client.chat.complete_async if mode == "async" else client.chat.complete
+    return resolve(fn(model=MODEL, messages=MESSAGES, **kw))
+
+
+def stream(client: Any, mode: str, **kw: Any) -> Any:
+    fn = client.chat.stream_async if mode == "async" else client.chat.stream
+    return resolve(fn(model=MODEL, messages=MESSAGES, **kw))
+
+
+def stats() -> Any:
+    assert am.flush(10)
+    return am.stats()
+
+
+def test_the_import_path_of_this_version() -> None:
+    module = importlib.import_module(IMPORT_PATH)
+    assert module.Mistral is Mistral
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_complete(capture: Any, mock_llm: Any, mode: str) -> None:
+    r = await complete(make(mock_llm), mode, http_headers={"x-mock-cache": "2"})
+    assert r.usage.total_tokens == 16
+    assert am.flush(10)
+    assert [(e.units, e.model, e.estimated) for e in capture.events] == [(16, MODEL, False)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_stream_usage_on_the_last_event(meter: Any, gateway: Any, mock_llm: Any,
+                                              mode: str) -> None:
+    events = await drain(await stream(make(mock_llm), mode, http_headers={"x-mock-chunks": "3"}))
+    assert events[-1].data.usage.total_tokens == 16 and len(events) == 5
+    assert billed(gateway) == {"default": 16}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated) == (1, 0)
+
+
+def test_split_counts_the_cache_inside_the_prompt(meter_factory: Any, gateway: Any,
+                                                  mock_llm: Any) -> None:
+    meter_factory(default_consumer_id="default", metrics="split")
+    make(mock_llm).chat.complete(model=MODEL, messages=MESSAGES, http_headers={"x-mock-cache": "2"})
+    assert am.flush(10)
+    rows = {r["metric"]: r["units"] for r in gateway.client.totals()}
+    assert rows == {"input_tokens": 4, "cached_input_tokens": 2, "output_tokens": 10}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_stream_left_early_is_estimated_once(meter: Any, gateway: Any, mock_llm: Any,
+                                                   mode: str) -> None:
+    s = await stream(make(mock_llm), mode)
+    got = await drain(s, limit=4)  # the role chunk and "hello big world"
+    await resolve(s.close())
+    assert "".join(e.data.choices[0].delta.content for e in got) == "hello big world"
+    # input estimated from the messages (15 characters: 4 tokens), output from 15 characters
+    assert billed(gateway) == {"default": 4 + 4}
+    st = stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing) == (1, 1, 0)
+
+
+def test_stream_aborted_by_the_server_is_estimated(meter: Any, gateway: Any, mock_llm: Any) -> None:
+    client = make(mock_llm)
+    with pytest.raises(Exception):  # noqa: B017 - the SDK's transport error, whatever its class
+        list(client.chat.stream(model=MODEL, messages=MESSAGES,
+                                http_headers={"x-mock-stream-error-after": "3"}))
+    assert billed(gateway) == {"default": 8}
+    assert stats().events_estimated == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrap_one_client(meter_factory: Any, gateway: Any, mock_llm: Any, mode: str) -> None:
+    meter_factory(instrument=False)
+    client = am.wrap(make(mock_llm), consumer_id="usr_w")
+    assert isinstance(client, Mistral)
+    await complete(client, mode)
+    await drain(await stream(client, mode))
+    await complete(make(mock_llm), mode)  # not wrapped
+    assert billed(gateway) == {"usr_w": 32}
+
+
+def test_invalid_usage_is_counted_missing(meter: Any, gateway: Any, mock_llm: Any) -> None:
+    # (the SDK itself rejects a null or absent usage; negative counts pass its validation)
+    make(mock_llm).chat.complete(model=MODEL, messages=MESSAGES,
+                                 http_headers={"x-mock-usage": "negative"})
+    assert billed(gateway) == {}
+    assert stats().usage_missing == 1
