@@ -1,6 +1,7 @@
 """Shared by the examples: use the servers named in the environment, or start local ones.
 
-Each example reads ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` (read by the SDKs themselves) and
+Each example reads ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL`` / ``GOOGLE_GEMINI_BASE_URL`` /
+``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` (read by the SDKs themselves), ``MISTRAL_SERVER_URL`` and
 ``AEROSTACK_BASE_URL`` / ``AEROSTACK_API_KEY`` (read by ``aerostack_meter.init()``). Whatever is
 absent is started here, in-process: the mock LLM server and the gateway emulator from
 ``aerostack_meter.servers`` (install the ``servers`` extra). So ``python examples/X.py`` runs
@@ -26,19 +27,33 @@ from aerostack_meter.servers import (
 
 __all__ = ["billed", "local_servers", "print_tokens"]
 
+_LLM_URLS = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GOOGLE_GEMINI_BASE_URL",
+             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "MISTRAL_SERVER_URL")
+
 
 @contextlib.contextmanager
 def local_servers() -> Iterator[None]:
     """Start whatever the environment does not name, and point the environment at it."""
     started: list[MockLLMHandle | GatewayHandle] = []
     try:
-        if not (os.environ.get("OPENAI_BASE_URL") and os.environ.get("ANTHROPIC_BASE_URL")):
+        if not all(os.environ.get(name) for name in _LLM_URLS):
             llm = start_mock_llm()
             started.append(llm)
-            os.environ.setdefault("OPENAI_BASE_URL", llm.url)
-            os.environ.setdefault("ANTHROPIC_BASE_URL", llm.anthropic_base_url)
-            os.environ.setdefault("OPENAI_API_KEY", "sk-local-mock")
-            os.environ.setdefault("ANTHROPIC_API_KEY", "sk-ant-local-mock")
+            for name, value in (
+                ("OPENAI_BASE_URL", llm.url),
+                ("ANTHROPIC_BASE_URL", llm.anthropic_base_url),
+                ("GOOGLE_GEMINI_BASE_URL", llm.base_url),  # read by google-genai
+                ("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", llm.base_url),  # read by botocore
+                ("MISTRAL_SERVER_URL", llm.base_url),  # read by the Mistral example
+                ("OPENAI_API_KEY", "sk-local-mock"),
+                ("ANTHROPIC_API_KEY", "sk-ant-local-mock"),
+                ("GEMINI_API_KEY", "local-mock"),
+                ("MISTRAL_API_KEY", "local-mock"),
+                ("AWS_ACCESS_KEY_ID", "AKIDLOCALMOCK"),
+                ("AWS_SECRET_ACCESS_KEY", "local-mock"),
+                ("AWS_DEFAULT_REGION", "us-east-1"),
+            ):
+                os.environ.setdefault(name, value)
         if not os.environ.get("AEROSTACK_BASE_URL"):
             key = os.environ.setdefault("AEROSTACK_API_KEY", "ac_local_demo_key")
             gateway = start_gateway(keys=[key])

@@ -17,8 +17,12 @@ import pytest
 from tests.conftest import API_KEY
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-NAMES = ["openai_chatbot", "anthropic_chatbot", "async_streaming", "fastapi_app", "credits_policy"]
+NAMES = ["openai_chatbot", "anthropic_chatbot", "async_streaming", "fastapi_app", "credits_policy",
+         "gemini_chatbot", "bedrock_chatbot", "mistral_chatbot"]
 _ENV_VARS = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY",
+             "GOOGLE_GEMINI_BASE_URL", "GOOGLE_VERTEX_BASE_URL", "GEMINI_API_KEY", "GOOGLE_API_KEY",
+             "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL", "MISTRAL_SERVER_URL",
+             "MISTRAL_API_KEY",
              "AEROSTACK_BASE_URL", "AEROSTACK_API_KEY", "AEROSTACK_API_ID",
              "AEROSTACK_METER_DEFAULT_CONSUMER", "AEROSTACK_METER_SPOOL", "AEROSTACK_METER_DISABLED")
 
@@ -111,6 +115,20 @@ def test_credits_policy(runs: dict[str, subprocess.Popen[str]]) -> None:
     assert set(got) == {"usr_free", "usr_pro"}
     assert all(expected == billed > 0 for expected, billed in got.values()), got
     assert got["usr_pro"][1] > got["usr_free"][1]  # gpt-4o costs more per token
+
+
+@pytest.mark.parametrize(("name", "users"), [
+    ("gemini_chatbot", {"usr_fatima", "usr_gus"}),
+    ("bedrock_chatbot", {"usr_hana", "usr_ivo"}),
+    ("mistral_chatbot", {"usr_jo", "usr_kim"}),
+])
+def test_new_provider_examples(runs: dict[str, subprocess.Popen[str]], name: str, users: set[str]) -> None:
+    out = _output(runs, name)
+    got = _reported_vs_billed(out)
+    assert set(got) == users, out
+    assert all(reported == billed > 0 for reported, billed in got.values()), got
+    if name == "bedrock_chatbot":
+        assert "input_tokens=" in out and "output_tokens=" in out  # the "split" policy's metrics
 
 
 def test_credits_policy_is_usable_as_a_library(tmp_path: Path) -> None:
