@@ -25,7 +25,7 @@ from aerostack_meter.servers import (
     start_mock_llm,
 )
 
-__all__ = ["billed", "local_servers", "print_tokens"]
+__all__ = ["billed", "local_servers", "print_split", "print_tokens"]
 
 _LLM_URLS = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GOOGLE_GEMINI_BASE_URL",
              "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "MISTRAL_SERVER_URL")
@@ -87,4 +87,16 @@ def print_tokens(reported: Mapping[str, int], users: Iterable[str]) -> None:
         line = f"{user}: {reported[user]} tokens reported by the API"
         if totals is not None:
             line += f", {totals.get(user, {}).get('tokens', 0)} billed"
+        print(line)
+
+
+def print_split(reported: Mapping[str, int], users: Iterable[str]) -> None:
+    """``print_tokens`` for the "split" policy: the billed total and its metrics, per user."""
+    totals = billed()
+    for user in users:
+        line = f"{user}: {reported[user]} tokens reported by the API"
+        if totals is not None:
+            parts = totals.get(user, {})
+            detail = ", ".join(f"{metric}={units}" for metric, units in sorted(parts.items()))
+            line += f", {sum(parts.values())} billed ({detail})"
         print(line)

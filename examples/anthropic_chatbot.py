@@ -13,7 +13,7 @@ import os
 from collections import Counter
 
 import anthropic
-from _local import billed, local_servers
+from _local import local_servers, print_split
 from anthropic.types import Message, MessageParam, Usage
 
 import aerostack_meter
@@ -54,14 +54,7 @@ def main() -> None:
                 reported[user] += normalised_input(message.usage) + message.usage.output_tokens
     aerostack_meter.flush(10)
 
-    totals = billed()
-    for user in CONVERSATIONS:
-        line = f"{user}: {reported[user]} tokens reported by the API"
-        if totals is not None:
-            parts = totals.get(user, {})
-            detail = ", ".join(f"{metric}={units}" for metric, units in sorted(parts.items()))
-            line += f", {sum(parts.values())} billed ({detail})"
-        print(line)
+    print_split(reported, CONVERSATIONS)
     aerostack_meter.shutdown()
 
 

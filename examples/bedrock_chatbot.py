@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 import boto3
-from _local import billed, local_servers
+from _local import local_servers, print_split
 
 import aerostack_meter
 
@@ -55,14 +55,7 @@ def main() -> None:
                 reported[user] += usage["totalTokens"]
     aerostack_meter.flush(10)
 
-    totals = billed()
-    for user in CONVERSATIONS:
-        line = f"{user}: {reported[user]} tokens reported by the API"
-        if totals is not None:
-            parts = totals.get(user, {})
-            detail = ", ".join(f"{metric}={units}" for metric, units in sorted(parts.items()))
-            line += f", {sum(parts.values())} billed ({detail})"
-        print(line)
+    print_split(reported, CONVERSATIONS)
     aerostack_meter.shutdown()
 
 

@@ -4,72 +4,47 @@
 ``completion_tokens``, ``total_tokens``. Streams (``CompletionEvent``, whose ``data`` is a
 ``CompletionChunk``) carry the usage on their last chunk only.
 
-``UsageInfo`` defaults every count to 0, so a usage object the server sent without counts reads
-as zeros: a count is taken only when the server set it (pydantic's fields-set), otherwise the usage
-is missing, never a zero bill. ``prompt_tokens_details`` is not a declared field (it arrives in the
-model's extras, as a dict). Every number goes through :func:`to_count`: an invalid one makes the
-record ``None``.
+The shape is OpenAI's chat usage, so the OpenAI reader reads it (an invalid count makes the
+record ``None``). ``UsageInfo`` defaults every count to 0, so a usage object the server sent
+without counts would read as zeros: with none of them set by the server (pydantic's fields-set) the
+usage is missing, never a zero bill; a ``total_tokens`` left at 0 is the sum of the parts.
+``prompt_tokens_details`` is not a declared field (it arrives in the model's extras, as a dict).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .._usage import Usage, to_count
+from .._usage import Usage
 from ._base import read_field
+from ._openai_usage import chat_usage
 
 __all__ = ["chunk_chars", "chunk_usage", "response_usage", "usage_from"]
 
 _MAIN = frozenset(("prompt_tokens", "completion_tokens", "total_tokens"))
 
 
-def _sent(u: Any) -> frozenset[str] | set[str] | None:
-    """The fields the server sent (a pydantic model), or None when that cannot be known."""
+def _unsent(u: Any) -> bool:
+    """Whether a pydantic ``UsageInfo`` carries none of the counts (all three are its defaults)."""
     if u.__class__ is dict:
-        return None
+        return False
     try:
-        fields: set[str] = object.__getattribute__(u, "__pydantic_fields_set__")
+        sent: set[str] = object.__getattribute__(u, "__pydantic_fields_set__")
     except AttributeError:
-        return None
-    return fields
-
-
-def _count(u: Any, name: str, sent: frozenset[str] | set[str] | None) -> int | None:
-    if sent is not None and name not in sent:
-        return None
-    raw = read_field(u, name)
-    if raw is None:
-        return None
-    n = to_count(raw)
-    if n is None:
-        raise ValueError(name)
-    return n
+        return False
+    return not (_MAIN & sent)
 
 
 def usage_from(u: Any, model: Any, response_id: Any) -> Usage | None:
-    """A ``UsageInfo`` (or its JSON dict) as a normalised record."""
-    if u is None:
+    """A ``UsageInfo`` (or its JSON dict) as a normalised record: the OpenAI chat usage shape,
+    read by the OpenAI reader, once the counts are known to come from the server."""
+    if u is None or _unsent(u):
         return None
-    sent = _sent(u)
-    try:
-        inp = _count(u, "prompt_tokens", sent)
-        out = _count(u, "completion_tokens", sent)
-        total = _count(u, "total_tokens", sent)
-    except ValueError:
+    usage = chat_usage(u, model, response_id)
+    if usage is None:
         return None
-    if inp is None and out is None:
-        return None
-    inp = inp or 0
-    out = out or 0
-    if not total:
-        total = inp + out
-    if to_count(total) is None:
-        return None
-    details = read_field(u, "prompt_tokens_details")
-    cached = to_count(read_field(details, "cached_tokens")) or 0
-    return Usage("mistral", model if isinstance(model, str) else None, inp, out, total,
-                 cached_input_tokens=min(cached, inp),
-                 response_id=response_id if isinstance(response_id, str) else None)
+    total = usage.total_tokens or usage.input_tokens + usage.output_tokens  # never a default 0
+    return usage._replace(provider="mistral", total_tokens=total)
 
 
 def response_usage(response: Any) -> Usage | None:

@@ -43,23 +43,10 @@ def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
     finish = "length" if capped else "stop"
     model = body.get("model") if isinstance(body.get("model"), str) else "mock-model"
     base = {"id": f"mistral-mock{info.seq}", "created": info.created, "model": model}
+    reply = {"role": "assistant", "content": " ".join(words), "tool_calls": None, "prefix": False}
     if not body.get("stream"):
-        out: dict[str, Any] = {
-            **base,
-            "object": "chat.completion",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {
-                        "role": "assistant",
-                        "content": " ".join(words),
-                        "tool_calls": None,
-                        "prefix": False,
-                    },
-                    "finish_reason": finish,
-                }
-            ],
-        }
+        choice = {"index": 0, "message": reply, "finish_reason": finish}
+        out: dict[str, Any] = {**base, "object": "chat.completion", "choices": [choice]}
         put_usage(out, usage.mistral(), controls.usage)
         return JsonPlan(out, usage)
 
