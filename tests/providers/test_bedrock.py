@@ -18,6 +18,8 @@ from botocore.eventstream import EventStream
 import aerostack_meter as am
 from tests.conftest import billed
 
+from ._support import collect_garbage
+
 MODEL = "anthropic.claude-3-haiku-20240307-v1:0"
 MESSAGES = [{"role": "user", "content": [{"text": "hello big world"}]}]  # P = 6, reply 10
 CLAUDE_BODY = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100,
@@ -28,7 +30,7 @@ CLAUDE_BODY = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens
 def _reset(mock_llm: Any) -> Iterator[None]:
     mock_llm.reset()
     yield
-    gc.collect(1)
+    collect_garbage()
 
 
 def make(llm: Any, session: Any = None, **headers: str) -> Any:

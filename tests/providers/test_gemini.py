@@ -16,7 +16,7 @@ from google.oauth2.credentials import Credentials
 import aerostack_meter as am
 from tests.conftest import billed
 
-from ._support import MODES, drain, resolve
+from ._support import MODES, collect_garbage, drain, resolve
 
 MODEL = "gemini-2.5-flash"
 TEXT = "hello big world"  # P = 6; reply 10 words
@@ -28,7 +28,7 @@ RICH_TOTAL = 6 + 5 + 10 + 4  # prompt (cache inside) + tool-use prompt + candida
 def _reset(mock_llm: Any) -> Iterator[None]:
     mock_llm.reset()
     yield
-    gc.collect(1)
+    collect_garbage()
 
 
 def make(llm: Any, vertex: str = "", **headers: str) -> genai.Client:

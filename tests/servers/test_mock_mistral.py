@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -19,9 +19,11 @@ MESSAGES: Any = [{"role": "user", "content": "hello big world"}]  # P = 6
 
 
 @pytest.fixture
-def client(llm: MockLLMHandle) -> Iterator[Any]:
-    with Mistral(api_key="k", server_url=llm.base_url) as c:
-        yield c
+async def client(llm: MockLLMHandle) -> AsyncIterator[Any]:
+    c = Mistral(api_key="k", server_url=llm.base_url)
+    yield c
+    await c.__aexit__(None, None, None)  # closes its async HTTP client (unclosed, it warns)
+    c.__exit__(None, None, None)
 
 
 def test_complete_json(client: Any, llm: MockLLMHandle) -> None:
