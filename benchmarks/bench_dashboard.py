@@ -73,13 +73,13 @@ def build(path: Path, events: int, now: float) -> float:
         WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM c WHERE i < ? - 1)
         INSERT INTO ledger (ts, consumer_id, api_id, metric, units, idempotency_key, events,
                             estimated_units)
-        SELECT ? - (i * ? / ?), 'usr_' || ((i * 7919) % 500), 'api_' || (i % 3),
+        SELECT ? - ? + (i * ? / ?), 'usr_' || ((i * 7919) % 500), 'api_' || (i % 3),
                CASE i % 3 WHEN 0 THEN 'input_tokens' WHEN 1 THEN 'output_tokens'
                           ELSE 'cost_micro_usd' END,
                1 + (i * 31) % 900, NULL, 1, CASE WHEN i % 50 = 0 THEN 1 + (i * 31) % 900 ELSE 0 END
         FROM c
         """,
-        (events, now, float(SPAN), float(events)),
+        (events, now, float(SPAN), float(SPAN), float(events)),
     )
     conn.execute("COMMIT")
     conn.close()

@@ -345,10 +345,10 @@ class UsageStore:
     def span(self) -> tuple[float | None, float | None]:
         """The first and last delivery times (Unix seconds), or (None, None) when empty."""
         if self.rollup:
-            row = self._query(
-                "SELECT MIN(bucket), MAX(bucket) FROM ledger_rollup WHERE grain = 60", ()
-            )[0]
-            return (None, None) if row[0] is None else (float(row[0]), float(row[1]) + 60)
+            # two queries: SQLite answers a lone MIN or MAX from the index, not both at once
+            first = self._query("SELECT MIN(bucket) FROM ledger_rollup WHERE grain = 60", ())[0][0]
+            last = self._query("SELECT MAX(bucket) FROM ledger_rollup WHERE grain = 60", ())[0][0]
+            return (None, None) if first is None else (float(first), float(last) + 60)
         where = f" WHERE {self._status}" if self._status else ""
         row = self._query(f"SELECT MIN(ts), MAX(ts) FROM {self.table}{where}", ())[0]
         return (None, None) if row[0] is None else (float(row[0]), float(row[1]))
@@ -475,9 +475,12 @@ class UsageStore:
         return out
 
     def last_delivery(self) -> float | None:
-        """When the last row was written (Unix seconds), or None."""
+        """When the last row was written (Unix seconds), or None. Reads the last 100 rows by id
+        (rows are appended as they are delivered), not the whole table."""
         where = f" WHERE {self._status}" if self._status else ""
-        row = self._query(f"SELECT MAX(ts) FROM {self.table}{where}", ())[0]
+        row = self._query(
+            f"SELECT MAX(ts) FROM (SELECT ts FROM {self.table}{where} ORDER BY id DESC LIMIT 100)", ()
+        )[0]
         return None if row[0] is None else float(row[0])
 
 

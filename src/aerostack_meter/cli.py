@@ -219,6 +219,8 @@ def _add_dashboard(sub: Any) -> None:
     p.add_argument("--state-dir", default=None, metavar="DIR",
                    help="durable state directory whose backlog to show")
     p.add_argument("--spool", default=None, metavar="FILE", help="a spool file whose backlog to show")
+    p.add_argument("--redis", default=None, metavar="URL",
+                   help="a Redis stream (as given to the relay) whose backlog and relays to show")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=DEFAULT_DASHBOARD_PORT)
     p.add_argument("--token", default=None,
@@ -392,6 +394,7 @@ def _run_dashboard(ns: argparse.Namespace) -> int:
             gateway=ns.gateway,
             state_dir=ns.state_dir,
             spool=ns.spool,
+            redis=ns.redis,
             host=ns.host,
             port=ns.port,
             token=token,

@@ -152,6 +152,7 @@ class Relay:
         self._rate = (now, 0)
         self.rate = 0.0  # records delivered per second, over the last publish period
         self.started = time.time()
+        self.last_delivery = 0.0  # when the billing API last accepted a batch (Unix seconds)
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -364,6 +365,7 @@ class Relay:
             self._count("records_delivered", len(h.records))
             self._count("events_delivered", h.events)
             self._count("units_delivered", h.units)
+            self.last_delivery = time.time()
             return
         if result.outcome == "fatal" and result.reason not in ("rejected_401", "rejected_403"):
             log_limited("relay_fatal_" + result.reason, logging.ERROR,
@@ -485,7 +487,8 @@ class Relay:
         self._rate = (now, n)
         fields: dict[str, Any] = {k: v for k, v in self.counters.items()}
         fields.update(held=self.held, records_per_s=round(self.rate, 1), updated=time.time(),
-                      started=self.started, stopped=1 if final else 0)
+                      started=self.started, stopped=1 if final else 0,
+                      last_delivery=self.last_delivery)
         key = self.stream.relay_key(self.name)
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(key, mapping=fields)

@@ -60,6 +60,7 @@ def start_dashboard(
     gateway: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,
     spool: str | os.PathLike[str] | None = None,
+    redis: str | None = None,
     health: Sequence[HealthSource] = (),
     host: str = "127.0.0.1",
     port: int = 0,
@@ -71,7 +72,9 @@ def start_dashboard(
     The usage comes from `gateway` (a running emulator's URL) or else `ledger` (a ledger file, or
     an emulator's database file; default `$AEROSTACK_METER_LEDGER` or `./aerostack-usage.db`).
     Delivery health comes from the source itself (its last delivery), `state_dir` (every spool
-    file in it), `spool` (one spool file) and any extra `health` sources. A `host` other than
+    file in it), `spool` (one spool file), `redis` (a Redis stream URL, as given to the relay:
+    its backlog, dead letters and the relays' counters; needs the `relay` extra) and any extra
+    `health` sources. A `host` other than
     loopback needs a `token` (ValueError otherwise); `port=0` picks a free port. The page refreshes
     itself every `refresh_seconds` (0: never). FileNotFoundError if the ledger does not exist.
     """
@@ -91,6 +94,10 @@ def start_dashboard(
         sources.append(StateDirHealth(state_dir))
     if spool is not None:
         sources.append(SpoolHealth(spool))
+    if redis is not None:
+        from ..relay import RelayHealth
+
+        sources.append(RelayHealth(redis))
     sources.extend(health)
     try:
         app = DashboardApp(source, sources, token=token, refresh_seconds=refresh_seconds)
