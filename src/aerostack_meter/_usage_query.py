@@ -107,28 +107,37 @@ def _has_table(conn: sqlite3.Connection, name: str, kind: str = "table") -> bool
     return row is not None
 
 
-def ensure_rollup(conn: sqlite3.Connection) -> None:
+def ensure_rollup(conn: sqlite3.Connection, *, backfill: bool = True) -> bool:
     """Bring a ledger up to date (writes): add `estimated_units` if missing, create the rollup and
-    its trigger, and backfill the rollup from the existing rows, in one transaction.
+    its trigger, and backfill the rollup from the existing rows, in one transaction. Returns
+    whether the ledger has its rollup afterwards.
 
+    With `backfill=False` (the LedgerSink, on the reporter's thread) a ledger that already holds
+    rows and has no rollup only gets the column: its backfill is left to the dashboard, which
+    does it once when it first opens the file (it takes minutes on a 10-million-row ledger).
     Idempotent and safe with concurrent writers (the backfill runs under a write lock, so no row
-    is counted twice or missed). The backfill of a 10-million-row ledger takes tens of seconds,
-    once."""
+    is counted twice or missed)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
         if "estimated_units" not in _columns(conn, "ledger"):
             conn.execute(
                 "ALTER TABLE ledger ADD COLUMN estimated_units INTEGER NOT NULL DEFAULT 0"
             )
-        if not _has_table(conn, "ledger_rollup_insert", "trigger"):
-            conn.execute("DROP TABLE IF EXISTS ledger_rollup")
-            conn.execute(_ROLLUP_TABLE)
-            conn.execute(_BACKFILL)
-            conn.execute(_ROLLUP_TRIGGER)
+        if _has_table(conn, "ledger_rollup_insert", "trigger"):
+            conn.execute("COMMIT")
+            return True
+        if not backfill and conn.execute("SELECT 1 FROM ledger LIMIT 1").fetchone() is not None:
+            conn.execute("COMMIT")  # rows and no rollup: leave the backfill to the dashboard
+            return False
+        conn.execute("DROP TABLE IF EXISTS ledger_rollup")
+        conn.execute(_ROLLUP_TABLE)
+        conn.execute(_BACKFILL)
+        conn.execute(_ROLLUP_TRIGGER)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    return True
 
 
 @dataclass(frozen=True)

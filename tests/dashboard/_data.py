@@ -53,7 +53,7 @@ def sample_rows(now: float, n: int = 400, *, seed: int = 7, span: float = 86400.
             rows.append((ts, consumer, api, metric, units, events, estimated))
         if cost and api == "chat-api":
             rows.append((ts, consumer, api, "cost_micro_usd", events * rnd.randint(150, 1200), events, 0))
-    return rows
+    return sorted(rows)  # a ledger is appended to in time order
 
 
 def make_ledger(path: Path, now: float, **kwargs: object) -> Path:

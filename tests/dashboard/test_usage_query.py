@@ -134,15 +134,19 @@ def test_an_old_ledger_is_migrated_and_backfilled(tmp_path: Path) -> None:
     conn.close()
     read_only = UsageStore.open(path, write=False)
     assert not read_only.rollup and read_only.totals()[0]["estimated_units"] == 0
-    store = UsageStore.open(path)  # writable: adds the column, the rollup and the trigger
+    sink = LedgerSink(str(path))  # the sink adds the column, but leaves the backfill alone
+    sink.send(Batch("usr_a", "api", "tokens", 3, 1, "k0", estimated_units=1))
+    sink.close()
+    assert not UsageStore.open(path, write=False).rollup
+    store = UsageStore.open(path)  # the dashboard: the rollup and its trigger, backfilled
     assert store.rollup
-    assert store.summary(UsageFilter())["units"] == 12
+    assert store.summary(UsageFilter())["units"] == 15
     sink = LedgerSink(str(path))  # later deliveries land in the rollup through the trigger
     sink.send(Batch("usr_a", "api", "tokens", 30, 2, "k1", estimated_units=30))
     sink.close()
     summary = store.summary(UsageFilter())
-    assert (summary["units"], summary["estimated_units"], summary["requests"]) == (42, 30, 3)
-    assert [r["units"] for r in store.totals()] == [35, 7]
+    assert (summary["units"], summary["estimated_units"], summary["requests"]) == (45, 31, 4)
+    assert [r["units"] for r in store.totals()] == [38, 7]
 
 
 def test_a_gateway_log_is_a_usage_table(tmp_path: Path) -> None:

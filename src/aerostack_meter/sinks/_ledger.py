@@ -43,7 +43,9 @@ class LedgerSink:
             os.makedirs(parent, exist_ok=True)
             conn = connect(self.path, timeout=30.0, synchronous="NORMAL")
             conn.executescript(LEDGER_SCHEMA)
-            ensure_rollup(conn)  # the dashboard's per-minute/hour/day rollup, kept by a trigger
+            # the dashboard's per-minute/hour/day rollup, kept by a trigger (an older ledger with
+            # rows gets only the estimated_units column here; the dashboard backfills it)
+            ensure_rollup(conn, backfill=False)
             self._conn = conn
         return self._conn
 
