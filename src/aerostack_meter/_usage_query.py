@@ -334,6 +334,36 @@ class UsageStore:
             )
         return sql, where.params
 
+    def _totals_relation(self, f: UsageFilter, grain: str | None = None
+                         ) -> tuple[str, list[Any]]:
+        """The relation for totals over the view (no per-bucket detail needed): from the rollup,
+        a range ending now reads its leading part at its own grain and the rest from coarser
+        grains (minutes up to the next hour, hours up to the next day, then days), which covers
+        the same rows as the view's buckets while reading a fraction of them."""
+        if f.since is None:
+            return self._relation(f, "day")
+        grain = grain or self.grain_for(f)
+        if not self.rollup or f.until is not None or grain == "day":
+            return self._relation(f, grain)
+        start = int(f.since // GRAINS[grain]) * GRAINS[grain]
+        parts: list[str] = []
+        params: list[Any] = []
+        edges = [start]
+        for coarser in ("hour", "day"):
+            if GRAINS[coarser] > GRAINS[grain]:
+                size = GRAINS[coarser]
+                edges.append(max(edges[-1], -(-start // size) * size))
+        grains = [g for g in ("minute", "hour", "day") if GRAINS[g] >= GRAINS[grain]]
+        for i, g in enumerate(grains):
+            lo = edges[i]
+            hi = edges[i + 1] if i + 1 < len(edges) else None
+            piece = UsageFilter(f.consumers, f.api_ids, f.metrics, since=lo,
+                                until=hi, now=f.now)
+            sql, p = self._relation(piece, g)
+            parts.append(sql)
+            params.extend(p)
+        return " UNION ALL ".join(parts), params
+
     def _query(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
@@ -366,7 +396,7 @@ class UsageStore:
         """One row per (consumer, API, metric) ordered by them: `consumer_id`, `api_id`,
         `metric`, `units`, `events`, `estimated_units`, `requests`."""
         f = f or UsageFilter()
-        rel, params = self._relation(f, "day" if f.since is None else self.grain_for(f))
+        rel, params = self._totals_relation(f)
         rows = self._query(
             "SELECT consumer_id, api_id, metric, SUM(units), SUM(events), SUM(estimated_units),"
             f" SUM(requests) FROM ({rel}) GROUP BY consumer_id, api_id, metric"
@@ -382,34 +412,33 @@ class UsageStore:
     def summary(self, f: UsageFilter) -> dict[str, Any]:
         """Totals of the view: `units`, `events`, `requests`, `estimated_units`, `exact_units`,
         `consumers`, per-metric units (`by_metric`), `cost_micro_usd` (None when the cost metric is
-        not in the view), the `grain` and the range actually covered (`since`, `until`)."""
+        not in the view), the view's `grain` and `bucket_seconds`, and the `filter`."""
         grain = self.grain_for(f)
-        rel, params = self._relation(f, grain)
+        rel, params = self._totals_relation(f, grain)
+        # one pass: per (metric, consumer), then summed here (at most metrics x consumers rows)
         rows = self._query(
-            "SELECT metric, SUM(units), SUM(events), SUM(estimated_units), SUM(requests),"
-            f" MIN(bucket), MAX(bucket), COUNT(DISTINCT consumer_id) FROM ({rel}) GROUP BY metric"
-            " ORDER BY metric",
+            "SELECT metric, consumer_id, SUM(units), SUM(events), SUM(estimated_units),"
+            f" SUM(requests) FROM ({rel}) GROUP BY metric, consumer_id",
             params,
         )
-        consumers = self._query(f"SELECT COUNT(DISTINCT consumer_id) FROM ({rel})", params)[0][0]
-        by_metric = {r[0]: int(r[1]) for r in rows}
+        by_metric: dict[str, int] = {}
+        for r in rows:
+            by_metric[r[0]] = by_metric.get(r[0], 0) + int(r[2])
+        by_metric = dict(sorted(by_metric.items()))
         units = sum(by_metric.values())
-        estimated = sum(int(r[3]) for r in rows)
-        first = min((r[5] for r in rows), default=None)
-        last = max((r[6] for r in rows), default=None)
+        estimated = sum(int(r[4]) for r in rows)
+        consumers = len({r[1] for r in rows})
         return {
             "units": units,
-            "events": sum(int(r[2]) for r in rows),
-            "requests": sum(int(r[4]) for r in rows),
+            "events": sum(int(r[3]) for r in rows),
+            "requests": sum(int(r[5]) for r in rows),
             "estimated_units": estimated,
             "exact_units": units - estimated,
-            "consumers": int(consumers or 0),
+            "consumers": consumers,
             "by_metric": by_metric,
             "cost_micro_usd": by_metric.get(COST_METRIC),
             "grain": grain,
             "bucket_seconds": GRAINS[grain],
-            "first_bucket": first,
-            "last_bucket": last,
             "filter": _filter_json(f),
         }
 
@@ -454,8 +483,7 @@ class UsageStore:
     def top(self, f: UsageFilter, *, limit: int = 10) -> dict[str, Any]:
         """The `limit` consumers with the most units in the view, with their `share` of the
         view's units (0..1), their `estimated_units`, `events` and per-metric units."""
-        grain = "day" if f.since is None else self.grain_for(f)
-        rel, params = self._relation(f, grain)
+        rel, params = self._totals_relation(f)
         total = self._query(f"SELECT SUM(units) FROM ({rel})", params)[0][0] or 0
         rows = self._query(
             "SELECT consumer_id, SUM(units), SUM(events), SUM(estimated_units), SUM(requests)"
@@ -477,10 +505,9 @@ class UsageStore:
         `last_delivery` time (Unix seconds or None)."""
         rel, params = self._relation(UsageFilter(), "day")
         out: dict[str, Any] = {"last_delivery": self.last_delivery()}
-        for key, column in (("consumers", "consumer_id"), ("api_ids", "api_id"),
-                            ("metrics", "metric")):
-            rows = self._query(f"SELECT DISTINCT {column} FROM ({rel}) ORDER BY 1", params)
-            out[key] = [r[0] for r in rows]
+        rows = self._query(f"SELECT DISTINCT consumer_id, api_id, metric FROM ({rel})", params)
+        for i, key in enumerate(("consumers", "api_ids", "metrics")):
+            out[key] = sorted({r[i] for r in rows})
         return out
 
     def last_delivery(self) -> float | None:
