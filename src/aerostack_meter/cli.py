@@ -374,14 +374,14 @@ def _default_ledger_path() -> str:
 
 
 def _run_dashboard(ns: argparse.Namespace) -> int:
-    import importlib.util
-
     try:
+        import plotly  # noqa: F401  (its package data holds the charting library we serve)
+
         from .servers.dashboard import start_dashboard
-    except ModuleNotFoundError as exc:
-        missing: str | None = exc.name
+    except ImportError as exc:
+        missing = getattr(exc, "name", None) or "plotly"
     else:
-        missing = None if importlib.util.find_spec("plotly") else "plotly"
+        missing = None
     if missing is not None:
         print(f"aerostack-meter dashboard: needs the dashboard extra ({missing} is missing):"
               " pip install 'aerostack-meter[dashboard]'", file=sys.stderr)

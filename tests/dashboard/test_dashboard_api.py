@@ -196,3 +196,14 @@ def test_estimated_units_from_the_reporter_show_on_the_dashboard(tmp_path: Path)
     with start_dashboard(ledger=tmp_path / "l.db") as dash:
         s = httpx.get(dash.base_url + "/api/summary", timeout=10).json()
     assert (s["units"], s["estimated_units"], s["exact_units"], s["events"]) == (40, 15, 25, 3)
+
+
+@pytest.mark.parametrize("blocked", ["plotly", "uvicorn"])
+def test_without_the_extra_it_says_which_to_install(blocked: str) -> None:
+    code = (f"import sys; sys.modules[{blocked!r}] = None\n"
+            "from aerostack_meter.cli import main\n"
+            "sys.exit(main(['dashboard', '--port', '0']))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "aerostack-meter[dashboard]" in proc.stderr and blocked in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
