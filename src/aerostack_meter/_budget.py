@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN
@@ -58,7 +59,7 @@ class _SourceError(Exception):
 
 
 class _Account:
-    __slots__ = ("balance", "fetched", "future", "period", "reserved", "spent", "spent_at_fetch")
+    __slots__ = ("balance", "fetched", "future", "period", "recent", "reserved", "spent")
 
     def __init__(self) -> None:
         self.spent = 0        # settled since the period start (limits) or since the balance read
@@ -66,7 +67,7 @@ class _Account:
         self.balance: int | None = None
         self.fetched = -math.inf
         self.future: concurrent.futures.Future[int | None] | None = None
-        self.spent_at_fetch = 0
+        self.recent: deque[tuple[float, int]] | None = None  # balance sources: (when, settled)
         self.period = 0.0
 
 
@@ -86,6 +87,14 @@ class Reservation:
 
     def release(self) -> None:
         self.budget._close(self, 0)
+
+    def hold(self, usage: Usage) -> None:
+        """At the call's end, on the caller's thread: shrink the hold from the worst case to a
+        bound of the usage (exact for tokens; the model's dearest rates for money) until the
+        reporter settles it exactly. Cheap: no pricing here."""
+        amount = self.budget.bound_of(usage)
+        if amount is not None and amount < self.amount:
+            self.budget._shrink(self, amount)
 
     def settle_usage(self, usage: Usage) -> None:
         """Settle to what ``usage`` costs in the budget's unit (runs on the reporter thread)."""
@@ -124,6 +133,7 @@ class Budget:
         self._gateway = False
         self.ttl = 0.0
         self.timeout = 2.0
+        self.lag: float | None = None
         self._init_common(unit, max_output_tokens)
 
     def _init_common(self, unit: Any, max_output_tokens: int | None) -> None:
@@ -152,38 +162,42 @@ class Budget:
 
     @classmethod
     def from_balance(cls, balance: Balance, *, ttl: float = 5.0, timeout: float = 2.0,
-                     unit: str | CostPolicy = "tokens", max_output_tokens: int | None = None) -> Budget:
+                     unit: str | CostPolicy = "tokens", max_output_tokens: int | None = None,
+                     lag: float | None = None) -> Budget:
         """A budget read from ``balance(consumer_id) -> remaining`` (an int in the budget's unit, or
         ``None`` for no limit), e.g. your own wallet store. Each consumer's answer is cached for
         ``ttl`` seconds, minus what is settled and reserved meanwhile. A call slower than
-        ``timeout`` seconds, or one that raises, is a source failure (see ``on_budget_error``)."""
+        ``timeout`` seconds, or one that raises, is a source failure (see ``on_budget_error``).
+        ``lag``: how long usage takes to show in the balance once settled (default: two flush
+        intervals plus a second); usage settled within ``lag`` of a read is still subtracted."""
         if not callable(balance):
             raise ConfigError("budget", "from_balance needs a callable consumer_id -> remaining")
         b = cls.__new__(cls)
         b.limits, b.default, b.period = {}, None, None
         b._balance, b._gateway = balance, False
-        b._set_timing(ttl, timeout)
+        b._set_timing(ttl, timeout, lag)
         b._init_common(unit, max_output_tokens)
         return b
 
     @classmethod
     def gateway(cls, *, ttl: float = 5.0, timeout: float = 2.0, unit: str | CostPolicy = "tokens",
-                max_output_tokens: int | None = None) -> Budget:
+                max_output_tokens: int | None = None, lag: float | None = None) -> Budget:
         """A budget read from the consumer's wallet at the billing API
         (``GET {base_url}/gateway/billing/balance?consumerId=...`` with the meter's key; the gateway
         emulator serves it), cached for ``ttl`` seconds. A consumer with no wallet is unlimited."""
         b = cls.__new__(cls)
         b.limits, b.default, b.period = {}, None, None
         b._balance, b._gateway = None, True
-        b._set_timing(ttl, timeout)
+        b._set_timing(ttl, timeout, lag)
         b._init_common(unit, max_output_tokens)
         return b
 
-    def _set_timing(self, ttl: float, timeout: float) -> None:
-        for name, v in (("ttl", ttl), ("timeout", timeout)):
+    def _set_timing(self, ttl: float, timeout: float, lag: float | None = None) -> None:
+        for name, v in (("ttl", ttl), ("timeout", timeout), ("lag", 0 if lag is None else lag)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isinf(v):
                 raise ConfigError(name, f"must be a finite non-negative number, got {v!r}")
         self.ttl, self.timeout = float(ttl), float(timeout)
+        self.lag = None if lag is None else float(lag)
 
     def __repr__(self) -> str:
         kind = "gateway" if self._gateway else "balance" if self._balance else f"limits, period={self.period!r}"
@@ -235,6 +249,15 @@ class Budget:
                 pass
             self._outputs[key] = window
         return max(window - inp, 1)
+
+    def bound_of(self, usage: Usage) -> int | None:
+        """An upper bound of what ``usage`` costs in the budget's unit, without pricing it."""
+        if self.policy is None:
+            return usage.total_tokens
+        rates = self.policy.rates(usage.provider, usage.model, usage.input_tokens) if usage.model else None
+        if rates is None:
+            return None
+        return math.ceil(usage.input_tokens * rates[0] + usage.output_tokens * rates[1])
 
     def amount_of(self, usage: Usage, fallback: int) -> int:
         """What ``usage`` costs in the budget's unit (an unpriced model: ``fallback``)."""
@@ -379,16 +402,21 @@ class Budget:
         """Under the lock: the in-flight lookup of this consumer's balance (one at a time)."""
         if acct.future is not None and not acct.future.done():
             return acct.future
-        acct.future = _executor().submit(self._refresh, meter, consumer_id, acct, acct.spent)
+        acct.future = _executor().submit(self._refresh, meter, consumer_id, acct)
         return acct.future
 
-    def _refresh(self, meter: Meter, consumer_id: str, acct: _Account, spent_at_start: int) -> int | None:
-        """In a worker thread: read the balance, then apply it (what was settled before the read
-        started is in the balance now)."""
+    def _refresh(self, meter: Meter, consumer_id: str, acct: _Account) -> int | None:
+        """In a worker thread: read the balance, then apply it. Usage settled more than the
+        delivery lag before the read started is taken to be in the balance now; usage settled
+        later stays subtracted (it may be counted twice: a budget errs on the side of refusing)."""
+        started = time.monotonic()
         balance = self._read_balance(meter, consumer_id)
+        lag = self.lag if self.lag is not None else 2 * meter.settings.flush_interval + 1.0
         with self._lock:
             acct.balance = balance
-            acct.spent -= spent_at_start
+            recent = acct.recent
+            while recent and recent[0][0] < started - lag:
+                acct.spent -= recent.popleft()[1]
             acct.fetched = time.monotonic()
         return balance
 
@@ -444,6 +472,12 @@ class Budget:
                  "aerostack_meter: %s; the call goes on unbudgeted (on_budget_error='open')", reason)
         return None
 
+    def _shrink(self, res: Reservation, amount: int) -> None:
+        with self._lock:
+            if not res.done:
+                res.account.reserved -= res.amount - amount
+                res.amount = amount
+
     def _close(self, res: Reservation, actual: int) -> None:
         with self._lock:
             if res.done:
@@ -452,6 +486,10 @@ class Budget:
             acct = res.account
             acct.reserved -= res.amount
             acct.spent += actual
+            if self.reads_balance and actual:
+                if acct.recent is None:
+                    acct.recent = deque()
+                acct.recent.append((time.monotonic(), actual))
 
     # -- reading -------------------------------------------------------------------------------
     def remaining(self, consumer_id: str) -> int | None:

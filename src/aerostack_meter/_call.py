@@ -156,6 +156,8 @@ class Call:
                 if self.reservation is not None:
                     self.reservation.release()
             else:
+                if self.reservation is not None:
+                    self.reservation.hold(usage)
                 self.meter.record(usage, self.attribution, self.reservation)
         except Exception:  # pragma: no cover - metering must never break the caller
             self.meter.counters.add("internal_errors")

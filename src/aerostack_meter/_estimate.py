@@ -14,6 +14,7 @@ from typing import Any
 __all__ = ["count_chars", "estimate_input_tokens", "tokens_from_chars"]
 
 _TEXT_KEYS = ("content", "text", "input", "prompt", "system", "instructions", "messages", "parts")
+_TEXT_SET = frozenset(_TEXT_KEYS)
 
 
 def tokens_from_chars(chars: int) -> int:
@@ -21,9 +22,26 @@ def tokens_from_chars(chars: int) -> int:
 
 
 def count_chars(value: Any, _depth: int = 0) -> int:
-    """Characters of text in a request argument (strings, lists, dicts of content parts)."""
+    """Characters of text in a request argument (strings, lists, dicts of content parts).
+
+    Exact type checks first (a budget check runs this on the caller's path: an ``isinstance``
+    against the ``Mapping`` ABC costs several times a ``type() is dict``)."""
     if _depth > 8:
         return 0
+    t = type(value)
+    if t is str:
+        return len(value)
+    if t is dict:
+        n = 0
+        for k, v in value.items():  # a message has few keys: walk them, not the text keys
+            if k in _TEXT_SET:
+                n += len(v) if type(v) is str else count_chars(v, _depth + 1)
+        return n
+    if t is list or t is tuple:
+        n = 0
+        for v in value:
+            n += len(v) if type(v) is str else count_chars(v, _depth + 1)
+        return n
     if isinstance(value, str):
         return len(value)
     if isinstance(value, Mapping):

@@ -47,15 +47,14 @@ def test_a_call_that_does_not_fit_is_refused_before_it_is_sent(meter_factory: An
     meter = meter_factory(budget=am.Budget(limits={"u": 150}))
     with am.consumer("u"):
         r = gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=99)  # reserves 100
-        assert r.usage is not None
+        assert r.usage is not None  # ended: the hold shrinks to its 14 tokens
         before = sent(mock_llm)
         with pytest.raises(am.BudgetExceededError) as info:
-            gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=99)
+            gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=140)
     assert sent(mock_llm) == before  # nothing reached the provider
     err = info.value
     assert isinstance(err, am.AerostackMeterError)
-    assert (err.consumer, err.needed, err.unit) == ("u", 100, "tokens")
-    assert err.remaining is not None and 0 <= err.remaining < 100
+    assert (err.consumer, err.needed, err.remaining, err.unit) == ("u", 141, 150 - r.usage.total_tokens, "tokens")
     assert meter.stats().budget_refused == 1
 
 

@@ -33,7 +33,7 @@ def gpt(mock_llm: Any) -> openai.OpenAI:
 
 def test_the_gateway_wallet_is_the_budget(wallet_gateway: Any, gpt: openai.OpenAI, tmp_path: Path) -> None:
     meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
-                     budget=am.Budget.gateway(ttl=0), ledger_path=str(tmp_path / "l.db"))
+                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
     client = am.wrap(gpt, meter=meter)
     try:
         with am.consumer("poor"):

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def collect_clients() -> Iterator[None]:
+    """Collect each test's SDK clients (their finalizers run Python) now, not inside a later
+    compile(): CPython 3.11 before 3.11.9 then fails with "AST constructor recursion depth
+    mismatch" (gh-106905; see tests/providers/_openai_support.py)."""
+    yield
+    gc.collect()

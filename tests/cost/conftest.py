@@ -1,0 +1,3 @@
+from ..budgets.conftest import collect_clients
+
+__all__ = ["collect_clients"]
