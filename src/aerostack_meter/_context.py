@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
+from ._errors import ConfigError
 from ._usage import MetricPolicy, check_policy
 
 __all__ = ["Scope", "carry_consumer", "consumer", "current_scope"]
@@ -52,13 +53,14 @@ def current_scope() -> Scope | None:
     return frame.scope if frame is not None else None
 
 
-def _check_id(name: str, value: object, *, optional: bool) -> None:
+def _check_id(name: str, value: object, *, optional: bool, call: str) -> None:
+    """A consumer or API id argument: a non-empty string (or ``None`` where optional)."""
     if value is None and optional:
         return
     if not isinstance(value, str):
-        raise TypeError(f"aerostack_meter: {name} must be a string, got {type(value).__name__}")
+        raise ConfigError(name, f"must be a string, got {type(value).__name__}", call=call)
     if not value.strip():
-        raise ValueError(f"aerostack_meter: {name} must not be empty")
+        raise ConfigError(name, "must not be empty", call=call)
 
 
 class consumer:
@@ -74,10 +76,10 @@ class consumer:
 
     def __init__(self, consumer_id: str, *, api_id: str | None = None,
                  metrics: MetricPolicy | None = None) -> None:
-        _check_id("consumer_id", consumer_id, optional=False)
-        _check_id("api_id", api_id, optional=True)
+        _check_id("consumer_id", consumer_id, optional=False, call="consumer")
+        _check_id("api_id", api_id, optional=True, call="consumer")
         if metrics is not None:
-            check_policy(metrics)
+            check_policy(metrics, call="consumer")
         self._scope = Scope(consumer_id, api_id, metrics)
 
     def __enter__(self) -> consumer:
@@ -104,8 +106,8 @@ class consumer:
     def __call__(self, func: F) -> F:
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
             # A scope set around a generator's steps would leak into whoever iterates it.
-            raise TypeError("aerostack_meter.consumer() cannot decorate a generator function; use "
-                            "`with aerostack_meter.consumer(...):` inside its body")
+            raise ConfigError("func", "cannot decorate a generator function; use "
+                              "`with aerostack_meter.consumer(...):` inside its body", call="consumer")
         scope = self._scope
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)

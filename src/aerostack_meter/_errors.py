@@ -1,13 +1,20 @@
 """The exceptions aerostack-meter raises into user code.
 
-Only configuration mistakes and a user's own direct calls raise; nothing that happens inside the
-wrappers or the reporter ever does (it is logged and counted instead)::
+One rule: a bad argument to any public function -- ``init()``, ``Meter()``, ``consumer()``,
+``wrap()``, ``log()`` -- raises :class:`ConfigError` at once, whether the value has the wrong type
+or a wrong value, and the message names the function and the argument. ``ConfigError`` is also a
+``ValueError``, so code that catches ``ValueError`` keeps working. The other exceptions are raised
+by a metered LLM call before its request is sent, when a policy asks for it:
+:class:`MissingConsumerError` and :class:`BudgetExceededError`. Nothing that happens inside the
+wrappers or the reporter ever raises (it is logged and counted instead), and Python's own
+``TypeError`` for a wrong number of arguments is left as it is::
 
-    AerostackMeterError
-    ├── ConfigError (also ValueError)         bad init()/wrap()/consumer() settings
-    ├── MissingConsumerError                  on_missing_consumer="raise" and no consumer is set
-    └── BudgetExceededError                   the call's worst case does not fit the consumer's budget
-        └── BudgetUnavailableError            the budget source failed and on_budget_error="closed"
+    Exception
+    └── AerostackMeterError                   every exception of ours
+        ├── ConfigError (also ValueError)     a bad setting or argument; .setting names it
+        ├── MissingConsumerError              on_missing_consumer="raise" and nobody to bill
+        └── BudgetExceededError               the call's worst case does not fit the budget
+            └── BudgetUnavailableError        the budget source failed, on_budget_error="closed"
 """
 
 from __future__ import annotations
@@ -21,12 +28,23 @@ class AerostackMeterError(Exception):
 
 
 class ConfigError(AerostackMeterError, ValueError):
-    """A setting has a bad value; the message names the setting and the problem."""
+    """A setting or an argument has a bad type or value.
 
-    def __init__(self, setting: str, problem: str) -> None:
+    ``setting`` names it (``"flush_interval"``, ``"consumer_id"``), ``problem`` says what is wrong,
+    and ``call`` names the function that refused it (``None`` for ``init()`` / ``Meter()``
+    settings). The message reads ``aerostack_meter: setting 'flush_interval': must be positive``
+    or ``aerostack_meter.log(): argument 'units': must be an int, got str``.
+    """
+
+    def __init__(self, setting: str, problem: str, *, call: str | None = None) -> None:
         self.setting = setting
         self.problem = problem
-        super().__init__(f"aerostack_meter: setting {setting!r}: {problem}")
+        self.call = call
+        if call is None:
+            message = f"aerostack_meter: setting {setting!r}: {problem}"
+        else:
+            message = f"aerostack_meter.{call}(): argument {setting!r}: {problem}"
+        super().__init__(message)
 
 
 class MissingConsumerError(AerostackMeterError):

@@ -21,7 +21,7 @@ from ._config import Settings, build_settings
 from ._context import current_scope
 from ._cost import CostPolicy, warn_unpriced
 from ._cost import default_policy as default_cost_policy
-from ._errors import MissingConsumerError
+from ._errors import ConfigError, MissingConsumerError
 from ._events import UsageEvent
 from ._log import log_limited, log_once, logger
 from ._reporter import Reporter
@@ -112,9 +112,11 @@ class Meter:
     def _default_sink(s: Settings) -> Sink:
         if s.api_key is not None:
             return AerostackSink(s)
-        if not s.disabled:
-            logger.info("aerostack_meter: no API key configured; recording usage in the local "
-                        "ledger %s (run `aerostack-meter report` to read it)", s.ledger_path)
+        if not s.disabled:  # usage goes somewhere the user may not expect: say so, once
+            log_once("no_api_key", logging.WARNING,
+                     "aerostack_meter: no API key (init(api_key=...) or AEROSTACK_API_KEY); usage is "
+                     "recorded in the local ledger %s, not sent to the billing API "
+                     "(read it with `aerostack-meter report`)", s.ledger_path)
         return LedgerSink(s.ledger_path)
 
     @property
@@ -123,9 +125,12 @@ class Meter:
 
     # -- recording --------------------------------------------------------------------------
     def log(self, consumer_id: str, units: int, *, metric: str = "units", api_id: str | None = None) -> None:
-        """Log ``units`` of ``metric`` for ``consumer_id``: non-blocking, through the reporter.
+        """Log ``units`` (an int, 0 <= units < 2**53) of ``metric`` for ``consumer_id`` under
+        ``api_id`` (default: the configured one): non-blocking, delivered by the reporter.
 
-        Raises ``TypeError``/``ValueError`` at once for a bad argument; nothing later raises.
+        ``metric`` defaults to ``"units"``, the billing API's own default metric. Raises
+        :class:`ConfigError` at once for a bad argument or when no API id is given or configured;
+        nothing later raises.
         """
         if not (type(consumer_id) is str and consumer_id.strip() and type(units) is int
                 and 0 <= units < _MAX_UNITS and type(metric) is str and metric.strip()
@@ -135,8 +140,8 @@ class Meter:
             return
         api = api_id or self._default_api_id
         if api is None:
-            raise ValueError("aerostack_meter.log: no api_id given and none configured (init(api_id=...)"
-                             " or AEROSTACK_API_ID)")
+            raise ConfigError("api_id", "none given and none configured (init(api_id=...) or "
+                              "AEROSTACK_API_ID)", call="log")
         # A plain tuple: the event object is built on the reporter thread, off the caller's path.
         self._reporter.put((_LOG, consumer_id, api, metric, units, time.time()))
 
@@ -179,18 +184,25 @@ class Meter:
         api_id = ((scope.api_id if scope is not None else None)
                   or (defaults.api_id if defaults is not None else None) or self._default_api_id)
         if consumer_id is None or api_id is None:
-            what = "consumer" if consumer_id is None else "api_id"
+            if consumer_id is None:
+                what, fix = "consumer", ("wrap it in `with aerostack_meter.consumer(...)`, or set "
+                                         "init(default_consumer_id=...)")
+            else:
+                what, fix = "API id", "set init(api_id=...) or AEROSTACK_API_ID"
             if s.on_missing_consumer == "raise":
                 raise MissingConsumerError(
-                    f"aerostack_meter: no {what} to bill this {site} call to; wrap it in "
-                    "`with aerostack_meter.consumer(...)`, or set default_consumer_id / api_id")
+                    f"aerostack_meter: no {what} to bill this {site} call to; {fix}")
             self.counters.add("missing_consumer")
             if s.on_missing_consumer == "warn":
-                where = _caller_site()
-                log_once(f"missing:{what}:{where}", logging.WARNING,
-                         "aerostack_meter: %s call at %s has no %s; its usage is not billed "
-                         "(use aerostack_meter.consumer(...) or init(default_consumer_id=...))",
-                         site, where, what)
+                if consumer_id is None:  # a code path without a scope: once per call site
+                    where = _caller_site()
+                    log_once(f"missing:consumer:{where}", logging.WARNING,
+                             "aerostack_meter: %s call at %s has no consumer; its usage is not "
+                             "billed (%s)", site, where, fix)
+                else:  # a missing setting: once per process
+                    log_once("missing:api_id", logging.WARNING,
+                             "aerostack_meter: no API id configured; usage of %s calls is not "
+                             "billed (%s)", site, fix)
             return None
         metrics = (scope.metrics if scope is not None and scope.metrics is not None
                    else defaults.metrics if defaults is not None and defaults.metrics is not None
@@ -372,16 +384,16 @@ def _valid_event(ev: Any) -> bool:
 def _check_log_args(consumer_id: Any, units: Any, metric: Any, api_id: Any) -> None:
     for name, value in (("consumer_id", consumer_id), ("metric", metric)):
         if not isinstance(value, str):
-            raise TypeError(f"aerostack_meter.log: {name} must be a string, got {type(value).__name__}")
+            raise ConfigError(name, f"must be a string, got {type(value).__name__}", call="log")
         if not value.strip():
-            raise ValueError(f"aerostack_meter.log: {name} must not be empty")
+            raise ConfigError(name, "must not be empty", call="log")
     if api_id is not None and (not isinstance(api_id, str) or not api_id.strip()):
-        raise TypeError("aerostack_meter.log: api_id must be a non-empty string or None")
+        raise ConfigError("api_id", "must be a non-empty string or None", call="log")
     if isinstance(units, bool) or not isinstance(units, int):
-        raise TypeError(f"aerostack_meter.log: units must be an int, got {type(units).__name__}")
+        raise ConfigError("units", f"must be an int, got {type(units).__name__}", call="log")
     if units < 0:
-        raise ValueError(f"aerostack_meter.log: units must be non-negative, got {units}")
-    raise ValueError("aerostack_meter.log: units is too large (max 2**53 - 1)")
+        raise ConfigError("units", f"must be non-negative, got {units}", call="log")
+    raise ConfigError("units", "is too large (max 2**53 - 1)", call="log")
 
 
 def _caller_site() -> str:

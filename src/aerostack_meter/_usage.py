@@ -82,7 +82,8 @@ def apply_policy(policy: MetricPolicy, usage: Usage) -> Mapping[str, Any]:
     return policy(usage)  # type: ignore[operator]
 
 
-def check_policy(policy: Any) -> None:
+def check_policy(policy: Any, *, call: str | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``policy`` is a :data:`MetricPolicy`."""
     if isinstance(policy, str) and policy == "cost":
         from ._cost import require_prices
 
@@ -91,4 +92,4 @@ def check_policy(policy: Any) -> None:
     if (isinstance(policy, str) and policy in ("tokens", "split")) or callable(policy):
         return
     raise ConfigError("metrics", 'must be "tokens", "split", "cost" or a callable usage -> '
-                                 f'{{metric: units}}, got {policy!r}')
+                                 f'{{metric: units}}, got {policy!r}', call=call)

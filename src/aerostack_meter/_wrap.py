@@ -17,6 +17,7 @@ import wrapt
 from ._budget import Budget, check_budget
 from ._call import Endpoint
 from ._context import _check_id
+from ._errors import ConfigError
 from ._meter import Defaults, Meter
 from ._usage import MetricPolicy, check_policy
 from ._wrapping import is_async_callable, make_wrapper
@@ -34,7 +35,7 @@ HELPER = "__helper__"
 Node = Mapping[str, Any]  # name -> Endpoint | Node | CLIENT
 
 
-class _Proxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
+class _Proxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, wrapped: Any, node: Node, root: Node, get_meter: Any, defaults: Defaults) -> None:
         super().__init__(wrapped)
         self._self_node = node
@@ -82,7 +83,7 @@ def _bind_helper(proxy: _Proxy, name: str) -> Any:
     if isinstance(attr, functools.cached_property):  # never via __get__: it would cache on the real object
         return attr.func(proxy)
     if isinstance(attr, property):
-        return attr.fget(proxy)  # type: ignore[misc,type-arg]
+        return attr.fget(proxy)  # type: ignore[misc]
     return attr.__get__(proxy, cls)
 
 
@@ -91,8 +92,8 @@ def _tree_for(client: Any) -> Node:
 
     provider = provider_for(type(client))
     if provider is None:
-        raise TypeError(f"aerostack_meter.wrap: unsupported client type {type(client).__name__}; "
-                        f"expected a client of one of: {', '.join(names())}")
+        raise ConfigError("client", f"unsupported client type {type(client).__name__}; expected a "
+                          f"client of one of: {', '.join(names())}", call="wrap")
     return provider.client_tree
 
 
@@ -104,10 +105,10 @@ def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None
     ``budget`` (a :class:`Budget`, or a callable ``consumer_id -> remaining``) is checked before
     each call of this client instead of ``init(budget=...)`` (docs/budgets.md)."""
     checked_budget = check_budget(budget)
-    _check_id("consumer_id", consumer_id, optional=True)
-    _check_id("api_id", api_id, optional=True)
+    _check_id("consumer_id", consumer_id, optional=True, call="wrap")
+    _check_id("api_id", api_id, optional=True, call="wrap")
     if metrics is not None:
-        check_policy(metrics)
+        check_policy(metrics, call="wrap")
     if isinstance(client, _Proxy):
         client = client.__wrapped__
     tree = _tree_for(client)

@@ -52,9 +52,14 @@ def test_a_missing_api_id_is_missing_attribution_too(meter_factory: Any, gateway
     monkeypatch.delenv("AEROSTACK_API_ID", raising=False)
     meter = meter_factory(api_id=None, default_consumer_id="u")
     chat(client)
+    chat(client)
     assert rows(gateway) == {}
-    assert meter.stats().missing_consumer == 1
-    assert any("has no api_id" in r.getMessage() for r in caplog_meter.records)
+    assert meter.stats().missing_consumer == 2
+    said = [r.getMessage() for r in caplog_meter.records
+            if r.name == "aerostack_meter" and r.levelno == logging.WARNING]
+    assert len(said) == 1, said  # a missing setting is said once, with the right fix
+    assert "no API id configured" in said[0] and "AEROSTACK_API_ID" in said[0]
+    assert "consumer(" not in said[0]
 
 
 async def test_raise_stops_the_request_before_it_is_sent(meter_factory: Any, gateway: Any,

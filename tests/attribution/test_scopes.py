@@ -156,16 +156,16 @@ def test_decorating_a_generator_is_refused() -> None:
         yield 1
 
     for fn in (gen, agen):
-        with pytest.raises(TypeError, match="generator"):
+        with pytest.raises(am.ConfigError, match="generator"):
             am.consumer("x")(fn)
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(am.ConfigError, match="consumer_id"):
         am.consumer("  ")
-    with pytest.raises(TypeError):
+    with pytest.raises(am.ConfigError, match="consumer_id"):
         am.consumer(None)  # type: ignore[arg-type]
-    with pytest.raises(TypeError):
+    with pytest.raises(am.ConfigError, match="api_id"):
         am.consumer("x", api_id=7)  # type: ignore[arg-type]
     with pytest.raises(am.ConfigError, match="metrics"):
         am.consumer("x", metrics="bogus")  # type: ignore[arg-type]

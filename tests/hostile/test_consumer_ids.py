@@ -73,7 +73,7 @@ def test_empty_ids_are_not_billed_counted_and_logged_once(
     for _ in range(8):  # the call itself never fails
         r = oc.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
         assert r.usage.total_tokens > 0
-    with pytest.raises(ValueError):  # an empty scope is a programming error, raised at once
+    with pytest.raises(am.ConfigError):  # an empty scope is a programming error, raised at once
         am.consumer("")
     assert m.flush(5)
     st = m.stats()
