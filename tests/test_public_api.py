@@ -25,3 +25,15 @@ def test_private_modules_keep_their_own_all() -> None:
             mod = importlib.import_module(f"aerostack_meter.{info.name}")
             if info.name != "_version":
                 assert hasattr(mod, "__all__"), info.name
+
+
+def test_the_version_is_written_once() -> None:
+    import importlib.metadata
+    import re
+    from pathlib import Path
+
+    assert aerostack_meter.__version__ == importlib.metadata.version("aerostack-meter")
+    root = Path(__file__).resolve().parent.parent
+    pyproject = (root / "pyproject.toml").read_text()
+    assert re.search(r'^dynamic = \[[^\]]*"version"', pyproject, re.M)
+    assert not re.search(r"^version\s*=", pyproject, re.M)

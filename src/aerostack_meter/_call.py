@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Call", "Endpoint", "Kind", "Reducer"]
 
-Kind = Literal["response", "stream", "manager", "raw", "ignore"]
+Kind = Literal["response", "stream", "manager", "raw"]
 
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
 
@@ -34,7 +34,7 @@ class Reducer:
     Cumulative fields are overwritten (last value wins), never added up.
     """
 
-    __slots__ = ("chars", "exact", "kwargs", "model", "provider", "response_id", "started")
+    __slots__ = ("chars", "exact", "kwargs", "model", "provider", "response_id")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any]) -> None:
         self.provider = provider
@@ -43,7 +43,6 @@ class Reducer:
         self.chars = 0  # output characters seen (for estimates only; no text is kept)
         self.model: str | None = kwargs.get("model") if isinstance(kwargs.get("model"), str) else None
         self.response_id: str | None = None
-        self.started = False
 
     def observe(self, event: Any) -> bool:
         return False
@@ -84,13 +83,10 @@ class Endpoint:
     provider = "unknown"
     name = "call"
 
-    def prepare(self, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        """Arguments to send (a copy if changed; never mutate the caller's) and a hint for the reducer."""
-        return kwargs, None
-
     def prepare_call(self, meter: Meter, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        """``prepare`` with the meter at hand, for per-meter settings (e.g. ``stream_usage``)."""
-        return self.prepare(instance, kwargs)
+        """Arguments to send (a copy if changed; never mutate the caller's) and a hint for the
+        reducer; ``meter`` is at hand for per-meter settings (e.g. ``stream_usage``)."""
+        return kwargs, None
 
     def kind(self, result: Any) -> Kind:
         return "response"

@@ -7,7 +7,7 @@ import math
 import os
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -104,7 +104,6 @@ class Settings:
     #: also record ``gen_ai.client.token.usage`` through OpenTelemetry (the ``otel`` extra):
     #: True for the application's global MeterProvider, or a MeterProvider to use
     otel: Any = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # the dataclass repr would be fine (Secret hides itself); keep it short
         return (
@@ -119,7 +118,7 @@ def _sink_name(sink: object) -> str | None:
     return "RedisSink" if isinstance(sink, str) else type(sink).__name__
 
 
-_OPTION_NAMES = {f.name for f in fields(Settings)} - {"api_key", "api_id", "base_url", "extra"}
+_OPTION_NAMES = {f.name for f in fields(Settings)} - {"api_key", "api_id", "base_url"}
 
 
 def _env(name: str, environ: Mapping[str, str]) -> str | None:

@@ -46,15 +46,6 @@ class UsageEvent(NamedTuple):
     #: the price table that priced this event (``metrics="cost"``), e.g. ``"genai-prices 0.2.3"``
     price_table: str | None = None
 
-    def wire(self) -> dict[str, Any]:
-        """The JSON body of the billing API request for this event."""
-        return {
-            "consumerId": self.consumer_id,
-            "apiId": self.api_id,
-            "metric": self.metric,
-            "units": self.units,
-        }
-
     def replace(self, **changes: Any) -> UsageEvent:
         """A copy with some fields changed (for ``before_send`` hooks)."""
         return self._replace(**changes)

@@ -23,7 +23,7 @@ __all__ = ["AsyncStreamProxy", "ManagerProxy", "RawProxy", "StreamProxy", "proxy
 _MAX_FAILURES = 8  # observer failures after which a stream is no longer observed (then estimated)
 
 
-class _StreamBase(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
+class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
     def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
         super().__init__(wrapped)
         self._self_call = call
@@ -153,7 +153,7 @@ def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:
     return StreamProxy(stream, call, reducer)
 
 
-class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
+class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """A stream manager (``with client.messages.stream(...) as s``), metered when the block exits.
 
     The helper's stream object is handed to the user unchanged: its final-message calls iterate
@@ -213,7 +213,7 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
             self._self_end()
 
 
-class RawProxy(wrapt.ObjectProxy):  # type: ignore[misc,type-arg]
+class RawProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """A raw response (``.with_raw_response`` / ``.with_streaming_response``): usage is read
     from what ``parse()`` returns, and a parsed stream is proxied like any other stream."""
 

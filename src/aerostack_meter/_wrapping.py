@@ -160,7 +160,7 @@ def is_async_callable(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(inspect.unwrap(fn))
 
 
-class MeterWrapper(wrapt.FunctionWrapper):  # type: ignore[misc,type-arg]
+class MeterWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """Marks our own wrappers, so we never wrap twice and unpatch only what is ours."""
 
 

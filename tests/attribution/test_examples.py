@@ -3,7 +3,6 @@ and prints per-consumer totals that match what the LLM reported. All run at once
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -80,8 +79,6 @@ def test_openai_chatbot_uses_the_services_in_the_environment(runs: dict[str, sub
     assert len(rows) == 3
 
 
-@pytest.mark.xfail(importlib.util.find_spec("aerostack_meter.providers.anthropic") is None, strict=False,
-                   reason="the anthropic provider has not landed yet (see git log)")
 def test_anthropic_chatbot(runs: dict[str, subprocess.Popen[str]]) -> None:
     out = _output(runs, "anthropic_chatbot")
     got = _reported_vs_billed(out)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aerostack_meter.servers._report import TotalRow, format_totals, ledger_totals
 
 from aerostack_meter import cli
 from aerostack_meter.servers import start_gateway
-from aerostack_meter.servers._report import TotalRow, format_totals, ledger_totals
 
 from ._helpers import post_log
 

@@ -65,7 +65,6 @@ class MessageReducer(Reducer):
             self.deltas += 1
         elif kind == "message_start":
             message = getattr(event, "message", None)
-            self.started = True
             model, rid = getattr(message, "model", None), getattr(message, "id", None)
             if isinstance(model, str):
                 self.model = model

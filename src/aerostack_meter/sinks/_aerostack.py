@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from .._config import Secret, Settings
+from .._version import __version__
 from ._base import OK, Batch, SendResult
 
 __all__ = ["AerostackSink", "parse_retry_after"]
@@ -21,12 +22,7 @@ _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 # in front of a server that may have done the work).
 _AMBIGUOUS_STATUS = frozenset({502, 504})
 
-try:
-    from importlib.metadata import version as _version
-
-    _UA = f"aerostack-meter/{_version('aerostack-meter')}"
-except Exception:  # pragma: no cover - metadata missing in odd installs
-    _UA = "aerostack-meter"
+_UA = f"aerostack-meter/{__version__}"
 
 
 def parse_retry_after(value: str | None, *, cap: float) -> float | None:
