@@ -1,5 +1,7 @@
 """Usage totals per consumer, API and metric, from a local ledger or a gateway, as a text table.
 
+Core: it needs only sqlite3 and httpx, so `aerostack-meter report` works on the core install.
+
 `format_totals(rows)` is shared with the demo; it accepts `TotalRow`s or mappings in the
 gateway's shape (`consumerId`, `apiId`, `metric`, `units`, `requests`) or the ledger's
 (`consumer_id`, `api_id`, `metric`, `units`, `events`).
@@ -12,8 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._usage_query import UsageStore
-from ._gateway_client import GatewayClient
+import httpx
+
+from ._config import DEFAULT_LEDGER
+from ._usage_query import UsageStore
 
 __all__ = [
     "DEFAULT_LEDGER",
@@ -24,7 +28,6 @@ __all__ = [
     "ledger_totals",
 ]
 
-DEFAULT_LEDGER = "aerostack-usage.db"
 _HEADERS = ("CONSUMER", "API", "METRIC", "UNITS", "EVENTS")
 
 
@@ -52,10 +55,13 @@ def ledger_totals(path: str | os.PathLike[str]) -> list[TotalRow]:
             for r in rows]
 
 
-def gateway_totals(url: str) -> list[TotalRow]:
-    """Totals from a running gateway emulator's `/_emulator/totals`."""
-    with GatewayClient(url) as client:
-        return [_to_row(row) for row in client.totals()]
+def gateway_totals(url: str, *, timeout: float = 10.0) -> list[TotalRow]:
+    """Totals from a running gateway emulator's ``/_emulator/totals`` (``url``: its API base
+    ``.../v1`` or its root). Raises ``httpx.HTTPError`` when it cannot be read."""
+    root = url.rstrip("/").removesuffix("/v1")
+    response = httpx.get(f"{root}/_emulator/totals", timeout=timeout)
+    response.raise_for_status()
+    return [_to_row(row) for row in response.json()["rows"]]
 
 
 def _pick(row: Mapping[str, Any], *names: str) -> Any:

@@ -1,5 +1,10 @@
 """The `aerostack-meter` command: `gateway`, `mock-llm`, `dashboard`, `report`, `relay` and `demo`.
 
+`report` over the local ledger is core: it never imports the dev servers. The other commands need
+extras, listed in ``NEEDS``; without them the command prints one line naming the extras to install
+and exits 2, no traceback. A new command that needs an extra adds itself to ``NEEDS`` and imports
+what it needs inside its handler.
+
 The server subcommands run until SIGINT or SIGTERM and print one line, `... listening on URL`,
 once they accept connections.
 """
@@ -8,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import os
 import signal
 import sys
@@ -20,7 +26,24 @@ if TYPE_CHECKING:
 
 _H = TypeVar("_H", bound="ServerHandle")
 
-__all__ = ["build_parser", "main"]
+__all__ = ["NEEDS", "build_parser", "main", "missing_extras"]
+
+# extra -> the top-level modules it installs (pyproject.toml's [project.optional-dependencies])
+EXTRAS: dict[str, tuple[str, ...]] = {
+    "openai": ("openai",),
+    "anthropic": ("anthropic",),
+    "servers": ("starlette", "uvicorn"),
+    "dashboard": ("starlette", "uvicorn", "plotly"),
+    "relay": ("redis", "prometheus_client"),
+}
+# command -> the extras it needs
+NEEDS: dict[str, tuple[str, ...]] = {
+    "gateway": ("servers",),
+    "mock-llm": ("servers",),
+    "dashboard": ("dashboard",),
+    "relay": ("relay",),
+    "demo": ("openai", "anthropic", "servers"),
+}
 
 DEFAULT_GATEWAY_PORT = 8787
 DEFAULT_MOCK_PORT = 8788
@@ -363,7 +386,7 @@ def _run_report(ns: argparse.Namespace) -> int:
     if ns.view != "totals":
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
         return 0
-    from .servers._report import format_totals
+    from ._report import format_totals
 
     sys.stdout.write(format_totals(body["rows"], title=title))
     return 0
@@ -374,18 +397,8 @@ def _default_ledger_path() -> str:
 
 
 def _run_dashboard(ns: argparse.Namespace) -> int:
-    try:
-        import plotly  # noqa: F401  (its package data holds the charting library we serve)
+    from .servers.dashboard import start_dashboard  # its extra was checked by main()
 
-        from .servers.dashboard import start_dashboard
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or "plotly"
-    else:
-        missing = None
-    if missing is not None:
-        print(f"aerostack-meter dashboard: needs the dashboard extra ({missing} is missing):"
-              " pip install 'aerostack-meter[dashboard]'", file=sys.stderr)
-        return 2
     token = ns.token or os.environ.get("AEROSTACK_DASHBOARD_TOKEN") or None
     return _serve(
         "dashboard",
@@ -405,15 +418,19 @@ def _run_dashboard(ns: argparse.Namespace) -> int:
 
 
 def _run_demo(args: Sequence[str]) -> int:
-    try:
-        demo = importlib.import_module("aerostack_meter.demo")
-    except ModuleNotFoundError as exc:
-        if exc.name != "aerostack_meter.demo":
-            raise
-        print("aerostack-meter demo: the demo is not available in this build", file=sys.stderr)
-        return 2
-    result = demo.main(list(args))
-    return int(result or 0)
+    demo = importlib.import_module("aerostack_meter.demo")
+    return int(demo.main(list(args)) or 0)
+
+
+def missing_extras(command: str) -> str | None:
+    """The one line to print when ``command``'s extras are not installed, else ``None``."""
+    needed = NEEDS.get(command, ())
+    absent = dict.fromkeys(m for extra in needed for m in EXTRAS[extra]
+                           if importlib.util.find_spec(m) is None)
+    if not absent:
+        return None
+    return (f"aerostack-meter {command}: needs {', '.join(absent)}; install them with "
+            f"pip install 'aerostack-meter[{','.join(needed)}]'")
 
 
 def _run_relay(ns: argparse.Namespace) -> int:
@@ -476,7 +493,12 @@ def _run_relay(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["demo"]:  # everything after `demo` belongs to the demo's own parser
+    command = args[0] if args else ""
+    problem = missing_extras(command)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return 2
+    if command == "demo":  # everything after `demo` belongs to the demo's own parser
         return _run_demo(args[1:])
     parser = build_parser()
     ns = parser.parse_args(args)

@@ -96,19 +96,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--real", action="store_true",
                         help="use the real OpenAI, Anthropic and Aerostack services (keys from the environment)")
     ns = parser.parse_args(argv)
-    try:
-        import anthropic
-        import openai
-    except ImportError as exc:
-        print(f"the demo needs the openai and anthropic SDKs: pip install 'aerostack-meter[all]' ({exc})",
-              file=sys.stderr)
+    from .cli import missing_extras
+
+    problem = missing_extras("demo")
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return 2
+    import anthropic
+    import openai
+
     t0 = time.monotonic()
     if ns.real:
         return _real(openai, anthropic)
 
+    from ._report import format_totals
     from .servers import start_gateway, start_mock_llm
-    from .servers._report import format_totals
 
     print("aerostack-meter demo: local gateway emulator + mock LLM server, no network, no keys")
     # The emulator's database is kept after the demo (a fresh one each run), for the dashboard.

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aerostack_meter.servers._report import TotalRow, format_totals, ledger_totals
 
 from aerostack_meter import cli
+from aerostack_meter._report import TotalRow, format_totals, ledger_totals
 from aerostack_meter.servers import start_gateway
 
 from ._helpers import post_log
@@ -150,18 +150,6 @@ def test_report_from_gateway(capsys: pytest.CaptureFixture[str]) -> None:
 def test_report_gateway_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", "--gateway", f"http://127.0.0.1:{_free_port()}/v1"]) == 1
     assert capsys.readouterr().err
-
-
-def test_demo_missing_exits_2(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    try:
-        import aerostack_meter.demo  # noqa: F401
-    except ModuleNotFoundError:
-        assert cli.main(["demo", "--anything"]) == 2
-        assert "demo" in capsys.readouterr().err
-    else:
-        pytest.skip("the demo exists in this build")
 
 
 def test_demo_is_called_with_its_args(monkeypatch: pytest.MonkeyPatch) -> None:

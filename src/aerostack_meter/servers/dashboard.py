@@ -86,7 +86,7 @@ def start_dashboard(
     if gateway is not None:
         source = GatewayUsage(gateway)
     else:
-        from ._report import default_ledger_path
+        from .._report import default_ledger_path
 
         source = LedgerUsage(ledger if ledger is not None else default_ledger_path())
     sources: list[HealthSource] = []

@@ -1,0 +1,87 @@
+"""The CLI on the core install (httpx and wrapt only), run as a real process.
+
+A ``None`` entry in ``sys.modules`` makes each extra's module (the SDKs, starlette, uvicorn)
+unimportable, as on ``pip install aerostack-meter``: ``report`` must work and never import the dev
+servers; the commands that need an extra print one line naming it and exit 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+BLOCKED = ("openai", "anthropic", "google", "boto3", "mistralai", "genai_prices", "redis",
+           "prometheus_client", "opentelemetry", "starlette", "uvicorn", "fastapi", "plotly")
+
+RUNNER = textwrap.dedent('''
+    import sys
+
+    BLOCKED = set(sys.argv[1].split(",")) if sys.argv[1] else set()
+    for name in BLOCKED:  # not installed: `import` raises ModuleNotFoundError, find_spec is None
+        sys.modules[name] = None
+
+    import aerostack_meter as am
+    from aerostack_meter import cli
+
+    if sys.argv[2] == "log":  # write a ledger through the library itself
+        m = am.Meter(ledger_path=sys.argv[3], instrument=False)
+        m.log("usr_core", 42, metric="tokens", api_id="api_core")
+        assert m.flush(10)
+        m.shutdown()
+        sys.exit(0)
+    code = cli.main(sys.argv[2:])
+    loaded = sorted(n for n in BLOCKED if sys.modules.get(n) is not None)
+    servers = "aerostack_meter.servers" in sys.modules
+    print(f"imported-extras={loaded} servers-imported={servers}")
+    sys.exit(code)
+''')
+
+
+def run(*args: str, blocked: tuple[str, ...] = BLOCKED, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", RUNNER, ",".join(blocked), *args], capture_output=True,
+                          text=True, timeout=60, cwd=cwd)
+
+
+def test_report_over_the_ledger_needs_no_extra(tmp_path: Path) -> None:
+    ledger = tmp_path / "usage.db"
+    wrote = run("log", str(ledger))
+    assert wrote.returncode == 0, wrote.stderr
+    done = run("report", "--ledger", str(ledger))
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()]
+    assert ["usr_core", "api_core", "tokens", "42", "1"] in rows
+    assert "imported-extras=[] servers-imported=False" in done.stdout
+    assert "Traceback" not in done.stderr
+
+
+def test_report_with_no_ledger_says_so_without_a_traceback(tmp_path: Path) -> None:
+    done = run("report", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "no ledger" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(("command", "extras"), [
+    ("gateway", "[servers]"),
+    ("mock-llm", "[servers]"),
+    ("dashboard", "[dashboard]"),
+    ("relay", "[relay]"),
+    ("demo", "[openai,anthropic,servers]"),
+])
+def test_commands_that_need_an_extra_name_it_and_exit_2(command: str, extras: str) -> None:
+    done = run(command, "--port", "0") if command in ("gateway", "mock-llm") else run(command)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr  # one line, no traceback
+    assert lines[0].startswith(f"aerostack-meter {command}: needs ")
+    assert f"pip install 'aerostack-meter{extras}'" in lines[0]
+
+
+def test_demo_names_both_extras_when_only_the_sdks_are_missing() -> None:
+    done = run("demo", blocked=("openai", "anthropic"))
+    assert done.returncode == 2
+    assert "needs openai, anthropic;" in done.stderr
+    assert "aerostack-meter[openai,anthropic,servers]" in done.stderr
