@@ -33,7 +33,7 @@ for name in "${selected[@]}"; do
     | grep -v "^WARNING: Location" || true
   "$venv/bin/python" -m pip list 2>/dev/null | grep -iE "^(openai|anthropic|google-genai|mistralai|boto3|botocore) " || true
   # shellcheck disable=SC2086
-  if ! "$venv/bin/python" -m pytest -q -p no:cacheprovider $SUITES; then
+  if ! "$venv/bin/python" -m pytest -q -p no:cacheprovider -n auto $SUITES; then
     echo "=== SDK matrix: $name FAILED ==="
     status=1
   fi

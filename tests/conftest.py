@@ -68,6 +68,24 @@ def caplog_meter(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+_SECTION_CAP = 20_000  # characters of captured output or log shown per section of a failure
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Cap what a failure prints: a server that logs in a loop must not bury the assertion."""
+    outcome = yield
+    report = outcome.get_result()
+    capped = []
+    for title, text in report.sections:
+        if len(text) > _SECTION_CAP:
+            half = _SECTION_CAP // 2
+            text = (f"{text[:half]}\n... [{len(text) - _SECTION_CAP} characters cut] ...\n"
+                    f"{text[-half:]}")
+        capped.append((title, text))
+    report.sections = capped
+
+
 @pytest.fixture(autouse=True)
 def _fresh_log_once() -> None:
     """Each test sees the library's once-only log lines afresh."""

@@ -82,6 +82,7 @@ def test_kill_9_mid_run_then_restart_loses_nothing(tmp_path: Path) -> None:
         assert child.stdout.readline().strip() == "logged"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
+        child.stdout.close()
         m = make(gw.url, spool)
         assert m.flush(10)
         m.shutdown()

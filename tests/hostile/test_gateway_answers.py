@@ -2,7 +2,9 @@
 
 None of it reaches the user's LLM call; each is counted in ``stats()`` and logged once; the spool
 stays sound and drains. A 2xx is final (a retry could double a processed request): the odd body
-is counted in ``odd_responses``, never retried.
+is counted in ``odd_responses``, never retried. Only a read timeout (a slow answer under load) is
+retried, and that retry is ambiguous (docs/reliability.md): the totals are exact net of duplicates,
+and duplicates never outnumber ``ambiguous_retries``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from ..matrix._harness import ledger
 from ._support import chat, clients, expected, make_meter, records, spool_is_sound
 
 ODD = ("html", "invalid_json", "empty", "huge")
@@ -39,9 +42,11 @@ def test_a_processed_request_answered_oddly_counts_as_delivered_once(
     elapsed = time.monotonic() - t0
     st = m.stats()
     m.shutdown()
-    assert gw.client.totals_by_consumer() == expected(llm)
-    assert gw.client.duplicates() == {}
-    assert st.dropped == {} and st.internal_errors == 0 and st.retries == 0
+    book = ledger(gw.client)
+    assert book.net == expected(llm)  # exact, net of what an ambiguous retry may have doubled
+    assert book.excess_rows <= st.ambiguous_retries
+    assert st.retries == st.ambiguous_retries  # an odd 2xx is final; only a timeout is retried
+    assert st.dropped == {} and st.internal_errors == 0
     assert st.requests_sent == 6 and st.odd_responses == 6
     assert len(records(caplog, "answered oddly")) == 1  # logged once, counted every time
     if mode == "huge":  # at most 64 KiB read of each 2 GiB answer

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -28,20 +27,27 @@ except Exception:  # pragma: no cover
 ARGS: dict[str, Any] = {"model": "claude-mock", "max_tokens": 64, "messages": USER}
 
 
+_open: list[Any] = []  # clients a test made, closed at its end on its own event loop
+
+
 @pytest.fixture(autouse=True)
-def collect_garbage() -> Iterator[None]:
-    """Collect each test's dropped clients and streams at its end, not at some random later
-    point: CPython 3.11 can fail to compile (SystemError) when a ResourceWarning-as-error is
-    raised by a finalizer that the cyclic GC runs in the middle of the compiler."""
+async def collect_garbage() -> AsyncIterator[None]:
+    """Close each test's clients, then collect its dropped streams at its end, not at some random
+    later point: CPython 3.11 can fail to compile (SystemError) when a finalizer that the cyclic
+    GC runs in the middle of the compiler raises a warning-as-error."""
     yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect(1)  # the young generations hold what the test dropped; a full pass is slow
+    while _open:
+        c = _open.pop()
+        await resolve((getattr(c, "aclose", None) or c.close)())
+    gc.collect(1)  # the young generations hold what the test dropped; a full pass is slow
 
 
 def client(llm: Any, mode: str, **kwargs: Any) -> Any:
+    """A client on the mock LLM server (closed by the ``collect_garbage`` fixture)."""
     cls = anthropic.AsyncAnthropic if mode == "async" else anthropic.Anthropic
-    return cls(api_key="sk-test", base_url=llm.anthropic_base_url, max_retries=0, **kwargs)
+    c = cls(api_key="sk-test", base_url=llm.anthropic_base_url, max_retries=0, **kwargs)
+    _open.append(c)
+    return c
 
 
 @contextlib.asynccontextmanager
@@ -125,6 +131,7 @@ def forwarding_http_client(llm: Any, mode: str) -> tuple[Any, list[str]]:
     added) is sent as is, and the mock's answer (JSON or SSE) returned unchanged.
     """
     forward = httpx.Client(base_url=llm.anthropic_base_url, timeout=10)
+    _open.append(forward)
     seen: list[str] = []
 
     def handler(request: Any) -> Any:
@@ -139,4 +146,5 @@ def forwarding_http_client(llm: Any, mode: str) -> tuple[Any, list[str]]:
 
     transport = HX.MockTransport(handler)
     http = HX.AsyncClient(transport=transport) if mode == "async" else HX.Client(transport=transport)
+    _open.append(http)
     return http, seen

@@ -190,6 +190,9 @@ def _azure_transport(mode: str, llm: Any) -> Any:
                 request.url = rewrite(request)
                 return await inner_async.handle_async_request(request)
 
+            async def aclose(self) -> None:  # closing the client closes its connections
+                await inner_async.aclose()
+
         return HX.AsyncClient(transport=AsyncRewrite())
     inner = HX.HTTPTransport()
 
@@ -197,6 +200,9 @@ def _azure_transport(mode: str, llm: Any) -> Any:
         def handle_request(self, request: Any) -> Any:
             request.url = rewrite(request)
             return inner.handle_request(request)
+
+        def close(self) -> None:
+            inner.close()
 
     return HX.Client(transport=Rewrite())
 

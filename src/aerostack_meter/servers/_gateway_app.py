@@ -5,6 +5,7 @@ Faults apply to the billing endpoint only; the control endpoints are plain Starl
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Sequence
@@ -102,7 +103,7 @@ class GatewayApp:
 
         fault = self.faults.before()
         if fault is not None:
-            await self._inject(fault, send, scope)
+            await self._inject(fault, send, scope, receive)
             return
 
         key = header(scope, b"x-aerostack-key")
@@ -159,9 +160,9 @@ class GatewayApp:
                 return await _abandon(send)
             await drop_response(send, 200, body)
         else:
-            await self._inject(after, send, scope)
+            await self._inject(after, send, scope, receive)
 
-    async def _inject(self, fault: Fault, send: Send, scope: Scope) -> None:
+    async def _inject(self, fault: Fault, send: Send, scope: Scope, receive: Receive) -> None:
         if fault.kind == "hang":
             self.fault_stats["hang"] += 1
             await self.closing.wait()
@@ -190,27 +191,38 @@ class GatewayApp:
         else:  # bad_body
             self.fault_stats[f"bad_body_{fault.detail}"] += 1
             if fault.detail == "huge":
-                await self._send_huge(send)
+                await self._send_huge(send, receive)
             else:
                 content_type, body = _BAD_BODIES[fault.detail]
                 await send_bytes(send, 200, body, content_type=content_type)
 
-    async def _send_huge(self, send: Send) -> None:
+    async def _send_huge(self, send: Send, receive: Receive) -> None:
+        """Stream ``huge_bytes`` until done, the server closes, or the client hangs up (it reads
+        at most 64 KiB). The request body was read: the next message is ``http.disconnect``."""
         remaining = self.faults.config.huge_bytes
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"application/json")],
-            }
-        )
-        while remaining > 0:
-            if self.closing.closed:
-                mark_intentional_drop()
-                return
-            chunk = _HUGE_CHUNK[:remaining]
-            remaining -= len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+        hung_up = asyncio.ensure_future(receive())
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            while remaining > 0:
+                if self.closing.closed:
+                    mark_intentional_drop()
+                    return
+                # A send to an unpaused transport never suspends: yield, so a lost connection
+                # is noticed (else every write to the dead socket is logged by asyncio).
+                await asyncio.sleep(0)
+                if hung_up.done():
+                    return
+                chunk = _HUGE_CHUNK[:remaining]
+                remaining -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+        finally:
+            hung_up.cancel()
 
     # -- control endpoints ----------------------------------------------------------------------
 
