@@ -1,8 +1,8 @@
 """aerostack-meter against its peers and the bare SDKs, side by side, in one run.
 
-    python3 -m venv /work/venvs/peers
-    /work/venvs/peers/bin/pip install -e '.[all,servers]' -r benchmarks/requirements-peers.txt
-    /work/venvs/peers/bin/python benchmarks/compare_peers.py [--rounds 7] [--quick] [--no-write]
+    python3 -m venv .venv-peers
+    .venv-peers/bin/pip install -e '.[all,servers]' -r benchmarks/requirements-peers.txt
+    .venv-peers/bin/python benchmarks/compare_peers.py [--rounds 7] [--quick] [--no-write]
 
 Peers: Langfuse's OpenAI drop-in, OpenLLMetry (OpenTelemetry instrumentations), PostHog's LLM
 wrappers; the bare SDKs are the floor. Every configuration runs in its own subprocess
@@ -582,7 +582,7 @@ def page(rows: list[Row], peers: tuple[str, ...], failures: dict[str, str], chec
         f"{args.tput_rounds} (5); configurations rotated each round; {elapsed / 60:.0f} min of runs.",
         f"- Machine: {machine()}; load average (1/5/15 min) at start {load_start}, at end {load_end}.",
         f"- Versions: {versions()}.",
-        "- Command: `/work/venvs/peers/bin/python benchmarks/compare_peers.py` (the peers' venv, "
+        "- Command: `.venv-peers/bin/python benchmarks/compare_peers.py` (the peers' venv, "
         "made from `benchmarks/requirements-peers.txt`; see benchmarks/README.md).",
     ]
     return "\n".join(parts)
