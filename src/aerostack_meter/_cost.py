@@ -161,7 +161,7 @@ class CostPolicy:
                               genai_request_timestamp=when, price_context=_price_context(usage.service_tier))
         except LookupError:
             return None
-        return calc.total_price  # type: ignore[no-any-return]
+        return calc.total_price
 
     def units_exact(self, usage: Usage, when: datetime | None = None) -> Decimal | None:
         """The price of one call in this policy's units (not rounded), or ``None`` when unknown."""

@@ -79,7 +79,7 @@ def apply_policy(policy: MetricPolicy, usage: Usage) -> Mapping[str, Any]:
         from ._cost import default_policy
 
         return default_policy()(usage)
-    return policy(usage)  # type: ignore[operator]
+    return policy(usage)
 
 
 def check_policy(policy: Any, *, call: str | None = None) -> None:

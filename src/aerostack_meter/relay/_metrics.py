@@ -71,6 +71,6 @@ def serve_metrics(relay: Relay, host: str, port: int) -> Any:
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(relay))  # type: ignore[arg-type]
+    registry.register(_Collector(relay))
     server, _thread = start_http_server(port, addr=host, registry=registry)
     return server
