@@ -60,3 +60,39 @@ def test_the_license_matches_pyproject() -> None:
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r'^license = "MIT"$', pyproject, re.M)
     assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+
+
+_UNRAISABLE = '''
+import gc, socket, weakref
+
+
+class Thing:
+    pass
+
+
+def test_a_failing_finalizer_fails_the_test():
+    t = Thing()
+    weakref.finalize(t, lambda: 1 / 0)
+    del t
+    gc.collect()
+
+
+def test_a_socket_left_to_the_gc_does_not():
+    s = socket.socket()
+    del s
+    gc.collect()
+'''
+
+
+def test_unraisable_exceptions_fail_tests_but_resource_warnings_do_not(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "test_unraisable.py").write_text(_UNRAISABLE)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           "-c", str(ROOT / "pyproject.toml"), "--rootdir", str(tmp_path),
+                           str(tmp_path / "test_unraisable.py")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert "1 failed, 1 passed" in done.stdout, done.stdout[-3000:]
+    assert "FAILED test_unraisable.py::test_a_failing_finalizer_fails_the_test" in done.stdout
+    assert "ZeroDivisionError" in done.stdout
