@@ -59,6 +59,8 @@ CALLS = [
     ("series", {"by": "metric", "consumer": "usr_7", "range": "7d"}),
     ("options", {}),
     ("health", {}),
+    ("overview", {"range": "24h"}),
+    ("overview", {}),
 ]
 
 
@@ -132,7 +134,7 @@ def time_calls(base: str, rounds: int) -> list[tuple[str, str, float]]:
 def raw_calls(path: Path) -> list[tuple[str, float]]:
     """The same views from the raw rows (no rollup), once each: what the rollup saves."""
     store = UsageStore.open(path, write=False)
-    store.rollup = False
+    store.rollup = store.keys = False
     out = []
     for view, params in (("summary", {"range": "24h"}), ("series", {"by": "consumer"})):
         t0 = time.perf_counter()

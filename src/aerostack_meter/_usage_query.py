@@ -84,8 +84,22 @@ CREATE TRIGGER IF NOT EXISTS ledger_rollup_insert AFTER INSERT ON ledger BEGIN
             requests = requests + 1;
 END
 """
-LEDGER_ROLLUP_SCHEMA = _ROLLUP_TABLE + ";" + _ROLLUP_TRIGGER + ";"
-"""The rollup table and the trigger that keeps it (`ensure_rollup` creates and backfills them)."""
+_KEYS_TABLE = """
+CREATE TABLE IF NOT EXISTS ledger_keys (
+    consumer_id TEXT NOT NULL,
+    api_id TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    PRIMARY KEY (consumer_id, api_id, metric)
+) WITHOUT ROWID
+"""
+_KEYS_TRIGGER = """
+CREATE TRIGGER IF NOT EXISTS ledger_keys_insert AFTER INSERT ON ledger BEGIN
+    INSERT OR IGNORE INTO ledger_keys VALUES (NEW.consumer_id, NEW.api_id, NEW.metric);
+END
+"""
+LEDGER_ROLLUP_SCHEMA = ";".join((_ROLLUP_TABLE, _ROLLUP_TRIGGER, _KEYS_TABLE, _KEYS_TRIGGER)) + ";"
+"""The rollup table, the table of (consumer, API, metric) keys, and the triggers that keep them
+(`ensure_rollup` creates and backfills them)."""
 
 _BACKFILL = """
 INSERT INTO ledger_rollup
@@ -123,16 +137,22 @@ def ensure_rollup(conn: sqlite3.Connection, *, backfill: bool = True) -> bool:
             conn.execute(
                 "ALTER TABLE ledger ADD COLUMN estimated_units INTEGER NOT NULL DEFAULT 0"
             )
-        if _has_table(conn, "ledger_rollup_insert", "trigger"):
+        if _has_table(conn, "ledger_keys_insert", "trigger"):
             conn.execute("COMMIT")
             return True
         if not backfill and conn.execute("SELECT 1 FROM ledger LIMIT 1").fetchone() is not None:
             conn.execute("COMMIT")  # rows and no rollup: leave the backfill to the dashboard
             return False
-        conn.execute("DROP TABLE IF EXISTS ledger_rollup")
-        conn.execute(_ROLLUP_TABLE)
-        conn.execute(_BACKFILL)
-        conn.execute(_ROLLUP_TRIGGER)
+        if not _has_table(conn, "ledger_rollup_insert", "trigger"):
+            conn.execute("DROP TABLE IF EXISTS ledger_rollup")
+            conn.execute(_ROLLUP_TABLE)
+            conn.execute(_BACKFILL)
+            conn.execute(_ROLLUP_TRIGGER)
+        conn.execute("DROP TABLE IF EXISTS ledger_keys")
+        conn.execute(_KEYS_TABLE)
+        conn.execute("INSERT INTO ledger_keys SELECT DISTINCT consumer_id, api_id, metric"
+                     " FROM ledger_rollup WHERE grain = 86400")
+        conn.execute(_KEYS_TRIGGER)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -262,6 +282,7 @@ class UsageStore:
         self._estimated = "estimated_units" if "estimated_units" in cols else "0"
         self._status = "status < 300" if "status" in cols else ""
         self.rollup = table == "ledger" and _has_table(conn, "ledger_rollup_insert", "trigger")
+        self.keys = table == "ledger" and _has_table(conn, "ledger_keys_insert", "trigger")
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, write: bool = True) -> UsageStore:
@@ -503,9 +524,12 @@ class UsageStore:
     def options(self) -> dict[str, Any]:
         """Every consumer, API id and metric present (for the filter lists), and the
         `last_delivery` time (Unix seconds or None)."""
-        rel, params = self._relation(UsageFilter(), "day")
         out: dict[str, Any] = {"last_delivery": self.last_delivery()}
-        rows = self._query(f"SELECT DISTINCT consumer_id, api_id, metric FROM ({rel})", params)
+        if self.keys:
+            rows = self._query("SELECT consumer_id, api_id, metric FROM ledger_keys", ())
+        else:
+            rel, params = self._relation(UsageFilter(), "day")
+            rows = self._query(f"SELECT DISTINCT consumer_id, api_id, metric FROM ({rel})", params)
         for i, key in enumerate(("consumers", "api_ids", "metrics")):
             out[key] = sorted({r[i] for r in rows})
         return out

@@ -43,6 +43,23 @@ def test_api_numbers_equal_the_ledger(dashboard: DashboardHandle, ledger: Path) 
         assert http.get("/api/nope").status_code == 400
 
 
+def test_the_overview_is_the_other_endpoints_in_one(dashboard: DashboardHandle) -> None:
+    params = {"range": "24h", "api": "chat-api"}
+    with httpx.Client(base_url=dashboard.base_url, timeout=10) as http:
+        overview = http.get("/api/overview", params=params).json()
+        assert overview["options"] == http.get("/api/options").json()
+        assert overview["top"] == http.get("/api/top", params={**params, "limit": 10}).json()
+        for by in ("consumer", "metric", "api"):
+            assert overview["series"][by]["series"] == http.get(
+                "/api/series", params={**params, "by": by}).json()["series"]
+        summary = http.get("/api/summary", params=params).json()
+        for body in (summary, overview["summary"]):
+            body["filter"].pop("since")
+        assert overview["summary"] == summary
+        assert overview["health"]["sources"][0]["source"] == "ledger"
+        assert http.get("/api/overview", params={"range": "1y"}).status_code == 400
+
+
 def test_every_asset_is_served_locally(dashboard: DashboardHandle) -> None:
     with httpx.Client(base_url=dashboard.base_url, timeout=10) as http:
         page = http.get("/").text

@@ -201,3 +201,23 @@ def test_an_empty_ledger_renders_without_errors(browser: Browser, tmp_path: Path
             assert page.errors == [] and page.outside == []
         finally:
             context.close()
+
+
+def test_a_token_in_the_url_opens_a_guarded_dashboard(browser: Browser, ledger: Path) -> None:
+    from aerostack_meter.servers.dashboard import start_dashboard
+
+    with start_dashboard(ledger=ledger, token="s3cret", refresh_seconds=0) as dash:
+        context = browser.new_context()
+        try:
+            page = Watched(context.new_page(), dash.base_url)
+            page.page.goto(dash.url)  # .../?token=s3cret
+            page.wait_loaded()
+            assert page.value("total-units") == ledger_sum(ledger)
+            loads = page.loads()
+            page.page.select_option("#f-consumer", "usr_dave")
+            page.wait_loaded(loads)
+            assert page.value("total-units") == ledger_sum(ledger, "WHERE consumer_id = 'usr_dave'")
+            assert "token=s3cret" in page.page.url
+            assert page.errors == [] and page.outside == []
+        finally:
+            context.close()

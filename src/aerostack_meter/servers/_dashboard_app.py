@@ -4,6 +4,7 @@
     GET /assets/<name>          dashboard.js, dashboard.css, plotly.min.js
     GET /api/summary|series|top|options   `usage_view` over the usage source
     GET /api/health             every delivery-health source, and their sum
+    GET /api/overview           all of the above for the page's filters, in one request
 
 With a token, every `/api/*` request needs `Authorization: Bearer <token>` (or `?token=`).
 """
@@ -64,6 +65,7 @@ class DashboardApp:
             Route("/", self._index, methods=["GET"]),
             Route("/assets/{name}", self._asset, methods=["GET"]),
             Route("/api/health", self._health, methods=["GET"]),
+            Route("/api/overview", self._overview, methods=["GET"]),
             Route("/api/{view}", self._view, methods=["GET"]),
         ])
 
@@ -105,12 +107,36 @@ class DashboardApp:
             return _error(502, "SOURCE_UNAVAILABLE", str(exc))
         return JSONResponse(body, headers=_NO_STORE)
 
+    def _health_json(self) -> dict[str, Any]:
+        reports = [source.read() for source in self.health_sources]
+        return {"total": combine(reports).to_json(), "sources": [r.to_json() for r in reports]}
+
     def _health(self, request: Request) -> Response:
         if not self._authorized(request):
             return _error(401, "UNAUTHORIZED", "this dashboard needs its token")
-        reports = [source.read() for source in self.health_sources]
-        return JSONResponse({"total": combine(reports).to_json(),
-                             "sources": [r.to_json() for r in reports]}, headers=_NO_STORE)
+        return JSONResponse(self._health_json(), headers=_NO_STORE)
+
+    def _overview(self, request: Request) -> Response:
+        """Everything the page shows, in one request (one worker thread, the queries one after
+        the other): `options`, `summary`, `series` by consumer/metric/api, `top`, `health`."""
+        if not self._authorized(request):
+            return _error(401, "UNAUTHORIZED", "this dashboard needs its token")
+        params = dict(request.query_params)
+        params.pop("token", None)
+        try:
+            body = {
+                "options": self.source.view("options", {}),
+                "summary": self.source.view("summary", params),
+                "series": {by: self.source.view("series", {**params, "by": by})
+                           for by in ("consumer", "metric", "api")},
+                "top": self.source.view("top", {**params, "limit": "10"}),
+                "health": self._health_json(),
+            }
+        except ValueError as exc:
+            return _error(400, "VALIDATION_ERROR", str(exc))
+        except SourceError as exc:
+            return _error(502, "SOURCE_UNAVAILABLE", str(exc))
+        return JSONResponse(body, headers=_NO_STORE)
 
 
 def _html_escape(text: str) -> str:

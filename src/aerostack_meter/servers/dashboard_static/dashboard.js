@@ -37,7 +37,9 @@
     var params = filterParams();
     Object.keys(extra || {}).forEach(function (k) { params.set(k, extra[k]); });
     var headers = token ? { Authorization: "Bearer " + token } : {};
-    return fetch("/api/" + view + "?" + params.toString(), { headers: headers, cache: "no-store" })
+    var first = view === "overview" ? window.AEROSTACK_FIRST : null;  // started by the page itself
+    window.AEROSTACK_FIRST = null;
+    return (first || fetch("/api/" + view + "?" + params.toString(), { headers: headers, cache: "no-store" }))
       .then(function (r) {
         return r.json().then(function (body) {
           if (!r.ok) throw new Error(view + ": " + (body.message || r.status));
@@ -223,17 +225,15 @@
   var again = false;
   function refresh() {
     if (loading) { again = true; return loading; }  // a filter changed mid-load: load once more
-    loading = Promise.all([
-      api("options"), api("summary"), api("series", { by: "consumer" }),
-      api("series", { by: "metric" }), api("series", { by: "api" }), api("top", { limit: 10 }),
-      api("health")
-    ]).then(function (r) {
+    loading = api("overview").then(function (o) {
+      // the same numbers as /api/options, summary, series (by consumer, metric, api), top, health
+      var r = [o.options, o.summary, o.series.consumer, o.series.metric, o.series.api, o.top, o.health];
       renderOptions(r[0]);
       renderNumbers(r[1]);
       renderTable(r[5]);
       renderHealth(r[6]);
       document.body.dataset.numbers = String(Number(document.body.dataset.numbers || 0) + 1);
-      return new Promise(function (r) { requestAnimationFrame(function () { setTimeout(r, 0); }); })
+      return new Promise(function (done) { requestAnimationFrame(function () { setTimeout(done, 0); }); })
         .then(plotlyReady).then(function () {
         renderPie(r[1]);
         stacked(el("chart-consumers"), r[2]);
