@@ -88,6 +88,17 @@ class Endpoint:
         reducer; ``meter`` is at hand for per-meter settings (e.g. ``stream_usage``)."""
         return kwargs, None
 
+    def passthrough(self, kwargs: Mapping[str, Any]) -> Any:
+        """The reducer's hint for a request sent exactly as the caller wrote it (``prepare`` not
+        run: the user reads the raw response, so nothing the meter adds could be hidden)."""
+        return None
+
+    def rejected(self, meter: Meter, instance: Any, exc: BaseException, hint: Any) -> Any:
+        """The server refused a request ``prepare`` changed: a hint to retry it unchanged with
+        (the destination remembered so later calls are not changed), or ``None`` to let ``exc``
+        through."""
+        return None
+
     def kind(self, result: Any) -> Kind:
         return "response"
 
@@ -140,15 +151,17 @@ class Call:
         if self.reservation is not None:
             self.reservation.release()
 
-    def end(self, usage: Usage | None, model: str | None = None) -> None:
-        """Bill ``usage`` (or count it missing). Idempotent; never raises."""
+    def end(self, usage: Usage | None, model: str | None = None, reason: str = "no_usage") -> None:
+        """The one place a call that got a response ends: bill ``usage``, or count it missing
+        (``reason`` in ``stats().missing``). Idempotent; never raises."""
         if self.done:
             return
         self.done = True
         try:
             if usage is None:
                 m = model or self.kwargs.get("model")
-                self.meter.usage_missing(self.endpoint.provider, m if isinstance(m, str) else None)
+                self.meter.usage_missing(self.endpoint.provider, m if isinstance(m, str) else None,
+                                         reason)
                 if self.reservation is not None:
                     self.reservation.release()
             else:

@@ -226,11 +226,13 @@ class Meter:
             budget.bind(self)
         return budget
 
-    def usage_missing(self, provider: str, model: str | None) -> None:
-        self.counters.add("usage_missing")
-        log_once(f"usage_missing:{provider}:{model}", logging.WARNING,
-                 "aerostack_meter: a %s response for model %r carried no usage; not billed",
-                 provider, model)
+    def usage_missing(self, provider: str, model: str | None, reason: str = "no_usage") -> None:
+        """A call that cannot be billed: counted in ``stats().usage_missing`` and, by ``reason``,
+        in ``stats().missing``; logged once per provider, model and reason."""
+        self.counters.missing(reason)
+        log_once(f"usage_missing:{provider}:{model}:{reason}", logging.WARNING,
+                 "aerostack_meter: a %s response for model %r carried no usage (%s); not billed",
+                 provider, model, reason)
 
     def _expand(self, item: Any) -> Iterable[UsageEvent]:
         """Queue item -> events. Runs on the reporter thread; never raises."""

@@ -24,7 +24,14 @@ class Stats:
     dropped: Mapping[str, int] = field(default_factory=dict)
     calls_metered: int = 0
     events_estimated: int = 0
+    #: calls the meter saw but could not bill (the sum of ``missing``)
     usage_missing: int = 0
+    #: ``usage_missing`` by reason: ``no_usage`` (the response or stream carried none),
+    #: ``raw_unread`` (a raw response closed before its body was read)
+    missing: Mapping[str, int] = field(default_factory=dict)
+    #: streamed calls retried without the injected ``stream_options`` after the server refused it
+    #: (billed from an estimate; the destination is remembered)
+    stream_options_rejected: int = 0
     missing_consumer: int = 0
     queue_overflows: int = 0
     internal_errors: int = 0
@@ -53,8 +60,9 @@ class Stats:
 
 _INT_FIELDS = (
     "events_enqueued", "events_sent", "requests_sent", "retries", "ambiguous_retries",
-    "calls_metered", "events_estimated", "usage_missing", "missing_consumer", "queue_overflows",
-    "internal_errors", "odd_responses", "unpriced", "budget_refused", "budget_errors", "rejected",
+    "calls_metered", "events_estimated", "usage_missing", "stream_options_rejected", "missing_consumer",
+    "queue_overflows", "internal_errors", "odd_responses", "unpriced", "budget_refused", "budget_errors",
+    "rejected",
 )
 
 
@@ -66,6 +74,7 @@ class Counters:
         self._ints: Counter[str] = Counter()
         self._units: Counter[str] = Counter()
         self._dropped: Counter[str] = Counter()
+        self._missing: Counter[str] = Counter()
         self.price_table: str | None = None
         self._gauges: dict[str, int] = {}
 
@@ -82,6 +91,11 @@ class Counters:
             self._ints["events_sent"] += events
             self._ints["requests_sent"] += 1
 
+    def missing(self, reason: str) -> None:
+        with self._lock:
+            self._ints["usage_missing"] += 1
+            self._missing[reason] += 1
+
     def drop(self, reason: str, n: int = 1) -> None:
         with self._lock:
             self._dropped[reason] += n
@@ -92,6 +106,7 @@ class Counters:
             return Stats(
                 units_sent=MappingProxyType(dict(self._units)),
                 dropped=MappingProxyType(dict(self._dropped)),
+                missing=MappingProxyType(dict(self._missing)),
                 pending=pending,
                 spooled=spooled,
                 price_table=self.price_table,

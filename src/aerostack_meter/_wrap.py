@@ -36,8 +36,10 @@ Node = Mapping[str, Any]  # name -> Endpoint | Node | CLIENT
 
 
 class _Proxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    def __init__(self, wrapped: Any, node: Node, root: Node, get_meter: Any, defaults: Defaults) -> None:
+    def __init__(self, wrapped: Any, node: Node, root: Node, get_meter: Any, defaults: Defaults,
+                 factory: Any = make_wrapper) -> None:
         super().__init__(wrapped)
+        self._self_factory = factory  # how a leaf is metered (the provider's wrapper_factory())
         self._self_node = node
         self._self_root = root
         self._self_get_meter = get_meter
@@ -60,16 +62,18 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         if isinstance(spec, Endpoint):
             is_async = is_async_callable(value)
             out: Any = wrapt.FunctionWrapper(
-                value, make_wrapper(spec, is_async, self._self_get_meter, self._self_defaults))
+                value, self._self_factory(spec, is_async, self._self_get_meter, self._self_defaults))
         elif spec == CLIENT:
             root, get_meter, defaults = self._self_root, self._self_get_meter, self._self_defaults
+            factory = self._self_factory
 
             def rewrap(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                return _Proxy(wrapped(*args, **kwargs), root, root, get_meter, defaults)
+                return _Proxy(wrapped(*args, **kwargs), root, root, get_meter, defaults, factory)
 
             out = wrapt.FunctionWrapper(value, rewrap)
         else:
-            out = _Proxy(value, spec, self._self_root, self._self_get_meter, self._self_defaults)
+            out = _Proxy(value, spec, self._self_root, self._self_get_meter, self._self_defaults,
+                         self._self_factory)
         self._self_cache[name] = out
         return out
 
@@ -87,14 +91,15 @@ def _bind_helper(proxy: _Proxy, name: str) -> Any:
     return attr.__get__(proxy, cls)
 
 
-def _tree_for(client: Any) -> Node:
+def _tree_for(client: Any) -> tuple[Node, Any]:
+    """The provider's ``wrap()`` tree and how its leaves are metered."""
     from .providers import names, provider_for
 
     provider = provider_for(type(client))
     if provider is None:
         raise ConfigError("client", f"unsupported client type {type(client).__name__}; expected a "
                           f"client of one of: {', '.join(names())}", call="wrap")
-    return provider.client_tree
+    return provider.client_tree, provider.wrapper_factory()
 
 
 def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None,
@@ -111,7 +116,7 @@ def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None
         check_policy(metrics, call="wrap")
     if isinstance(client, _Proxy):
         client = client.__wrapped__
-    tree = _tree_for(client)
+    tree, factory = _tree_for(client)
     if meter is not None:
         explicit = meter
 
@@ -123,4 +128,4 @@ def wrap(client: T, *, consumer_id: str | None = None, api_id: str | None = None
         _ensure()
         from ._global import get_meter
     return _Proxy(client, tree, tree, get_meter,  # type: ignore[return-value]
-                  Defaults(consumer_id, api_id, metrics, checked_budget))
+                  Defaults(consumer_id, api_id, metrics, checked_budget), factory)

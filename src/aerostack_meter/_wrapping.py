@@ -16,9 +16,9 @@ import inspect
 import logging
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import wrapt
 
@@ -29,20 +29,50 @@ from ._log import log_limited
 from ._meter import Defaults, Meter
 from ._streams import ManagerProxy, RawProxy, proxy_stream
 
-__all__ = ["MeterWrapper", "PatchSet", "Target", "finish", "is_async_callable", "make_wrapper"]
+__all__ = ["ACTIVE", "MeterWrapper", "PatchSet", "Route", "Target", "begin", "current_route", "finish",
+           "is_async_callable", "make_routed_wrapper", "make_wrapper", "prefetch"]
 
-_active: contextvars.ContextVar[bool] = contextvars.ContextVar("aerostack_meter_active", default=False)
+# A metered call is in progress in this context: an SDK helper calling another metered method, a
+# call both proxied and patched, a method-level wrapper over the base client: the outermost meters.
+ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("aerostack_meter_active", default=False)
+_active = ACTIVE
 
 MeterGetter = Callable[[], "Meter | None"]
 
 
-def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
-           kwargs: dict[str, Any], site: str, wait: bool = True) -> tuple[Call | None, dict[str, Any], Any]:
+class Route(NamedTuple):
+    """Who meters the calls made inside one ``wrap()`` proxy call: the proxy's meter and defaults.
+    A provider metered at its HTTP layer (``Provider.base_client``) reads it there."""
+
+    get_meter: MeterGetter
+    defaults: Defaults | None
+
+
+_route: contextvars.ContextVar[Route | None] = contextvars.ContextVar("aerostack_meter_route", default=None)
+
+
+def current_route() -> Route | None:
+    return _route.get()
+
+
+def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
+          kwargs: Mapping[str, Any], site: str, prepare: bool = True,
+          wait: bool = True) -> tuple[Call | None, Any, Any]:
+    """The one place a metered call begins, before its request is sent: who is billed (may raise
+    :class:`MissingConsumerError`), the endpoint's ``prepare`` (guarded; skipped when ``prepare``
+    is False: the request then goes exactly as the caller wrote it), then the budget's reservation
+    (may raise :class:`BudgetExceededError`: nothing is sent). ``wait=False`` on an event loop (the
+    balance was prefetched). Returns the call (``None``: not billed, already counted), the
+    arguments to send and the reducer's hint. The call ends in ``Call.end`` (a response),
+    ``Call.end_stream`` (a stream) or ``Call.fail`` (no response)."""
     attribution = meter.attribute(defaults, site)  # may raise
     if attribution is None:
         return None, kwargs, None
     try:
-        kwargs, hint = endpoint.prepare_call(meter, instance, kwargs)
+        if prepare:
+            kwargs, hint = endpoint.prepare_call(meter, instance, kwargs)  # type: ignore[arg-type]
+        else:
+            hint = endpoint.passthrough(kwargs)
     except Exception:
         _internal(meter, "prepare")
         hint = None
@@ -53,7 +83,10 @@ def _begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance
     return call, kwargs, hint
 
 
-def _reserve(meter: Meter, budget: Budget, consumer_id: str, provider: str, kwargs: dict[str, Any],
+_begin = begin
+
+
+def _reserve(meter: Meter, budget: Budget, consumer_id: str, provider: str, kwargs: Mapping[str, Any],
              wait: bool) -> Reservation | None:
     """The budget's reservation for this call; raises BudgetExceededError (nothing is sent)."""
     try:
@@ -91,6 +124,14 @@ def finish(call: Call, hint: Any, result: Any, returns: Kind | None = None) -> A
     except Exception:
         _internal(call.meter, "finish")
     return result
+
+
+async def prefetch(meter: Meter, defaults: Defaults | None, site: str) -> None:
+    """On an event loop, before :func:`begin` with ``wait=False``: await the budget's balance
+    lookup, if the budget reads one (never blocking the loop)."""
+    budget = meter.budget_for(defaults)
+    if budget is not None and budget.reads_balance:
+        await _prefetch(meter, budget, defaults, site)
 
 
 async def _prefetch(meter: Meter, budget: Budget, defaults: Defaults | None, site: str) -> None:
@@ -152,6 +193,65 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
         return finish(call, hint, result, returns)
 
     return async_wrapper if is_async else sync_wrapper
+
+
+def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
+                        defaults: Defaults | None) -> Callable[..., Any]:
+    """For ``wrap()`` of a provider metered at its HTTP layer: the call is not metered here; the
+    HTTP layer meters what it sends with this proxy's meter and defaults (:class:`Route`). A stream
+    manager that sends only when entered is entered under the same route."""
+    route = Route(get_meter, defaults)
+
+    def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        token = _route.set(route)
+        try:
+            result = wrapped(*args, **kwargs)
+        finally:
+            _route.reset(token)
+        try:
+            if endpoint.kind(result) == "manager":
+                return RoutedManager(result, route)
+        except Exception:
+            pass
+        return result
+
+    async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> Any:
+        token = _route.set(route)
+        try:
+            return await wrapped(*args, **kwargs)
+        finally:
+            _route.reset(token)
+
+    return async_wrapper if is_async else sync_wrapper
+
+
+class RoutedManager(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """A stream manager (``messages.stream(...)``) whose request is sent on enter, under a route."""
+
+    def __init__(self, wrapped: Any, route: Route) -> None:
+        super().__init__(wrapped)
+        self._self_route = route
+
+    def __enter__(self) -> Any:
+        token = _route.set(self._self_route)
+        try:
+            return self.__wrapped__.__enter__()
+        finally:
+            _route.reset(token)
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.__wrapped__.__exit__(*exc)
+
+    async def __aenter__(self) -> Any:
+        token = _route.set(self._self_route)
+        try:
+            return await self.__wrapped__.__aenter__()
+        finally:
+            _route.reset(token)
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        return await self.__wrapped__.__aexit__(*exc)
 
 
 def is_async_callable(fn: Any) -> bool:

@@ -122,6 +122,9 @@ class Surface:
     run: Run  # client -> what the user received (dumped)
     stream: bool = False
     min_major: int = 1
+    # A raw stream of chat-shaped chunks: the meter sends it as written (the user reads the bytes,
+    # an injected usage chunk could not be hidden), so the server reports no usage: estimated.
+    estimated: bool = False
 
     def __str__(self) -> str:
         return self.name
@@ -233,14 +236,16 @@ for _variant, _short in (("with_raw_response", "raw"), ("with_streaming_response
     SURFACES += [
         Surface(f"chat.create-{_short}", _raw("chat.completions.create", _CHAT_KW, _variant)),
         Surface(f"chat.create-stream-{_short}",
-                _raw("chat.completions.create", {**_CHAT_KW, "stream": True}, _variant), stream=True),
+                _raw("chat.completions.create", {**_CHAT_KW, "stream": True}, _variant), stream=True,
+                estimated=True),
         Surface(f"chat.parse-{_short}", _raw("chat.completions.parse", _CHAT_KW, _variant)),
         Surface(f"responses.create-{_short}", _raw("responses.create", _RESP_KW, _variant)),
         Surface(f"responses.create-stream-{_short}",
                 _raw("responses.create", {**_RESP_KW, "stream": True}, _variant), stream=True),
         Surface(f"completions.create-{_short}", _raw("completions.create", _COMPL_KW, _variant)),
         Surface(f"completions.create-stream-{_short}",
-                _raw("completions.create", {**_COMPL_KW, "stream": True}, _variant), stream=True),
+                _raw("completions.create", {**_COMPL_KW, "stream": True}, _variant), stream=True,
+                estimated=True),
         Surface(f"embeddings.create-{_short}", _raw("embeddings.create", _EMB_KW, _variant)),
     ]
 # The SDK has no responses.with_streaming_response.parse (notes #4); raw parse it has.

@@ -184,20 +184,19 @@ async def test_consumer_scope_attributes_the_call(meter: Any, gateway: Any, llm:
 
 
 def test_uninstrument_restores_exactly(meter: Any, gateway: Any, llm: Any) -> None:
-    import anthropic.lib.vertex._beta_messages as vertex_beta
-    from anthropic.resources.beta.messages import messages as beta_mod
+    """Metering sits on the base client every call passes through; the resource methods are the
+    SDK's own. ``uninstrument()`` puts the very same functions back; instrumenting twice wraps once."""
+    from anthropic._base_client import AsyncAPIClient, SyncAPIClient
     from anthropic.resources.messages import messages as mod
 
     from aerostack_meter._wrapping import MeterWrapper
 
-    owners = [mod.Messages, mod.AsyncMessages, beta_mod.Messages, beta_mod.AsyncMessages,
-              vertex_beta.Messages, vertex_beta.AsyncMessages]
-    names = ("create", "parse", "stream", "count_tokens")
-    patched = {(o, n): o.__dict__.get(n) for o in owners for n in names}
-    for (owner, name), fn in patched.items():
-        if fn is not None:
-            assert isinstance(fn, MeterWrapper) is (name != "count_tokens"), (owner, name)
-    originals = {k: v.__wrapped__ if isinstance(v, MeterWrapper) else v for k, v in patched.items()}
+    assert not isinstance(mod.Messages.__dict__["create"], MeterWrapper)
+    owners = [SyncAPIClient, AsyncAPIClient]
+    names = ("request", "_process_response")
+    patched = {(o, n): o.__dict__[n] for o in owners for n in names}
+    assert all(isinstance(fn, MeterWrapper) for fn in patched.values())
+    originals = {k: v.__wrapped__ for k, v in patched.items()}
     am.uninstrument()
     for key, fn in originals.items():
         assert key[0].__dict__.get(key[1]) is fn, key
@@ -205,7 +204,7 @@ def test_uninstrument_restores_exactly(meter: Any, gateway: Any, llm: Any) -> No
     assert billed(gateway) == {}
     am.instrument(("anthropic",))
     am.instrument(("anthropic",))  # a second time is a no-op: wrapped once
-    inner = mod.Messages.__dict__["create"]
-    assert inner.__wrapped__ is originals[(mod.Messages, "create")]
+    inner = SyncAPIClient.__dict__["request"]
+    assert inner.__wrapped__ is originals[(SyncAPIClient, "request")]
     msg = client(llm, "sync").messages.create(**ARGS)
     assert billed(gateway) == {"default": units(msg.usage)}

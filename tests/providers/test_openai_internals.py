@@ -19,9 +19,10 @@ __all__ = ["clients", "quick_gc"]  # fixtures
 
 
 def test_every_patch_target_resolves_in_this_sdk() -> None:
-    """Targets the installed SDK lacks are skipped silently by design; the core ones must be found."""
+    """Targets the installed SDK lacks are skipped silently by design; the core ones must be found:
+    the base client every call passes through, and the stream helpers' ``close()``."""
     found = set()
-    for t in PROVIDER.targets():
+    for t in PROVIDER.all_targets():
         try:
             owner: Any = importlib.import_module(t.module)
         except ImportError:
@@ -30,12 +31,28 @@ def test_every_patch_target_resolves_in_this_sdk() -> None:
             owner = getattr(owner, part, None)
         if owner is not None:
             found.add(t.path)
-    must = {"Completions.create", "AsyncCompletions.create", "Embeddings.create", "AsyncEmbeddings.create",
-            "ChatCompletionStream.close", "AsyncChatCompletionStream.close"}
+    must = {"SyncAPIClient.request", "AsyncAPIClient.request", "SyncAPIClient._process_response",
+            "AsyncAPIClient._process_response", "ChatCompletionStream.close",
+            "AsyncChatCompletionStream.close"}
     if hasattr(openai.OpenAI(api_key="k"), "responses"):
-        must |= {"Responses.create", "AsyncResponses.create", "Responses.parse", "ResponseStream.close",
-                 "AsyncResponseStream.close"}
+        must |= {"ResponseStream.close", "AsyncResponseStream.close"}
     assert must <= found
+
+
+def test_the_base_client_takes_options_and_keyword_only_process_response_arguments() -> None:
+    """The HTTP layer reads ``request(cast_to, options, *, stream, stream_cls)`` and a keyword-only
+    ``_process_response(*, cast_to, options, response, stream, ...)``."""
+    import inspect
+
+    from openai._base_client import AsyncAPIClient, SyncAPIClient
+
+    for cls in (SyncAPIClient, AsyncAPIClient):
+        params = inspect.signature(inspect.unwrap(cls.request)).parameters
+        assert list(params)[:3] == ["self", "cast_to", "options"]
+        assert {"stream", "stream_cls"} <= set(params)
+        process = inspect.signature(inspect.unwrap(cls._process_response)).parameters
+        assert all(p.kind is p.KEYWORD_ONLY for name, p in process.items() if name != "self")
+        assert {"cast_to", "options", "response", "stream"} <= set(process)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -67,7 +67,7 @@ from typing import Any
 from .._call import Endpoint, Kind, Reducer
 from .._log import log_once
 from .._usage import Usage
-from .._wrapping import PatchSet, Target
+from .._wrapping import PatchSet, Target, make_routed_wrapper, make_wrapper
 
 __all__ = ["Provider", "ReaderEndpoint", "ReaderReducer", "Target", "in_range", "read_field"]
 
@@ -84,6 +84,10 @@ class Provider:
     package: str = ""  # the SDK's import name; defaults to ``name``
     distribution: str = ""  # the SDK's distribution name; defaults to ``package``
     versions: str = ""  # the tested version range, e.g. ">=1.40,<4"; empty: any
+    #: an SDK whose HTTP calls all pass through one base client (Stainless: openai, anthropic):
+    #: metered there, keyed by endpoint path (see ``_stainless.py``); ``targets`` then need only
+    #: what the HTTP layer cannot see (e.g. stream helpers' ``close()``)
+    base_client: Any = None
 
     def __post_init__(self) -> None:
         self.package = self.package or self.name
@@ -96,10 +100,30 @@ class Provider:
 
     def patch(self) -> int:
         self._check_version()
-        return self._patches.patch()
+        n = self._patches.patch()
+        if self.base_client is not None:
+            self.base_client.enable()
+        return n
 
     def unpatch(self) -> None:
+        if self.base_client is not None:
+            self.base_client.disable()
         self._patches.unpatch()
+
+    def all_targets(self) -> list[Target]:
+        """Every method patched: the declared targets and the base client's."""
+        out = list(self.targets())
+        if self.base_client is not None:
+            out += self.base_client.targets()
+        return out
+
+    def wrapper_factory(self) -> Callable[..., Any]:
+        """How ``wrap()`` meters a leaf of ``client_tree``: at the method, or (with a base client)
+        by routing the call to the HTTP layer with the proxy's meter and defaults."""
+        if self.base_client is None:
+            return make_wrapper
+        self.base_client.install()
+        return make_routed_wrapper
 
     @property
     def patched(self) -> bool:

@@ -110,27 +110,60 @@ class OpenAIEndpoint(Endpoint):
 # -- chat-shaped: chat completions, legacy completions, embeddings ---------------------------------
 
 class _ChatHint:
-    __slots__ = ("expect", "hide")
+    __slots__ = ("estimate", "expect", "hide")
 
-    def __init__(self, hide: bool, expect: bool) -> None:
+    def __init__(self, hide: bool, expect: bool, estimate: bool = False) -> None:
         self.hide = hide  # we added include_usage: hide the usage-only chunk, drop "usage" from fields set
         self.expect = expect  # usage is expected at the end of the stream
+        self.estimate = estimate  # no usage will come (the meter did not ask): estimate even a complete stream
 
 
 _ABSENT = object()  # not passed at all; `omit` / `NOT_GIVEN` are falsy and mean the same
 _NO_USAGE = _ChatHint(False, False)
 _USER_USAGE = _ChatHint(False, True)
 _INJECTED = _ChatHint(True, True)
+_ESTIMATE = _ChatHint(False, True, True)  # sent without include_usage by the meter's choice: estimate
+
+
+# Destinations (base URLs) that refused an injected ``stream_options`` (Azure API versions before
+# 2024-09-01 answer 400 "Unrecognized request argument supplied: stream_options"): never again.
+_rejected: set[str] = set()
+
+
+def base_url(instance: Any) -> str:
+    """The base URL of a client (the HTTP layer's ``instance``) or of a resource's client (no public
+    seam from a resource to its client: ``SyncAPIResource._client``)."""
+    client = instance if hasattr(instance, "base_url") else instance._client
+    return str(client.base_url).rstrip("/")
+
+
+def _refused(instance: Any) -> bool:
+    try:
+        return base_url(instance) in _rejected
+    except Exception:
+        return False
+
+
+def refused_stream_options(exc: BaseException) -> bool:
+    """A 400 naming ``stream_options``: the server does not know the option we added."""
+    status = getattr(exc, "status_code", None)
+    if status != 400:
+        return False
+    text = str(getattr(exc, "message", "")) + " " + str(getattr(exc, "body", ""))
+    return "stream_options" in text
 
 
 def stream_usage_allowed(meter: Meter, instance: Any) -> bool:
     """The ``stream_usage`` setting for this client's base URL: bool, callable or mapping."""
     setting = meter.settings.stream_usage
-    if setting is True or setting is False:
-        return setting
+    if setting is False:
+        return False
     try:
-        # no public seam from a resource to its client: SyncAPIResource/AsyncAPIResource._client
-        base = str(instance._client.base_url).rstrip("/")
+        base = base_url(instance)
+        if base in _rejected:
+            return False
+        if setting is True:
+            return True
         if callable(setting):
             return bool(setting(base))
         if isinstance(setting, Mapping):
@@ -157,23 +190,45 @@ class ChatEndpoint(OpenAIEndpoint):
         elif so is not _ABSENT and (so is None or so):
             return kwargs, _NO_USAGE  # an explicit None (sent as null), or something we don't know
         if not stream_usage_allowed(meter, instance):
-            return kwargs, _NO_USAGE
+            # a destination that refused the option earlier: estimated, as the first refused call was
+            return kwargs, _ESTIMATE if _refused(instance) else _NO_USAGE
         new = dict(kwargs)
         new["stream_options"] = {**(so if isinstance(so, Mapping) else {}), "include_usage": True}
         return new, _INJECTED
+
+    def passthrough(self, kwargs: Mapping[str, Any]) -> Any:
+        """Sent as written: usage comes if the caller asked for it; otherwise the stream is
+        estimated from what passes through (the meter chose not to ask)."""
+        if kwargs.get("stream") is not True:
+            return None
+        so = kwargs.get("stream_options")
+        if isinstance(so, Mapping) and "include_usage" in so:
+            return _USER_USAGE if so["include_usage"] else _NO_USAGE
+        return _ESTIMATE
+
+    def rejected(self, meter: Meter, instance: Any, exc: BaseException, hint: Any) -> Any:
+        if hint is not _INJECTED or not refused_stream_options(exc):
+            return None
+        base = base_url(instance)
+        _rejected.add(base)
+        log_limited("stream_options_rejected:" + base, logging.WARNING,
+                    "aerostack_meter: %s refused stream_options.include_usage; its streamed calls are "
+                    "sent without it and billed from an estimate", base)
+        return _ESTIMATE
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         return ChatReducer(self.provider, kwargs, hint if isinstance(hint, _ChatHint) else _NO_USAGE)
 
 
 class ChatReducer(Reducer):
-    __slots__ = ("expect", "fields_set", "hide", "seen")
+    __slots__ = ("estimate_always", "expect", "fields_set", "hide", "seen")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any], hint: _ChatHint) -> None:
         super().__init__(provider, kwargs)
         self.fields_set = (_sdk or sdk()).fields_set
         self.hide = hint.hide
         self.expect = hint.expect
+        self.estimate_always = hint.estimate
         self.seen = False  # a chunk with choices went by
 
     def observe(self, chunk: Any) -> bool:
@@ -211,6 +266,9 @@ class ChatReducer(Reducer):
             args = getattr(getattr(tc, "function", None), "arguments", None)
             if type(args) is str:
                 self.chars += len(args)
+
+    def estimate_when_complete(self) -> bool:
+        return self.estimate_always
 
     def final(self, complete: bool) -> Usage | None:
         if self.exact is None and not self.expect:

@@ -1,16 +1,14 @@
-"""Anthropic: which methods are metered and where their usage lives.
+"""Anthropic, declared: where usage lives, the endpoint path metered at the base client, and
+the ``wrap()`` tree.
 
-Metered (sync and async, on ``messages`` and ``beta.messages``): ``create`` (plain and
-``stream=True``), ``parse`` and the ``stream()`` helper, each patched on its own class because
-none of them calls another (``stream()`` and ``parse()`` post directly). The Bedrock and Vertex
-beta resources copy these functions into their own classes, so those classes are patched too;
-every other client (Bedrock, Vertex and Foundry ``messages``, ...) shares or subclasses the
-first-party classes. ``count_tokens`` and message batches are never metered.
+Every call of every client (``Anthropic``, Bedrock, Vertex, Foundry, their async twins) passes
+through the base client with the path ``/v1/messages`` (``?beta=true`` for beta), before Bedrock
+and Vertex rewrite it: ``create``, ``parse``, the ``stream()`` helper, tool runners, raw variants.
+``count_tokens`` and message batches are never metered.
 
 Streams: ``message_start`` carries the input and cache counts, ``message_delta`` cumulative
-totals (the last value wins; never added up). The ``stream()`` helper is metered when its
-manager exits, from the helper's own final snapshot, so ``text_stream``, ``until_done()`` and
-``get_final_message()`` keep iterating the SDK's object untouched.
+totals (the last value wins; never added up); the ``stream()`` helper reads the raw stream the
+layer proxies, so its own object is untouched.
 """
 
 from __future__ import annotations
@@ -25,6 +23,7 @@ from .._wrap import CLIENT, HELPER
 from .._wrapping import Target
 from ._anthropic_usage import DELTA_REQUIRED, Counts, build_usage, message_usage, read_counts
 from ._base import Provider
+from ._stainless import BaseClient
 
 __all__ = ["PROVIDER"]
 
@@ -98,28 +97,6 @@ class MessageReducer(Reducer):
     def estimate_when_complete(self) -> bool:
         return self.counts is not None  # ended without message_stop: bill what is known
 
-    def absorb_snapshot(self, snapshot: Any) -> bool:
-        """Take what a helper's message snapshot knows; True when its usage is usable."""
-        model, rid = getattr(snapshot, "model", None), getattr(snapshot, "id", None)
-        if isinstance(model, str):
-            self.model = model
-        if isinstance(rid, str):
-            self.response_id = rid
-        counts = read_counts(getattr(snapshot, "usage", None))
-        if counts is None:
-            self.invalid = True
-            return False
-        self.counts = counts
-        self.deltas = 1 if getattr(snapshot, "stop_reason", None) is not None else 0
-        chars = 0
-        for block in getattr(snapshot, "content", None) or ():
-            for name in ("text", "thinking"):
-                text = getattr(block, name, None)
-                if isinstance(text, str):
-                    chars += len(text)
-        self.chars = chars
-        return True
-
 
 class Messages(Endpoint):
     """``create`` and ``parse``: a ``Message``, a ``Stream`` of raw events, or a raw response."""
@@ -167,35 +144,11 @@ class Messages(Endpoint):
 
 
 class MessageStreamHelper(Messages):
-    """``messages.stream(...)``: a stream manager, metered when its ``with`` block exits."""
+    """``messages.stream(...)``: a stream manager that sends its request when entered (``wrap()``
+    enters it under the proxy's route; the HTTP layer meters the raw stream the helper reads)."""
 
     def kind(self, result: Any) -> Kind:
         return "manager"
-
-    def snapshot_usage(self, stream: Any, reducer: Reducer) -> Usage | None:
-        try:
-            snapshot = stream.current_message_snapshot  # asserts one exists (message_start seen)
-        except AssertionError:
-            return None
-        if not isinstance(reducer, MessageReducer) or not reducer.absorb_snapshot(snapshot):
-            return None
-        if reducer.deltas and _exhausted(stream):
-            assert reducer.counts is not None
-            return build_usage(reducer.counts, reducer.model, reducer.response_id)
-        return None  # left early: the core estimates from what the reducer now knows
-
-
-_MISSING = object()
-
-
-def _exhausted(stream: Any) -> bool:
-    """Whether the helper read its stream to the end (its event generator has finished).
-
-    The helper keeps no public flag for this; its ``_iterator`` generator is read when present.
-    """
-    it = getattr(stream, "_iterator", None)
-    frame = getattr(it, "gi_frame", getattr(it, "ag_frame", _MISSING))
-    return frame is _MISSING or frame is None
 
 
 _CREATE = Messages("messages.create")
@@ -205,24 +158,17 @@ _BETA_CREATE = Messages("beta.messages.create")
 _BETA_PARSE = Messages("beta.messages.parse")
 _BETA_STREAM = MessageStreamHelper("beta.messages.stream")
 
-_FIRST_PARTY = "anthropic.resources.messages.messages"
-_BETA = "anthropic.resources.beta.messages.messages"
-# Bedrock and Vertex beta resources hold *copies* of the beta functions (not subclasses).
-_COPIED_BETA = ("anthropic.lib.vertex._beta_messages", "anthropic.lib.bedrock._beta_messages")
 
 
 def _targets() -> list[Target]:
-    out = []
-    for module, (create, parse, stream) in (
-        (_FIRST_PARTY, (_CREATE, _PARSE, _STREAM)),
-        *((m, (_BETA_CREATE, _BETA_PARSE, _BETA_STREAM)) for m in (_BETA, *_COPIED_BETA)),
-    ):
-        for cls, is_async in (("Messages", False), ("AsyncMessages", True)):
-            # is_async is explicit: the SDK's async ``create`` is hidden behind a sync decorator
-            out.append(Target(module, f"{cls}.create", create, is_async))
-            out.append(Target(module, f"{cls}.parse", parse, is_async))
-            out.append(Target(module, f"{cls}.stream", stream, False))  # returns a manager
-    return out
+    """Nothing beyond the base client: the ``stream()`` helpers' ``close()`` closes the raw stream
+    the HTTP layer proxies."""
+    return []
+
+
+# Every call passes through the base client (first party, Bedrock, Vertex, Foundry: their paths are
+# rewritten later, when the request is built); ``/v1/messages/count_tokens`` is never metered.
+BASE_CLIENT = BaseClient("anthropic._base_client", {"/v1/messages": _CREATE})
 
 
 def _resource(create: Endpoint, parse: Endpoint, stream: Endpoint) -> dict[str, Any]:
@@ -235,6 +181,7 @@ PROVIDER = Provider(
     package="anthropic",
     versions=">=0.40,<3",
     targets=_targets,
+    base_client=BASE_CLIENT,
     client_tree={
         "messages": _resource(_CREATE, _PARSE, _STREAM),
         "beta": {

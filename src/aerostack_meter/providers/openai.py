@@ -1,9 +1,10 @@
-"""OpenAI: which methods are metered (patch targets and the ``wrap()`` tree).
+"""OpenAI, declared: the endpoint paths metered at the base client, the stream helpers' close
+hooks, and the ``wrap()`` tree.
 
-Every client class (``OpenAI``, ``AsyncOpenAI``, the Azure ones, any ``base_url``) shares the same
-resource classes, so patching the resource classes covers them all. The ``parse``/``stream``
-helpers are covered where they send: ``parse`` posts itself (patched), ``stream`` calls ``create``
-(patched; a re-entrancy guard makes any helper that calls another metered method count once).
+Every client class (``OpenAI``, ``AsyncOpenAI``, the Azure ones, any ``base_url``) sends every call
+through ``SyncAPIClient``/``AsyncAPIClient.request``: metering there (``_stainless.py``) covers every
+surface that posts to a listed path, however it was reached (a method captured before ``init()``,
+a cached ``with_raw_response`` resource, ``client.post(...)``, an SDK helper).
 Coverage, usage rules and what is relied on: docs/providers/openai.md.
 """
 
@@ -23,6 +24,7 @@ from ._openai_endpoints import (
     sync_close_hook,
 )
 from ._openai_usage import chat_usage, responses_usage
+from ._stainless import BaseClient
 
 __all__ = ["PROVIDER", "chat_usage", "responses_usage"]
 
@@ -34,28 +36,11 @@ RESPONSES_COMPACT = ResponsesEndpoint("responses.compact")
 COMPLETIONS_CREATE = CompletionsEndpoint("completions.create")
 EMBEDDINGS_CREATE = EmbeddingsEndpoint("embeddings.create")
 
-_CHAT = "openai.resources.chat.completions"  # a module (1.x) or package re-exporting the classes
-_RESPONSES = "openai.resources.responses.responses"
-_BETA_RESPONSES = "openai.resources.beta.responses.responses"  # 2.x+: a different class, same wire shape
-
 
 def _targets() -> list[Target]:
-    """Patch targets; those the installed SDK lacks are skipped."""
+    """What the HTTP layer cannot see: the stream helpers' ``close()`` closes the HTTP response
+    directly, never the raw stream the layer proxies (see ``_openai_endpoints``)."""
     out = []
-    for prefix in ("", "Async"):
-        out += [
-            Target(_CHAT, f"{prefix}Completions.create", CHAT_CREATE),
-            Target(_CHAT, f"{prefix}Completions.parse", CHAT_PARSE),
-            # 1.40-era: a separate beta class whose parse calls chat create (counted once: guard)
-            Target("openai.resources.beta.chat.completions", f"{prefix}Completions.parse", CHAT_PARSE),
-            Target(_RESPONSES, f"{prefix}Responses.create", RESPONSES_CREATE),
-            Target(_RESPONSES, f"{prefix}Responses.parse", RESPONSES_PARSE),
-            Target(_RESPONSES, f"{prefix}Responses.compact", RESPONSES_COMPACT),
-            Target(_BETA_RESPONSES, f"{prefix}Responses.create", RESPONSES_CREATE),
-            Target(_BETA_RESPONSES, f"{prefix}Responses.compact", RESPONSES_COMPACT),
-            Target("openai.resources.completions", f"{prefix}Completions.create", COMPLETIONS_CREATE),
-            Target("openai.resources.embeddings", f"{prefix}Embeddings.create", EMBEDDINGS_CREATE),
-        ]
     hook = {"": sync_close_hook, "Async": async_close_hook}
     for prefix, factory in hook.items():
         out += [
@@ -65,6 +50,16 @@ def _targets() -> list[Target]:
                    None, hook=factory),
         ]
     return out
+
+
+# Every call passes through the base client; these endpoint paths are metered (POST only).
+BASE_CLIENT = BaseClient("openai._base_client", {
+    "/chat/completions": CHAT_CREATE,
+    "/completions": COMPLETIONS_CREATE,
+    "/embeddings": EMBEDDINGS_CREATE,
+    "/responses": RESPONSES_CREATE,
+    "/responses/compact": RESPONSES_COMPACT,
+})
 
 
 _RAW = {"with_raw_response": HELPER, "with_streaming_response": HELPER}
@@ -79,6 +74,7 @@ PROVIDER = Provider(
     package="openai",
     versions=">=1.40,<4",
     targets=_targets,
+    base_client=BASE_CLIENT,
     client_tree={
         "chat": {"completions": _CHAT_NODE},
         "responses": _RESPONSES_NODE,

@@ -1,0 +1,567 @@
+"""Metering where every call of a Stainless-generated SDK passes: its base client.
+
+``openai`` and ``anthropic`` (every major we support) funnel every HTTP call through
+``SyncAPIClient.request`` / ``AsyncAPIClient.request`` and then ``_process_response``. Metering
+there, keyed by the endpoint path, covers what patching resource methods cannot: bound methods and
+cached ``with_raw_response`` / ``with_streaming_response`` resources captured before ``init()``,
+``client.post(...)`` used directly (litellm does), SDK helpers and surfaces nobody listed.
+
+One call, two hooks:
+
+- ``request`` (the call begins): who is billed, the endpoint's ``prepare`` (OpenAI's
+  ``include_usage`` injection, on a copy of the options; only where the SDK hands the user a
+  stream object whose injected chunk can be hidden), then the call. If the server rejects the
+  injected option (Azure: 400 "Unrecognized request argument supplied: stream_options"), the call
+  is made again exactly as the caller wrote it, the destination is remembered, and its usage is
+  estimated (``stats().stream_options_rejected``).
+- ``_process_response`` (a 2xx arrived): the parsed result is metered as usual (a response, or a
+  stream proxied event by event). If the SDK raises *after* the response arrived (a ``parse()``
+  hitting ``max_tokens`` or failing validation), the usage in the body is billed, exactly, and
+  the exception is the SDK's own. A raw response (``with_raw_response``, ``with_streaming_response``,
+  ``cast_to=httpx.Response``) is metered from the bytes the user reads, whichever way they read
+  them (``parse()``, ``iter_lines()``, ``read()``, ...): nothing is injected, nothing hidden, the
+  bytes are the server's own.
+
+A call seen by a method-level wrapper too (``wrap(client)`` routes its calls here with its
+defaults, see :func:`aerostack_meter._wrapping.routed`) is metered once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .._call import Call, Endpoint, Reducer
+from .._log import log_limited
+from .._meter import Meter
+from .._wrapping import ACTIVE, PatchSet, Target, begin, current_route, finish, prefetch
+
+__all__ = ["BaseClient"]
+
+RAW_HEADER = "X-Stainless-Raw-Response"
+_MAX_BODY = 16 * 1024 * 1024  # a raw JSON body larger than this is not kept for its usage
+
+
+@dataclass
+class _State:
+    """The call in flight between ``request`` and ``_process_response`` (one per call)."""
+
+    call: Call
+    endpoint: Endpoint
+    hint: Any
+    seen: bool = False  # _process_response took the call over
+
+
+_current: contextvars.ContextVar[_State | None] = contextvars.ContextVar("aerostack_meter_http", default=None)
+
+
+def _options_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    return args[1] if len(args) > 1 else kwargs.get("options")
+
+
+def _header(options: Any, name: str) -> Any:
+    headers = getattr(options, "headers", None)
+    if isinstance(headers, Mapping):
+        return headers.get(name)
+    return None
+
+
+def _copy_with_body(options: Any, body: Mapping[str, Any]) -> Any:
+    copy = options.model_copy() if hasattr(options, "model_copy") else options.copy()
+    copy.json_data = body
+    return copy
+
+
+@dataclass
+class BaseClient:
+    """A Stainless SDK's base client: ``module`` defines ``SyncAPIClient``/``AsyncAPIClient``;
+    ``routes`` maps an endpoint path (``"/chat/completions"``, ``"/v1/messages"``) to the endpoint
+    that meters it. Only POSTs to a listed path are metered; everything else passes untouched."""
+
+    module: str
+    routes: Mapping[str, Endpoint]
+
+    def __post_init__(self) -> None:
+        self._http_types: tuple[type, ...] | None = None
+        self._patches = PatchSet(f"{self.module} base client", self._targets)
+        self._global = False  # init() patched this SDK: calls outside wrap() are metered too
+        self._suffixes = tuple(sorted(self.routes, key=len, reverse=True))
+
+    # -- installation -----------------------------------------------------------------------
+    def _targets(self) -> list[Target]:
+        return [
+            Target(self.module, "SyncAPIClient.request", None, hook=self._request_hook(False)),
+            Target(self.module, "AsyncAPIClient.request", None, hook=self._request_hook(True)),
+            Target(self.module, "SyncAPIClient._process_response", None, hook=self._process_hook(False)),
+            Target(self.module, "AsyncAPIClient._process_response", None, hook=self._process_hook(True)),
+        ]
+
+    def enable(self) -> None:
+        """Meter every call of this SDK (``init()``)."""
+        self._patches.patch()
+        self._global = True
+
+    def disable(self) -> None:
+        """Remove the hooks (``uninstrument()``): a client wrapped earlier is metered again from
+        its next ``wrap()`` or ``init()``."""
+        self._global = False
+        self._patches.unpatch()
+
+    def install(self) -> None:
+        """Install the hooks for ``wrap()`` (calls outside a wrapped client stay unmetered)."""
+        self._patches.patch()
+
+    def targets(self) -> list[Target]:
+        return self._targets()
+
+    @property
+    def installed(self) -> bool:
+        return self._patches.patched
+
+    def http_response_types(self) -> tuple[type, ...]:
+        """``cast_to`` values that hand the user the HTTP response itself (``client.post(...,
+        cast_to=httpx.Response)``)."""
+        if self._http_types is None:
+            import importlib
+
+            module = importlib.import_module(self.module)
+            fn = getattr(module, "http_response_types", None)  # 3.x: httpx and httpx2 responses
+            hx = getattr(module, "httpx2", None) or module.httpx
+            self._http_types = tuple(fn()) if fn is not None else (hx.Response,)
+        return self._http_types
+
+    # -- which endpoint -----------------------------------------------------------------------
+    def endpoint_for(self, options: Any) -> Endpoint | None:
+        method = getattr(options, "method", None)
+        if not isinstance(method, str) or method.lower() != "post":
+            return None
+        url = getattr(options, "url", None)
+        if not isinstance(url, str):
+            return None
+        path = url.split("?", 1)[0] if url.startswith("/") else urlsplit(url).path
+        endpoint = self.routes.get(path)
+        if endpoint is None and not url.startswith("/"):  # an absolute URL given to client.post()
+            for suffix in self._suffixes:
+                if path.endswith(suffix):
+                    return self.routes[suffix]
+        return endpoint
+
+    def _meter(self, get_meter: Callable[[], Meter | None]) -> tuple[Meter | None, Any]:
+        route = current_route()
+        if route is not None:
+            return route.get_meter(), route.defaults
+        return (get_meter() if self._global else None), None
+
+    # -- request: the call begins ---------------------------------------------------------------
+    def _request_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None]], Any]:
+        base = self
+
+        def factory(get_meter: Callable[[], Meter | None]) -> Any:
+            from .._global import get_meter as global_meter
+
+            def locate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                """``None`` to call straight through, else what :func:`start` needs."""
+                if ACTIVE.get():
+                    return None
+                meter, defaults = base._meter(global_meter)
+                if meter is None or meter.settings.disabled:
+                    return None
+                try:
+                    options = _options_of(args, kwargs)
+                    endpoint = base.endpoint_for(options)
+                    if endpoint is None:
+                        return None
+                    body = getattr(options, "json_data", None)
+                    if not isinstance(body, Mapping):
+                        return None
+                    # Change the request only where the user gets the SDK's stream object (an
+                    # injected chunk can be hidden there), and never over the caller's extra_body.
+                    prepare = (bool(kwargs.get("stream")) and kwargs.get("stream_cls") is not None
+                               and _header(options, RAW_HEADER) is None
+                               and not getattr(options, "extra_json", None))
+                except Exception:
+                    _internal(meter, "request")
+                    return None
+                return meter, defaults, endpoint, options, body, prepare, f"{endpoint.provider} {endpoint.name}"
+
+            def start(found: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+                """The call begins (:func:`begin`: attribution, prepare, budget; may raise before
+                anything is sent). ``None`` to call straight through, else (state, args, kwargs
+                to call with, whether they differ from the caller's)."""
+                meter, defaults, endpoint, options, body, prepare, site = found
+                call, new_body, hint = begin(meter, endpoint, defaults, instance, body, site, prepare,
+                                             wait=not is_async)
+                if call is None:
+                    return None
+                state = _State(call, endpoint, hint)
+                if new_body is body:
+                    return state, args, kwargs, False
+                try:
+                    new_options = _copy_with_body(options, new_body)
+                except Exception:
+                    _internal(meter, "request")
+                    return state, args, kwargs, False
+                if len(args) > 1:
+                    return state, (args[0], new_options, *args[2:]), kwargs, True
+                return state, args, {**kwargs, "options": new_options}, True
+
+            def unseen(state: _State) -> None:
+                """The request returned without passing ``_process_response``: never invisible."""
+                if not state.call.done:
+                    state.call.end(None, reason="unprocessed")
+
+            def rejected(state: _State, instance: Any, exc: BaseException) -> bool:
+                """The server refused what ``prepare`` changed: retry as the caller wrote it?"""
+                try:
+                    hint = state.endpoint.rejected(state.call.meter, instance, exc, state.hint)
+                except Exception:
+                    _internal(state.call.meter, "rejected")
+                    return False
+                if hint is None:
+                    return False
+                state.hint = hint
+                state.call.meter.counters.add("stream_options_rejected")
+                return True
+
+            if is_async:
+                async def async_request(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                                        kwargs: dict[str, Any]) -> Any:
+                    found = locate(args, kwargs)
+                    if found is None:
+                        return await wrapped(*args, **kwargs)
+                    await prefetch(found[0], found[1], found[6])  # a budget's balance, awaited
+                    plan = start(found, instance, args, kwargs)
+                    if plan is None:
+                        return await wrapped(*args, **kwargs)
+                    state, call_args, call_kwargs, changed = plan
+                    token = _current.set(state)
+                    active = ACTIVE.set(True)
+                    try:
+                        try:
+                            result = await wrapped(*call_args, **call_kwargs)
+                        except Exception as exc:
+                            if not changed or not rejected(state, instance, exc):
+                                state.call.fail()
+                                raise
+                            result = await wrapped(*args, **kwargs)  # as the caller wrote it
+                        if not state.seen:
+                            unseen(state)
+                        return result
+                    except BaseException:
+                        state.call.fail()
+                        raise
+                    finally:
+                        ACTIVE.reset(active)
+                        _current.reset(token)
+
+                return async_request
+
+            def sync_request(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+                found = locate(args, kwargs)
+                if found is None:
+                    return wrapped(*args, **kwargs)
+                plan = start(found, instance, args, kwargs)
+                if plan is None:
+                    return wrapped(*args, **kwargs)
+                state, call_args, call_kwargs, changed = plan
+                token = _current.set(state)
+                active = ACTIVE.set(True)
+                try:
+                    try:
+                        result = wrapped(*call_args, **call_kwargs)
+                    except Exception as exc:
+                        if not changed or not rejected(state, instance, exc):
+                            state.call.fail()
+                            raise
+                        result = wrapped(*args, **kwargs)  # as the caller wrote it
+                    if not state.seen:
+                        unseen(state)
+                    return result
+                except BaseException:
+                    state.call.fail()
+                    raise
+                finally:
+                    ACTIVE.reset(active)
+                    _current.reset(token)
+
+            return sync_request
+
+        return factory
+
+    # -- _process_response: a 2xx arrived ---------------------------------------------------------
+    def _process_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None]], Any]:
+        base = self
+
+        def factory(get_meter: Callable[[], Meter | None]) -> Any:
+            def raw(state: _State, kwargs: Mapping[str, Any]) -> bool:
+                """A response the user reads unparsed: meter the bytes they read. True if so (and
+                True, with the call counted as an internal error, when looking failed)."""
+                try:
+                    response = kwargs["response"]
+                    cast_to = kwargs.get("cast_to")
+                    if (response.request.headers.get(RAW_HEADER) is None
+                            and cast_to not in base.http_response_types()):
+                        return False
+                    observe_body(response, state, is_async)
+                except Exception:
+                    _internal(state.call.meter, "raw")
+                    state.call.fail()
+                return True
+
+            def failed(state: _State, kwargs: Mapping[str, Any]) -> None:
+                """The SDK raised after a 2xx (post-parse): bill the usage in the body, exactly."""
+                call = state.call
+                if call.done:
+                    return
+                try:
+                    response = kwargs["response"]
+                    body = json.loads(response.content) if not kwargs.get("stream") else None
+                    usage = state.endpoint.usage(body) if isinstance(body, dict) else None
+                except Exception:
+                    usage = None
+                call.end(usage)
+
+            if is_async:
+                async def async_process(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                                        kwargs: dict[str, Any]) -> Any:
+                    state = _current.get()
+                    if state is None or state.call.done or args:
+                        return await wrapped(*args, **kwargs)
+                    state.seen = True
+                    if raw(state, kwargs):
+                        return await wrapped(*args, **kwargs)
+                    try:
+                        result = await wrapped(*args, **kwargs)
+                    except Exception:
+                        failed(state, kwargs)
+                        raise
+                    return finish(state.call, state.hint, result)
+
+                return async_process
+
+            def sync_process(wrapped: Any, instance: Any, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+                state = _current.get()
+                if state is None or state.call.done or args:
+                    return wrapped(*args, **kwargs)
+                state.seen = True
+                if raw(state, kwargs):
+                    return wrapped(*args, **kwargs)
+                try:
+                    result = wrapped(*args, **kwargs)
+                except Exception:
+                    failed(state, kwargs)
+                    raise
+                return finish(state.call, state.hint, result)
+
+            return sync_process
+
+        return factory
+
+
+def _internal(meter: Meter, where: str) -> None:
+    meter.counters.add("internal_errors")
+    log_limited("http_" + where, logging.ERROR, "aerostack_meter: internal error in %s; the call "
+                "goes on unmetered", where, exc_info=True)
+
+
+# -- raw bodies: metered from the bytes the user reads ------------------------------------------
+
+class _Obj:
+    """A JSON object with attribute access (absent names read as ``None``), so the reducers read
+    events parsed from raw bytes as they read the SDK's models."""
+
+    def __init__(self, d: Mapping[str, Any]) -> None:
+        self.__dict__.update((k, _obj(v)) for k, v in d.items())
+
+    def __getattr__(self, name: str) -> Any:
+        return None
+
+
+def _obj(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _Obj(value)
+    if isinstance(value, list):
+        return [_obj(v) for v in value]
+    return value
+
+
+class _BodyObserver:
+    """Follows the decoded bytes of one raw response: SSE events to the reducer, or a JSON body's
+    usage at its end. Ends the call once: at the end of the body, on close, or when collected."""
+
+    def __init__(self, state: _State, sse: bool) -> None:
+        self.call = state.call
+        self.endpoint = state.endpoint
+        self.sse = sse
+        self.reducer: Reducer | None = state.endpoint.reducer(state.call.kwargs, state.hint) if sse else None
+        self.buf = bytearray()
+        self.too_big = False
+        self.failed = False
+        self.pulling = 0  # reads of the body in progress (httpx closes the response inside one)
+        self.done_seen = False  # the SSE "[DONE]" sentinel went by
+
+    def feed(self, data: bytes) -> None:
+        if self.call.done:
+            return
+        if not self.sse:
+            if not self.too_big:
+                self.buf += data
+                if len(self.buf) > _MAX_BODY:
+                    self.too_big = True
+                    self.buf = bytearray()
+            return
+        self.buf += data
+        while True:
+            i = self.buf.find(b"\n")
+            if i < 0:
+                break
+            line = bytes(self.buf[:i]).rstrip(b"\r")
+            del self.buf[: i + 1]
+            if line.startswith(b"data:"):
+                self._event(line[5:].strip())
+
+    def looks_complete(self) -> bool:
+        """Whether what was read is the whole answer (the reader may stop short of the last bytes:
+        the SDK closes the response once it has read ``[DONE]``)."""
+        if self.sse:
+            return self.done_seen or (self.reducer is not None and self.reducer.exact is not None)
+        if self.too_big or not self.buf:
+            return False
+        try:
+            json.loads(bytes(self.buf))
+            return True
+        except ValueError:
+            return False
+
+    def _event(self, payload: bytes) -> None:
+        if payload == b"[DONE]":
+            self.done_seen = True
+            return
+        if not payload or self.reducer is None:
+            return
+        try:
+            value = json.loads(payload)
+            if isinstance(value, dict):
+                self.reducer.observe(_obj(value))
+        except Exception:
+            if not self.failed:
+                self.failed = True
+                _internal(self.call.meter, "raw_event")
+
+    def end(self, complete: bool) -> None:
+        if self.call.done:
+            return
+        if self.sse:
+            assert self.reducer is not None
+            self.call.end_stream(self.reducer, complete and not self.failed)
+            return
+        usage = None
+        if complete and not self.too_big:
+            try:
+                body = json.loads(bytes(self.buf))
+                usage = self.endpoint.usage(body) if isinstance(body, dict) else None
+            except Exception:
+                usage = None
+        self.buf = bytearray()
+        if usage is None and not complete:
+            self.call.end(None, reason="raw_unread")
+            return
+        self.call.end(usage)
+
+    def collected(self) -> None:
+        if self.call.done:
+            return
+        if self.sse and self.reducer is not None:
+            self.call.end_unfinished(self.reducer)
+        else:
+            self.end(False)
+
+
+def observe_body(response: Any, state: _State, is_async: bool) -> None:
+    """Meter ``response`` from what is read of it, without changing a byte."""
+    sse = "event-stream" in response.headers.get("content-type", "")
+    observer = _BodyObserver(state, sse)
+    try:
+        content = response.content  # a body read already (non-streamed request)
+    except Exception:
+        content = None
+    if content is not None:
+        observer.feed(content)
+        observer.end(True)
+        return
+    finalizer = weakref.finalize(response, observer.collected)
+
+    def ended(complete: bool) -> None:
+        finalizer.detach()
+        observer.end(complete or observer.looks_complete())
+
+    if is_async:
+        inner_aiter = response.aiter_bytes
+        inner_aclose = response.aclose
+
+        async def aiter_bytes(*args: Any, **kwargs: Any) -> Any:
+            inner = inner_aiter(*args, **kwargs)
+            complete = False
+            try:
+                while True:
+                    observer.pulling += 1
+                    try:
+                        chunk = await inner.__anext__()
+                    except StopAsyncIteration:
+                        complete = True
+                        break
+                    finally:
+                        observer.pulling -= 1
+                    observer.feed(chunk)
+                    yield chunk
+            finally:
+                ended(complete)
+                await inner.aclose()
+
+        async def aclose() -> None:
+            # httpx closes the response itself at the end of the body, inside our read: that read
+            # ends the observation. Any other close (the SDK after "[DONE]", the user) ends it here.
+            if not observer.pulling:
+                ended(False)
+            await inner_aclose()
+
+        response.aiter_bytes = aiter_bytes
+        response.aclose = aclose
+    else:
+        inner_iter = response.iter_bytes
+        inner_close = response.close
+
+        def iter_bytes(*args: Any, **kwargs: Any) -> Any:
+            inner = inner_iter(*args, **kwargs)
+            complete = False
+            try:
+                while True:
+                    observer.pulling += 1
+                    try:
+                        chunk = next(inner)
+                    except StopIteration:
+                        complete = True
+                        break
+                    finally:
+                        observer.pulling -= 1
+                    observer.feed(chunk)
+                    yield chunk
+            finally:
+                ended(complete)
+                inner.close()
+
+        def close() -> None:
+            if not observer.pulling:
+                ended(False)
+            inner_close()
+
+        response.iter_bytes = iter_bytes
+        response.close = close
