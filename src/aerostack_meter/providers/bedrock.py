@@ -41,7 +41,7 @@ from ._bedrock_usage import (
 
 __all__ = ["PROVIDER"]
 
-# The request's modelId, from prepare() to usage() of the same call (run back to back by the core
+# The request's modelId, from prepare_call() to usage() of the same call (run back to back by the core
 # on the calling thread; a nested metered call in between is impossible: botocore calls are sync).
 _MODEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("aerostack_bedrock_model",
                                                                     default=None)
@@ -88,7 +88,7 @@ class BedrockCall(Endpoint):
         self._event_chars = event_chars
         self._slot = slot
 
-    def prepare(self, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    def prepare_call(self, meter: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         _MODEL.set(_model_id(kwargs))
         return kwargs, None
 
