@@ -112,3 +112,9 @@ def test_the_package_metadata_has_no_relative_links() -> None:
     assert "Quickstart" in description
     assert not re.findall(r"\]\((?![a-z][a-z0-9+.-]*:|#)[^)]*\)", description)
 
+
+@pytest.mark.parametrize("page", PAGES, ids=_page_id)
+def test_relative_links_point_at_files(page: Path) -> None:
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    targets = re.findall(r"\]\((?![a-z][a-z0-9+.-]*:|#)([^)\s#]+)", text)
+    assert [t for t in targets if not (page.parent / t).exists()] == []
