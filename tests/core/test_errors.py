@@ -12,7 +12,8 @@ import openai
 import pytest
 
 import aerostack_meter as am
-from aerostack_meter import AerostackMeterError, ConfigError, Meter, MissingConsumerError
+from aerostack_meter import AerostackMeterError, ConfigError, Meter, MissingConsumerError, providers
+from aerostack_meter.providers import openai as openai_provider
 
 
 @pytest.fixture
@@ -44,6 +45,7 @@ def _bad_calls(m: Meter) -> list[tuple[str, str | None, str, Callable[[], Any]]]
         ("log units value", "log", "units", lambda: m.log("u", -1)),
         ("log metric", "log", "metric", lambda: m.log("u", 1, metric="")),
         ("log api_id", "log", "api_id", lambda: m.log("u", 1, api_id=5)),  # type: ignore[arg-type]
+        ("register twice", "register", "provider", lambda: providers.register(openai_provider.PROVIDER)),
     ]
 
 

@@ -41,9 +41,13 @@ def _load() -> dict[str, Provider]:
 
 
 def register(provider: Provider) -> None:
-    """Add a provider declared outside this package (a plugin, a test). Its name must be new."""
+    """Add a provider declared outside this package (a plugin, a test). Its name must be new, else
+    :class:`~aerostack_meter.ConfigError`."""
     if provider.name in _load() or provider.name in _extra:
-        raise ValueError(f"aerostack_meter: a provider named {provider.name!r} is already registered")
+        from .._errors import ConfigError
+
+        raise ConfigError("provider", f"a provider named {provider.name!r} is already registered",
+                          call="register")
     _extra[provider.name] = provider
 
 
