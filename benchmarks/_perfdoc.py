@@ -36,3 +36,14 @@ def update_section(heading: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + section
     DOC.write_text(text.rstrip() + "\n")
     print(f"wrote section '{heading}' of {DOC.relative_to(DOC.parent.parent)}", file=sys.stderr)
+
+
+def load_note(before: float, after: float) -> str:
+    """A line for a section: the load average around the run, flagged when above the core count
+    (figures taken under heavy load are not to be trusted much: say so instead of hiding it)."""
+    cores = os.cpu_count() or 1
+    line = f"Load average before/after the run: {before:.1f} / {after:.1f} ({cores} cores)."
+    if max(before, after) > cores:
+        line = ("**Taken under heavy load** (other sessions shared the machine): the added times "
+                "are noisy; the ratios are the figures to read. " + line)
+    return line

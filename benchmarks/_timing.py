@@ -60,12 +60,19 @@ def measure(
     make_client: Callable[[], Any],
     provider: str,
     allow_estimates: bool = False,
+    built_patched: bool = False,
 ) -> Medians:
     """Time every operation on the bare SDK, patched, and through ``wrap()``, interleaved round by
-    round in a rotating order; return the median of the per-round means."""
+    round in a rotating order; return the median of the per-round means. ``built_patched``: the
+    patched client is built while the provider is instrumented (an SDK metered from the class it
+    builds per client, e.g. botocore's)."""
     am.init(sink=NullSink(), api_id="api_bench", default_consumer_id="bench", flush_interval=0.5)
     am.uninstrument()
-    bare, patched_client, proxied = make_client(), make_client(), am.wrap(make_client())
+    bare, proxied = make_client(), am.wrap(make_client())
+    if built_patched:
+        am.instrument((provider,))
+    patched_client = make_client()
+    am.uninstrument()
     samples: dict[str, dict[str, list[float]]] = {op: {v: [] for v in VARIANTS} for op in ops}
     for fn, n in ops.values():  # warm up every path once
         for c in (bare, proxied):

@@ -117,11 +117,15 @@ def test_count_tokens_is_never_metered(meter: Any, gateway: Any, mock_llm: Any) 
     assert mock_llm.stats()["by_endpoint"] == {"gemini.count_tokens": 1}
 
 
-def test_missing_usage_is_counted_not_billed(meter: Any, gateway: Any, mock_llm: Any) -> None:
-    client = make(mock_llm, **{"x-mock-usage": "missing"})
+@pytest.mark.parametrize("mode", ["missing", "negative"])
+def test_missing_or_invalid_usage_is_counted_not_billed(meter: Any, gateway: Any, mock_llm: Any,
+                                                        mode: str) -> None:
+    client = make(mock_llm, **{"x-mock-usage": mode})
     client.models.generate_content(model=MODEL, contents=TEXT)
+    list(client.models.generate_content_stream(model=MODEL, contents=TEXT))
     assert billed(gateway) == {}
-    assert stats().usage_missing == 1
+    s = stats()
+    assert (s.usage_missing, s.events_estimated) == (2, 0)
 
 
 @pytest.mark.parametrize("mode", MODES)

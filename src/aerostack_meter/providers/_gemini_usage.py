@@ -13,9 +13,10 @@ Normalised: ``input_tokens = prompt + tool_use_prompt`` (``cached_input_tokens``
 ``output_tokens = candidates + thoughts`` (``reasoning_tokens`` = thoughts, counted once),
 ``total_tokens = total_token_count`` when the provider sends a non-zero one, else input + output.
 
-In a stream every chunk carries the counts **so far**: the stream's usage is the last value of each
-field (never a sum of chunks), and a field a later chunk leaves out keeps its earlier value (a
-final chunk without ``candidates_token_count`` does not make the output zero).
+In a stream every chunk carries the counts **so far**: the stream's usage is the last chunk's
+(never a sum of chunks), and a field the last chunk leaves out keeps the earlier value
+(:func:`merge_counts`: a final chunk without ``candidates_token_count`` does not make the output
+zero).
 
 Every number comes off the wire through :func:`to_count`: one invalid value makes the whole record
 invalid (``None``, counted as usage missing, never billed).
@@ -32,26 +33,16 @@ __all__ = ["Counts", "build_usage", "merge_counts", "read_counts", "response_usa
 
 Counts = dict[str, int]
 
-# normalised field -> (SDK attribute, JSON key)
-_FIELDS = {
-    "prompt": ("prompt_token_count", "promptTokenCount"),
-    "cached": ("cached_content_token_count", "cachedContentTokenCount"),
-    "tool_use_prompt": ("tool_use_prompt_token_count", "toolUsePromptTokenCount"),
-    "candidates": ("candidates_token_count", "candidatesTokenCount"),
-    "thoughts": ("thoughts_token_count", "thoughtsTokenCount"),
-    "total": ("total_token_count", "totalTokenCount"),
-}
+# normalised field, SDK attribute, JSON key
+_FIELDS = (
+    ("prompt", "prompt_token_count", "promptTokenCount"),
+    ("cached", "cached_content_token_count", "cachedContentTokenCount"),
+    ("tool_use_prompt", "tool_use_prompt_token_count", "toolUsePromptTokenCount"),
+    ("candidates", "candidates_token_count", "candidatesTokenCount"),
+    ("thoughts", "thoughts_token_count", "thoughtsTokenCount"),
+    ("total", "total_token_count", "totalTokenCount"),
+)
 _MAIN = ("prompt", "candidates", "thoughts", "total")
-
-
-class _Invalid(Exception):
-    pass
-
-
-def _get(obj: Any, attr: str, key: str) -> Any:
-    if obj.__class__ is dict:
-        return obj.get(key, obj.get(attr))
-    return read_field(obj, attr)
 
 
 def read_counts(meta: Any) -> Counts | None:
@@ -61,9 +52,16 @@ def read_counts(meta: Any) -> Counts | None:
     """
     if meta is None:
         return None
+    if meta.__class__ is dict:  # a JSON body: camelCase keys (snake_case accepted too)
+        values = [meta.get(key, meta.get(attr)) for _, attr, key in _FIELDS]
+    else:  # an SDK model: its declared fields are in __dict__ (one lookup, not six getattr)
+        d = getattr(meta, "__dict__", None)
+        if d is None or "prompt_token_count" not in d:
+            values = [read_field(meta, attr) for _, attr, _ in _FIELDS]
+        else:
+            values = [d.get(attr) for _, attr, _ in _FIELDS]
     out: Counts = {}
-    for name, (attr, key) in _FIELDS.items():
-        raw = _get(meta, attr, key)
+    for (name, _, _), raw in zip(_FIELDS, values, strict=True):
         if raw is None:
             continue
         n = to_count(raw)

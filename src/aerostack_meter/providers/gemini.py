@@ -33,23 +33,19 @@ from ._gemini_usage import (
 __all__ = ["PROVIDER"]
 
 
-def _chars(chunk: Any) -> int:
-    """Output characters of one chunk: the text (and thought) parts of its first candidate."""
+def _candidate(chunk: Any) -> tuple[int, bool]:
+    """Output characters of one chunk's first candidate (text and thought parts), and whether it
+    says the candidate finished."""
     candidates = read_field(chunk, "candidates")
     if not candidates:
-        return 0
-    parts = read_field(read_field(candidates[0], "content"), "parts") or ()
+        return 0, False
+    first = candidates[0]
     chars = 0
-    for part in parts:
+    for part in read_field(read_field(first, "content"), "parts") or ():
         text = read_field(part, "text")
         if isinstance(text, str):
             chars += len(text)
-    return chars
-
-
-def _finished(chunk: Any) -> bool:
-    candidates = read_field(chunk, "candidates")
-    return bool(candidates) and read_field(candidates[0], "finish_reason") is not None
+    return chars, read_field(first, "finish_reason") is not None
 
 
 def _plain(value: Any, depth: int = 0) -> Any:
@@ -64,43 +60,54 @@ def _plain(value: Any, depth: int = 0) -> Any:
 
 
 class GeminiReducer(Reducer):
-    """A ``generate_content_stream`` request: every chunk's usage is the count so far (each field's
-    last value wins); exact once a chunk says the candidate finished, an estimate otherwise."""
+    """A ``generate_content_stream`` request: every chunk's usage is the count so far, so the last
+    one is the stream's (a field the last chunk leaves out keeps the chunk before's value); exact
+    once a chunk says the candidate finished, an estimate otherwise. Chunks' usage objects are only
+    kept (the last two) and read when the stream ends: the per-chunk cost stays a few lookups."""
 
-    __slots__ = ("counts", "finished", "invalid")
+    __slots__ = ("finished", "last", "prev")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any]) -> None:
         super().__init__(provider, kwargs)
-        self.counts: Counts | None = None
+        self.last: Any = None
+        self.prev: Any = None
         self.finished = False
-        self.invalid = False
 
     def observe(self, event: Any) -> bool:
         meta, model, rid = response_meta(event)
+        if meta is not None:
+            self.prev, self.last = self.last, meta
         if model:
             self.model = model
         if rid:
             self.response_id = rid
-        self.chars += _chars(event)
-        if meta is not None:
-            counts = read_counts(meta)
-            if counts is None:
-                self.invalid = True
-            else:
-                self.counts = merge_counts(self.counts, counts)
-        if _finished(event):
+        chars, finished = _candidate(event)
+        self.chars += chars
+        if finished:
             self.finished = True
-        if self.finished and self.counts is not None and not self.invalid:
-            self.exact = build_usage(self.counts, self.model, self.response_id)
         return False
 
-    def partial(self) -> Usage | None:
-        if self.invalid or self.counts is None:
+    def _counts(self) -> Counts | None:
+        last = read_counts(self.last)
+        if last is None:  # no usage yet, or usage that cannot be trusted
             return None
-        return build_usage(self.counts, self.model, self.response_id)
+        earlier = read_counts(self.prev)
+        return merge_counts(earlier, last) if earlier is not None else last
+
+    def final(self, complete: bool) -> Usage | None:
+        if self.finished and self.exact is None:
+            counts = self._counts()
+            if counts is not None:
+                self.exact = build_usage(counts, self.model, self.response_id)
+        return super().final(complete)
+
+    def partial(self) -> Usage | None:
+        counts = self._counts()
+        return build_usage(counts, self.model, self.response_id) if counts is not None else None
 
     def estimate_when_complete(self) -> bool:
-        return self.counts is not None  # ended without a finish reason: bill what is known
+        # ended without a finish reason: bill what is known (untrustworthy usage: missing)
+        return self._counts() is not None
 
     def estimate(self) -> Usage:
         if self.partial() is not None:
