@@ -115,8 +115,8 @@ def main() -> None:
         "",
         load,
         "",
-        "Each chunk carries the usage so far, which the meter reads (field by field, last value "
-        "wins). `wrap()` evaluates the SDK's public methods with the proxy as `self` so that their "
+        "Each chunk carries the usage so far; the meter keeps the last two usage objects by "
+        "reference and reads them when the stream ends. `wrap()` evaluates the SDK's public methods with the proxy as `self` so that their "
         "per-request calls are metered: its per-call cost includes that forwarding.",
     ])
     publish("Gemini overhead", body, args)
