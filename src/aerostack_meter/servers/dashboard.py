@@ -12,12 +12,12 @@ import ipaddress
 import os
 from collections.abc import Sequence
 
-from .._health import HealthSource, SpoolHealth, StateDirHealth
+from .._health import DeliveryHealth, HealthSource, SpoolHealth, StateDirHealth
 from ._dashboard_app import DashboardApp
 from ._dashboard_sources import GatewayUsage, LedgerUsage, UsageSource
 from ._runner import ServerHandle, ServerThread
 
-__all__ = ["DashboardHandle", "is_loopback", "start_dashboard"]
+__all__ = ["DashboardHandle", "DeliveryHealth", "HealthSource", "is_loopback", "start_dashboard"]
 
 
 def is_loopback(host: str) -> bool:
