@@ -47,7 +47,7 @@ class _Flush:
 
 
 class _Acc:
-    __slots__ = ("estimated", "estimated_units", "ids", "n", "units")
+    __slots__ = ("estimated", "estimated_units", "ids", "n", "price_table", "units")
 
     def __init__(self) -> None:
         self.units = 0
@@ -55,6 +55,7 @@ class _Acc:
         self.ids: list[str] = []
         self.estimated = False
         self.estimated_units = 0
+        self.price_table: str | None = None
 
 
 class Reporter:
@@ -242,6 +243,8 @@ class Reporter:
                 if ev.estimated:
                     acc.estimated = True
                     acc.estimated_units += ev.units
+                if ev.price_table is not None:
+                    acc.price_table = ev.price_table
                 n += 1
                 if not self.settings.coalesce:
                     self._admit(ev.key, acc)
@@ -271,7 +274,7 @@ class Reporter:
         seq = next(self._seq)
         batch = Batch(key[0], key[1], key[2], acc.units, acc.n, idempotency_key(key, acc.ids),
                       seq=seq, first_attempt=time.monotonic(), estimated=acc.estimated,
-                      estimated_units=acc.estimated_units)
+                      estimated_units=acc.estimated_units, price_table=acc.price_table)
         with self._lock:
             self._unsettled[seq] = batch
             self._last_seq = seq

@@ -122,9 +122,9 @@ def _has_table(conn: sqlite3.Connection, name: str, kind: str = "table") -> bool
 
 
 def ensure_rollup(conn: sqlite3.Connection, *, backfill: bool = True) -> bool:
-    """Bring a ledger up to date (writes): add `estimated_units` if missing, create the rollup and
-    its trigger, and backfill the rollup from the existing rows, in one transaction. Returns
-    whether the ledger has its rollup afterwards.
+    """Bring a ledger up to date (writes): add `estimated_units` and `price_table` if missing,
+    create the rollup and its trigger, and backfill the rollup from the existing rows, in one
+    transaction. Returns whether the ledger has its rollup afterwards.
 
     With `backfill=False` (the LedgerSink, on the reporter's thread) a ledger that already holds
     rows and has no rollup only gets the column: its backfill is left to the dashboard, which
@@ -133,10 +133,13 @@ def ensure_rollup(conn: sqlite3.Connection, *, backfill: bool = True) -> bool:
     is counted twice or missed)."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if "estimated_units" not in _columns(conn, "ledger"):
+        columns = _columns(conn, "ledger")
+        if "estimated_units" not in columns:
             conn.execute(
                 "ALTER TABLE ledger ADD COLUMN estimated_units INTEGER NOT NULL DEFAULT 0"
             )
+        if "price_table" not in columns:
+            conn.execute("ALTER TABLE ledger ADD COLUMN price_table TEXT")
         if _has_table(conn, "ledger_keys_insert", "trigger"):
             conn.execute("COMMIT")
             return True

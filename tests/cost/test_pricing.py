@@ -145,6 +145,22 @@ def test_price_table_version_in_stats_and_event_metadata(gpt: openai.OpenAI) -> 
     assert set(batch.wire()) == {"consumerId", "apiId", "metric", "units"}  # the table stays local
 
 
+def test_the_local_ledger_keeps_the_price_table(gpt: openai.OpenAI, tmp_path: Any) -> None:
+    import sqlite3
+    from importlib.metadata import version
+
+    meter = am.Meter(ledger_path=str(tmp_path / "ledger.db"), metrics="cost", flush_interval=0.05)
+    try:
+        am.wrap(gpt, meter=meter, consumer_id="u").chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert meter.flush(10)
+    finally:
+        meter.shutdown(5)
+    with sqlite3.connect(tmp_path / "ledger.db") as conn:
+        rows = conn.execute("SELECT metric, price_table FROM ledger").fetchall()
+    assert rows == [("cost_micro_usd", f"genai-prices {version('genai-prices')}")]
+
+
 def test_markup_credits_and_metric_name(meter_factory: Any, gateway: Any, claude: anthropic.Anthropic) -> None:
     # credits worth $0.0001 each, +50%: 1000 input tokens at $3/MTok = $0.003 -> 45 credits
     meter_factory(default_consumer_id="u", metrics=am.cost_policy(markup=1.5, unit="0.0001", metric="credits"))

@@ -25,6 +25,7 @@ class Batch:
     spool_id: int | None = None
     estimated: bool = False
     estimated_units: int = 0  # the part of ``units`` that came from estimates
+    price_table: str | None = None  # the price table that priced these units (metrics="cost")
 
     def wire(self) -> dict[str, object]:
         return {

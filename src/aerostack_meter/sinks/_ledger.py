@@ -23,7 +23,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     units INTEGER NOT NULL,
     idempotency_key TEXT,
     events INTEGER NOT NULL DEFAULT 1,
-    estimated_units INTEGER NOT NULL DEFAULT 0
+    estimated_units INTEGER NOT NULL DEFAULT 0,
+    price_table TEXT
 );
 CREATE INDEX IF NOT EXISTS ledger_key ON ledger (consumer_id, api_id, metric);
 """
@@ -54,9 +55,9 @@ class LedgerSink:
             with self._lock:
                 self._connect().execute(
                     "INSERT INTO ledger (ts, consumer_id, api_id, metric, units, idempotency_key,"
-                    " events, estimated_units) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " events, estimated_units, price_table) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (time.time(), batch.consumer_id, batch.api_id, batch.metric, batch.units,
-                     batch.idempotency_key, batch.n_events, batch.estimated_units),
+                     batch.idempotency_key, batch.n_events, batch.estimated_units, batch.price_table),
                 )
         except sqlite3.OperationalError as exc:  # locked or busy: worth another try
             return SendResult("retry", reason="ledger_error", message=str(exc))
