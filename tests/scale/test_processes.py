@@ -59,9 +59,11 @@ def test_a_relay_killed_mid_stream_leaves_its_entries_to_the_other(
     apps = _apps(own_redis, gw, llm, calls=100)
     try:
         deadline = time.monotonic() + 30
-        while int(relay_counters(client, "r1").get("requests", 0)) < 3:
+        while int(relay_counters(client, "r1").get("requests", 0)) < 3 or not client.xpending_range(
+                "aerostack:usage", "aerostack-relay", min="-", max="+", count=1, consumername="r1"):
+            # until r1 has delivered and holds entries right now (read, not acknowledged)
             assert time.monotonic() < deadline, "r1 never delivered"
-            time.sleep(0.05)
+            time.sleep(0.01)
         r1.send_signal(signal.SIGKILL)
         r1.wait()
         finish_apps(apps)
