@@ -153,3 +153,16 @@ def test_apps_need_no_billing_key_but_an_api_id(redis_db: RedisServer) -> None:
             keyless.log("usr_k", 4)  # never billed under the ledger's "local" label
     finally:
         keyless.shutdown()
+
+
+def test_an_id_no_stream_entry_can_carry_is_refused_not_retried_forever(redis_db: RedisServer) -> None:
+    meter = _meter(redis_db.url)
+    try:
+        meter.log("usr_\udcff", 3)  # a lone surrogate: not encodable as UTF-8
+        meter.log("usr_ok", 4)
+        assert meter.flush(10)
+        s = meter.stats()
+    finally:
+        meter.shutdown()
+    assert [e[1]["c"] for e in redis_db.client().xrange(STREAM)] == ["usr_ok"]
+    assert s.pending == 0 and s.events_dropped + getattr(s, "dead_letters", 0) >= 1

@@ -86,6 +86,12 @@ class RedisSink:
         return self._client
 
     def send(self, batch: Batch) -> SendResult:
+        try:
+            for text in (batch.consumer_id, batch.api_id, batch.metric, batch.idempotency_key):
+                text.encode()
+        except UnicodeEncodeError:  # a lone surrogate in an id: no entry can carry it
+            return SendResult("fatal", reason="unencodable",
+                              message="consumerId, apiId or metric is not valid Unicode")
         slot = _Slot(batch)
         with self._queue_lock:
             self._waiting.append(slot)
