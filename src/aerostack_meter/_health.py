@@ -14,6 +14,7 @@ callers that already have them).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
@@ -146,8 +147,37 @@ def _is_spool(path: Path) -> bool:
     return {"events", "batches"} <= names
 
 
+def _dead_letter_lines(path: Path) -> int:
+    try:
+        with path.open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except FileNotFoundError:
+        return 0
+
+
+def _destination_health(directory: Path) -> DeliveryHealth:
+    """One destination directory of the durable state directory: its journals'
+    (`<token>.<n>.journal`) bytes on disk and its dead letters (`dead-letters.jsonl`, one JSON
+    object per line). Journals are append-only until they rotate, so their bytes bound the
+    backlog from above; the number of undelivered records is known only to the process that
+    delivers them (not reported here)."""
+    journal_bytes = sum(p.stat().st_size for p in directory.glob("*.journal") if p.is_file())
+    try:
+        destination = (directory / "destination").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        destination = ""
+    return DeliveryHealth(
+        source=f"state {directory.name}",
+        backlog_bytes=journal_bytes,
+        dead_lettered=_dead_letter_lines(directory / "dead-letters.jsonl"),
+        details={"destination": destination, "journals": len(list(directory.glob("*.journal")))},
+    )
+
+
 class StateDirHealth:
-    """Every spool file directly in a state directory, summed (`details` lists each file)."""
+    """A state directory: every SQLite spool file directly in it, and every destination
+    sub-directory of the durable journal (one with a `destination` marker), summed; `details`
+    lists each part."""
 
     def __init__(self, directory: str | os.PathLike[str], name: str | None = None) -> None:
         self.directory = Path(directory)
@@ -159,16 +189,23 @@ class StateDirHealth:
     def _read(self) -> DeliveryHealth:
         if not self.directory.is_dir():
             raise FileNotFoundError(f"no state directory at {self.directory}")
-        files = sorted(p for p in self.directory.iterdir() if p.is_file() and _is_spool(p))
-        parts = [SpoolHealth(p).read() for p in files]
+        entries = sorted(self.directory.iterdir())
+        parts = [SpoolHealth(p).read() for p in entries if p.is_file() and _is_spool(p)]
+        parts += [_guard(str(p), functools.partial(_destination_health, p))
+                  for p in entries if p.is_dir() and (p / "destination").is_file()]
+        if not parts:  # nothing on disk: nothing waiting
+            return DeliveryHealth(source=self.name, backlog_records=0, backlog_units=0,
+                                  backlog_bytes=0, dead_lettered=0, ambiguous_retries=0,
+                                  details={"parts": []})
         total = combine(parts)
         return DeliveryHealth(
             source=self.name,
-            backlog_records=total.backlog_records or 0,
-            backlog_units=total.backlog_units or 0,
+            backlog_records=total.backlog_records,
+            backlog_units=total.backlog_units,
             backlog_bytes=total.backlog_bytes or 0,
-            ambiguous_retries=total.ambiguous_retries or 0,
-            details={"files": [p.to_json() for p in parts]},
+            dead_lettered=total.dead_lettered,
+            ambiguous_retries=total.ambiguous_retries,
+            details={"parts": [p.to_json() for p in parts]},
         )
 
 

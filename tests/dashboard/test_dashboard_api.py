@@ -137,6 +137,25 @@ def test_health_from_a_spool_and_a_state_directory(ledger: Path, tmp_path: Path)
         == (2, 2, 1, 3)
 
 
+def test_health_of_a_durable_state_directory(tmp_path: Path) -> None:
+    """The journal layout: a destination sub-directory with `<token>.<n>.journal` files and
+    `dead-letters.jsonl` (one JSON object per line)."""
+    dest = tmp_path / "0123456789abcdef"
+    dest.mkdir()
+    (dest / "destination").write_text("http://127.0.0.1:8787/v1")
+    (dest / "aaaa.0.journal").write_bytes(b"x" * 300)
+    (dest / "bbbb.2.journal").write_bytes(b"y" * 200)
+    (dest / "aaaa.lock").write_bytes(b"")
+    (dest / "dead-letters.jsonl").write_text(
+        '{"consumerId": "usr_a", "units": 5, "reason": "rejected_400"}\n'
+        '{"consumerId": "usr_b", "units": 7, "reason": "rejected_422"}\n')
+    health = StateDirHealth(tmp_path).read()
+    assert health.error is None
+    assert (health.backlog_bytes, health.dead_lettered, health.backlog_records) == (500, 2, None)
+    part = health.details["parts"][0]
+    assert part["details"] == {"destination": "http://127.0.0.1:8787/v1", "journals": 2}
+
+
 def test_health_sources_report_errors_instead_of_raising(tmp_path: Path) -> None:
     assert SpoolHealth(tmp_path / "missing.db").read().error
     assert StateDirHealth(tmp_path / "missing").read().error
