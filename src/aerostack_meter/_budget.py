@@ -37,8 +37,12 @@ __all__ = ["Budget", "Reservation", "check_budget"]
 Period = Literal["day", "month"]
 Balance = Callable[[str], "int | None"]
 
-_TEXT_KEYS = ("messages", "system", "input", "instructions", "prompt")
+_TEXT_KEYS = ("messages", "system", "input", "instructions", "prompt", "contents")
 _MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# where APIs that nest their generation settings keep the output cap (keys or attributes)
+_CONFIG_KEYS = ("config", "generation_config", "generationConfig", "inferenceConfig")
+_NESTED_MAX_KEYS = (*_MAX_KEYS, "maxTokens", "maxOutputTokens")
+_MODEL_KEYS = ("model", "modelId")
 _DEFAULT_MAX_OUTPUT = 32_768
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -223,8 +227,11 @@ class Budget:
             if type(v) is int and v >= 0:
                 out = v
                 break
+        else:
+            out = _nested_max(kwargs)
         model = kwargs.get("model")
-        model = model if type(model) is str else ""
+        if type(model) is not str:
+            model = next((m for k in _MODEL_KEYS if type(m := kwargs.get(k)) is str), "")
         if out is None:
             out = self._output_limit(provider, model, inp)
         if self.policy is None:
@@ -507,6 +514,19 @@ class Budget:
             if self.period is not None:
                 self._roll(time.time())
             return limit if acct is None else limit - acct.spent - acct.reserved
+
+
+def _nested_max(kwargs: Mapping[str, Any]) -> int | None:
+    """The output cap inside a generation-settings object or dict, if any."""
+    for ck in _CONFIG_KEYS:
+        config = kwargs.get(ck)
+        if config is None:
+            continue
+        for k in _NESTED_MAX_KEYS:
+            v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
+            if type(v) is int and v >= 0:
+                return v
+    return None
 
 
 def check_budget(value: Any) -> Budget | None:

@@ -28,3 +28,17 @@ def test_worked_example(row: list[str]) -> None:
     request = {"model": model, "max_tokens": int(max_tokens),
                "messages": [{"role": "user", "content": "x" * int(chars)}]}
     assert budget.worst_case(provider, request) == int(reserved)
+
+
+@pytest.mark.parametrize(("provider", "request_", "needed"), [
+    ("gemini", {"model": "gemini-2.5-flash", "contents": "x" * 400,
+                "config": {"max_output_tokens": 50}}, 150),
+    ("bedrock", {"modelId": "anthropic.claude-3-5-sonnet-20240620-v1:0",
+                 "messages": [{"role": "user", "content": [{"text": "x" * 400}]}],
+                 "inferenceConfig": {"maxTokens": 70}}, 170),
+    ("mistral", {"model": "mistral-large-latest", "max_tokens": 30,
+                 "messages": [{"role": "user", "content": "x" * 40}]}, 40),
+])
+def test_worst_case_reads_each_api_shape(provider: str, request_: dict[str, object], needed: int) -> None:
+    """Nested output caps (a config object or dict) and other names for the model are found."""
+    assert am.Budget().worst_case(provider, request_) == needed
