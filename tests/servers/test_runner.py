@@ -60,15 +60,17 @@ def test_port_in_use_raises() -> None:
 def test_closing_wakes_sleepers() -> None:
     closing = Closing()
     results: list[bool] = []
+    entered = threading.Event()
 
     async def slow(request: Request) -> PlainTextResponse:
+        entered.set()
         results.append(await closing.sleep(30))
         return PlainTextResponse("late")
 
     server = ServerThread(Starlette(routes=[Route("/", slow)]), closing=closing).start()
     client = threading.Thread(target=_get_quietly, args=(server.base_url,))
     client.start()
-    time.sleep(0.2)
+    assert entered.wait(10)  # the handler is asleep (a fixed pause lost the race under load)
     start = time.perf_counter()
     server.stop()
     client.join(5)
