@@ -87,6 +87,25 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test journals into a state directory of its own (child processes inherit it), so
+    no test adopts what another left behind."""
+    monkeypatch.setenv("AEROSTACK_METER_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
+@pytest.fixture(autouse=True)
+def _forget_a_shut_down_meter() -> Iterator[None]:
+    """``shutdown()`` keeps the process-wide meter (a later use restarts it); between tests a
+    meter that was shut down is forgotten, so each test starts with none."""
+    yield
+    from aerostack_meter import _global
+
+    meter = _global.get_meter()
+    if meter is not None and meter._closed:
+        _global._set(None, None)
+
+
+@pytest.fixture(autouse=True)
 def _fresh_log_once() -> None:
     """Each test sees the library's once-only log lines afresh."""
     _log._reset_for_tests()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
+from ._secret import Secret
 
 if TYPE_CHECKING:
     import httpx
@@ -28,35 +29,6 @@ DEFAULT_LEDGER = "aerostack-usage.db"
 
 MissingConsumerMode = Literal["warn", "raise", "ignore"]
 _MISSING_MODES = ("warn", "raise", "ignore")
-
-
-class Secret:
-    """Holds the API key; its repr, str and format never show it."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __format__(self, spec: str) -> str:
-        return repr(self)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> Any:  # never pickle the key into a traceback or a spool
-        raise TypeError("aerostack_meter.Secret cannot be pickled")
 
 
 @dataclass(frozen=True)
@@ -87,7 +59,10 @@ class Settings:
     transport: httpx.BaseTransport | None = None
     #: a Sink, or a Redis URL (``redis://...``; the ``redis`` extra) for ``aerostack-meter relay``
     sink: Sink | str | None = None
-    spool_path: str | None = None
+    # durability: usage journaled under state_dir before the call returns (see docs/reliability.md)
+    durable: bool = True
+    state_dir: str | None = None
+    spool_path: str | None = None  # the former name of state_dir (still accepted)
     spool_max_bytes: int = 256 * 1024 * 1024
     # attribution and metrics
     on_missing_consumer: MissingConsumerMode = "warn"
@@ -202,6 +177,11 @@ def build_settings(
         StreamConfig.from_url(options["sink"])  # raises ConfigError naming the sink
     if "otel" not in options and _env("AEROSTACK_METER_OTEL", env):
         options["otel"] = (_env("AEROSTACK_METER_OTEL", env) or "").lower() in ("1", "true", "yes", "on")
+    if "state_dir" not in options:
+        options["state_dir"] = options.get("spool_path") or _env("AEROSTACK_METER_STATE_DIR", env)
+    if "durable" not in options and _env("AEROSTACK_METER_DURABLE", env):
+        options["durable"] = (_env("AEROSTACK_METER_DURABLE", env) or "").lower() not in (
+            "0", "false", "no", "off")
     if "disabled" not in options:
         options["disabled"] = (_env("AEROSTACK_METER_DISABLED", env) or "").lower() in ("1", "true", "yes", "on")
 
@@ -216,7 +196,7 @@ def build_settings(
             _check_positive(name, options[name], integer=True)
     if "max_retries" in options:
         _check_positive("max_retries", options["max_retries"], integer=True, allow_zero=True)
-    for name in ("coalesce", "disabled", "handle_sigterm", "allow_insecure"):
+    for name in ("coalesce", "disabled", "handle_sigterm", "allow_insecure", "durable"):
         if name in options and not isinstance(options[name], bool):
             raise ConfigError(name, f"must be True or False, got {options[name]!r}")
     mode = options.get("on_missing_consumer", "warn")
@@ -238,7 +218,7 @@ def build_settings(
     verify = options.get("verify", True)
     if not isinstance(verify, (bool, str, ssl.SSLContext)):
         raise ConfigError("verify", "must be True/False, a CA bundle path, or an ssl.SSLContext")
-    for name in ("ledger_path", "spool_path"):
+    for name in ("ledger_path", "spool_path", "state_dir"):
         if options.get(name) is not None and not isinstance(options[name], (str, os.PathLike)):
             raise ConfigError(name, "must be a path")
         if options.get(name) is not None:

@@ -10,15 +10,24 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, TypeVar, cast
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
-from ._errors import ConfigError
+from ._errors import ConfigError, MissingConsumerError
+from ._log import log_limited, log_once
 from ._usage import MetricPolicy, check_policy
 
-__all__ = ["Scope", "carry_consumer", "consumer", "current_scope"]
+if TYPE_CHECKING:
+    from ._budget import Budget
+    from ._config import Settings
+    from ._stats import Counters
+
+__all__ = ["Attribution", "Defaults", "Scope", "attribute", "carry_consumer", "consumer",
+           "current_scope"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -152,3 +161,97 @@ def carry_consumer(func: F) -> F:
             _frame.reset(token)
 
     return cast(F, run)
+
+
+@dataclass(frozen=True, slots=True)
+class Defaults:
+    """Attribution defaults bound to one wrapped client by ``wrap(client, ...)``."""
+
+    consumer_id: str | None = None
+    api_id: str | None = None
+    metrics: MetricPolicy | None = None
+    budget: Budget | None = None
+
+
+class Attribution(NamedTuple):
+    """Who one call is billed to. Built on every metered call: a named tuple is the cheapest
+    immutable record to construct (half the cost of a frozen dataclass)."""
+
+    consumer_id: str
+    api_id: str
+    metrics: MetricPolicy
+
+
+def _resolved(s: Settings, counters: Counters) -> str | None:
+    try:
+        consumer_id = s.consumer_resolver() if s.consumer_resolver is not None else None
+    except BaseException as exc:  # a user's hook: whatever it raises costs this one attribution
+        counters.add("internal_errors")
+        log_limited("resolver", logging.ERROR, "aerostack_meter: consumer_resolver raised %s",
+                    type(exc).__name__)
+        return None
+    if consumer_id is not None and (not isinstance(consumer_id, str) or not consumer_id.strip()):
+        log_limited("resolver_type", logging.ERROR,
+                    "aerostack_meter: consumer_resolver returned %r, not a non-empty string",
+                    type(consumer_id).__name__)
+        return None
+    return consumer_id
+
+
+def attribute(s: Settings, default_api_id: str | None, defaults: Defaults | None, site: str,
+              counters: Counters) -> Attribution | None:
+    """Who a call made now is billed to, or ``None`` (counted, logged) when nobody is.
+
+    Precedence as in the module docstring. Raises :class:`MissingConsumerError` when the policy
+    is ``"raise"``: before the request.
+    """
+    frame = _frame.get()
+    scope = frame.scope if frame is not None else None
+    consumer_id = scope.consumer_id if scope is not None else None
+    if consumer_id is None and s.consumer_resolver is not None:
+        consumer_id = _resolved(s, counters)
+    if consumer_id is None and defaults is not None:
+        consumer_id = defaults.consumer_id
+    if consumer_id is None:
+        consumer_id = s.default_consumer_id
+    api_id = ((scope.api_id if scope is not None else None)
+              or (defaults.api_id if defaults is not None else None) or default_api_id)
+    if consumer_id is None or api_id is None:
+        if consumer_id is None:
+            what, fix = "consumer", ("wrap it in `with aerostack_meter.consumer(...)`, or set "
+                                     "init(default_consumer_id=...)")
+        else:
+            what, fix = "API id", "set init(api_id=...) or AEROSTACK_API_ID"
+        if s.on_missing_consumer == "raise":
+            raise MissingConsumerError(
+                f"aerostack_meter: no {what} to bill this {site} call to; {fix}")
+        counters.add("missing_consumer")
+        if s.on_missing_consumer == "warn":
+            if consumer_id is None:  # a code path without a scope: once per call site
+                where = _caller_site()
+                log_once(f"missing:consumer:{where}", logging.WARNING,
+                         "aerostack_meter: %s call at %s has no consumer; its usage is not "
+                         "billed (%s)", site, where, fix)
+            else:  # a missing setting: once per process
+                log_once("missing:api_id", logging.WARNING,
+                         "aerostack_meter: no API id configured; usage of %s calls is not "
+                         "billed (%s)", site, fix)
+        return None
+    metrics = (scope.metrics if scope is not None and scope.metrics is not None
+               else defaults.metrics if defaults is not None and defaults.metrics is not None
+               else s.metrics)
+    return Attribution(consumer_id, api_id, metrics)
+
+
+def _caller_site() -> str:
+    """The first frame outside this library, wrapt and every registered provider's SDK."""
+    from .providers import all_providers
+
+    frame: FrameType | None = sys._getframe(2)
+    skip = (__name__.rsplit(".", 1)[0], "wrapt", *(p.package for p in all_providers()))
+    while frame is not None:
+        mod = frame.f_globals.get("__name__", "")
+        if not mod.startswith(skip):
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"

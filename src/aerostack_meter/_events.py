@@ -1,27 +1,22 @@
-"""The usage event: what one billable quantity is, and what of it goes on the wire."""
+"""The usage event, and how one call's usage becomes events: a pure function of its inputs."""
 
 from __future__ import annotations
 
 import hashlib
-import itertools
-import os
-import uuid
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-__all__ = ["UsageEvent", "event_identity", "idempotency_key"]
+from ._usage import Usage, apply_policy, to_count
 
-_prefix = uuid.uuid4().hex[:12]
-_counter = itertools.count()
+if TYPE_CHECKING:
+    from ._context import Attribution
 
+__all__ = ["EV_CALL", "EV_ESTIMATED", "EV_PRICED", "Built", "EventError", "UsageEvent", "events_of",
+           "idempotency_key", "units_ok", "valid_event"]
 
-def _new_prefix() -> None:
-    global _prefix, _counter
-    _prefix = uuid.uuid4().hex[:12]
-    _counter = itertools.count()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_prefix)
+EV_ESTIMATED = 1  # the same bits as the journal's event flags
+EV_CALL = 2
+EV_PRICED = 4  # priced by a cost policy: its request carries the meter's price table
 
 
 class UsageEvent(NamedTuple):
@@ -55,17 +50,76 @@ class UsageEvent(NamedTuple):
         return (self.consumer_id, self.api_id, self.metric)
 
 
-def event_identity(event: UsageEvent) -> str:
-    """The event's identity for idempotency keys: deterministic where the provider gave an id."""
-    if event.event_id:
-        return event.event_id
-    if event.response_id:
-        return f"{event.provider}:{event.response_id}:{event.metric}"
-    return f"{_prefix}-{next(_counter)}"
+class EventError(Exception):
+    """A metric policy failed or returned something that cannot be billed; ``reason`` is the
+    ``stats().dropped`` key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def units_ok(units: Any) -> bool:
+    """Units on the wire: a non-negative int below 2**53 (never a float, not even 3.0; never a bool)."""
+    return isinstance(units, int) and not isinstance(units, bool) and to_count(int(units)) is not None
+
+
+def valid_event(ev: Any) -> bool:
+    return (isinstance(ev, UsageEvent) and units_ok(ev.units)
+            and all(isinstance(v, str) and v.strip() for v in (ev.consumer_id, ev.api_id, ev.metric)))
+
+
+class Built(NamedTuple):
+    """What :func:`events_of` made of one call."""
+
+    events: list[tuple[str, str, str, int, int]]  # (consumer_id, api_id, metric, units, flags)
+    problems: list[EventError]  # entries that cannot be billed (each counted and dropped)
+    price_table: str | None = None  # the price table that priced it (``metrics="cost"``)
+    unpriced: bool = False  # a cost policy had no price for it: billed under its fallback
+
+
+def events_of(usage: Usage, att: Attribution, ts: float) -> Built:
+    """The events of one call under its metric policy. Pure but for the user's policy.
+
+    Raises :class:`EventError` when the policy raises (anything) or does not return a mapping."""
+    from ._cost import CostPolicy, default_policy
+
+    policy = att.metrics
+    price_table = None
+    unpriced = False
+    try:
+        if isinstance(policy, str) and policy == "cost":
+            policy = default_policy()
+        if type(policy) is CostPolicy:
+            parts = policy.bill(usage, att.consumer_id, att.api_id, ts)
+            if parts is None:
+                unpriced = True
+                parts = apply_policy(policy.fallback, usage)
+            else:
+                price_table = policy.table_version
+        else:
+            parts = apply_policy(policy, usage)
+        items = list(parts.items()) if isinstance(parts, Mapping) else None
+    except BaseException as exc:  # a user's policy: anything it raises costs this one call
+        raise EventError("policy_error", f"the metrics policy raised {type(exc).__name__}") from None
+    if items is None:
+        raise EventError("policy_invalid", "the metrics policy did not return a mapping")
+    flags = (EV_ESTIMATED if usage.estimated else 0) | (EV_PRICED if price_table is not None else 0)
+    out = []
+    bad = []
+    for metric, units in items:
+        # ints only: a float (even 3.0) is a policy bug that would otherwise bill intermittently
+        if not isinstance(metric, str) or not metric.strip() or not units_ok(units):
+            bad.append(EventError("policy_invalid",
+                                  f"the metrics policy returned an invalid entry for {metric!r}"))
+            continue
+        out.append((att.consumer_id, att.api_id, metric, int(units), flags))
+    return Built(out, bad, price_table, unpriced)
 
 
 def idempotency_key(key: tuple[str, str, str], event_ids: list[str]) -> str:
-    """A stable key for one request: the same events under the same key give the same value."""
+    """A stable key for one request made of known events (the relay's): the same events under the
+    same key give the same value."""
     h = hashlib.sha256()
     for part in key:
         h.update(part.encode("utf-8", "surrogatepass"))

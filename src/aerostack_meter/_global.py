@@ -42,7 +42,8 @@ def init(api_key: str | None = None, *, api_id: str | None = None, base_url: str
     """Configure the process-wide meter and instrument every installed, supported SDK.
 
     Idempotent: a second call with the same arguments returns the same meter; with other
-    arguments it flushes and replaces the old meter (instrumentation is applied once).
+    arguments it replaces the old meter (instrumentation is applied once). Calls and streams in
+    flight at that moment are billed once, by the meter they started with.
     Bad settings raise :class:`aerostack_meter.ConfigError` naming the setting.
     """
     from ._instrument import instrument
@@ -79,10 +80,13 @@ async def aflush(timeout: float | None = None) -> bool:
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush within ``timeout`` and stop the reporter of the process-wide meter."""
-    with _lock:
-        meter = _meter
-        _set(None, None)
+    """Flush within ``timeout`` and stop the delivery threads of the process-wide meter.
+
+    The meter stays the process-wide one: a later metered call or ``log()`` starts it again with
+    the same settings and destination (logged once), so nothing is lost and nothing silently goes
+    elsewhere. ``init()`` replaces it.
+    """
+    meter = _meter
     return True if meter is None else meter.shutdown(timeout)
 
 

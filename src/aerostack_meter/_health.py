@@ -156,21 +156,42 @@ def _dead_letter_lines(path: Path) -> int:
 
 
 def _destination_health(directory: Path) -> DeliveryHealth:
-    """One destination directory of the durable state directory: its journals'
-    (`<token>.<n>.journal`) bytes on disk and its dead letters (`dead-letters.jsonl`, one JSON
-    object per line). Journals are append-only until they rotate, so their bytes bound the
-    backlog from above; the number of undelivered records is known only to the process that
-    delivers them (not reported here)."""
-    journal_bytes = sum(p.stat().st_size for p in directory.glob("*.journal") if p.is_file())
+    """One destination directory of the durable state directory: its journals
+    (`<token>.<n>.journal`: bytes on disk, and the records and units not yet delivered when every
+    journal parses cleanly) and its dead letters (`dead-letters.jsonl`, one JSON object per line).
+    The journals of live processes are read as they are: a record being delivered right now still
+    counts."""
+    from ._journal import recover
+    from ._journal_format import B_INFLIGHT, parse
+
+    journals = [p for p in directory.glob("*.journal") if p.is_file()]
+    journal_bytes = 0
+    records: int | None = 0
+    units: int | None = 0
+    ambiguous = 0
+    for path in journals:
+        data = path.read_bytes()
+        journal_bytes += len(data)
+        parsed = parse(data, final=True)
+        if parsed.bad_bytes or records is None or units is None:
+            records = units = None  # not a journal we can read: only its size is known
+            continue
+        rec = recover(parsed.records)
+        records += len(rec.events) + sum(r.n_events for r in rec.requests)
+        units += sum(e.units for e in rec.events) + sum(r.units for r in rec.requests)
+        ambiguous += sum(1 for r in rec.requests if r.flags & B_INFLIGHT)
     try:
         destination = (directory / "destination").read_text(encoding="utf-8", errors="replace")
     except OSError:
         destination = ""
     return DeliveryHealth(
         source=f"state {directory.name}",
+        backlog_records=records,
+        backlog_units=units,
         backlog_bytes=journal_bytes,
+        ambiguous_retries=ambiguous,
         dead_lettered=_dead_letter_lines(directory / "dead-letters.jsonl"),
-        details={"destination": destination, "journals": len(list(directory.glob("*.journal")))},
+        details={"destination": destination, "journals": len(journals)},
     )
 
 

@@ -15,7 +15,7 @@ _seen: set[str] = set()
 _last: dict[str, float] = {}
 
 
-def log_once(key: str, level: int, msg: str, *args: object) -> None:
+def log_once(key: str, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
     """Log ``msg`` the first time ``key`` is seen in this process."""
     if key in _seen:
         return
@@ -23,7 +23,7 @@ def log_once(key: str, level: int, msg: str, *args: object) -> None:
         if key in _seen:
             return
         _seen.add(key)
-    logger.log(level, msg, *args)
+    logger.log(level, msg, *args, exc_info=exc_info)
 
 
 def log_limited(key: str, level: int, msg: str, *args: object, every: float = 60.0,

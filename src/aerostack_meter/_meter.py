@@ -1,66 +1,51 @@
-"""The Meter: settings, the reporter and the sink, and the operations users call."""
+"""The Meter: a thin façade over the parts that do the work.
+
+settings (``_config``) · attribution (``_context.attribute``) · event building (``_events.events_of``)
+· the store, memory or journal (``_store``) · the delivery loop (``_reporter``) with its retry policy
+(``_retry``) · the dead-letter store (``_deadletter``) · exit and signals (``_lifecycle``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import logging
-import signal
-import sys
+import os
 import threading
 import time
-import weakref
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from types import FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
+from . import _lifecycle
 from ._budget import Budget, Reservation
 from ._config import Settings, build_settings
-from ._context import current_scope
+from ._context import Attribution, Defaults, attribute
 from ._cost import CostPolicy, warn_unpriced
 from ._cost import default_policy as default_cost_policy
-from ._errors import ConfigError, MissingConsumerError
-from ._events import UsageEvent
-from ._log import log_limited, log_once, logger
+from ._deadletter import DeadLetters
+from ._errors import ConfigError
+from ._events import (
+    EV_CALL,
+    EV_ESTIMATED,
+    EV_PRICED,
+    EventError,
+    UsageEvent,
+    events_of,
+    valid_event,
+)
+from ._log import log_once, logger
+from ._paths import default_state_dir, destination_dir
+from ._rejected import RejectedStore
 from ._reporter import Reporter
+from ._retry import RetryPolicy
 from ._stats import Counters, Stats
-from ._usage import _MAX_UNITS, MetricPolicy, Usage, apply_policy, to_count
+from ._store import JournalStore, MemoryStore
+from ._usage import _MAX_UNITS, Usage
 from .sinks import AerostackSink, LedgerSink, Sink
 
 __all__ = ["Attribution", "Defaults", "Meter"]
 
 _LOCAL_API_ID = "local"
-
-
-@dataclass(frozen=True, slots=True)
-class Defaults:
-    """Attribution defaults bound to one wrapped client by ``wrap(client, ...)``."""
-
-    consumer_id: str | None = None
-    api_id: str | None = None
-    metrics: MetricPolicy | None = None
-    budget: Budget | None = None
-
-
-class Attribution(NamedTuple):
-    """Who one call is billed to. Built on every metered call: a named tuple is the cheapest
-    immutable record to construct (half the cost of a frozen dataclass)."""
-
-    consumer_id: str
-    api_id: str
-    metrics: MetricPolicy
-
-
-# Queue items are plain tuples, the cheapest thing to build on the caller's thread:
-#   (_LOG, consumer_id, api_id, metric, units, timestamp)   from log()
-#   (_CALL, usage, attribution, timestamp, reservation)      from a metered SDK call
-#   (_LATE, reducer, attribution, timestamp, provider, reservation)  a stream GC'd unfinished
-# ``reservation`` is the call's budget reservation (or None), settled on the reporter thread.
-_LOG = 0
-_CALL = 1
-_LATE = 2
+_getpid = os.getpid
+_time = time.time
 
 
 class Meter:
@@ -78,55 +63,50 @@ class Meter:
         if isinstance(s.metrics, CostPolicy) or (isinstance(s.metrics, str) and s.metrics == "cost"):
             self.counters.price_table = (s.metrics if isinstance(s.metrics, CostPolicy)
                                          else default_cost_policy()).table_version
-        self.sink: Sink = self._make_sink(s)
+        self.sink: Sink = _make_sink(s)
         bind = getattr(self.sink, "bind_counters", None)
         if bind is not None:
             bind(self.counters)
         self._otel = _otel_recorder(s.otel)
-        if s.spool_path:
-            from ._reporter_spool import SpoolReporter
-
-            self._reporter: Reporter = SpoolReporter(s, self.sink, self.counters, self._expand)
-        else:
-            self._reporter = Reporter(s, self.sink, self.counters, self._expand)
+        self._default_api_id = _default_api_id(s)
+        self.state_dir, store = _open_store(s, self.sink, self.counters)
+        self.dead_letters = DeadLetters(self.state_dir) if self.state_dir is not None else None
+        self._reporter = Reporter(
+            store, self.sink, self.counters,
+            RetryPolicy(s.backoff_base, s.max_backoff, s.max_retry_after, max(60.0, s.max_backoff)),
+            flush_interval=s.flush_interval, coalesce=s.coalesce, concurrency=s.concurrency,
+            dead_letter=self.dead_letters.add if self.dead_letters is not None else None,
+            rejected=RejectedStore(s, self.counters).keep,
+            expand_late=self._expand_late, poll=0.1 if s.handle_sigterm else None)
+        self._put = store.put
+        self._put_many = store.put_many
+        # the fast path (no user code on the caller's thread) is for the default policy alone
+        self._hooked = s.before_send is not None or self._otel is not None
+        self._pid = _getpid()
+        self._live = False
         self._closed = False
-        self._default_api_id = self._api_id()
+        self._live_lock = threading.Lock()
         if s.budget is not None:
             s.budget.bind(self)
-        ref = weakref.ref(self)
-        atexit.register(_exit_hook, ref)
-        if s.handle_sigterm:
-            _install_sigterm(ref)
-
-    @staticmethod
-    def _make_sink(s: Settings) -> Sink:
-        if isinstance(s.sink, str):
-            from .sinks._redis import RedisSink
-
-            return RedisSink(s.sink)
-        if s.sink is not None:
-            return s.sink
-        return Meter._default_sink(s)
-
-    @staticmethod
-    def _default_sink(s: Settings) -> Sink:
-        if s.api_key is not None:
-            return AerostackSink(s)
-        if not s.disabled:  # usage goes somewhere the user may not expect: say so, once
-            log_once("no_api_key", logging.WARNING,
-                     "aerostack_meter: no API key (init(api_key=...) or AEROSTACK_API_KEY); usage is "
-                     "recorded in the local ledger %s, not sent to the billing API "
-                     "(read it with `aerostack-meter report`)", s.ledger_path)
-        return LedgerSink(s.ledger_path)
+        _lifecycle.register(self)
+        if isinstance(store, JournalStore) and not s.disabled:
+            # Deliver what earlier processes left, and adopt what dying siblings leave, from now on.
+            store.adopt()
+            self._go_live()
 
     @property
     def disabled(self) -> bool:
         return self.settings.disabled
 
-    # -- recording --------------------------------------------------------------------------
+    @property
+    def durable(self) -> bool:
+        return self._reporter.store.durable
+
+    # -- recording (the caller's thread) ---------------------------------------------------------
     def log(self, consumer_id: str, units: int, *, metric: str = "units", api_id: str | None = None) -> None:
         """Log ``units`` (an int, 0 <= units < 2**53) of ``metric`` for ``consumer_id`` under
-        ``api_id`` (default: the configured one): non-blocking, delivered by the reporter.
+        ``api_id`` (default: the configured one): on disk (durable mode) when it returns,
+        delivered in the background.
 
         ``metric`` defaults to ``"units"``, the billing API's own default metric. Raises
         :class:`ConfigError` at once for a bad argument or when no API id is given or configured;
@@ -142,82 +122,123 @@ class Meter:
         if api is None:
             raise ConfigError("api_id", "none given and none configured (init(api_id=...) or "
                               "AEROSTACK_API_ID)", call="log")
-        # A plain tuple: the event object is built on the reporter thread, off the caller's path.
-        self._reporter.put((_LOG, consumer_id, api, metric, units, time.time()))
-
-    def _api_id(self, *candidates: str | None) -> str | None:
-        for c in candidates:
-            if c:
-                return c
-        if self.settings.api_id:
-            return self.settings.api_id
-        # without a key the API id is only a label, except for a Redis stream (a relay bills it)
-        if self.settings.api_key is None and not isinstance(self.settings.sink, str):
-            return _LOCAL_API_ID
-        return None
+        if (self._pid != _getpid() or not self._live) and not self._go_live():
+            return
+        try:
+            if self.settings.before_send is not None:
+                events = self._before_send([(consumer_id, api, metric, units, 0)], None)
+                if events:
+                    self._put_many(events, _time())
+                return
+            self._put(consumer_id, api, metric, units, 0, _time())
+        except UnicodeEncodeError:
+            self._unencodable(1)
 
     def attribute(self, defaults: Defaults | None, site: str) -> Attribution | None:
         """Who a call made now is billed to, or ``None`` (counted, logged) when nobody is.
 
         Raises :class:`MissingConsumerError` when the policy is ``"raise"``: before the request.
         """
-        s = self.settings
-        scope = current_scope()
-        consumer_id = scope.consumer_id if scope is not None else None
-        if consumer_id is None and s.consumer_resolver is not None:
-            try:
-                consumer_id = s.consumer_resolver()
-            except Exception as exc:
-                self.counters.add("internal_errors")
-                log_limited("resolver", logging.ERROR, "aerostack_meter: consumer_resolver raised %s",
-                            type(exc).__name__)
-                consumer_id = None
-            if consumer_id is not None and (not isinstance(consumer_id, str) or not consumer_id.strip()):
-                log_limited("resolver_type", logging.ERROR,
-                            "aerostack_meter: consumer_resolver returned %r, not a non-empty string",
-                            type(consumer_id).__name__)
-                consumer_id = None
-        if consumer_id is None and defaults is not None:
-            consumer_id = defaults.consumer_id
-        if consumer_id is None:
-            consumer_id = s.default_consumer_id
-        api_id = ((scope.api_id if scope is not None else None)
-                  or (defaults.api_id if defaults is not None else None) or self._default_api_id)
-        if consumer_id is None or api_id is None:
-            if consumer_id is None:
-                what, fix = "consumer", ("wrap it in `with aerostack_meter.consumer(...)`, or set "
-                                         "init(default_consumer_id=...)")
-            else:
-                what, fix = "API id", "set init(api_id=...) or AEROSTACK_API_ID"
-            if s.on_missing_consumer == "raise":
-                raise MissingConsumerError(
-                    f"aerostack_meter: no {what} to bill this {site} call to; {fix}")
-            self.counters.add("missing_consumer")
-            if s.on_missing_consumer == "warn":
-                if consumer_id is None:  # a code path without a scope: once per call site
-                    where = _caller_site()
-                    log_once(f"missing:consumer:{where}", logging.WARNING,
-                             "aerostack_meter: %s call at %s has no consumer; its usage is not "
-                             "billed (%s)", site, where, fix)
-                else:  # a missing setting: once per process
-                    log_once("missing:api_id", logging.WARNING,
-                             "aerostack_meter: no API id configured; usage of %s calls is not "
-                             "billed (%s)", site, fix)
-            return None
-        metrics = (scope.metrics if scope is not None and scope.metrics is not None
-                   else defaults.metrics if defaults is not None and defaults.metrics is not None
-                   else s.metrics)
-        return Attribution(consumer_id, api_id, metrics)
+        return attribute(self.settings, self._default_api_id, defaults, site, self.counters)
 
     def record(self, usage: Usage, attribution: Attribution, reservation: Reservation | None = None) -> None:
-        """Hand one call's usage to the reporter (the policy and the counting run on its thread)."""
-        self._reporter.put((_CALL, usage, attribution, time.time(), reservation))
+        """Record one call's usage (on disk in durable mode) before the call returns. A budget
+        ``reservation`` is settled to it on the reporter thread."""
+        if (self._pid != _getpid() or not self._live) and not self._go_live():
+            if reservation is not None:
+                _settle(reservation, usage)
+            return
+        if reservation is not None:
+            self._reporter.put_late(("settle", reservation, usage))
+        if attribution.metrics == "tokens" and not self._hooked:
+            try:
+                self._put(attribution.consumer_id, attribution.api_id, "tokens", usage.total_tokens,
+                          EV_CALL | EV_ESTIMATED if usage.estimated else EV_CALL, _time())
+            except UnicodeEncodeError:
+                self._unencodable(1)
+            return
+        self._record_slow(usage, attribution)
+
+    def _record_slow(self, usage: Usage, att: Attribution) -> None:
+        if not self.durable:
+            # Memory mode: the policy and the hooks run on the reporter thread, off the caller's
+            # path. (Durable mode runs them here, so the journal holds what will be billed.)
+            self._reporter.put_late(("call", usage, att, _time()))
+            return
+        self.counters.add("calls_metered")
+        if usage.estimated:
+            self.counters.add("events_estimated")
+        events = self._events(usage, att)
+        if events:
+            try:
+                self._put_many(events, _time())
+            except UnicodeEncodeError:
+                self._unencodable(len(events))
+
+    def _events(self, usage: Usage, att: Attribution) -> list[tuple[str, str, str, int, int]]:
+        """The policy, then ``before_send``: user code, so anything they raise costs this call only."""
+        ts = _time()
+        try:
+            built = events_of(usage, att, ts)
+        except EventError as exc:
+            self._bad(exc.reason, str(exc))
+            return []
+        for problem in built.problems:
+            self._bad(problem.reason, str(problem))
+        if built.unpriced:
+            self.counters.add("unpriced")
+            policy = att.metrics if isinstance(att.metrics, CostPolicy) else default_cost_policy()
+            warn_unpriced(usage.provider, usage.model, policy.fallback)
+        if built.price_table is not None:
+            self.counters.price_table = built.price_table
+        if self._otel is not None:
+            self._otel.record(usage, att.consumer_id, att.api_id, self.counters)
+        if self.settings.before_send is None:
+            return built.events
+        return self._before_send(built.events, usage, built.price_table)
+
+    def _before_send(self, events: list[tuple[str, str, str, int, int]], usage: Usage | None,
+                     price_table: str | None = None) -> list[tuple[str, str, str, int, int]]:
+        hook = self.settings.before_send
+        if hook is None:
+            return events
+        out = []
+        for c, a, m, units, flags in events:
+            ev = (UsageEvent(c, a, m, units, timestamp=_time()) if usage is None else
+                  UsageEvent(c, a, m, units, usage.provider, usage.model, usage.response_id,
+                             usage.estimated, _time(), "", price_table))
+            try:
+                changed = hook(ev)
+            except BaseException as exc:
+                self._bad("before_send_error", f"before_send raised {type(exc).__name__}")
+                continue
+            if changed is None:
+                self.counters.drop("before_send")
+                continue
+            if not valid_event(changed):
+                self._bad("before_send_invalid",
+                          "before_send returned something that is not a valid UsageEvent")
+                continue
+            out.append((changed.consumer_id, changed.api_id, changed.metric, int(changed.units),
+                        (flags & EV_PRICED) | (EV_ESTIMATED if changed.estimated else 0)))
+        return out
 
     def record_unfinished(self, reducer: Any, attribution: Attribution, provider: str,
                           reservation: Reservation | None = None) -> None:
-        """A stream was garbage collected before it ended: estimate it on the reporter thread
-        (a GC finalizer must do as little as possible, and never import or compile anything)."""
-        self._reporter.put((_LATE, reducer, attribution, time.time(), provider, reservation))
+        """A stream was garbage collected before it ended: estimated on the reporter thread (a GC
+        finalizer must do as little as possible, and never import or compile anything). After the
+        exit flush (no reporter thread any more) it is estimated and journaled right here."""
+        item = ("stream", reducer, attribution, provider, _time(), reservation)
+        if (self._live and self._pid == _getpid()) or (self._go_live() and self._live):
+            self._reporter.put_late(item)
+            return
+        if self.durable:  # no delivery thread any more (interpreter exit): journal it from here
+            events, ts = self._expand_late(item)
+            if events:
+                try:
+                    self._put_many(events, ts)
+                except UnicodeEncodeError:
+                    self._unencodable(len(events))
 
     def budget_for(self, defaults: Defaults | None) -> Budget | None:
         """The budget a call is checked against: ``wrap(budget=)``, else ``init(budget=)``."""
@@ -225,6 +246,34 @@ class Meter:
         if budget is not None and id(self) not in budget._bound:
             budget.bind(self)
         return budget
+
+    def _expand_late(self, item: Any) -> tuple[list[tuple[str, str, str, int, int]], float]:
+        """Work that waited for the reporter thread: a budget settlement, a call (memory mode), or
+        a stream garbage collected unfinished (estimated here). Returns events and their time."""
+        kind = item[0]
+        if kind == "settle":
+            _settle(item[1], item[2])
+            return [], 0.0
+        if kind == "call":
+            _, usage, att, ts = item
+            self.counters.add("calls_metered")
+            if usage.estimated:
+                self.counters.add("events_estimated")
+            return self._events(usage, att), ts
+        _, reducer, att, provider, ts, reservation = item
+        try:
+            usage = reducer.final(False)
+        except Exception:
+            self.counters.add("internal_errors")
+            usage = None
+        _settle(reservation, usage)
+        if usage is None:
+            self.usage_missing(provider, reducer.model)
+            return [], ts
+        self.counters.add("calls_metered")
+        if usage.estimated:
+            self.counters.add("events_estimated")
+        return self._events(usage, att), ts
 
     def usage_missing(self, provider: str, model: str | None, reason: str = "no_usage") -> None:
         """A call that cannot be billed: counted in ``stats().usage_missing`` and, by ``reason``,
@@ -234,90 +283,46 @@ class Meter:
                  "aerostack_meter: a %s response for model %r carried no usage (%s); not billed",
                  provider, model, reason)
 
-    def _expand(self, item: Any) -> Iterable[UsageEvent]:
-        """Queue item -> events. Runs on the reporter thread; never raises."""
-        if type(item) is UsageEvent:
-            events: list[UsageEvent] = [item]
-        elif item[0] == _LOG:
-            _, consumer_id, api_id, metric, units, ts = item
-            events = [UsageEvent(consumer_id, api_id, metric, units, None, None, None, False, ts)]
-        elif item[0] == _LATE:
-            _, reducer, att, ts, provider, reservation = item
-            try:
-                usage = reducer.final(False)
-            except Exception:
-                self.counters.add("internal_errors")
-                usage = None
-            if usage is None:
-                self.usage_missing(provider, reducer.model)
-                events = []
-            else:
-                events = self._events_of(usage, att, ts)
-            _settle(reservation, usage)
-        else:
-            events = self._events_of(item[1], item[2], item[3])
-            _settle(item[4], item[1])
-        hook = self.settings.before_send
-        if hook is None:
-            return events
-        out = []
-        for ev in events:
-            try:
-                changed = hook(ev)
-            except Exception as exc:
-                self._bad("before_send_error", f"before_send raised {type(exc).__name__}")
-                continue
-            if changed is None:
-                self.counters.drop("before_send")
-                continue
-            if not _valid_event(changed):
-                self._bad("before_send_invalid", "before_send returned something that is not a valid UsageEvent")
-                continue
-            out.append(changed)
-        return out
-
-    def _events_of(self, usage: Usage, att: Attribution, ts: float) -> list[UsageEvent]:
-        self.counters.add("calls_metered")
-        if usage.estimated:
-            self.counters.add("events_estimated")
-        policy = att.metrics
-        price_table = None
-        try:
-            if isinstance(policy, str) and policy == "cost":
-                policy = default_cost_policy()
-            if type(policy) is CostPolicy:
-                parts = policy.bill(usage, att.consumer_id, att.api_id, ts)
-                if parts is None:
-                    self.counters.add("unpriced")
-                    warn_unpriced(usage.provider, usage.model, policy.fallback)
-                    parts = apply_policy(policy.fallback, usage)
-                else:
-                    price_table = self.counters.price_table = policy.table_version
-            else:
-                parts = apply_policy(policy, usage)
-            items = list(parts.items()) if isinstance(parts, Mapping) else None
-        except Exception as exc:
-            self._bad("policy_error", f"the metrics policy raised {type(exc).__name__}")
-            return []
-        if items is None:
-            self._bad("policy_invalid", "the metrics policy did not return a mapping")
-            return []
-        events = []
-        for metric, units in items:
-            # ints only: a float (even 3.0) is a policy bug that would otherwise bill intermittently
-            if not isinstance(metric, str) or not metric.strip() or not _units_ok(units):
-                self._bad("policy_invalid", f"the metrics policy returned an invalid entry for {metric!r}")
-                continue
-            events.append(UsageEvent(att.consumer_id, att.api_id, metric, int(units), usage.provider,
-                                     usage.model, usage.response_id, usage.estimated, ts, "",
-                                     price_table))
-        if self._otel is not None:
-            self._otel.record(usage, att.consumer_id, att.api_id, self.counters)
-        return events
+    def _unencodable(self, n: int) -> None:
+        self.counters.drop("unencodable", n)
+        log_once("unencodable", logging.ERROR,
+                 "aerostack_meter: a consumerId, apiId or metric is not valid Unicode "
+                 "(unencodable); the event is dropped")
 
     def _bad(self, reason: str, msg: str) -> None:
         self.counters.drop(reason)
         log_once(reason, logging.ERROR, "aerostack_meter: %s; the event is dropped", msg)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _go_live(self) -> bool:
+        """Start (or restart) delivery. False when usage cannot be kept (memory mode at exit)."""
+        if self._pid != _getpid():
+            self._forked()
+        with self._live_lock:
+            if self._live:
+                return True
+            if self._closed:
+                self._closed = False
+                self._reporter.store.reopen()
+                log_once("reopened", logging.WARNING,
+                         "aerostack_meter: the meter was used after shutdown(); it goes on recording "
+                         "to the same destination and flushes again at exit")
+            self._live = self._reporter.ensure_started()
+            if self._live or self.durable:
+                return True  # durable: on disk, for the next start or `aerostack-meter drain`
+        self.counters.drop("after_exit")
+        log_once("after_exit", logging.WARNING,
+                 "aerostack_meter: usage recorded during interpreter exit cannot be delivered "
+                 "(durable=False); it is dropped")
+        return False
+
+    def _forked(self) -> None:
+        if self._pid == _getpid():
+            return
+        self._pid = _getpid()
+        self._live_lock = threading.Lock()
+        self._live = False
+        self._reporter.forked()
 
     # -- delivery ---------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
@@ -329,14 +334,30 @@ class Meter:
         return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Flush within ``timeout`` (default: the exit budget), then stop the reporter."""
-        if self._closed:
-            return True
-        self._closed = True
-        ok = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
-        spool = getattr(self._reporter, "spool", None)
-        if spool is not None:
-            spool.close()
+        """Flush within ``timeout`` (default: the exit budget), then stop the delivery threads.
+
+        What is not delivered by then stays on disk (durable mode: the next start, a live process
+        on the same state directory, or ``aerostack-meter drain`` delivers it) or is counted lost
+        (``dropped["exit_timeout"]``, ``durable=False``). Using the meter afterwards is allowed: it
+        starts again with the same settings and destination.
+        """
+        if self._pid != _getpid():
+            self._forked()
+        with self._live_lock:
+            if self._closed:
+                return True
+            self._closed = True
+            self._live = False
+        ok, left = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
+        if left:
+            if self.durable:
+                log_once("left_on_disk", logging.WARNING,
+                         "aerostack_meter: %d event(s) not delivered yet are kept in %s; the next "
+                         "start or `aerostack-meter drain` delivers them", left, self.state_dir)
+            else:
+                self.counters.drop("exit_timeout", left)
+                log_once("exit_lost", logging.WARNING,
+                         "aerostack_meter: %d events could not be delivered before shutdown", left)
         try:
             self.sink.close()
         except Exception:  # pragma: no cover
@@ -344,12 +365,22 @@ class Meter:
         return ok
 
     def stats(self) -> Stats:
-        spool = getattr(self._reporter, "spool", None)
-        spooled = spool.count() if spool is not None else 0
-        return self.counters.snapshot(pending=self._reporter.pending, spooled=spooled)
+        pending = self._reporter.pending
+        return self.counters.snapshot(pending=pending, spooled=pending if self.durable else 0,
+                                      durable=self.durable, paused=self._reporter.paused)
 
     def __repr__(self) -> str:
         return f"Meter({self.settings!r})"
+
+
+def _make_sink(s: Settings) -> Sink:
+    if isinstance(s.sink, str):
+        from .sinks._redis import RedisSink
+
+        return RedisSink(s.sink)
+    if s.sink is not None:
+        return s.sink
+    return _default_sink(s)
 
 
 def _otel_recorder(option: Any) -> Any:
@@ -358,6 +389,28 @@ def _otel_recorder(option: Any) -> Any:
     from .otel import OTelRecorder
 
     return OTelRecorder(None if option is True else option)
+
+
+def _default_sink(s: Settings) -> Sink:
+    if s.api_key is not None:
+        return AerostackSink(s.api_key, base_url=s.base_url, connect_timeout=s.connect_timeout,
+                             read_timeout=s.read_timeout, concurrency=s.concurrency, verify=s.verify,
+                             transport=s.transport, max_retry_after=s.max_retry_after)
+    if not s.disabled:  # usage goes somewhere the user may not expect: say so, once
+        log_once("no_api_key", logging.WARNING,
+                 "aerostack_meter: no API key (init(api_key=...) or AEROSTACK_API_KEY); usage is "
+                 "recorded in the local ledger %s, not sent to the billing API "
+                 "(read it with `aerostack-meter report`)", s.ledger_path)
+    return LedgerSink(s.ledger_path)
+
+
+def _default_api_id(s: Settings) -> str | None:
+    if s.api_id:
+        return s.api_id
+    # without a key the API id is only a label, except for a Redis stream (a relay bills it)
+    if s.api_key is None and not isinstance(s.sink, str):
+        return _LOCAL_API_ID
+    return None
 
 
 def _settle(reservation: Reservation | None, usage: Usage | None) -> None:
@@ -373,14 +426,34 @@ def _settle(reservation: Reservation | None, usage: Usage | None) -> None:
         reservation.release()
 
 
-def _units_ok(units: Any) -> bool:
-    """Units on the wire: a non-negative int (never a float, not even 3.0; never a bool)."""
-    return isinstance(units, int) and not isinstance(units, bool) and to_count(int(units)) is not None
+def _open_store(s: Settings, sink: Sink, counters: Counters) -> tuple[str | None, MemoryStore | JournalStore]:
+    """The journal in the state directory, or memory (``durable=False``, a sink without a
+    ``destination``, or no writable state directory: warned once, ``stats().durable`` is False)."""
+    memory = MemoryStore(s.max_queue_size, on_overflow=_overflow_counter(counters, s.max_queue_size))
+    destination = getattr(sink, "destination", None)
+    if not s.durable or s.disabled or not isinstance(destination, str):
+        return None, memory
+    root = s.state_dir or default_state_dir()
+    try:
+        directory = destination_dir(root, destination)
+        return directory, JournalStore(directory, s.spool_max_bytes, counters)
+    except OSError as exc:
+        counters.add("journal_errors")
+        log_once("state_dir", logging.WARNING,
+                 "aerostack_meter: the state directory %s cannot be used (%s); usage is kept in "
+                 "memory only and is lost if the process dies (stats().durable is False)",
+                 root, exc.strerror or type(exc).__name__)
+        return None, memory
 
 
-def _valid_event(ev: Any) -> bool:
-    return (isinstance(ev, UsageEvent) and _units_ok(ev.units)
-            and all(isinstance(v, str) and v.strip() for v in (ev.consumer_id, ev.api_id, ev.metric)))
+def _overflow_counter(counters: Counters, limit: int) -> Any:
+    def overflowed(n: int) -> None:
+        counters.add("queue_overflows", n)
+        log_once("queue_full", logging.WARNING,
+                 "aerostack_meter: the event queue is full (max_queue_size=%d); units are kept "
+                 "as running totals, per-event detail is lost", limit)
+
+    return overflowed
 
 
 def _check_log_args(consumer_id: Any, units: Any, metric: Any, api_id: Any) -> None:
@@ -396,46 +469,3 @@ def _check_log_args(consumer_id: Any, units: Any, metric: Any, api_id: Any) -> N
     if units < 0:
         raise ConfigError("units", f"must be non-negative, got {units}", call="log")
     raise ConfigError("units", "is too large (max 2**53 - 1)", call="log")
-
-
-def _caller_site() -> str:
-    """The first frame outside this library, wrapt and every registered provider's SDK."""
-    from .providers import all_providers
-
-    frame: FrameType | None = sys._getframe(2)
-    skip = (__name__.rsplit(".", 1)[0], "wrapt", *(p.package for p in all_providers()))
-    while frame is not None:
-        mod = frame.f_globals.get("__name__", "")
-        if not mod.startswith(skip):
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back
-    return "<unknown>"
-
-
-def _exit_hook(ref: weakref.ref[Meter]) -> None:
-    meter = ref()
-    if meter is not None and not meter._closed:
-        with contextlib.suppress(Exception):  # never fail interpreter exit
-            meter.shutdown()
-
-
-def _install_sigterm(ref: weakref.ref[Meter]) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        log_once("sigterm_thread", logging.WARNING,
-                 "aerostack_meter: handle_sigterm needs init() on the main thread; not installed")
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        meter = ref()
-        if meter is not None:
-            meter.shutdown()
-        if callable(previous):
-            previous(signum, frame)
-        elif previous == signal.SIG_IGN:
-            return
-        else:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.raise_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, handler)

@@ -1,12 +1,13 @@
-"""The background reporter: a bounded queue in, coalesced batches out, retried until settled.
+"""The delivery loop: records in from a store, coalesced requests out, retried until settled.
 
-Caller side (any thread): ``put()`` is an O(1) append to a deque, never blocks and takes no lock.
-One daemon reporter thread drains the queue every ``flush_interval`` (or when woken), sums events
-with the same (consumerId, apiId, metric) into one batch, and hands batches to ``concurrency``
-daemon sender threads that call the sink. Retries wait in a heap; every wait is an interruptible
-``Event.wait``. While a key has a batch that failed and waits to retry, new usage of that key stays
-in the window (one growing sum), so an outage costs one retrying request per key, not one per
-window; the other keys are not held up by it. After ``os.fork()`` the child starts from fresh state (new locks, queue, sink
+One loop for both stores (memory, journal). A daemon reporter thread reads the store every
+``flush_interval`` (or when woken), sums events with the same (consumerId, apiId, metric) into one
+request, and hands requests to ``concurrency`` daemon sender threads that call the sink. What to do
+after an attempt is :func:`aerostack_meter._retry.decide`. Retries wait in a heap; every wait is an
+interruptible ``Event.wait``. While a key has a request that failed and waits to retry, new usage
+of that key stays in the window (one growing sum), so an outage costs one retrying request per key
+and memory stays bounded by the number of keys. Transient failures are retried for as long as the
+process lives. After ``os.fork()`` the child starts from fresh state (new locks, store, sink
 connections, threads); what the parent had pending is the parent's to send.
 """
 
@@ -17,82 +18,92 @@ import itertools
 import logging
 import os
 import queue
-import random
+import sys
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from ._config import Settings
-from ._events import UsageEvent, event_identity, idempotency_key
+from ._journal_format import (
+    B_ESTIMATED,
+    B_INFLIGHT,
+    EV_CALL,
+    EV_ESTIMATED,
+    EV_PRICED,
+    BatchRec,
+    Event,
+)
 from ._log import log_limited, log_once, logger
-from ._rejected import INSUFFICIENT_FUNDS, RejectedStore
+from ._rejected import INSUFFICIENT_FUNDS
+from ._retry import RetryPolicy, decide
 from ._stats import Counters
+from ._store import JournalStore, MemoryStore
 from .sinks import Batch, SendResult, Sink
 
 __all__ = ["Reporter"]
 
 Key = tuple[str, str, str]
-Expand = Callable[[Any], Iterable[UsageEvent]]
+MAX_UNITS = 2**53 - 1  # the largest integer every JSON parser reads exactly
+DeadLetter = Callable[[Batch, SendResult], bool]
+Rejected = Callable[[Batch, SendResult], None]
 
 
 class _Flush:
-    __slots__ = ("done", "target")
+    __slots__ = ("done", "mark", "target")
 
-    def __init__(self) -> None:
+    def __init__(self, mark: Any) -> None:
         self.done = threading.Event()
+        self.mark = mark
         self.target = -1
 
 
 class _Acc:
-    __slots__ = ("estimated", "estimated_units", "ids", "n", "price_table", "units")
+    __slots__ = ("estimated", "estimated_units", "lo", "n", "price_table", "units")
 
-    def __init__(self) -> None:
+    def __init__(self, lo: int) -> None:
         self.units = 0
         self.n = 0
-        self.ids: list[str] = []
         self.estimated = False
         self.estimated_units = 0
         self.price_table: str | None = None
+        self.lo = lo  # journal offset of the first event summed here (-1: none from the journal)
 
 
 class Reporter:
-    def __init__(self, settings: Settings, sink: Sink, counters: Counters, expand: Expand) -> None:
-        self.settings = settings
-        self._rejected = RejectedStore(settings, counters)
+    """Delivers what ``store`` holds to ``sink``; see the module docstring."""
+
+    def __init__(self, store: MemoryStore | JournalStore, sink: Sink, counters: Counters,
+                 retry: RetryPolicy, *, flush_interval: float = 1.0, coalesce: bool = True,
+                 concurrency: int = 4, dead_letter: DeadLetter | None = None,
+                 rejected: Rejected | None = None,
+                 expand_late: Callable[[Any], tuple[list[tuple[str, str, str, int, int]], float]]
+                 | None = None,
+                 poll: float | None = None) -> None:
+        self.store = store
         self.sink = sink
         self.counters = counters
-        self._expand = expand
-        self._max = settings.max_queue_size
-        self._high_water = max(1, settings.max_queue_size // 2)
+        self.retry = retry
+        self.flush_interval = flush_interval
+        self.coalesce = coalesce
+        self.concurrency = concurrency
+        self._dead_letter = dead_letter
+        self._rejected = rejected
+        self._expand_late = expand_late
+        self._poll = poll
+        self.flush_requested = False  # set from a signal handler: no lock, no Event
         self._reset()
-        # The at-fork hook resets a forked child; the pid check in put() catches servers that fork
-        # without running Python's fork hooks (it costs a getpid() system call, ~0.25 µs here).
-        if hasattr(os, "register_at_fork"):
-            import weakref
-
-            ref = weakref.ref(self)
-
-            def _child() -> None:
-                r = ref()
-                if r is not None:
-                    r._forked()
-
-            os.register_at_fork(after_in_child=_child)
 
     # -- state ------------------------------------------------------------------------------
     def _reset(self) -> None:
         self._pid = os.getpid()
-        self._queue: deque[Any] = deque()
+        self._late: list[Any] = []
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._start_lock = threading.Lock()
-        self._started = False
+        self.started = False
         self._stopping = False
-        self._closed = False
-        self._overflow: dict[Key, list[int]] = {}
+        self._deadline: float | None = None
+        self.closed = False
         self._window: dict[Key, _Acc] = {}
         self._send_q: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._retry: list[tuple[float, int, Batch]] = []
@@ -101,12 +112,17 @@ class Reporter:
         self._last_seq = 0
         self._low = 1  # every seq below this is settled
         self._waiters: list[_Flush] = []
+        self._pending_flushes: list[_Flush] = []
         self._threads: list[threading.Thread] = []
+        self._senders = False
+        self.paused_until = 0.0
 
-    def _forked(self) -> None:
+    def forked(self) -> None:
+        """Called in a forked child (by the at-fork hook, or by the pid check of a store put)."""
         if self._pid == os.getpid():
             return
         self._reset()
+        self.store.after_fork()
         try:
             self.sink.after_fork()
         except Exception:  # pragma: no cover - a custom sink's problem must not break the child
@@ -114,171 +130,281 @@ class Reporter:
         self.counters.after_fork()
 
     @property
+    def paused(self) -> bool:
+        return self.paused_until > time.monotonic()
+
+    @property
     def pending(self) -> int:
-        """Events not yet settled (queued, in the window, in flight or waiting to retry)."""
+        """Events not yet settled (unread, in the window, in flight or waiting to retry)."""
         with self._lock:
             unsettled = sum(b.n_events for b in self._unsettled.values())
-            overflow = sum(v[1] for v in self._overflow.values())
-        return len(self._queue) + sum(a.n for a in list(self._window.values())) + unsettled + overflow
+        window = sum(a.n for a in list(self._window.values()))
+        try:
+            unread = self.store.unread()
+        except OSError:
+            unread = 0
+        return unread + window + unsettled + len(self._late)
 
     # -- caller side ------------------------------------------------------------------------
-    def put(self, item: Any) -> None:
-        """Hand one item (an event, or a call record the meter expands) to the reporter. O(1)."""
-        if self._pid != os.getpid():
-            self._forked()
-        if not self._started:
-            self._start()
-        q = self._queue
-        if len(q) >= self._max:
-            self._on_overflow(item)
-            return
-        q.append(item)
-        if len(q) >= self._high_water:
-            self._wake.set()
-
-    def _on_overflow(self, item: Any) -> None:
-        # Keep the billing total, lose only the per-event detail.
-        events = list(self._expand(item))
-        with self._lock:
-            for ev in events:
-                acc = self._overflow.setdefault(ev.key, [0, 0])
-                acc[0] += ev.units
-                acc[1] += 1
-        self.counters.add("queue_overflows", len(events))
-        self.counters.add("events_enqueued", len(events))
-        log_limited("queue_full", logging.WARNING,
-                    "aerostack_meter: the event queue is full (max_queue_size=%d); units are kept "
-                    "as running totals, per-event detail is lost", self._max)
+    def put_late(self, item: Any) -> None:
+        """A GC-finalized stream: estimated on the reporter thread (a finalizer does no work)."""
+        self._late.append(item)
         self._wake.set()
+
+    def ensure_started(self) -> bool:
+        """Start the threads if needed; False when they cannot run (interpreter shutting down)."""
+        if self._pid != os.getpid():
+            self.forked()
+        if self.started and not self.closed:
+            return True
+        return self._start()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Send everything recorded so far; True when nothing is left pending."""
         if self._pid != os.getpid():
-            self._forked()
-        if not self._started or self._closed:
+            self.forked()
+        if not self.started or self.closed:
             return self.pending == 0
-        marker = _Flush()
-        self._queue.append(marker)
+        marker = _Flush(self.store.mark())
+        with self._lock:
+            self._pending_flushes.append(marker)
         self._wake.set()
-        return marker.done.wait(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if step <= 0:
+                return marker.done.is_set()
+            if marker.done.wait(step):
+                return True
+            if self.paused:
+                return False  # the destination refuses our key: nothing moves until it is fixed
 
-    def stop(self, timeout: float | None) -> bool:
-        """Flush within ``timeout``, then stop the threads. Returns True if all was delivered."""
-        if not self._started or self._closed:
-            return True
+    def stop(self, timeout: float | None) -> tuple[bool, int]:
+        """Flush within ``timeout``, then stop the threads. Returns (all delivered, events left)."""
+        if not self.started or self.closed:
+            left = self.pending
+            self.store.close(settled=left == 0)
+            return left == 0, left
         self._stopping = True
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._wake.set()
         ok = self.flush(timeout)
-        self._closed = True
-        for _ in self._threads:
+        self.closed = True
+        for _ in range(len(self._threads) - 1):
             self._send_q.put(None)
         self._wake.set()
-        if not ok:
-            self._undelivered_at_stop()
-        return ok
-
-    def _undelivered_at_stop(self) -> None:
-        lost = self.pending
-        if lost:
-            self.counters.drop("exit_timeout", lost)
-            log_once("exit_lost", logging.WARNING,
-                     "aerostack_meter: %d events could not be delivered before shutdown", lost)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(0.2)
+        left = self.pending
+        ok = ok and left == 0
+        self.store.close(settled=ok)
+        self.started = False
+        self._stopping = False
+        self._deadline = None
+        return ok, left
 
     # -- reporter thread ----------------------------------------------------------------------
-    def _start(self) -> None:
+    def _start(self) -> bool:
         with self._start_lock:
-            if self._started:
+            if self.started and not self.closed:
+                return True
+            if self.closed:
+                # used again after stop(): a fresh loop over the same store and sink
+                self._send_q = queue.SimpleQueue()
+                self.closed = False
+            if sys.is_finalizing():
+                return False
+            thread = threading.Thread(target=self._run, name="aerostack-meter-reporter", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # "can't create new thread at interpreter shutdown"
+                return False
+            self._threads = [thread]
+            self._senders = False
+            self.started = True
+            return True
+
+    def _start_senders(self) -> None:
+        """The sender threads start with the first request (a process that records nothing has
+        only the reporter thread, which adopts what dead processes leave)."""
+        with self._start_lock:
+            if self._senders:
                 return
-            threads = [threading.Thread(target=self._run, name="aerostack-meter-reporter", daemon=True)]
-            for i in range(self.settings.concurrency):
-                threads.append(threading.Thread(target=self._sender, name=f"aerostack-meter-sender-{i}",
-                                                daemon=True))
+            threads = [threading.Thread(target=self._sender, name=f"aerostack-meter-sender-{i}",
+                                        daemon=True) for i in range(self.concurrency)]
             for t in threads:
                 t.start()
-            self._threads = threads
-            self._started = True
+            self._threads.extend(threads)
+            self._senders = True
 
     def _run(self) -> None:
-        interval = self.settings.flush_interval
-        coalesce = self.settings.coalesce
+        interval = self.flush_interval
         next_window = time.monotonic() + interval
-        while not self._closed:
+        while not self.closed:
             timeout = next_window - time.monotonic()
             with self._lock:
                 if self._retry:
                     timeout = min(timeout, self._retry[0][0] - time.monotonic())
-            if timeout > 0:
+            if self._poll is not None:
+                timeout = min(timeout, self._poll)
+            if timeout > 0 and not self.flush_requested:
                 self._wake.wait(timeout)
             self._wake.clear()
             try:
-                flushes = self._drain()
+                self._step(next_window)
                 now = time.monotonic()
-                if flushes or not coalesce or self._stopping or now >= next_window or self._overflow:
-                    # a flush covers everything recorded: it holds nothing back
-                    self._close_window(hold=not (flushes or self._stopping))
+                if now >= next_window:
                     next_window = now + interval
-                self._register(flushes)
-                self._release_retries(now, everything=bool(flushes) and self._stopping)
-            except Exception:  # never let the reporter die
+            except BaseException:  # never let the reporter die
                 self.counters.add("internal_errors")
                 log_limited("reporter_error", logging.ERROR, "aerostack_meter: reporter error",
                             exc_info=True)
+                time.sleep(min(interval, 0.5))
 
-    def _drain(self) -> list[_Flush]:
-        flushes: list[_Flush] = []
-        q = self._queue
+    def _step(self, next_window: float) -> None:
+        with self._lock:
+            flushes, self._pending_flushes = self._pending_flushes, []
+        if self.flush_requested:
+            self.flush_requested = False
+            flushes.append(_Flush(self.store.mark()))
+        self._expand_late_items()
+        self._read()
+        store = self.store
+        ready = [f for f in flushes if store.reached(f.mark)]
+        later = [f for f in flushes if not store.reached(f.mark)]
+        if later:
+            with self._lock:
+                self._pending_flushes.extend(later)
+            self._wake.set()
+        now = time.monotonic()
+        if ready or not self.coalesce or self._stopping or now >= next_window:
+            self._close_window(hold=not (ready or self._stopping))
+        self._register(ready)
+        self._release_retries(now, everything=bool(ready) and self._stopping)
+        idle = not self._unsettled and not self._window and not self._retry
+        try:
+            store.maintain(idle)
+        except OSError:
+            self.counters.add("journal_errors")
+
+    def _expand_late_items(self) -> None:
+        if not self._late or self._expand_late is None:
+            return
+        items, self._late = self._late, []
+        for item in items:
+            try:
+                events, ts = self._expand_late(item)
+                if events:
+                    self.store.put_many(events, ts)
+            except UnicodeEncodeError:
+                self.counters.drop("unencodable")
+            except BaseException:
+                self.counters.add("internal_errors")
+
+    def _read(self) -> None:
         window = self._window
-        n = 0
-        while q:
-            item = q.popleft()
-            if type(item) is _Flush:
-                flushes.append(item)
-                continue
-            for ev in self._expand(item):
-                acc = window.get(ev.key)
+        n = calls = estimated = 0
+        for rec in self.store.read():
+            if isinstance(rec, Event):
+                key = (rec.consumer_id, rec.api_id, rec.metric)
+                acc = window.get(key)
                 if acc is None:
-                    acc = window[ev.key] = _Acc()
-                acc.units += ev.units
+                    acc = window[key] = _Acc(rec.offset)
+                elif acc.units + rec.units > MAX_UNITS:
+                    self._admit(key, window.pop(key), hi=rec.offset)  # each request exact
+                    acc = window[key] = _Acc(rec.offset)
+                elif acc.lo < 0:
+                    acc.lo = rec.offset
+                acc.units += rec.units
                 acc.n += 1
-                acc.ids.append(event_identity(ev))
-                if ev.estimated:
+                if rec.flags & EV_ESTIMATED:
                     acc.estimated = True
-                    acc.estimated_units += ev.units
-                if ev.price_table is not None:
-                    acc.price_table = ev.price_table
+                    acc.estimated_units += rec.units
+                if rec.flags & EV_PRICED:
+                    acc.price_table = self.counters.price_table
+                if rec.flags & EV_CALL:  # the event of a call metered with the default policy
+                    calls += 1
+                    if rec.flags & EV_ESTIMATED:
+                        estimated += 1
                 n += 1
-                if not self.settings.coalesce:
-                    self._admit(ev.key, acc)
-                    del window[ev.key]
+                if not self.coalesce:
+                    self._admit(key, window.pop(key), hi=rec.offset + 1)
+            elif rec.kind == "O":  # memory overflow: a per-key sum
+                key = (rec.consumer_id, rec.api_id, rec.metric)
+                acc = window.setdefault(key, _Acc(-1))
+                acc.units += rec.units
+                acc.n += rec.n_events
+                if rec.flags & EV_ESTIMATED:
+                    acc.estimated = True
+                n += rec.n_events
+            else:  # "P": a request formed by another process; replayed with its own key
+                self._admit_preformed(rec)
         if n:
             self.counters.add("events_enqueued", n)
-        return flushes
+        if calls:
+            self.counters.add("calls_metered", calls)
+        if estimated:
+            self.counters.add("events_estimated", estimated)
 
     def _close_window(self, hold: bool = False) -> None:
         with self._lock:
-            overflow, self._overflow = self._overflow, {}
             failing = {(b.consumer_id, b.api_id, b.metric) for b in self._unsettled.values()
                        if b.attempts} if hold else ()
-        for key, (units, n) in overflow.items():
-            acc = self._window.setdefault(key, _Acc())
-            acc.units += units
-            acc.n += n
-            acc.ids.append("overflow-" + uuid.uuid4().hex)
         window, self._window = self._window, {}
+        hi = self._read_pos()
         for key, acc in window.items():
-            if key in failing:  # its last batch failed: keep summing until that one settles
+            if key in failing:  # its last request failed: keep summing until that one settles
                 self._window[key] = acc
             else:
-                self._admit(key, acc)
+                self._admit(key, acc, hi=hi)
 
-    def _admit(self, key: Key, acc: _Acc) -> None:
+    def _read_pos(self) -> int:
+        store = self.store
+        return store.journal.read_pos if isinstance(store, JournalStore) else 0
+
+    def _new_batch(self, key: Key, units: int, n: int, idem: str | None, estimated: bool,
+                   estimated_units: int) -> Batch:
         seq = next(self._seq)
-        batch = Batch(key[0], key[1], key[2], acc.units, acc.n, idempotency_key(key, acc.ids),
-                      seq=seq, first_attempt=time.monotonic(), estimated=acc.estimated,
-                      estimated_units=acc.estimated_units, price_table=acc.price_table)
+        return Batch(key[0], key[1], key[2], units, n, idem or f"am-{self.store.token}-{seq}",
+                     seq=seq, first_attempt=time.monotonic(), estimated=estimated,
+                     estimated_units=estimated_units)
+
+    def _admit(self, key: Key, acc: _Acc, hi: int) -> None:
+        batch = self._new_batch(key, acc.units, acc.n, None, acc.estimated, acc.estimated_units)
+        batch.price_table = acc.price_table
+        lo = acc.lo if acc.lo >= 0 else hi
+        self.store.formed(batch, lo, max(hi, lo), preformed=False)
+        self._enqueue(batch)
+
+    def _admit_preformed(self, rec: BatchRec) -> None:
+        key = (rec.consumer_id, rec.api_id, rec.metric)
+        estimated = bool(rec.flags & B_ESTIMATED)
+        batch = self._new_batch(key, rec.units, rec.n_events, rec.idempotency_key, estimated,
+                                rec.units if estimated else 0)
+        if rec.flags & B_INFLIGHT:
+            # a dead process may have had this request processed: the replay may count twice
+            batch.attempts = 1
+            batch.ambiguous_attempts = 1
+            self.counters.add("retries")
+            self.counters.add("ambiguous_retries")
+            log_once("adopted_in_flight", logging.WARNING,
+                     "aerostack_meter: replaying request(s) a dead process may have delivered "
+                     "(same Idempotency-Key; may be counted twice)")
+        self.store.formed(batch, 0, 0, preformed=True)
+        self.counters.add("events_enqueued", rec.n_events)
+        self._enqueue(batch)
+
+    def _enqueue(self, batch: Batch) -> None:
+        if not self._senders:
+            self._start_senders()
         with self._lock:
-            self._unsettled[seq] = batch
-            self._last_seq = seq
-        self._send_q.put(batch)
+            self._unsettled[batch.seq] = batch
+            self._last_seq = batch.seq
+        if self.paused:
+            self._retry_later(batch, self.paused_until - time.monotonic())
+        else:
+            self._send_q.put(batch)
 
     def _register(self, flushes: list[_Flush]) -> None:
         if not flushes:
@@ -290,9 +416,10 @@ class Reporter:
             self._notify_locked()
 
     def _release_retries(self, now: float, everything: bool = False) -> None:
+        paused = self.paused
         with self._lock:
             due = []
-            while self._retry and (everything or self._retry[0][0] <= now):
+            while self._retry and (self._retry[0][0] <= now or (everything and not paused)):
                 due.append(heapq.heappop(self._retry)[2])
         for batch in due:
             self._send_q.put(batch)
@@ -304,75 +431,106 @@ class Reporter:
             if batch is None:
                 return
             try:
-                result = self.sink.send(batch)
-            except Exception as exc:
+                self._deliver(batch)
+            except BaseException:  # pragma: no cover - never let a sender die
                 self.counters.add("internal_errors")
-                log_limited("sink_error", logging.ERROR, "aerostack_meter: sink %r raised %s",
-                            type(self.sink).__name__, type(exc).__name__)
-                result = SendResult("retry", reason="sink_error")
-            try:
-                self._on_result(batch, result)
-            except Exception:  # pragma: no cover
-                self.counters.add("internal_errors")
-                logger.debug("result handling failed", exc_info=True)
+                logger.debug("delivery failed", exc_info=True)
+
+    def _deliver(self, batch: Batch) -> None:
+        if self.paused:
+            self._retry_later(batch, self.paused_until - time.monotonic())
+            return
+        if batch.attempts:
+            self.store.attempt(batch)
+        try:
+            result = self.sink.send(batch)
+        except Exception as exc:
+            self.counters.add("internal_errors")
+            log_limited("sink_error", logging.ERROR, "aerostack_meter: sink %r raised %s",
+                        type(self.sink).__name__, type(exc).__name__)
+            result = SendResult("retry", reason="sink_error")
+        self._on_result(batch, result)
 
     def _on_result(self, batch: Batch, result: SendResult) -> None:
-        if result.outcome == "ok":
+        budget = None
+        if self._stopping and self._deadline is not None:
+            budget = max(0.0, self._deadline - time.monotonic())
+        attempts = batch.attempts + (0 if result.outcome == "ok" else 1)
+        decision = decide(result, attempts, self.retry, budget=budget)
+        if decision.action == "done":
             self.counters.sent(batch.metric, batch.units, batch.n_events)
             if result.reason:
                 self.counters.add("odd_responses")
                 log_once("ok_" + result.reason, logging.WARNING,
                          "aerostack_meter: the billing API accepted a request but answered oddly (%s)",
                          result.reason)
+            self.store.settled(batch, dead=False)
             self._settle(batch)
             return
-        if result.outcome == "fatal" and result.reason == INSUFFICIENT_FUNDS:
-            self._rejected.keep(batch, result)  # kept, never dropped: the provider was paid
+        if decision.action == "dead" and result.reason == INSUFFICIENT_FUNDS and self._rejected:
+            self._rejected(batch, result)  # kept, never dropped: the provider was paid
+            self.store.settled(batch, dead=True)
             self._settle(batch)
             return
-        if result.outcome == "fatal":
-            self.counters.drop(result.reason or "rejected", batch.n_events)
-            log_once("fatal_" + result.reason, logging.ERROR,
-                     "aerostack_meter: the billing API rejected usage (%s): %s; not retried",
-                     result.reason, result.message or "no message")
+        if decision.action == "dead":
+            kept = False
+            if self._dead_letter is not None:
+                try:
+                    kept = self._dead_letter(batch, result)
+                except Exception:
+                    kept = False
+            if kept:
+                self.counters.add("dead_lettered", batch.n_events)
+                log_once("dead_" + result.reason, logging.ERROR,
+                         "aerostack_meter: the billing API refused usage (%s): %s; kept in the "
+                         "dead-letter store (see `aerostack-meter report`, resend with "
+                         "`aerostack-meter drain --retry-dead`)", result.reason,
+                         result.message or "no message")
+            else:
+                self.counters.drop(result.reason or "rejected", batch.n_events)
+                log_once("fatal_" + result.reason, logging.ERROR,
+                         "aerostack_meter: the billing API rejected usage (%s): %s; not retried",
+                         result.reason, result.message or "no message")
+            self.store.settled(batch, dead=True)
             self._settle(batch)
             return
-        # A server that throttles and says when to come back (429 + Retry-After) is not failing:
-        # waiting as told does not use up attempts, so a long rate limit never drops usage.
+        if decision.action == "pause":
+            self.paused_until = time.monotonic() + decision.delay
+            self.counters.add("paused_count")
+            log_once("pause_" + result.reason, logging.ERROR,
+                     "aerostack_meter: the billing API refused the API key (%s: %s). Delivery is "
+                     "paused and usage is kept%s; set the right key (AEROSTACK_API_KEY) and restart, "
+                     "or run `aerostack-meter drain`", result.reason, result.message or "no message",
+                     " on disk" if self.store.durable else " in memory (lost at exit: durable=False)")
+            self.store.failed(batch)
+            self._retry_later(batch, decision.delay)
+            return
+        # retry. A server that throttles and says when to come back (429 + Retry-After) is not
+        # failing: its attempts are not counted against the backoff.
         if not (result.retry_after is not None and result.reason == "http_429"):
             batch.attempts += 1
-        if batch.attempts > self.settings.max_retries and self._give_up(batch, result):
-            return
         self.counters.add("retries")
         if result.ambiguous:
             batch.ambiguous_attempts += 1
             self.counters.add("ambiguous_retries")
+        else:
+            self.store.failed(batch)
         log_limited("retry_" + result.reason, logging.WARNING,
                     "aerostack_meter: delivery failed (%s); retrying with backoff", result.reason)
-        if result.retry_after is not None:
-            delay = result.retry_after
-        else:
-            s = self.settings
-            delay = random.uniform(0, min(s.max_backoff, s.backoff_base * (2 ** min(batch.attempts, 30))))
-        self._retry_later(batch, delay)
-
-    def _give_up(self, batch: Batch, result: SendResult) -> bool:
-        self.counters.drop("retries_exhausted", batch.n_events)
-        log_limited("retries_exhausted", logging.ERROR,
-                    "aerostack_meter: giving up on a batch after %d attempts (%s)",
-                    batch.attempts, result.reason)
-        self._settle(batch)
-        return True
+        self._retry_later(batch, decision.delay)
 
     def _retry_later(self, batch: Batch, delay: float) -> None:
         with self._lock:
-            heapq.heappush(self._retry, (time.monotonic() + delay, batch.seq, batch))
+            heapq.heappush(self._retry, (time.monotonic() + max(0.0, delay), batch.seq, batch))
+            if self.paused:
+                self._notify_locked()
         self._wake.set()
 
     def _settle(self, batch: Batch) -> None:
         with self._lock:
             self._unsettled.pop(batch.seq, None)
             self._notify_locked()
+        self._wake.set()
 
     def _notify_locked(self) -> None:
         while self._low <= self._last_seq and self._low not in self._unsettled:

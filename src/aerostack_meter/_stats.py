@@ -37,7 +37,9 @@ class Stats:
     internal_errors: int = 0
     #: requests the billing API accepted (2xx) with an empty, oversized or non-JSON body
     odd_responses: int = 0
+    #: events not delivered yet (unread, being summed, in flight or waiting to retry)
     pending: int = 0
+    #: of ``pending``, the events kept on disk (durable mode)
     spooled: int = 0
     #: events the billing API refused for lack of funds (402): kept locally, passed to on_rejected
     rejected: int = 0
@@ -52,6 +54,20 @@ class Stats:
     #: undelivered records kept in the Redis stream past its ``maxlen`` (never trimmed; see
     #: docs/scaling.md), as of the last cap check
     over_cap: int = 0
+    #: events the billing API refused for good (400, 404, ...), kept in the dead-letter store
+    dead_lettered: int = 0
+    #: events taken over from processes that died (or exited) before delivering them
+    events_adopted: int = 0
+    #: journal or state-directory writes that failed (a record then waits in memory)
+    journal_errors: int = 0
+    #: damaged state files renamed aside (``*.corrupt-*``)
+    state_files_quarantined: int = 0
+    #: times the billing API refused the API key (401/403): delivery paused, usage kept
+    paused_count: int = 0
+    #: usage is journaled on disk before each call returns (False: memory only)
+    durable: bool = False
+    #: delivery is paused now because the API refused the key
+    paused: bool = False
 
     @property
     def events_dropped(self) -> int:
@@ -62,7 +78,8 @@ _INT_FIELDS = (
     "events_enqueued", "events_sent", "requests_sent", "retries", "ambiguous_retries",
     "calls_metered", "events_estimated", "usage_missing", "stream_options_rejected", "missing_consumer",
     "queue_overflows", "internal_errors", "odd_responses", "unpriced", "budget_refused", "budget_errors",
-    "rejected",
+    "rejected", "dead_lettered", "events_adopted", "journal_errors", "state_files_quarantined",
+    "paused_count",
 )
 
 
@@ -100,7 +117,8 @@ class Counters:
         with self._lock:
             self._dropped[reason] += n
 
-    def snapshot(self, *, pending: int = 0, spooled: int = 0) -> Stats:
+    def snapshot(self, *, pending: int = 0, spooled: int = 0, durable: bool = False,
+                 paused: bool = False) -> Stats:
         with self._lock:
             ints = {name: self._ints[name] for name in _INT_FIELDS}
             return Stats(
@@ -111,6 +129,8 @@ class Counters:
                 spooled=spooled,
                 price_table=self.price_table,
                 over_cap=self._gauges.get("over_cap", 0),
+                durable=durable,
+                paused=paused,
                 **ints,
             )
 

@@ -57,15 +57,20 @@ def test_exit_with_the_gateway_down_stays_within_the_budget() -> None:
     assert elapsed < 1.0 + 0.5, elapsed
 
 
-def test_exit_with_nothing_recorded_starts_no_thread() -> None:
+def test_exit_with_nothing_recorded_starts_no_sender_thread() -> None:
+    # durable (default): one reporter thread, which adopts what dead processes leave; no senders
+    # until there is something to send. durable=False: no thread at all.
     proc = run_child("""
         import threading, aerostack_meter as am
         am.init("k", api_id="a", base_url="http://127.0.0.1:9/v1", instrument=False)
         am.flush(1)
+        print(sorted(t.name for t in threading.enumerate() if t.name.startswith("aerostack")))
+        m = am.Meter("k", api_id="a", base_url="http://127.0.0.1:9/v1", durable=False)
+        m.flush(1)
         print(threading.active_count())
     """)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "1"
+    assert proc.stdout.split("\n")[:2] == ["['aerostack-meter-reporter']", "2"]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -109,17 +109,55 @@ def test_retry_after_is_honoured() -> None:
         m.shutdown()
 
 
-@pytest.mark.parametrize("status", [400, 401, 403])
-def test_client_errors_are_not_retried(status: int, caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("status", [400, 404, 422])
+def test_refusals_go_to_the_dead_letter_store_not_retried(status: int,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
     with standin_server() as gw:
         gw.respond((status, {}, json.dumps({"code": "VALIDATION_ERROR", "message": "bad units"}).encode()))
         m = make(gw.url)
         m.log("c", 1)
         assert m.flush(5)
         assert len(gw.requests) == 1
-        assert m.stats().dropped == {f"rejected_{status}": 1}
+        s = m.stats()
+        assert s.dropped == {} and s.dead_lettered == 1
         assert "bad units" in caplog.text
+        assert m.dead_letters is not None
+        [entry], bad = m.dead_letters.read()
+        assert bad == 0
+        assert (entry["consumerId"], entry["units"], entry["reason"]) == ("c", 1, f"rejected_{status}")
         m.shutdown()
+
+
+def test_refusals_without_a_state_dir_are_dropped_and_counted() -> None:
+    with standin_server() as gw:
+        gw.respond((400, {}, b'{"message": "bad"}'))
+        m = make(gw.url, durable=False)
+        m.log("c", 1)
+        assert m.flush(5)
+        assert m.stats().dropped == {"rejected_400": 1}
+        m.shutdown()
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_pauses_delivery_and_keeps_the_usage(status: int,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    with standin_server() as gw:
+        gw.respond((status, {}, b'{"code": "UNAUTHORIZED", "message": "invalid key"}'))
+        m = make(gw.url)
+        m.log("c", 1)
+        assert m.flush(5) is False  # returns at once: nothing moves until the key is fixed
+        m.log("c", 2)
+        assert m.flush(0.5) is False
+        s = m.stats()
+        assert s.paused and s.paused_count == 1 and s.dropped == {} and s.pending == 2
+        assert len(gw.requests) == 1  # paused: no request per event
+        assert "invalid key" in caplog.text and "paused" in caplog.text
+        assert m.shutdown(0.2) is False
+        # a process with the right key on the same state directory delivers it
+        m2 = make(gw.url)
+        assert m2.flush(5)
+        m2.shutdown()
+        assert gw.units_by_consumer() == {"c": 3}
 
 
 def test_refused_connection_is_retried_until_the_server_is_back() -> None:
@@ -136,23 +174,28 @@ def test_refused_connection_is_retried_until_the_server_is_back() -> None:
     m.shutdown(0.1)
 
 
-def test_flush_and_shutdown_return_within_their_timeouts() -> None:
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "memory"])
+def test_flush_and_shutdown_return_within_their_timeouts(durable: bool) -> None:
     import time
 
     with standin_server() as gw:
         gw.respond(*([(503, {"Retry-After": "30"}, b"")] * 3))
-        m = make(gw.url)
+        m = make(gw.url, durable=durable)
         m.log("c", 1)
         t0 = time.monotonic()
         assert m.flush(0.3) is False
         assert m.shutdown(0.3) is False
         assert time.monotonic() - t0 < 1.5
-        assert m.stats().dropped.get("exit_timeout") == 1
+        if durable:  # kept on disk for the next start or `aerostack-meter drain`
+            assert m.stats().dropped == {} and m.stats().spooled == 1
+        else:
+            assert m.stats().dropped.get("exit_timeout") == 1
 
 
 def test_queue_overflow_keeps_the_totals() -> None:
+    # memory mode: the queue is bounded (the journal is the queue in durable mode)
     with standin_server() as gw:
-        m = make(gw.url, max_queue_size=10, flush_interval=0.5)
+        m = make(gw.url, max_queue_size=10, flush_interval=0.5, durable=False)
         for _ in range(1000):
             m.log("c", 3)
         assert m.flush(5)
@@ -190,7 +233,7 @@ def test_hostile_bodies_are_counted_not_raised() -> None:
         assert m.flush(5)
         s = m.stats()
         assert s.events_sent == 1  # the HTML 200 counts as delivered
-        assert s.dropped == {"rejected_success_false": 1}
+        assert s.dropped == {} and s.dead_lettered == 1  # success: false is a refusal
         m.shutdown()
 
 
@@ -246,7 +289,7 @@ def test_a_key_that_keeps_failing_holds_up_only_itself(spool: bool, tmp_path: An
     import time
 
     sink = _KeyedSink({"poison"})
-    options: dict[str, Any] = {"spool_path": str(tmp_path / "s.db")} if spool else {}
+    options: dict[str, Any] = {"spool_path": str(tmp_path / "s.db")} if spool else {"durable": False}
     m = Meter(KEY, api_id="a", sink=sink, flush_interval=0.02, backoff_base=0.05, max_backoff=0.1,
               max_retries=1000, **options)
     for _ in range(50):  # ~1 s: some 50 windows

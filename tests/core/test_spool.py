@@ -1,77 +1,84 @@
-"""The durable spool: nothing lost across outages, exits and kill -9; nothing sent twice."""
+"""The durable journal (the default): nothing lost across outages, exits and kill -9; nothing sent
+twice; bad state files never stop the app."""
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from aerostack_meter import Meter
+from aerostack_meter._journal_format import encode_batch, encode_event, key_blob
+from aerostack_meter._paths import default_state_dir, destination_dir
+from aerostack_meter._usage import Usage
+from aerostack_meter.testing import MemorySink
 from tests.standin import standin_server
 
 KEY = "ac_secret_spool_key"
 
 
-def make(url: str, spool: Path, **options: object) -> Meter:
+def make(url: str, state: Path, **options: object) -> Meter:
     options.setdefault("flush_interval", 0.05)
     options.setdefault("backoff_base", 0.01)
     options.setdefault("max_backoff", 0.05)
-    return Meter(KEY, api_id="api", base_url=url, spool_path=str(spool), **options)  # type: ignore[arg-type]
+    return Meter(KEY, api_id="api", base_url=url, state_dir=str(state), **options)  # type: ignore[arg-type]
 
 
-def rows(spool: Path) -> int:
-    conn = sqlite3.connect(spool)
-    try:
-        return int(conn.execute("SELECT (SELECT COUNT(*) FROM events) + (SELECT COUNT(*) FROM batches)").fetchone()[0])
-    finally:
-        conn.close()
+def files(state: Path, suffix: str = ".journal") -> list[Path]:
+    return sorted(p for p in state.rglob(f"*{suffix}"))
 
 
-def test_spooled_events_are_delivered_and_removed(tmp_path: Path) -> None:
+def test_records_are_on_disk_when_log_returns_and_gone_once_delivered(tmp_path: Path) -> None:
     with standin_server() as gw:
-        m = make(gw.url, tmp_path / "spool.db")
-        for i in range(100):
+        m = make(gw.url, tmp_path, flush_interval=30)
+        m.log("c", 2)
+        [journal] = files(tmp_path)
+        assert journal.stat().st_size > 0  # on disk before log() returned
+        assert stat.S_IMODE(journal.stat().st_mode) == 0o600
+        assert stat.S_IMODE(journal.parent.stat().st_mode) == 0o700
+        for i in range(99):
             m.log(f"c{i % 5}", 2)
         assert m.flush(5)
-        assert m.stats().spooled == 0
+        assert m.stats().spooled == 0 and m.stats().durable
         m.shutdown()
-        assert gw.units_by_consumer() == {f"c{i}": 40 for i in range(5)}
-        assert rows(tmp_path / "spool.db") == 0
+        assert sum(gw.units_by_consumer().values()) == 200
+        assert files(tmp_path) == [] and files(tmp_path, ".lock") == []
 
 
 def test_what_the_exit_budget_cannot_send_stays_and_is_replayed_with_the_same_keys(tmp_path: Path) -> None:
-    spool = tmp_path / "spool.db"
     with standin_server() as gw:
         gw.respond(*([503] * 1000))
-        m = make(gw.url, spool)
+        m = make(gw.url, tmp_path)
         m.log("a", 5)
         m.log("b", 6)
-        time.sleep(0.5)  # batches formed and attempted
+        time.sleep(0.5)  # requests formed and attempted
         assert m.shutdown(0.2) is False
         failed_keys = {r.headers["idempotency-key"] for r in gw.requests}
         assert len(failed_keys) == 2
-        assert rows(spool) == 2
+        assert files(tmp_path)
         gw.script.clear()
-        m2 = make(gw.url, spool)  # the next start adopts and replays
+        m2 = make(gw.url, tmp_path)  # the next start adopts and replays
         assert m2.flush(5)
         m2.shutdown()
         assert gw.units_by_consumer() == {"a": 5, "b": 6}
         assert {r.headers["idempotency-key"] for r in gw.accepted()} == failed_keys
-        assert rows(spool) == 0
+        assert files(tmp_path) == []
 
 
-def test_kill_9_mid_run_then_restart_loses_nothing(tmp_path: Path) -> None:
-    spool = tmp_path / "spool.db"
+def test_kill_9_then_drain_by_a_live_process_loses_nothing(tmp_path: Path) -> None:
     with standin_server() as gw:
         gw.respond(*([503] * 50))  # keep a backlog while the process dies
         child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
             import aerostack_meter as am
-            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, spool_path={str(spool)!r},
+            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
                     flush_interval=0.05, backoff_base=0.01, max_backoff=0.05, instrument=False)
             for i in range(400):
                 am.log("killed", 1)
@@ -80,22 +87,25 @@ def test_kill_9_mid_run_then_restart_loses_nothing(tmp_path: Path) -> None:
         """)], stdout=subprocess.PIPE, text=True)
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "logged"
+        m = make(gw.url, tmp_path)  # alive while the other one dies: adopts within seconds
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
         child.stdout.close()
-        m = make(gw.url, spool)
+        deadline = time.monotonic() + 10
+        while gw.units_by_consumer().get("killed", 0) < 400 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert m.flush(10)
         m.shutdown()
         assert gw.units_by_consumer() == {"killed": 400}
-        assert rows(spool) == 0
+        assert m.stats().events_adopted >= 1
+        assert files(tmp_path) == []
 
 
-def test_concurrent_processes_on_one_spool_never_send_twice(tmp_path: Path) -> None:
-    spool = tmp_path / "spool.db"
+def test_concurrent_processes_on_one_state_dir_never_send_twice(tmp_path: Path) -> None:
     with standin_server() as gw:
         code = textwrap.dedent(f"""
             import sys, aerostack_meter as am
-            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, spool_path={str(spool)!r},
+            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
                     flush_interval=0.02, coalesce=False, instrument=False)
             for i in range(200):
                 am.log(sys.argv[1], 1)
@@ -109,55 +119,118 @@ def test_concurrent_processes_on_one_spool_never_send_twice(tmp_path: Path) -> N
         assert len(keys) == len(set(keys)) == 600
 
 
-def test_spool_over_its_cap_counts_what_it_drops(tmp_path: Path) -> None:
+def _dead_journal(state: Path, url: str, data: bytes, token: str = "deadbeef00") -> Path:
+    d = Path(destination_dir(str(state), url))
+    path = d / f"{token}.0.journal"
+    path.write_bytes(data)
+    (d / f"{token}.lock").touch()
+    return path
+
+
+def test_a_request_in_flight_at_death_is_replayed_with_its_key_as_an_ambiguous_retry(tmp_path: Path) -> None:
     with standin_server() as gw:
-        gw.respond(*([503] * 10_000))
-        m = make(gw.url, tmp_path / "spool.db", spool_max_bytes=1)
-        m.log("c", 1)
-        assert m.stats().dropped.get("spool_full") == 1
-        m.shutdown(0.1)
-
-
-def test_a_batch_adopted_while_in_flight_is_replayed_as_an_ambiguous_retry(tmp_path: Path) -> None:
-    from aerostack_meter._events import UsageEvent
-    from aerostack_meter._spool import Spool
-
-    path = str(tmp_path / "spool.db")
-    dead = Spool(path, 1 << 30)
-    dead.append([UsageEvent("a", "api", "tokens", 5), UsageEvent("b", "api", "tokens", 6)])
-    dead.claim(coalesce=True)
-    sent, waiting = dead.due(time.time(), 10, set())
-    dead.sending([sent])  # an attempt went out; the owner dies before the answer
-    dead.close()
-    with standin_server() as gw:
-        m = make(gw.url, tmp_path / "spool.db")
+        blob = key_blob("a", "api", "units")
+        ev = encode_event(blob, 5, 0, time.time())
+        # the dead process formed a request over its event, attempted it, and got no answer
+        data = ev + encode_batch("B", blob, 5, 1, 0, "am-dead-1", 0, len(ev))
+        data += encode_event(key_blob("b", "api", "units"), 6, 0, time.time())  # never batched
+        _dead_journal(tmp_path, gw.url, data)
+        m = make(gw.url, tmp_path)
         assert m.flush(5)
         st = m.stats()
         m.shutdown()
     assert gw.units_by_consumer() == {"a": 5, "b": 6}
-    assert st.ambiguous_retries == 1 and st.retries == 1  # only the batch that was in flight
+    assert st.ambiguous_retries == 1 and st.retries == 1  # only the request that was in flight
     keys = {r.body["consumerId"]: r.headers["idempotency-key"] for r in gw.accepted()}
-    assert keys == {"a": sent.idempotency_key, "b": waiting.idempotency_key}
+    assert keys["a"] == "am-dead-1"
 
 
-def test_a_spool_file_from_before_the_inflight_column_still_opens(tmp_path: Path) -> None:
-    path = tmp_path / "spool.db"
-    conn = sqlite3.connect(path)
-    conn.executescript("""
-        CREATE TABLE batches (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, consumer_id TEXT NOT NULL,
-            api_id TEXT NOT NULL, metric TEXT NOT NULL, units INTEGER NOT NULL,
-            n_events INTEGER NOT NULL, idempotency_key TEXT NOT NULL,
-            attempts INTEGER NOT NULL DEFAULT 0, ambiguous INTEGER NOT NULL DEFAULT 0,
-            next_at REAL NOT NULL DEFAULT 0);
-        INSERT INTO batches (owner, consumer_id, api_id, metric, units, n_events, idempotency_key)
-            VALUES ('gone', 'old', 'api', 'tokens', 7, 1, 'am-old');
-        CREATE TABLE owners (token TEXT PRIMARY KEY, pid INTEGER NOT NULL, started REAL NOT NULL);
-        INSERT INTO owners VALUES ('gone', 1, 0);
-    """)
-    conn.close()
+def test_a_damaged_journal_is_quarantined_and_what_can_be_read_is_delivered(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aerostack_meter")
     with standin_server() as gw:
-        m = make(gw.url, path)
+        good = encode_event(key_blob("ok", "api", "units"), 7, 0, time.time())
+        torn = encode_event(key_blob("torn", "api", "units"), 9, 0, time.time())
+        data = b"\x00garbage\xa5\xff\xff" + good + os.urandom(64).replace(b"\xa5", b"") + good + torn[:-3]
+        path = _dead_journal(tmp_path, gw.url, data)
+        m = make(gw.url, tmp_path)  # never fails
+        assert m.flush(5)
+        st = m.stats()
+        m.shutdown()
+    assert gw.units_by_consumer() == {"ok": 14}
+    assert st.state_files_quarantined == 1
+    assert not path.exists() and list(path.parent.glob("*.corrupt-*"))
+    assert sum("damaged" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_an_unwritable_state_dir_falls_back_to_memory_with_one_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    if os.geteuid() == 0:
+        blocked = tmp_path / "file-not-dir"
+        blocked.write_text("x")  # root ignores permissions: a file where the directory should be
+        state = blocked / "state"
+    else:
+        state = tmp_path / "ro"
+        state.mkdir(mode=0o500)
+    caplog.set_level(logging.WARNING, logger="aerostack_meter")
+    with standin_server() as gw:
+        m = make(gw.url, state)
+        m2 = make(gw.url, state)
+        m.log("c", 1)
+        assert m.flush(5)
+        assert not m.stats().durable and m.stats().journal_errors == 1
+        m.shutdown()
+        m2.shutdown()
+        assert gw.units_by_consumer() == {"c": 1}
+    assert sum("state directory" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_sums_past_2_53_are_split_into_exact_requests(tmp_path: Path) -> None:
+    with standin_server() as gw:
+        m = make(gw.url, tmp_path, flush_interval=5)
+        big = 2**53 - 1
+        for _ in range(3):
+            m.log("whale", big)
+        assert m.flush(10)
+        m.shutdown()
+        units = [r.body["units"] for r in gw.accepted()]
+        assert sum(units) == 3 * big and all(u <= big for u in units) and len(units) == 3
+
+
+def test_idempotency_keys_are_unique_per_record_even_with_the_same_response_id(tmp_path: Path) -> None:
+    from aerostack_meter._context import Attribution
+
+    with standin_server() as gw:
+        m = make(gw.url, tmp_path, coalesce=False)
+        u = Usage("openai", "gpt-4o-mini", 3, 4, 7, response_id="chatcmpl-same")
+        for _ in range(3):
+            m.record(u, Attribution("c", "api", "tokens"))
         assert m.flush(5)
         m.shutdown()
-    assert gw.units_by_consumer() == {"old": 7}
-    assert rows(path) == 0
+        keys = [r.headers["idempotency-key"] for r in gw.accepted()]
+        assert len(keys) == len(set(keys)) == 3
+
+
+def test_spool_path_is_the_former_name_of_state_dir(tmp_path: Path) -> None:
+    with standin_server() as gw:
+        m = Meter(KEY, api_id="api", base_url=gw.url, spool_path=str(tmp_path / "spool"),
+                  flush_interval=30)
+        m.log("c", 1)
+        assert files(tmp_path / "spool")
+        assert m.flush(5)
+        m.shutdown()
+
+
+def test_a_sink_without_a_destination_is_fed_from_memory() -> None:
+    m = Meter(sink=MemorySink(), api_id="api")
+    assert not m.durable and m.state_dir is None
+    m.shutdown()
+
+
+def test_the_default_state_dir_follows_the_platform() -> None:
+    assert default_state_dir({"HOME": "/h"}, "linux") == "/h/.local/state/aerostack-meter"
+    assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "/x"}, "linux") == "/x/aerostack-meter"
+    assert default_state_dir({"HOME": "/h", "XDG_STATE_HOME": "rel"}, "linux") == \
+        "/h/.local/state/aerostack-meter"
+    assert default_state_dir({"HOME": "/h"}, "darwin") == "/h/Library/Application Support/aerostack-meter"
+    assert default_state_dir({"HOME": "/h", "LOCALAPPDATA": "C:/L"}, "win32").endswith("aerostack-meter")

@@ -17,7 +17,6 @@ import pytest
 
 from aerostack_meter import cli
 from aerostack_meter._health import DeliveryHealth, SpoolHealth, StateDirHealth, StaticHealth
-from aerostack_meter._spool import Spool
 from aerostack_meter.servers import start_gateway
 from aerostack_meter.servers.dashboard import DashboardHandle, start_dashboard
 from aerostack_meter.sinks import Batch
@@ -111,19 +110,11 @@ def test_over_a_gateway_emulator() -> None:
 
 
 def test_health_from_a_spool_and_a_state_directory(ledger: Path, tmp_path: Path) -> None:
-    import aerostack_meter as am
-
     state = tmp_path / "state"
-    spool = Spool(str(state / "spool.db"), max_bytes=1 << 20)
-    now = time.time()
-    spool.append([am.UsageEvent("usr_a", "api", "tokens", 7, timestamp=now),
-                  am.UsageEvent("usr_b", "api", "tokens", 5, timestamp=now)])
+    _journal_backlog(state, [("usr_a", "api", "tokens", 7, 0), ("usr_b", "api", "tokens", 5, 0)])
     extra = StaticHealth(DeliveryHealth(source="relay", dropped=2, dead_lettered=1, ambiguous_retries=3))
-    try:
-        with start_dashboard(ledger=ledger, state_dir=state, health=[extra]) as dash:
-            body = httpx.get(dash.base_url + "/api/health", timeout=10).json()
-    finally:
-        spool.close()
+    with start_dashboard(ledger=ledger, state_dir=state, health=[extra]) as dash:
+        body = httpx.get(dash.base_url + "/api/health", timeout=10).json()
     sources = {s["source"]: s for s in body["sources"]}
     assert set(sources) == {"ledger", f"state dir {state}", "relay"}
     assert sources[f"state dir {state}"]["backlog_records"] == 2
@@ -154,6 +145,20 @@ def test_health_of_a_durable_state_directory(tmp_path: Path) -> None:
     assert (health.backlog_bytes, health.dead_lettered, health.backlog_records) == (500, 2, None)
     part = health.details["parts"][0]
     assert part["details"] == {"destination": "http://127.0.0.1:8787/v1", "journals": 2}
+
+
+def _journal_backlog(state: Path, events: list[tuple[str, str, str, int, int]]) -> None:
+    """Usage left undelivered in a state directory, as a process that died would leave it."""
+    import time as _time
+
+    from aerostack_meter._paths import destination_dir
+    from aerostack_meter._stats import Counters
+    from aerostack_meter._store import JournalStore
+
+    store = JournalStore(destination_dir(str(state), "https://billing.invalid/v1"), 1 << 20, Counters())
+    store.put_many(events, _time.time())
+    store.close(settled=False)
+
 
 
 def test_health_sources_report_errors_instead_of_raising(tmp_path: Path) -> None:

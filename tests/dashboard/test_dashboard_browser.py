@@ -98,37 +98,33 @@ def test_screenshot_with_a_backlog(browser: Browser, tmp_path: Path, monkeypatch
     and a spool holding undelivered records."""
     import time
 
-    import aerostack_meter as am
-    from aerostack_meter._spool import Spool
     from aerostack_meter.servers.dashboard import start_dashboard
 
     from ._data import make_ledger
 
     monkeypatch.chdir(tmp_path)
     make_ledger(Path("aerostack-usage.db"), time.time())
-    spool = Spool(str(tmp_path / "state" / "spool.db"), max_bytes=1 << 20)
-    spool.append([am.UsageEvent(f"usr_{n}", "chat-api", "input_tokens", 100 + n, timestamp=time.time())
-                  for n in range(37)])
-    try:
-        with start_dashboard(ledger="aerostack-usage.db", state_dir="state", refresh_seconds=0) as dash:
-            context = browser.new_context(viewport={"width": 1360, "height": 1500})
-            try:
-                page = Watched(context.new_page(), dash.base_url)
-                page.page.goto(dash.base_url + "/?range=24h")
-                page.wait_loaded()
-                row = page.page.locator("#health-table tbody tr", has_text="state dir")
-                cells = [c.strip() for c in row.locator("td").all_text_contents()]
-                assert cells[1:3] == ["37", f"{sum(100 + n for n in range(37)):,}"]
-                for chart in CHARTS:
-                    assert page.drawn(chart) > 0, chart
-                assert page.errors == [] and page.outside == []
-                target = SCREENSHOT if os.environ.get("AEROSTACK_UPDATE_SCREENSHOT") else tmp_path / "shot.png"
-                page.page.screenshot(path=str(target), full_page=True)
-                assert target.stat().st_size > 10_000
-            finally:
-                context.close()
-    finally:
-        spool.close()
+    from .test_dashboard_api import _journal_backlog
+
+    _journal_backlog(tmp_path / "state", [(f"usr_{n}", "chat-api", "input_tokens", 100 + n, 0)
+                                          for n in range(37)])
+    with start_dashboard(ledger="aerostack-usage.db", state_dir="state", refresh_seconds=0) as dash:
+        context = browser.new_context(viewport={"width": 1360, "height": 1500})
+        try:
+            page = Watched(context.new_page(), dash.base_url)
+            page.page.goto(dash.base_url + "/?range=24h")
+            page.wait_loaded()
+            row = page.page.locator("#health-table tbody tr", has_text="state dir")
+            cells = [c.strip() for c in row.locator("td").all_text_contents()]
+            assert cells[1:3] == ["37", f"{sum(100 + n for n in range(37)):,}"]
+            for chart in CHARTS:
+                assert page.drawn(chart) > 0, chart
+            assert page.errors == [] and page.outside == []
+            target = SCREENSHOT if os.environ.get("AEROSTACK_UPDATE_SCREENSHOT") else tmp_path / "shot.png"
+            page.page.screenshot(path=str(target), full_page=True)
+            assert target.stat().st_size > 10_000
+        finally:
+            context.close()
 
 
 def test_a_filter_changes_the_totals_and_stays_in_the_url(page: Watched, dashboard: DashboardHandle,

@@ -39,7 +39,7 @@ def _call(oc: Any, tag: str) -> None:
 def test_billable_ids_arrive_exactly(servers: tuple[Any, Any], via: str, spool: bool, tmp_path: Path) -> None:
     gw, llm = servers
     current: dict[str, str] = {}
-    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {}
+    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {"durable": False}
     if via == "resolver":
         options["consumer_resolver"] = lambda: current["id"]
     m = make_meter(gw, **options)
@@ -66,7 +66,7 @@ def test_billable_ids_arrive_exactly(servers: tuple[Any, Any], via: str, spool: 
 def test_empty_ids_are_not_billed_counted_and_logged_once(
         servers: tuple[Any, Any], spool: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     gw, llm = servers
-    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {}
+    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {"durable": False}
     answers = iter(["", "   ", None, 42] * 2)
     m = make_meter(gw, consumer_resolver=lambda: next(answers), **options)
     oc, _ = clients(llm, m)
@@ -89,7 +89,7 @@ def test_empty_ids_are_not_billed_counted_and_logged_once(
 def test_an_id_that_is_not_valid_unicode_is_dropped_without_holding_up_the_others(
         servers: tuple[Any, Any], spool: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     gw, llm = servers
-    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {}
+    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {"durable": False}
     m = make_meter(gw, max_backoff=5.0, **options)  # a retried poison batch would show as a stall
     oc, _ = clients(llm, m)
     bad = "usr_\udc80"  # a lone surrogate, as surrogateescape makes of undecodable bytes

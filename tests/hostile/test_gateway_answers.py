@@ -30,7 +30,7 @@ def test_a_processed_request_answered_oddly_counts_as_delivered_once(
         caplog: pytest.LogCaptureFixture) -> None:
     gw, llm = servers
     gw.client.set_faults(bad_body=mode, bad_body_commits=True, huge_bytes=TWO_GIB)
-    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {}
+    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {"durable": False}
     m = make_meter(gw, **options)
     oc, _ = clients(llm, m)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -78,7 +78,7 @@ def test_a_gateway_that_never_answers_costs_the_caller_nothing_and_loses_nothing
         servers: tuple[Any, Any], spool: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     gw, llm = servers
     gw.client.set_faults(bad_body="hang")
-    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {}
+    options: dict[str, Any] = {"spool_path": str(tmp_path / "spool.db")} if spool else {"durable": False}
     m = make_meter(gw, read_timeout=0.3, **options)
     oc, _ = clients(llm, m)
     for i in range(4):

@@ -175,7 +175,7 @@ def test_coalescing_is_exact_per_key(standin: StandIn, steps: list[Any], coalesc
                                      small_queue: bool, spool: bool) -> None:
     api = "api_" + uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory() as tmp:
-        options: dict[str, Any] = {"spool_path": f"{tmp}/spool.db"} if spool else {}
+        options: dict[str, Any] = {"spool_path": f"{tmp}/spool.db"} if spool else {"durable": False}
         m = Meter(KEY, api_id=api, base_url=standin.url, flush_interval=0.01, coalesce=coalesce,
                   max_queue_size=2 if small_queue else 100_000, instrument=False, **options)
         want: Counter[tuple[str, str]] = Counter()

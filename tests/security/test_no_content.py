@@ -67,13 +67,13 @@ def test_no_prompt_or_completion_text_is_kept_anywhere(tmp_path: Path, caplog: p
         completions = _texts(oc, ac)
         assert not m.flush(0.5)  # the usage waits in the spool
         assert m.stats().spooled == 5
-        on_disk_waiting = b"".join(p.read_bytes() for p in tmp_path.glob("spool.db*"))
+        on_disk_waiting = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
         gw.client.clear_faults()
         assert m.flush(10)
         stats = m.stats()
         m.shutdown()
         billed = gw.client.totals_by_consumer()
-    on_disk_after = b"".join(p.read_bytes() for p in tmp_path.glob("spool.db*"))
+    on_disk_after = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
 
     assert billed["usr_c"] > 0 and stats.events_sent == 5
     assert b"usr_c" in on_disk_waiting  # the scan does see what the spool keeps

@@ -129,7 +129,7 @@ class Relay:
         opts = options or RelayOptions()
         self.options = opts if opts.name else RelayOptions(**{**opts.__dict__, "name": default_name()})
         self.name = self.options.name
-        self.sink: Sink = sink if sink is not None else AerostackSink(settings)
+        self.sink: Sink = sink if sink is not None else _billing_sink(settings)
         # Any: redis-py's types do not follow decode_responses=True (every reply here is a str)
         self.client: Any = client if client is not None else stream.connect(decode_responses=True)
         self._redis_errors = (_redis.ConnectionError, _redis.TimeoutError, _redis.BusyLoadingError)
@@ -507,3 +507,11 @@ def _valid(f: dict[str, str]) -> bool:
                 and bool(f["m"]))
     except (KeyError, ValueError, TypeError):
         return False
+
+
+def _billing_sink(s: Settings) -> Sink:
+    if s.api_key is None:
+        raise ValueError("the relay needs an API key (AEROSTACK_API_KEY)")
+    return AerostackSink(s.api_key, base_url=s.base_url, connect_timeout=s.connect_timeout,
+                         read_timeout=s.read_timeout, concurrency=s.concurrency, verify=s.verify,
+                         transport=s.transport, max_retry_after=s.max_retry_after)

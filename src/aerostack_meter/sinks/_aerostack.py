@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import email.utils
 import json
+import ssl
 import threading
 import time
 from typing import Any
 
 import httpx
 
-from .._config import Secret, Settings
+from .._secret import Secret
 from .._version import __version__
 from ._base import OK, Batch, SendResult
 
 __all__ = ["AerostackSink", "parse_retry_after"]
 
 _MAX_BODY = 64 * 1024  # never read more of a response than this (a hostile server may send GBs)
-_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Transient: 408, 425, 429 and every 5xx but 501 (not implemented) and 505 (HTTP version), so
+# also Cloudflare's 52x and 529 "overloaded".
+_CLIENT_RETRY = frozenset({408, 425, 429})
+_NEVER_RETRY_5XX = frozenset({501, 505})
 # Statuses after which the server may have processed the request (a proxy timed out or failed
 # in front of a server that may have done the work).
-_AMBIGUOUS_STATUS = frozenset({502, 504})
+_AMBIGUOUS_STATUS = frozenset({502, 504, 520, 524})
+_PAUSE_STATUS = frozenset({401, 403})
 
 _UA = f"aerostack-meter/{__version__}"
 
@@ -73,14 +78,26 @@ def _server_message(body: bytes) -> str:
 
 
 class AerostackSink:
-    """Speaks the billing endpoint over one keep-alive ``httpx.Client`` shared by the sender threads."""
+    """Speaks the billing endpoint over one keep-alive ``httpx.Client`` shared by the sender threads.
 
-    def __init__(self, settings: Settings) -> None:
-        if settings.api_key is None:
-            raise ValueError("AerostackSink needs an API key")
-        self.url = settings.base_url + "/gateway/billing/log"
-        self._key: Secret = settings.api_key
-        self._settings = settings
+    ``api_key``: the secret key (a string or a ``Secret``); ``base_url``: the API root (no trailing
+    slash needed); timeouts in seconds; ``concurrency``: connections kept; ``verify``: TLS
+    verification as httpx takes it; ``transport``: an httpx transport (tests, proxies);
+    ``max_retry_after``: the cap on a server's ``Retry-After``.
+    """
+
+    def __init__(self, api_key: str | Secret, *, base_url: str = "https://api.aerostack.dev/v1",
+                 connect_timeout: float = 2.0, read_timeout: float = 5.0, concurrency: int = 4,
+                 verify: bool | str | ssl.SSLContext = True,
+                 transport: httpx.BaseTransport | None = None, max_retry_after: float = 60.0) -> None:
+        self._key: Secret = api_key if isinstance(api_key, Secret) else Secret(api_key)
+        self.url = base_url.rstrip("/") + "/gateway/billing/log"
+        self.destination = base_url.rstrip("/")
+        self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
+        self._concurrency = concurrency
+        self._verify = verify
+        self._transport = transport
+        self._max_retry_after = max_retry_after
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
@@ -89,19 +106,17 @@ class AerostackSink:
         if client is None:
             with self._lock:
                 if self._client is None:
-                    s = self._settings
                     kwargs: dict[str, Any] = {
-                        "timeout": httpx.Timeout(s.read_timeout, connect=s.connect_timeout),
-                        "limits": httpx.Limits(
-                            max_connections=s.concurrency, max_keepalive_connections=s.concurrency
-                        ),
+                        "timeout": self._timeout,
+                        "limits": httpx.Limits(max_connections=self._concurrency,
+                                               max_keepalive_connections=self._concurrency),
                         "headers": {"User-Agent": _UA, "Content-Type": "application/json"},
                         "follow_redirects": False,
-                        "verify": s.verify,
+                        "verify": self._verify,
                         "trust_env": False,
                     }
-                    if s.transport is not None:
-                        kwargs["transport"] = s.transport
+                    if self._transport is not None:
+                        kwargs["transport"] = self._transport
                     self._client = httpx.Client(**kwargs)
                 client = self._client
         return client
@@ -152,16 +167,18 @@ class AerostackSink:
                 return SendResult("fatal", reason="rejected_success_false",
                                   message=_server_message(data))
             return OK
-        if status in _RETRY_STATUS:
+        if status in _CLIENT_RETRY or (500 <= status < 600 and status not in _NEVER_RETRY_5XX):
             return SendResult(
                 "retry",
                 reason=f"http_{status}",
-                retry_after=parse_retry_after(retry_after, cap=self._settings.max_retry_after),
+                retry_after=parse_retry_after(retry_after, cap=self._max_retry_after),
                 ambiguous=status in _AMBIGUOUS_STATUS,
                 message=_server_message(data),
             )
         if status == 402 or _server_code(data) in _FUNDS_CODES:
             return SendResult("fatal", reason="insufficient_funds", message=_server_message(data))
+        if status in _PAUSE_STATUS:
+            return SendResult("pause", reason=f"rejected_{status}", message=_server_message(data))
         return SendResult("fatal", reason=f"rejected_{status}", message=_server_message(data))
 
     def close(self) -> None:

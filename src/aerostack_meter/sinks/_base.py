@@ -22,7 +22,6 @@ class Batch:
     attempts: int = 0
     ambiguous_attempts: int = 0
     first_attempt: float = 0.0
-    spool_id: int | None = None
     estimated: bool = False
     estimated_units: int = 0  # the part of ``units`` that came from estimates
     price_table: str | None = None  # the price table that priced these units (metrics="cost")
@@ -40,12 +39,14 @@ class Batch:
 class SendResult:
     """What happened to one attempt.
 
-    ``ok``: delivered. ``retry``: try again later (after ``retry_after`` seconds if the server said
-    so); ``ambiguous`` when the request may have been processed. ``fatal``: never retry; ``reason``
-    names why (it becomes the drop reason in ``stats()``).
+    ``ok``: delivered. ``retry``: a transient failure, try again later (after ``retry_after``
+    seconds if the server said so); ``ambiguous`` when the request may have been processed.
+    ``pause``: the destination refuses our credentials (401/403): stop sending to it, keep the
+    usage. ``fatal``: this request will never be accepted; it goes to the dead-letter store.
+    ``reason`` names why (``rejected_<status>`` and the like).
     """
 
-    outcome: Literal["ok", "retry", "fatal"]
+    outcome: Literal["ok", "retry", "pause", "fatal"]
     reason: str = ""
     retry_after: float | None = None
     ambiguous: bool = False
@@ -57,7 +58,12 @@ OK = SendResult("ok")
 
 @runtime_checkable
 class Sink(Protocol):
-    """Delivers batches. Called from the reporter's sender threads, possibly concurrently."""
+    """Delivers batches. Called from the reporter's sender threads, possibly concurrently.
+
+    A sink may also have a ``destination`` attribute (a string naming where it delivers, without
+    secrets): only then is its usage journaled to disk and adopted across processes; a sink
+    without one is fed from memory.
+    """
 
     def send(self, batch: Batch) -> SendResult: ...
 

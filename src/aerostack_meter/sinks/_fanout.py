@@ -15,6 +15,10 @@ class FanOutSink:
         if not sinks:
             raise ValueError("FanOutSink needs at least one sink")
         self.sinks = tuple(sinks)
+        names = [getattr(s, "destination", None) for s in self.sinks]
+        # durable only when every part names its destination
+        self.destination = ("fanout:" + "|".join(names)  # type: ignore[arg-type]
+                            if all(isinstance(n, str) for n in names) else None)
         self._done: dict[str, set[int]] = {}
         self._lock = threading.Lock()
 

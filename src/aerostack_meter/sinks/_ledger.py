@@ -35,6 +35,7 @@ class LedgerSink:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self.destination = "ledger:" + os.path.abspath(path)
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
 

@@ -1,0 +1,372 @@
+"""One process's append-only usage journal, and the adoption of journals left by dead processes.
+
+Files, in one destination directory of the state directory (see ``_paths``)::
+
+    <token>.lock            held with flock(LOCK_EX) for as long as the owning process lives
+    <token>.<n>.journal     records (see ``_journal_format``); <n> grows when the journal rotates
+
+Usage records are written with one ``os.write`` on an ``O_APPEND`` descriptor: the bytes are in the
+kernel's page cache when the call returns, so they survive the death of the process by any means
+(SIGKILL, ``os._exit``, an OOM kill). They are not fsynced: an OS crash or a power loss may lose
+the last seconds. A lock that can be taken belongs to a dead process (the kernel releases flocks
+when a process dies); whoever takes it copies what that process left undelivered into its own
+journal, then deletes the dead files.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+
+from ._journal_format import (
+    B_INFLIGHT,
+    B_PREFORMED,
+    EV_CALL,
+    BatchRec,
+    Event,
+    Mark,
+    encode_batch,
+    encode_event,
+    key_blob,
+    parse,
+)
+from ._log import log_once
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no adoption by lock; own restart still replays
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = ["Journal", "Recovered", "adopt_dead", "quarantine"]
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_READ_CHUNK = 1 << 20
+
+
+def _lock(path: str) -> int | None:
+    """An flock'ed descriptor on ``path``, or None when another live process holds it."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | _CLOEXEC, 0o600)
+    if fcntl is None:  # pragma: no cover
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def quarantine(path: str) -> str | None:
+    """Rename a bad state file aside (``<name>.corrupt-<time>``); returns the new name."""
+    dest = f"{path}.corrupt-{int(time.time())}-{os.getpid()}"
+    try:
+        os.replace(path, dest)
+    except OSError:
+        return None
+    log_once(f"quarantine:{path}", logging.WARNING,
+             "aerostack_meter: the state file %s was damaged; what could be read was kept and the "
+             "file was renamed to %s", path, dest)
+    return dest
+
+
+class Journal:
+    """The current process's journal: a writer for callers, a reader and a marker for the reporter."""
+
+    def __init__(self, directory: str) -> None:
+        self.dir = directory
+        self.fd = -1
+        self._open_owner()
+
+    def _open_owner(self) -> None:
+        """A new identity: lock, first segment. The write descriptor keeps its number (``dup2``),
+        so a writer that loaded it never writes to a closed or reused descriptor."""
+        self.pid = os.getpid()
+        self.token = uuid.uuid4().hex[:20]
+        lock = _lock(self._lock_path(self.token))
+        if lock is None:  # pragma: no cover - a 80-bit random name already held
+            raise OSError("journal lock taken")
+        self._lock_fd = lock
+        self.seg = 0
+        path = self._seg_path(self.token, 0)
+        new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
+        if self.fd < 0:
+            self.fd = new
+        else:
+            try:
+                os.dup2(new, self.fd, inheritable=False)
+            finally:
+                os.close(new)
+        self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        self.read_pos = 0
+        self._retiring: list[tuple[str, int, int, float]] = []  # (path, rfd, read_pos, since)
+        self.closed = False
+
+    def _lock_path(self, token: str) -> str:
+        return os.path.join(self.dir, f"{token}.lock")
+
+    def _seg_path(self, token: str, seg: int) -> str:
+        return os.path.join(self.dir, f"{token}.{seg}.journal")
+
+    @property
+    def path(self) -> str:
+        return self._seg_path(self.token, self.seg)
+
+    # -- reporter side ----------------------------------------------------------------------
+    def size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def read_new(self) -> tuple[list[Event | BatchRec | Mark], int]:
+        """Records appended since the last read (complete ones only), and bytes that were bad."""
+        out: list[Event | BatchRec | Mark] = []
+        bad = 0
+        while True:
+            buf = os.pread(self._rfd, _READ_CHUNK, self.read_pos)
+            if not buf:
+                break
+            parsed = parse(buf, self.read_pos)
+            out.extend(parsed.records)
+            bad += parsed.bad_bytes
+            self.read_pos += parsed.consumed
+            if parsed.consumed == 0 or len(buf) < _READ_CHUNK:
+                break
+        return out, bad
+
+    def append(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def rotate(self) -> None:
+        """Start a new segment (everything in the current one is settled). Writers keep using the
+        same descriptor number: ``dup2`` points it at the new file atomically."""
+        old_path, old_rfd, old_pos = self.path, self._rfd, self.read_pos
+        self.seg += 1
+        path = self.path
+        new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
+        try:
+            os.dup2(new, self.fd, inheritable=False)
+        finally:
+            os.close(new)
+        self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        self.read_pos = 0
+        self._retiring.append((old_path, old_rfd, old_pos, time.monotonic()))
+
+    def retire_old(self, grace: float = 1.0) -> list[Event | BatchRec | Mark]:
+        """Delete rotated-out segments once no writer can still be inside a write to them.
+
+        Returns usage records that a writer appended to the old segment in the instant before the
+        rotation (they are copied into the current segment first)."""
+        late: list[Event | BatchRec | Mark] = []
+        keep = []
+        now = time.monotonic()
+        for path, rfd, pos, since in self._retiring:
+            if now - since < grace:
+                keep.append((path, rfd, pos, since))
+                continue
+            tail = b""
+            with contextlib.suppress(OSError):
+                size = os.fstat(rfd).st_size
+                tail = os.pread(rfd, max(0, size - pos), pos) if size > pos else b""
+            if tail:
+                recs = [r for r in parse(tail, pos, final=True).records
+                        if isinstance(r, Event) or (isinstance(r, BatchRec) and r.kind == "P")]
+                if recs:
+                    self.append(b"".join(_reencode(r) for r in recs))
+                    late.extend(recs)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.close(rfd)
+        self._retiring = keep
+        return late
+
+    def close(self, *, delete: bool) -> None:
+        """Release ownership (our files become adoptable). ``delete``: everything was settled,
+        remove our files. The write descriptor stays open: a late writer's record lands in the
+        file, and ``reopen()`` points the descriptor at a new journal."""
+        if self.closed:
+            return
+        self.closed = True
+        for path, rfd, _pos, _since in self._retiring:
+            with contextlib.suppress(OSError):
+                os.close(rfd)
+            if delete:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        self._retiring = []
+        if delete:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            with contextlib.suppress(OSError):
+                os.unlink(self._lock_path(self.token))
+        for fd in (self._rfd, self._lock_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def reopen(self) -> None:
+        """After ``close()``: a new identity and segment in the same directory."""
+        self._open_owner()
+
+    def after_fork(self) -> None:
+        """In a forked child: our own identity and files (the parent keeps its lock and journal;
+        the inherited descriptors are closed in the child only, or re-pointed by ``dup2``)."""
+        for _path, rfd, _pos, _since in self._retiring:
+            with contextlib.suppress(OSError):
+                os.close(rfd)
+        for fd in (self._rfd, self._lock_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._open_owner()
+
+
+def _reencode(rec: Event | BatchRec) -> bytes:
+    blob = key_blob(rec.consumer_id, rec.api_id, rec.metric)
+    if isinstance(rec, Event):
+        return encode_event(blob, rec.units, rec.flags & ~EV_CALL, rec.ts)
+    return encode_batch("P", blob, rec.units, rec.n_events, rec.flags, rec.idempotency_key)
+
+
+class Recovered:
+    """What a dead process left undelivered: events never sent, and requests to replay as they were."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.requests: list[BatchRec] = []  # kind "P"; flags has B_INFLIGHT when maybe processed
+        self.bad_bytes = 0
+        self.quarantined: list[str] = []
+
+    def encode(self) -> bytes:
+        parts: list[Event | BatchRec] = [*self.requests, *self.events]
+        return b"".join(_reencode(r) for r in parts)
+
+
+def recover(records: list[Event | BatchRec | Mark]) -> Recovered:
+    """From one journal segment's records, what is still to deliver (pure)."""
+    out = Recovered()
+    done: set[str] = set()
+    last: dict[str, str] = {}
+    batches: list[BatchRec] = []
+    pre: dict[str, BatchRec] = {}
+    for r in records:
+        if isinstance(r, Mark):
+            if r.kind == "D":
+                done.add(r.idempotency_key)
+            else:
+                last[r.idempotency_key] = r.kind
+        elif isinstance(r, BatchRec):
+            if r.kind == "B":
+                batches.append(r)
+                last[r.idempotency_key] = "B"
+            else:
+                pre.setdefault(r.idempotency_key, r)
+    ranges: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
+    for b in batches:
+        if not b.flags & B_PREFORMED:
+            ranges.setdefault((b.consumer_id, b.api_id, b.metric), []).append((b.lo, b.hi))
+        if b.idempotency_key in done or b.idempotency_key in pre:
+            continue
+        flags = b.flags & ~B_PREFORMED
+        if last.get(b.idempotency_key, "B") != "F":
+            flags |= B_INFLIGHT
+        out.requests.append(b._replace(kind="P", flags=flags, lo=0, hi=0))
+    for key, p in pre.items():
+        if key in done:
+            continue
+        state = last.get(key)
+        flags = p.flags
+        if state is not None and state != "F":
+            flags |= B_INFLIGHT
+        out.requests.append(p._replace(flags=flags))
+    for spans in ranges.values():
+        spans.sort()
+    for r in records:
+        if isinstance(r, Event):
+            found = ranges.get((r.consumer_id, r.api_id, r.metric))
+            if found and _covered(found, r.offset):
+                continue
+            out.events.append(r)
+    return out
+
+
+def _covered(spans: list[tuple[int, int]], offset: int) -> bool:
+    """``spans`` (sorted, disjoint [lo, hi) ranges) covers ``offset``."""
+    i = bisect.bisect_right(spans, (offset, 1 << 63)) - 1
+    return i >= 0 and spans[i][0] <= offset < spans[i][1]
+
+
+def _dead_tokens(directory: str, own: str | None) -> Iterator[str]:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    seen = set()
+    for name in names:
+        if name.endswith(".journal") or name.endswith(".lock"):
+            token = name.split(".", 1)[0]
+            if token != own and token not in seen:
+                seen.add(token)
+                yield token
+
+
+def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recovered:
+    """Take over every journal in ``directory`` whose owner is dead.
+
+    With ``sink`` (our own journal), what they left undelivered is appended to it before their files
+    are deleted, so a crash at any point loses nothing (at worst a replay). A damaged file is renamed
+    aside (quarantined) instead of deleted. Without a sink nothing changes on disk: the result only
+    says what is pending (for ``aerostack-meter report``).
+    """
+    total = Recovered()
+    for token in _dead_tokens(directory, own):
+        lock_path = os.path.join(directory, f"{token}.lock")
+        try:
+            fd = _lock(lock_path)
+        except OSError:
+            continue
+        if fd is None:
+            continue  # its owner is alive
+        try:
+            segs = sorted(
+                (n for n in os.listdir(directory) if n.startswith(token + ".") and n.endswith(".journal")),
+                key=lambda n: int(n.split(".")[1]) if n.split(".")[1].isdigit() else -1)
+            paths = [os.path.join(directory, n) for n in segs]
+            found = Recovered()
+            damaged: list[str] = []
+            for path in paths:
+                try:
+                    with open(path, "rb") as f:
+                        data = f.read()
+                except OSError:
+                    total.quarantined.extend(q for q in [quarantine(path)] if q)
+                    continue
+                parsed = parse(data, 0, final=True)
+                rec = recover(parsed.records)
+                found.events.extend(rec.events)
+                found.requests.extend(rec.requests)
+                if parsed.bad_bytes:
+                    found.bad_bytes += parsed.bad_bytes
+                    damaged.append(path)
+            if sink is None:
+                total.events.extend(found.events)
+                total.requests.extend(found.requests)
+                continue
+            blob = found.encode()
+            if blob:
+                sink.append(blob)  # ours now, before the dead files go
+            for path in paths:
+                if path in damaged:
+                    total.quarantined.extend(q for q in [quarantine(path)] if q)
+                    continue
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+            total.events.extend(found.events)
+            total.requests.extend(found.requests)
+            total.bad_bytes += found.bad_bytes
+        finally:
+            os.close(fd)
+    return total

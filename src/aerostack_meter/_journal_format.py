@@ -1,0 +1,171 @@
+"""The journal's record format: length-prefixed binary records, each with its own CRC-32.
+
+    record  = magic (0xA5) | payload length (u32 LE) | crc32(payload) (u32 LE) | payload
+    payload = one type byte, then the fields of that type
+
+``E`` usage event (written on the caller's thread): timestamp, units, flags, consumer, api, metric.
+``P`` a request formed elsewhere whose ``Idempotency-Key`` must be kept (adopted from a dead process).
+``B`` a request formed here: its key, its sum, and the offsets [lo, hi) of the ``E`` records it covers
+(for its consumer, API and metric). ``T`` an attempt is starting, ``F`` an attempt failed before the
+server could have processed it, ``D`` the request is settled (delivered, or moved to dead letters).
+
+A torn tail (the process died inside a write, or the power went) fails its length or CRC check and is
+ignored; a bad record in the middle is skipped by scanning for the next record that checks out.
+Pure functions only: no I/O here.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from typing import NamedTuple
+
+__all__ = [
+    "EV_CALL", "EV_ESTIMATED", "EV_PRICED", "MAGIC", "BatchRec", "Event", "Mark", "Parsed",
+    "encode_batch", "encode_event", "encode_mark", "key_blob", "parse",
+]
+
+MAGIC = 0xA5
+_HDR = struct.Struct("<BII")
+_EV = struct.Struct("<dQB")
+_KEY = struct.Struct("<III")
+_BATCH = struct.Struct("<QQQIBH")
+_PRE = struct.Struct("<QIBH")
+_MAX_RECORD = 1 << 26  # a longer length field is corruption, not a record
+
+EV_ESTIMATED = 1
+EV_CALL = 2  # the first event of a metered call (for the calls_metered counter)
+EV_PRICED = 4  # priced by a cost policy (the request carries the price table in use)
+B_ESTIMATED = 1
+B_INFLIGHT = 2  # P: the request may already have been processed (its replay is ambiguous)
+B_PREFORMED = 4  # B: the request of a P record (same key), not a sum of E records
+
+
+class Event(NamedTuple):
+    offset: int
+    consumer_id: str
+    api_id: str
+    metric: str
+    units: int
+    flags: int
+    ts: float
+
+
+class BatchRec(NamedTuple):
+    offset: int
+    kind: str  # "B" or "P"
+    consumer_id: str
+    api_id: str
+    metric: str
+    units: int
+    n_events: int
+    flags: int
+    idempotency_key: str
+    lo: int = 0
+    hi: int = 0
+
+
+class Mark(NamedTuple):
+    offset: int
+    kind: str  # "T", "F" or "D"
+    idempotency_key: str
+    outcome: int = 0
+
+
+class Parsed(NamedTuple):
+    records: list[Event | BatchRec | Mark]
+    consumed: int  # bytes fully parsed (an incomplete tail is left for later)
+    bad_bytes: int  # bytes skipped because they failed their checks
+
+
+def key_blob(consumer_id: str, api_id: str, metric: str) -> bytes:
+    """The encoded (consumer, api, metric) part. Raises ``UnicodeEncodeError`` for a lone surrogate."""
+    c = consumer_id.encode()
+    a = api_id.encode()
+    m = metric.encode()
+    return _KEY.pack(len(c), len(a), len(m)) + c + a + m
+
+
+def _frame(payload: bytes) -> bytes:
+    return _HDR.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_event(blob: bytes, units: int, flags: int, ts: float) -> bytes:
+    payload = b"E" + _EV.pack(ts, units, flags) + blob
+    return _HDR.pack(MAGIC, len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_batch(kind: str, blob: bytes, units: int, n_events: int, flags: int, key: str,
+                 lo: int = 0, hi: int = 0) -> bytes:
+    k = key.encode()
+    if kind == "B":
+        return _frame(b"B" + _BATCH.pack(lo, hi, units, n_events, flags, len(k)) + k + blob)
+    return _frame(b"P" + _PRE.pack(units, n_events, flags, len(k)) + k + blob)
+
+
+def encode_mark(kind: str, key: str, outcome: int = 0) -> bytes:
+    return _frame(kind.encode() + bytes((outcome,)) + key.encode())
+
+
+def _key(payload: bytes, at: int) -> tuple[str, str, str]:
+    lc, la, lm = _KEY.unpack_from(payload, at)
+    at += _KEY.size
+    c = payload[at:at + lc].decode()
+    a = payload[at + lc:at + lc + la].decode()
+    m = payload[at + lc + la:at + lc + la + lm].decode()
+    if at + lc + la + lm != len(payload):
+        raise ValueError("key length mismatch")
+    return c, a, m
+
+
+def _decode(offset: int, payload: bytes) -> Event | BatchRec | Mark:
+    kind = payload[:1]
+    if kind == b"E":
+        ts, units, flags = _EV.unpack_from(payload, 1)
+        return Event(offset, *_key(payload, 1 + _EV.size), units, flags, ts)
+    if kind == b"B":
+        lo, hi, units, n, flags, lk = _BATCH.unpack_from(payload, 1)
+        at = 1 + _BATCH.size
+        key = payload[at:at + lk].decode()
+        return BatchRec(offset, "B", *_key(payload, at + lk), units, n, flags, key, lo, hi)
+    if kind == b"P":
+        units, n, flags, lk = _PRE.unpack_from(payload, 1)
+        at = 1 + _PRE.size
+        key = payload[at:at + lk].decode()
+        return BatchRec(offset, "P", *_key(payload, at + lk), units, n, flags, key)
+    if kind in (b"T", b"F", b"D"):
+        return Mark(offset, kind.decode(), payload[2:].decode(), payload[1])
+    raise ValueError(f"unknown record type {kind!r}")
+
+
+def parse(buf: bytes, base: int = 0, *, final: bool = False) -> Parsed:
+    """Records in ``buf`` (which starts at file offset ``base``).
+
+    ``final``: nothing more will be written (a dead process's journal): an incomplete record is
+    skipped like a bad one instead of being left for a later read.
+    """
+    out: list[Event | BatchRec | Mark] = []
+    pos = 0
+    bad = 0
+    n = len(buf)
+    hdr = _HDR.size
+    while pos + hdr <= n:
+        magic, length, crc = _HDR.unpack_from(buf, pos)
+        if magic == MAGIC and length <= _MAX_RECORD:
+            end = pos + hdr + length
+            if end > n and not final:
+                break  # incomplete: still being written (or a torn tail)
+            payload = buf[pos + hdr:end]
+            if end <= n and zlib.crc32(payload) == crc:
+                try:
+                    out.append(_decode(base + pos, payload))
+                except (ValueError, struct.error, UnicodeDecodeError):
+                    bad += end - pos
+                pos = end
+                continue
+        # Not a record here: skip to the next magic byte that starts one that checks out.
+        nxt = buf.find(bytes((MAGIC,)), pos + 1)
+        skip_to = n if nxt < 0 else nxt
+        bad += skip_to - pos
+        pos = skip_to
+    return Parsed(out, pos, bad)

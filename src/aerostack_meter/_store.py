@@ -1,0 +1,313 @@
+"""Where recorded usage waits for delivery: in memory, or in this process's journal on disk.
+
+Both stores take usage on the caller's thread (``put``: O(1), no lock) and hand it to the one
+delivery loop (``_reporter``) as records; the durable store also remembers what the loop formed,
+attempted and settled, so that another process can finish the job if this one dies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._journal import Journal, adopt_dead
+from ._journal_format import (
+    _EV,
+    _HDR,
+    B_ESTIMATED,
+    B_PREFORMED,
+    MAGIC,
+    BatchRec,
+    Event,
+    Mark,
+    encode_batch,
+    encode_mark,
+    key_blob,
+    parse,
+)
+from ._log import log_once
+from .sinks import Batch
+
+__all__ = ["EventTuple", "JournalStore", "MemoryStore", "Store"]
+
+# (consumer_id, api_id, metric, units, flags): one event, as the caller hands it over
+EventTuple = tuple[str, str, str, int, int]
+Record = Event | BatchRec
+
+_crc32 = __import__("zlib").crc32
+_pack_hdr = _HDR.pack
+_pack_ev = _EV.pack
+
+
+class MemoryStore:
+    """Usage in a deque. Lost if the process dies; bounded by ``max_queue_size`` (beyond it, units
+    are summed per key under a lock: totals are kept, only per-event detail is lost)."""
+
+    durable = False
+
+    def __init__(self, max_queue_size: int, on_overflow: Callable[[int], None] | None = None) -> None:
+        self._max = max_queue_size
+        self._on_overflow = on_overflow
+        self._reset()
+
+    def _reset(self) -> None:
+        self.token = uuid.uuid4().hex[:20]
+        self._q: deque[tuple[str, str, str, int, int, float]] = deque()
+        self._appended = itertools.count()
+        self._n_appended = 0
+        self._drained = 0
+        self._overflow: dict[tuple[str, str, str], list[int]] = {}
+        self._lock = threading.Lock()
+
+    # caller side
+    def put(self, c: str, a: str, m: str, units: int, flags: int, ts: float) -> None:
+        q = self._q
+        if len(q) >= self._max:
+            self._overflowed([(c, a, m, units, flags)], ts)
+            return
+        q.append((c, a, m, units, flags, ts))
+        next(self._appended)
+
+    def put_many(self, events: Sequence[EventTuple], ts: float) -> None:
+        if len(self._q) + len(events) > self._max:
+            self._overflowed(events, ts)
+            return
+        for c, a, m, units, flags in events:
+            self._q.append((c, a, m, units, flags, ts))
+            next(self._appended)
+
+    def _overflowed(self, events: Sequence[EventTuple], ts: float) -> None:
+        with self._lock:
+            for c, a, m, units, flags in events:
+                acc = self._overflow.setdefault((c, a, m), [0, 0, 0])
+                acc[0] += units
+                acc[1] += 1
+                acc[2] |= flags
+        if self._on_overflow is not None:
+            self._on_overflow(len(events))
+
+    # delivery-loop side
+    def mark(self) -> Any:
+        """A position covering everything put so far (for ``reached``)."""
+        return _count_value(self._appended)
+
+    def reached(self, mark: Any) -> bool:
+        """Everything put before ``mark()`` returned ``mark`` has been read."""
+        return bool(self._drained >= mark)
+
+    def read(self) -> list[Record]:
+        out: list[Record] = []
+        q = self._q
+        while q:
+            c, a, m, units, flags, ts = q.popleft()
+            out.append(Event(-1, c, a, m, units, flags, ts))
+        self._drained += len(out)
+        if self._overflow:
+            with self._lock:
+                overflow, self._overflow = self._overflow, {}
+            for (c, a, m), (units, n, flags) in overflow.items():
+                out.append(BatchRec(-1, "O", c, a, m, units, n, flags, ""))
+        return out
+
+    def unread(self) -> int:
+        with self._lock:
+            over = sum(v[1] for v in self._overflow.values())
+        return len(self._q) + over
+
+    def formed(self, batch: Batch, lo: int, hi: int, preformed: bool) -> None:
+        pass
+
+    def attempt(self, batch: Batch) -> None:
+        pass
+
+    def failed(self, batch: Batch) -> None:
+        pass
+
+    def settled(self, batch: Batch, dead: bool) -> None:
+        pass
+
+    def maintain(self, idle: bool) -> None:
+        pass
+
+    def close(self, settled: bool) -> None:
+        pass
+
+    def reopen(self) -> None:
+        pass
+
+    def after_fork(self) -> None:
+        self._reset()
+
+
+def _count_value(counter: Any) -> int:
+    """The next value an ``itertools.count`` would return, without advancing it."""
+    return int(repr(counter)[6:-1])
+
+
+class JournalStore:
+    """Usage in this process's append-only journal (see ``_journal``): on disk before ``put`` returns.
+
+    A write that fails (a full disk, an I/O error) falls back to memory for that record: counted
+    in ``stats().journal_errors`` and warned about once.
+    """
+
+    durable = True
+
+    def __init__(self, directory: str, max_bytes: int, counters: Any) -> None:
+        self.dir = directory
+        self._max_bytes = max_bytes
+        self._counters = counters
+        self._blobs: dict[tuple[str, str, str], bytes] = {}
+        self._fallback = MemoryStore(1 << 62)
+        self._last_adopt = 0.0
+        self.journal = Journal(directory)
+        self.token = self.journal.token
+        self._fd = self.journal.fd
+        self._full = False
+
+    # -- caller side --------------------------------------------------------------------------
+    def _blob(self, key: tuple[str, str, str]) -> bytes:
+        blob = key_blob(*key)  # UnicodeEncodeError for a lone surrogate: the caller counts it
+        if len(self._blobs) > 4096:
+            self._blobs.clear()
+        self._blobs[key] = blob
+        return blob
+
+    def put(self, c: str, a: str, m: str, units: int, flags: int, ts: float) -> None:
+        blob = self._blobs.get((c, a, m))
+        if blob is None:
+            blob = self._blob((c, a, m))
+        payload = b"E" + _pack_ev(ts, units, flags) + blob
+        try:
+            os.write(self._fd, _pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
+        except OSError as exc:
+            self._write_failed(exc, [(c, a, m, units, flags)], ts)
+
+    def put_many(self, events: Sequence[EventTuple], ts: float) -> None:
+        parts = []
+        for c, a, m, units, flags in events:
+            blob = self._blobs.get((c, a, m))
+            if blob is None:
+                blob = self._blob((c, a, m))
+            payload = b"E" + _pack_ev(ts, units, flags) + blob
+            parts.append(_pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
+        try:
+            os.write(self._fd, b"".join(parts))
+        except OSError as exc:
+            self._write_failed(exc, events, ts)
+
+    def _write_failed(self, exc: OSError, events: Sequence[EventTuple], ts: float) -> None:
+        self._fallback.put_many(events, ts)
+        self._counters.add("journal_errors")
+        log_once("journal_write", logging.WARNING,
+                 "aerostack_meter: cannot write the usage journal in %s (%s); usage is kept in "
+                 "memory until it is delivered (lost if the process dies first)",
+                 self.dir, exc.strerror or type(exc).__name__)
+
+    # -- delivery-loop side ----------------------------------------------------------------------
+    def mark(self) -> Any:
+        return (self.journal.seg, self.journal.size(), self._fallback.mark())
+
+    def reached(self, mark: Any) -> bool:
+        seg, size, fb = mark
+        j = self.journal
+        return (j.seg > seg or j.read_pos >= size) and self._fallback.reached(fb)
+
+    def read(self) -> list[Record]:
+        records, bad = self.journal.read_new()
+        if bad:
+            self._counters.add("journal_bad_bytes", bad)
+        out: list[Record] = [r for r in records if not isinstance(r, Mark) and
+                             (isinstance(r, Event) or r.kind == "P")]
+        out.extend(self._fallback.read())
+        return out
+
+    def unread(self) -> int:
+        size = self.journal.size()
+        pos = self.journal.read_pos
+        n = 0
+        if size > pos:
+            buf = os.pread(self.journal._rfd, size - pos, pos)
+            n = sum(1 for r in parse(buf, pos).records
+                    if isinstance(r, Event) or (isinstance(r, BatchRec) and r.kind == "P"))
+        return n + self._fallback.unread()
+
+    def _append(self, data: bytes) -> None:
+        try:
+            self.journal.append(data)
+        except OSError as exc:
+            self._counters.add("journal_errors")
+            log_once("journal_state", logging.WARNING,
+                     "aerostack_meter: cannot write delivery state to the journal in %s (%s)",
+                     self.dir, exc.strerror or type(exc).__name__)
+
+    def formed(self, batch: Batch, lo: int, hi: int, preformed: bool) -> None:
+        flags = (B_ESTIMATED if batch.estimated else 0) | (B_PREFORMED if preformed else 0)
+        try:
+            blob = key_blob(batch.consumer_id, batch.api_id, batch.metric)
+        except UnicodeEncodeError:
+            return
+        self._append(encode_batch("B", blob, batch.units, batch.n_events, flags,
+                                  batch.idempotency_key, lo, hi))
+
+    def attempt(self, batch: Batch) -> None:
+        self._append(encode_mark("T", batch.idempotency_key))
+
+    def failed(self, batch: Batch) -> None:
+        self._append(encode_mark("F", batch.idempotency_key))
+
+    def settled(self, batch: Batch, dead: bool) -> None:
+        self._append(encode_mark("D", batch.idempotency_key, 1 if dead else 0))
+
+    def maintain(self, idle: bool) -> None:
+        """Rotation when everything is settled, and adoption of dead processes' journals."""
+        self.journal.retire_old()  # late writes to an old segment are copied into the current one
+        if idle and self.journal.read_pos == self.journal.size() and self.journal.read_pos > 1 << 20:
+            self.journal.rotate()
+        now = time.monotonic()
+        if now - self._last_adopt >= 2.0:
+            self._last_adopt = now
+            self.adopt()
+
+    def adopt(self) -> int:
+        """Take over what dead processes left in this directory (appended to our journal)."""
+        try:
+            found = adopt_dead(self.dir, self.token, self.journal)
+        except Exception:  # bad state never stops the app: counted, logged, retried later
+            self._counters.add("internal_errors")
+            log_once("adopt_error", logging.ERROR,
+                     "aerostack_meter: could not adopt leftover usage in %s", self.dir, exc_info=True)
+            return 0
+        if found.bad_bytes or found.quarantined:
+            self._counters.add("state_files_quarantined", max(1, len(found.quarantined)))
+        n = len(found.events) + sum(r.n_events for r in found.requests)
+        if n:
+            self._counters.add("events_adopted", n)
+            log_once("adopted", logging.INFO,
+                     "aerostack_meter: delivering usage left by an earlier process in %s", self.dir)
+        return n
+
+    def close(self, settled: bool) -> None:
+        self.journal.close(delete=settled and self._fallback.unread() == 0
+                           and self.journal.size() == self.journal.read_pos)
+
+    def reopen(self) -> None:
+        if self.journal.closed:
+            self.journal.reopen()
+            self.token = self.journal.token
+
+    def after_fork(self) -> None:
+        self.journal.after_fork()
+        self.token = self.journal.token
+        self._fd = self.journal.fd
+        self._fallback.after_fork()
+
+
+Store = MemoryStore | JournalStore
