@@ -24,7 +24,11 @@ from ._log import log_once
 if TYPE_CHECKING:
     from ._meter import Meter
 
-__all__ = ["register"]
+__all__ = ["exiting", "register"]
+
+#: set when the first exit hook runs: from then on no delivery thread is started (a thread started
+#: during interpreter exit may never run); durable usage is journaled for the next start instead
+exiting = False
 
 
 def register(meter: Meter) -> None:
@@ -44,6 +48,8 @@ def register(meter: Meter) -> None:
 
 
 def _exit_hook(ref: weakref.ref[Meter]) -> None:
+    global exiting
+    exiting = True
     meter = ref()
     if meter is not None and not meter._closed:
         with contextlib.suppress(Exception):  # never fail interpreter exit

@@ -301,6 +301,17 @@ class Meter:
         with self._live_lock:
             if self._live:
                 return True
+            if _lifecycle.exiting:  # no new thread at exit: journal it (durable) for the next start
+                if self._closed and self.durable:
+                    self._reporter.store.reopen()
+                    self._closed = False
+                if self.durable:
+                    return True
+                self.counters.drop("after_exit")
+                log_once("after_exit", logging.WARNING,
+                         "aerostack_meter: usage recorded during interpreter exit cannot be "
+                         "delivered (durable=False); it is dropped")
+                return False
             if self._closed:
                 self._closed = False
                 self._reporter.store.reopen()

@@ -270,7 +270,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--by", choices=("consumer", "api", "metric"), default="consumer",
                         help="series: one series per consumer, API id or metric")
     report.add_argument("--limit", type=int, default=None, help="top/series: how many")
+    report.add_argument("--dead-letters", action="store_true",
+                        help="list the requests the billing API refused for good (the dead-letter "
+                             "store of the state directory) instead of totals")
     _add_relay(sub)
+    drain = sub.add_parser(
+        "drain", help="deliver the usage left in the state directory, then exit",
+        description="Deliver everything pending in the state directory (usage left by processes "
+                    "that ended before delivering it), reading the same environment as "
+                    "`import aerostack_meter.auto`. Exits 0 only when nothing is left.")
+    drain.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+                       help="give up after this long (what is left stays on disk; exit 1)")
+    drain.add_argument("--retry-dead", action="store_true",
+                       help="also resend the dead-letter store (requests the API refused before)")
     demo = sub.add_parser("demo", help="run the demo", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -392,6 +404,43 @@ def _run_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dead_letters() -> int:
+    """The dead-letter store of the configured destination (same environment as the library)."""
+    from ._config import build_settings
+    from ._deadletter import DeadLetters
+    from ._errors import ConfigError
+    from ._paths import default_state_dir
+
+    try:
+        s = build_settings()
+    except ConfigError as exc:
+        print(f"aerostack-meter report: {exc}", file=sys.stderr)
+        return 2
+    root = s.state_dir or default_state_dir()
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    for marker in sorted(_glob(root, "*/dead-letters.jsonl")):
+        entries, unreadable = DeadLetters(os.path.dirname(marker)).read()
+        rows.extend(entries)
+        bad += unreadable
+    if not rows:
+        print(f"No dead letters in {root}.")
+    else:
+        print(f"Dead letters in {root} (resend with `aerostack-meter drain --retry-dead`):")
+        for e in rows:
+            print(f"  {e['consumerId']}\t{e['apiId']}\t{e['metric']}\t{e['units']}\t"
+                  f"{e.get('reason', '')}\t{e.get('message', '')}")
+    if bad:
+        print(f"({bad} unreadable line(s) skipped)")
+    return 0
+
+
+def _glob(root: str, pattern: str) -> list[str]:
+    import glob
+
+    return glob.glob(os.path.join(glob.escape(root), pattern))
+
+
 def _default_ledger_path() -> str:
     return os.environ.get("AEROSTACK_METER_LEDGER") or os.path.join(".", "aerostack-usage.db")
 
@@ -507,7 +556,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "mock-llm":
         return _run_mock(ns)
     if ns.command == "report":
+        if ns.dead_letters:
+            return _run_dead_letters()
         return _run_report(ns)
+    if ns.command == "drain":
+        from ._drain import drain
+
+        return drain(ns.timeout, retry_dead=ns.retry_dead)
     if ns.command == "relay":
         return _run_relay(ns)
     if ns.command == "dashboard":
