@@ -127,3 +127,25 @@ def publish(heading: str, body: str, args: argparse.Namespace) -> None:
     print(body)
     if not args.no_write:
         update_section(heading, body)
+
+
+def overhead_summary(m: Medians, call: str, small: str, large: str, span: int, item: str) -> list[str]:
+    """Two lines: ns a variant adds per streamed ``item`` (the slope between the ``small`` and
+    ``large`` stream operations, ``span`` items apart) and µs it adds per ``call``."""
+    s, big, c = m[small], m[large], m[call]
+
+    def per(variant: str) -> float:
+        return added_slope(s, big, span, variant) * 1000
+
+    return [
+        f"- added per streamed {item} (slope between `{small}` and `{large}`): patched "
+        f"**{per('patched'):.0f} ns**, wrap() **{per('wrap()'):.0f} ns** "
+        f"(the bare SDK spends {bare_slope(s, big, span):.1f} µs per {item}).",
+        f"- added per `{call}`: patched **{c['patched'] - c['bare']:.1f} µs**, "
+        f"wrap() **{c['wrap()'] - c['bare']:.1f} µs**.",
+    ]
+
+
+def section(head: str, m: Medians, summary: list[str], load: str, note: str) -> str:
+    """A docs section: the command and setup line, the table, the summary, the load, a note."""
+    return "\n".join([head, "", *table(m, "x"), "", *summary, "", load, "", note])

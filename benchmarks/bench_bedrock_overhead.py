@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import boto3
 import botocore
 from _perfdoc import load_note, machine
-from _timing import added_slope, bare_slope, measure, parse_args, publish, table
+from _timing import measure, overhead_summary, parse_args, publish, section
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
@@ -121,35 +121,20 @@ def main() -> None:
         f"converse_stream {LARGE}": (op_stream(LARGE), max(1, n // 30)),
     }
     m = measure(ops, args.rounds, make_client=make_client, provider="bedrock", built_patched=True)
-    small, large = m[f"converse_stream {SMALL}"], m[f"converse_stream {LARGE}"]
-
-    def per_event(variant: str) -> float:
-        return added_slope(small, large, LARGE - SMALL, variant)
-
-    conv = m["converse"]
-    summary = [
-        f"- added per streamed event (slope between {SMALL} and {LARGE} text events): patched "
-        f"**{per_event('patched') * 1000:.0f} ns**, wrap() **{per_event('wrap()') * 1000:.0f} ns** "
-        f"(the bare SDK spends {bare_slope(small, large, LARGE - SMALL):.1f} µs per event).",
-        f"- added per `converse`: patched **{conv['patched'] - conv['bare']:.1f} µs**, "
-        f"wrap() **{conv['wrap()'] - conv['bare']:.1f} µs**.",
-    ]
+    summary = overhead_summary(m, "converse", f"converse_stream {SMALL}", f"converse_stream {LARGE}",
+                               LARGE - SMALL, "event")
     load = load_note(load_before, os.getloadavg()[0])
-    body = "\n".join([
+    head = (
         f"`python benchmarks/bench_bedrock_overhead.py` — {machine()}, boto3 {boto3.__version__} "
         f"(botocore {botocore.__version__}), {args.rounds} interleaved rounds, medians of round means "
         "of process CPU time; canned responses from a `before-send` handler (no network), a sink "
-        "that drops batches.",
-        "",
-        *table(m, "x"),
-        "",
-        *summary,
-        "",
-        load,
-        "",
+        "that drops batches."
+    )
+    note = (
         "`invoke_model` is read from its count headers (the body is left to the caller), so its cost "
-        "does not grow with the body.",
-    ])
+        "does not grow with the body."
+    )
+    body = section(head, m, summary, load, note)
     publish("Bedrock overhead", body, args)
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
 from _perfdoc import load_note, machine
-from _timing import added_slope, bare_slope, measure, parse_args, publish, table
+from _timing import measure, overhead_summary, parse_args, publish, section
 from google import genai
 from google.genai import types
 
@@ -90,35 +90,21 @@ def main() -> None:
         f"generate_content_stream {LARGE}": (op_stream(LARGE), max(1, n // 30)),
     }
     m = measure(ops, args.rounds, make_client=make_client, provider="gemini")
-    small, large = m[f"generate_content_stream {SMALL}"], m[f"generate_content_stream {LARGE}"]
-
-    def per_chunk(variant: str) -> float:
-        return added_slope(small, large, LARGE - SMALL, variant)
-
-    gen = m["generate_content"]
-    summary = [
-        f"- added per streamed chunk (slope between {SMALL} and {LARGE} chunks): patched "
-        f"**{per_chunk('patched') * 1000:.0f} ns**, wrap() **{per_chunk('wrap()') * 1000:.0f} ns** "
-        f"(the bare SDK spends {bare_slope(small, large, LARGE - SMALL):.1f} µs per chunk).",
-        f"- added per non-streaming `generate_content`: patched **{gen['patched'] - gen['bare']:.1f} µs**, "
-        f"wrap() **{gen['wrap()'] - gen['bare']:.1f} µs**.",
-    ]
+    summary = overhead_summary(m, "generate_content", f"generate_content_stream {SMALL}",
+                               f"generate_content_stream {LARGE}", LARGE - SMALL, "chunk")
     load = load_note(load_before, os.getloadavg()[0])
-    body = "\n".join([
+    head = (
         f"`python benchmarks/bench_gemini_overhead.py` — {machine()}, google-genai "
         f"{genai.__version__}, {args.rounds} interleaved rounds, medians of round means of process "
-        "CPU time; in-process `MockTransport`, a sink that drops batches.",
-        "",
-        *table(m, "x"),
-        "",
-        *summary,
-        "",
-        load,
-        "",
+        "CPU time; in-process `MockTransport`, a sink that drops batches."
+    )
+    note = (
         "Each chunk carries the usage so far; the meter keeps the last two usage objects by "
-        "reference and reads them when the stream ends. `wrap()` evaluates the SDK's public methods with the proxy as `self` so that their "
-        "per-request calls are metered: its per-call cost includes that forwarding.",
-    ])
+        "reference and reads them when the stream ends. `wrap()` evaluates the SDK's public "
+        "methods with the proxy as `self` so that their per-request calls are metered: its "
+        "per-call cost includes that forwarding."
+    )
+    body = section(head, m, summary, load, note)
     publish("Gemini overhead", body, args)
 
 
