@@ -135,14 +135,15 @@ def _getter() -> Any:
 
 def _on_client_class(class_attributes: dict[str, Any], **_: Any) -> None:
     """botocore's ``creating-client-class`` handler: wrap the four methods of the class."""
-    from .._wrapping import MeterWrapper, make_wrapper
+    from .._wrapping import MeterWrapper, is_async_callable, make_wrapper
 
     for call in _CALLS:
         method = class_attributes.get(call.name)
         if method is None or isinstance(method, MeterWrapper):
             continue
+        # async when a botocore-based async SDK builds the class (its methods are coroutines)
         class_attributes[call.name] = MeterWrapper(
-            method, make_wrapper(call, False, _getter, returns=call.returns))
+            method, make_wrapper(call, is_async_callable(method), _getter, returns=call.returns))
 
 
 class _ClientClassProvider(Provider):
