@@ -180,3 +180,25 @@ def test_per_request_methods_are_the_sdks(meter: Any) -> None:
     for cls in (m.Models, m.AsyncModels):
         for name in ("_generate_content", "_generate_content_stream"):
             assert isinstance(cls.__dict__[name], am._wrapping.MeterWrapper), (cls, name)
+
+
+def _get_weather(city: str) -> str:
+    """The weather in a city."""
+    return "sunny"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_automatic_function_calling_bills_every_round(meter: Any, gateway: Any, mock_llm: Any,
+                                                            mode: str) -> None:
+    """The SDK calls the Python function and asks again: two requests in one call. The response
+    the user gets carries only the last one's usage; both are billed."""
+    client = make(mock_llm)
+    config = types.GenerateContentConfig(tools=[_get_weather])
+    r = await resolve(models(client, mode).generate_content(model=MODEL, contents=TEXT, config=config))
+    # first request: 6 prompt + a 3-token function call; second: 12 prompt (the question, the
+    # call and its response, 3 each per turn) + 10 text
+    assert r.usage_metadata.total_token_count == 22  # the second request only
+    tally = mock_llm.usage()["total"]
+    assert tally["requests"] == 2 and tally["total_tokens"] == 9 + 22
+    assert billed(gateway) == {"default": 31}
+    assert stats().calls_metered == 2

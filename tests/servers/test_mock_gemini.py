@@ -150,3 +150,16 @@ def test_hostile_usage_modes(llm: MockLLMHandle, http: httpx.Client, mode: str) 
         assert "usageMetadata" not in data
     else:
         assert data["usageMetadata"]["totalTokenCount"] == "16"
+
+
+def test_function_declarations_get_a_function_call(llm: MockLLMHandle, http: httpx.Client) -> None:
+    tools = [{"functionDeclarations": [{"name": "get_weather"}]}]
+    ask = {"role": "user", "parts": [{"text": TEXT}]}
+    url = f"{llm.base_url}/v1beta/models/{MODEL}:generateContent"
+    first = http.post(url, json={"contents": [ask], "tools": tools}).json()
+    assert first["candidates"][0]["content"]["parts"] == [{"functionCall": {"name": "get_weather", "args": {}}}]
+    assert first["usageMetadata"]["candidatesTokenCount"] == 3
+    answer = {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {"r": "sunny"}}}]}
+    call = {"role": "model", "parts": first["candidates"][0]["content"]["parts"]}
+    second = http.post(url, json={"contents": [ask, call, answer], "tools": tools}).json()
+    assert second["candidates"][0]["content"]["parts"][0]["text"].startswith("hello big world")

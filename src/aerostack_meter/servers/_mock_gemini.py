@@ -72,8 +72,27 @@ def _response(info: RequestInfo, model: str, text: str, finish: str | None) -> d
     }
 
 
+def _function_to_call(body: Mapping[str, Any]) -> str | None:
+    """The first declared function, when the model should call it: the request declares functions
+    and its last turn is not a function response (automatic function calling then answers it)."""
+    names = [d.get("name") for tool in body.get("tools") or [] if isinstance(tool, dict)
+             for d in tool.get("functionDeclarations") or [] if isinstance(d, dict)]
+    contents = body.get("contents") or []
+    last = contents[-1] if isinstance(contents, list) and contents else {}
+    parts = last.get("parts") if isinstance(last, dict) else None
+    answered = any(isinstance(p, dict) and "functionResponse" in p for p in parts or [])
+    return names[0] if names and isinstance(names[0], str) and not answered else None
+
+
 def generate(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan:
     words, capped, usage, model = _answer(body, info)
+    function = _function_to_call(body)
+    if function is not None:  # a function call of 3 output tokens instead of text
+        usage = replace(usage, visible=3)
+        out = _response(info, model, "", "STOP")
+        out["candidates"][0]["content"]["parts"] = [{"functionCall": {"name": function, "args": {}}}]
+        put_usage(out, usage.gemini(), info.controls.usage, key="usageMetadata")
+        return JsonPlan(out, usage)
     out = _response(info, model, " ".join(words), "MAX_TOKENS" if capped else "STOP")
     put_usage(out, usage.gemini(), info.controls.usage, key="usageMetadata")
     return JsonPlan(out, usage)
