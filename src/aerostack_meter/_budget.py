@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -160,7 +161,7 @@ class Budget:
         self._lock = threading.Lock()
         self._accounts: dict[str, _Account] = {}
         self._outputs: dict[tuple[str, str], int] = {}
-        self._bound: set[int] = set()
+        self._bound: weakref.WeakSet[Meter] = weakref.WeakSet()  # meters whose ledger was read
         self._period_end = -math.inf
         self._http: Any = None
 
@@ -276,9 +277,9 @@ class Budget:
     # -- reserving -----------------------------------------------------------------------------
     def bind(self, meter: Meter) -> None:
         """Count what this meter's local ledger billed in the current period (limits only)."""
-        if id(meter) in self._bound:
+        if meter in self._bound:
             return
-        self._bound.add(id(meter))
+        self._bound.add(meter)
         if self.policy is not None:
             self._warm()
         if self.reads_balance:

@@ -243,7 +243,7 @@ class Meter:
     def budget_for(self, defaults: Defaults | None) -> Budget | None:
         """The budget a call is checked against: ``wrap(budget=)``, else ``init(budget=)``."""
         budget = defaults.budget if defaults is not None and defaults.budget is not None else self.settings.budget
-        if budget is not None and id(self) not in budget._bound:
+        if budget is not None and self not in budget._bound:
             budget.bind(self)
         return budget
 

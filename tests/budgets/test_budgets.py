@@ -264,3 +264,17 @@ def test_a_money_budget_reserves_the_priced_worst_case(meter_factory: Any, gatew
     assert info.value.unit == "cost_micro_usd"
     billed = rows(gateway)[("u", "api_test", "cost_micro_usd")]
     assert budget.remaining("u") == 2000 - billed
+
+
+def test_a_new_period_starts_every_consumer_again(meter_factory: Any, gpt: openai.OpenAI) -> None:
+    import time
+
+    budget = am.Budget(limits={"u": 1000}, period="day")
+    meter_factory(budget=budget)
+    with am.consumer("u"):
+        r = gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=50)
+    assert r.usage is not None and budget.remaining("u") == 1000 - r.usage.total_tokens
+    assert am.flush(10)  # settled (a call still in flight at midnight counts in the new day)
+    with budget._lock:
+        budget._roll(time.time() + 86_400)  # tomorrow (UTC): the day's spending is forgotten
+    assert budget.remaining("u") == 1000
