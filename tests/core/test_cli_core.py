@@ -11,8 +11,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
+
+from ..conftest import API_KEY
 
 BLOCKED = ("openai", "anthropic", "google", "boto3", "mistralai", "genai_prices", "redis",
            "prometheus_client", "opentelemetry", "starlette", "uvicorn", "fastapi", "plotly")
@@ -56,6 +60,19 @@ def test_report_over_the_ledger_needs_no_extra(tmp_path: Path) -> None:
     assert ["usr_core", "api_core", "tokens", "42", "1"] in rows
     assert "imported-extras=[] servers-imported=False" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_report_over_a_gateway_needs_no_extra(gateway: Any) -> None:
+    """The gateway runs here (with the servers extra); the core-install process only reads it."""
+    gateway.client.reset()
+    with httpx.Client() as http:
+        r = http.post(f"{gateway.url}/gateway/billing/log", headers={"X-Aerostack-Key": API_KEY},
+                      json={"consumerId": "usr_gw", "apiId": "api_core", "metric": "tokens", "units": 7})
+        assert r.status_code == 200, r.text
+    done = run("report", "--gateway", gateway.url)
+    assert done.returncode == 0, done.stderr
+    assert ["usr_gw", "api_core", "tokens", "7", "1"] in [line.split() for line in done.stdout.splitlines()]
+    assert "imported-extras=[] servers-imported=" in done.stdout
 
 
 def test_report_with_no_ledger_says_so_without_a_traceback(tmp_path: Path) -> None:
