@@ -6,6 +6,9 @@
         client.chat.completions.create(...)            # metered, reported in the background
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from ._budget import Budget
 from ._config import DEFAULT_BASE_URL, Settings
 from ._context import carry_consumer, consumer
@@ -19,12 +22,18 @@ from ._errors import (
 )
 from ._events import UsageEvent
 from ._global import aflush, current_consumer, flush, get_meter, init, log, shutdown, stats
-from ._instrument import instrument, uninstrument
 from ._meter import Meter
 from ._stats import Stats
 from ._usage import MetricPolicy, Usage
 from ._version import __version__
-from ._wrap import wrap
+
+if _TYPE_CHECKING:
+    from ._instrument import instrument, uninstrument
+    from ._wrap import wrap
+
+# wrap(), instrument() and uninstrument() need wrapt (and wrapt imports asyncio and
+# importlib.metadata): imported on first use, so `import aerostack_meter` stays light (issue 16).
+_LAZY = {"instrument": "._instrument", "uninstrument": "._instrument", "wrap": "._wrap"}
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -57,3 +66,18 @@ __all__ = [
     "uninstrument",
     "wrap",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

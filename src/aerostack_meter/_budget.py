@@ -10,7 +10,6 @@ by async callers, so the event loop never blocks).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import logging
@@ -403,6 +402,8 @@ class Budget:
             if time.monotonic() - acct.fetched < self.ttl:
                 return
             fut = self._start_fetch(meter, consumer_id, acct)
+        import asyncio  # only async callers pay for it
+
         with contextlib.suppress(Exception):  # reserve() decides what a failed lookup means
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), self.timeout)
 

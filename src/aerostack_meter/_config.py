@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
-import ssl
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
@@ -15,6 +15,8 @@ from ._errors import ConfigError
 from ._secret import Secret
 
 if TYPE_CHECKING:
+    import ssl
+
     import httpx
 
     from ._budget import Budget
@@ -216,7 +218,8 @@ def build_settings(
 
         check_policy(options["metrics"])
     verify = options.get("verify", True)
-    if not isinstance(verify, (bool, str, ssl.SSLContext)):
+    ssl_mod = sys.modules.get("ssl")  # an SSLContext means ssl is imported: never import it here
+    if not isinstance(verify, (bool, str)) and not (ssl_mod and isinstance(verify, ssl_mod.SSLContext)):
         raise ConfigError("verify", "must be True/False, a CA bundle path, or an ssl.SSLContext")
     for name in ("ledger_path", "spool_path", "state_dir"):
         if options.get(name) is not None and not isinstance(options[name], (str, os.PathLike)):

@@ -7,7 +7,6 @@ settings (``_config``) · attribution (``_context.attribute``) · event building
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import threading
@@ -39,7 +38,7 @@ from ._retry import RetryPolicy
 from ._stats import Counters, Stats
 from ._store import JournalStore, MemoryStore
 from ._usage import _MAX_UNITS, Usage
-from .sinks import AerostackSink, LedgerSink, Sink
+from .sinks import Sink
 
 __all__ = ["Attribution", "Defaults", "Meter"]
 
@@ -342,6 +341,8 @@ class Meter:
 
     async def aflush(self, timeout: float | None = None) -> bool:
         """``flush()`` for asyncio code: waits in a worker thread, never blocks the event loop."""
+        import asyncio
+
         return await asyncio.get_running_loop().run_in_executor(None, self.flush, timeout)
 
     def shutdown(self, timeout: float | None = None) -> bool:
@@ -404,6 +405,8 @@ def _otel_recorder(option: Any) -> Any:
 
 def _default_sink(s: Settings) -> Sink:
     if s.api_key is not None:
+        from .sinks._aerostack import AerostackSink  # imports httpx: only when it is the sink
+
         return AerostackSink(s.api_key, base_url=s.base_url, connect_timeout=s.connect_timeout,
                              read_timeout=s.read_timeout, concurrency=s.concurrency, verify=s.verify,
                              transport=s.transport, max_retry_after=s.max_retry_after)
@@ -412,6 +415,8 @@ def _default_sink(s: Settings) -> Sink:
                  "aerostack_meter: no API key (init(api_key=...) or AEROSTACK_API_KEY); usage is "
                  "recorded in the local ledger %s, not sent to the billing API "
                  "(read it with `aerostack-meter report`)", s.ledger_path)
+    from .sinks._ledger import LedgerSink
+
     return LedgerSink(s.ledger_path)
 
 

@@ -1,10 +1,36 @@
 """Where the reporter delivers usage: the Aerostack billing API, a local SQLite ledger, a Redis
-stream (for ``aerostack-meter relay``), or several."""
+stream (for ``aerostack-meter relay``), or several.
 
-from ._aerostack import AerostackSink
+The sink classes are imported on first use (PEP 562), so a configuration pays only for the sink it
+builds: ``import aerostack_meter`` does not import httpx, and a ledger-only meter never does."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._base import Batch, SendResult, Sink
-from ._fanout import FanOutSink
-from ._ledger import LedgerSink
-from ._redis import RedisSink
+
+if TYPE_CHECKING:
+    from ._aerostack import AerostackSink
+    from ._fanout import FanOutSink
+    from ._ledger import LedgerSink
+    from ._redis import RedisSink
+
+_LAZY = {"AerostackSink": "._aerostack", "FanOutSink": "._fanout", "LedgerSink": "._ledger",
+         "RedisSink": "._redis"}
 
 __all__ = ["AerostackSink", "Batch", "FanOutSink", "LedgerSink", "RedisSink", "SendResult", "Sink"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
