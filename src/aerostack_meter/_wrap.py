@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
+from types import MethodType
 from typing import Any, TypeVar
 
 import wrapt
@@ -44,21 +45,25 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_root = root
         self._self_get_meter = get_meter
         self._self_defaults = defaults
-        self._self_cache: dict[str, Any] = {}
+        self._self_cache: dict[str, tuple[Any, Any, Any]] = {}  # name -> (function, instance, wrapper)
+        self._self_helpers: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         spec = self._self_node.get(name) if not name.startswith("_self_") else None
         if spec == HELPER:
-            bound = self._self_cache.get(name)
+            bound = self._self_helpers.get(name)
             if bound is None:
-                bound = self._self_cache[name] = _bind_helper(self, name)
+                bound = self._self_helpers[name] = _bind_helper(self, name)
             return bound
         value = getattr(self.__wrapped__, name)
         if spec is None:
             return value
-        cached = self._self_cache.get(name)
-        if cached is not None and cached.__wrapped__ is value:
-            return cached
+        # A method comes back as a new bound method on every getattr: compare what it binds (the
+        # function and the instance), not the bound method itself, or the cache never hits.
+        key = (value.__func__, value.__self__) if type(value) is MethodType else (value, None)
+        hit = self._self_cache.get(name)
+        if hit is not None and hit[0] is key[0] and hit[1] is key[1]:
+            return hit[2]
         if isinstance(spec, Endpoint):
             is_async = is_async_callable(value)
             out: Any = wrapt.FunctionWrapper(
@@ -74,7 +79,7 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         else:
             out = _Proxy(value, spec, self._self_root, self._self_get_meter, self._self_defaults,
                          self._self_factory)
-        self._self_cache[name] = out
+        self._self_cache[name] = (*key, out)
         return out
 
     def __repr__(self) -> str:

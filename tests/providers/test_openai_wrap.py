@@ -4,6 +4,7 @@ restores the very same function objects; every client class (Azure too) is cover
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -224,3 +225,32 @@ async def test_azure_clients_are_metered(mode: str, mock_llm: Any, gateway: Any,
     assert served > r.usage.total_tokens
     assert billed(gateway) == {"default": served}
     await resolve(c.close())
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrap_reuses_its_method_wrappers(mode: str, mock_llm: Any, gateway: Any, meter_factory: Any) -> None:
+    """Each access of ``wrapped.chat.completions.create`` gets the same metered wrapper (the cache
+    compares the function and instance a bound method binds); a method replaced on the resource
+    gets a new one, and every call through either is billed."""
+    meter_factory(instrument=False)
+    plain = client(mock_llm, mode)
+    wrapped = am.wrap(plain, consumer_id="acme")
+    first = wrapped.chat.completions.create
+    assert wrapped.chat.completions.create is first
+    await resolve(first(model=MODEL, messages=USER))
+    completions = plain.chat.completions
+    original = type(completions).create
+
+    @functools.wraps(original)
+    def replaced(*args: Any, **kwargs: Any) -> Any:  # an instance attribute: another function
+        return original(completions, *args, **kwargs)
+
+    completions.create = replaced
+    try:
+        again = wrapped.chat.completions.create
+        assert again is not first
+        reply = await resolve(again(model=MODEL, messages=USER))
+    finally:
+        del completions.create
+    assert am.flush(5)
+    assert billed(gateway) == {"acme": 2 * reply.usage.total_tokens}
