@@ -166,3 +166,35 @@ def test_an_id_no_stream_entry_can_carry_is_refused_not_retried_forever(redis_db
         meter.shutdown()
     assert [e[1]["c"] for e in redis_db.client().xrange(STREAM)] == ["usr_ok"]
     assert s.pending == 0 and s.events_dropped + getattr(s, "dead_letters", 0) >= 1
+
+
+def test_the_journal_is_in_front_of_redis(own_redis: RedisServer, tmp_path: Any) -> None:
+    """Redis down and the app killed (os._exit): the usage is on disk, and `aerostack-meter drain`
+    appends it once Redis is back."""
+    import os
+    import subprocess
+    import sys
+
+    own_redis.stop()
+    state = tmp_path / "state"
+    app = ("import os, aerostack_meter as am\n"
+           f"m = am.init(sink={own_redis.url!r}, api_id={API_ID!r}, state_dir={str(state)!r}, "
+           "flush_interval=0.05, instrument=False)\n"
+           "assert m.stats().durable\n"
+           "for i in range(40):\n"
+           "    am.log(f'usr_{i % 4}', 1 + i)\n"
+           "os._exit(0)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AEROSTACK_")}
+    out = subprocess.run([sys.executable, "-c", app], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    own_redis.start()
+    drained = subprocess.run(
+        [sys.executable, "-m", "aerostack_meter.cli", "drain", "--timeout", "30"], capture_output=True,
+        text=True, timeout=90, env={**env, "AEROSTACK_METER_REDIS_URL": own_redis.url,
+                                    "AEROSTACK_METER_STATE_DIR": str(state), "AEROSTACK_API_ID": API_ID})
+    assert drained.returncode == 0, drained.stdout + drained.stderr
+    fields = [e[1] for e in own_redis.client().xrange(STREAM)]
+    by_consumer: dict[str, int] = {}
+    for f in fields:
+        by_consumer[f["c"]] = by_consumer.get(f["c"], 0) + int(f["u"])
+    assert by_consumer == {f"usr_{k}": sum(1 + i for i in range(40) if i % 4 == k) for k in range(4)}

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import socket
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .._config import Settings
 from .._events import idempotency_key
 from .._log import log_limited, logger
+from .._retry import RetryPolicy, decide
 from .._stream import StreamConfig, ensure_group, safe_trim, safe_url
 from .._usage import _MAX_UNITS
 from ..sinks import AerostackSink, Batch, SendResult, Sink
@@ -76,11 +76,12 @@ class RelayOptions:
 
 
 def retry_delay(attempts: int, result: SendResult, settings: Settings) -> float:
-    """Seconds before the next attempt: the server's Retry-After when it gave one, else full
-    jitter over ``backoff_base * 2**attempts`` capped by ``max_backoff`` (the reporter's rule)."""
-    if result.retry_after is not None:
-        return result.retry_after
-    return random.uniform(0, min(settings.max_backoff, settings.backoff_base * (2 ** min(attempts, 30))))
+    """Seconds before the next attempt after ``result`` (``attempts`` failed so far): the
+    reporter's rule (:func:`aerostack_meter._retry.decide`): the server's Retry-After when it gave
+    one, else full jitter over ``backoff_base * 2**attempts`` capped by ``max_backoff``."""
+    policy = RetryPolicy(settings.backoff_base, settings.max_backoff, settings.max_retry_after,
+                         pause_probe=settings.max_backoff)
+    return decide(result, attempts, policy).delay
 
 
 class _Held:
@@ -140,6 +141,9 @@ class Relay:
         self._held: dict[Key, list[_Held]] = {}
         self._held_ids: set[str] = set()
         self._acks: list[tuple[_Held, str]] = []  # (delivered or refused batch, its final state)
+        # the reporter's retry rules; a paused destination (401/403) is probed every max_backoff
+        self._policy = RetryPolicy(settings.backoff_base, settings.max_backoff, settings.max_retry_after,
+                                   pause_probe=settings.max_backoff)
         self._pool = ThreadPoolExecutor(max(1, settings.concurrency), thread_name_prefix="aerostack-relay")
         self._stop = threading.Event()
         self._own_read = False
@@ -359,7 +363,10 @@ class Relay:
 
     def _on_result(self, h: _Held, batch: Batch, result: SendResult) -> None:
         self._count("requests")
-        if result.outcome == "ok":
+        if result.outcome == "retry" and not (result.retry_after is not None and result.reason == "http_429"):
+            h.attempts += 1  # a server that throttles and says when is not failing
+        decision = decide(result, max(h.attempts, 1), self._policy)
+        if decision.action == "done":
             self._unhold(h)
             self._acks.append((h, "D"))
             self._count("records_delivered", len(h.records))
@@ -367,7 +374,7 @@ class Relay:
             self._count("units_delivered", h.units)
             self.last_delivery = time.time()
             return
-        if result.outcome == "fatal" and result.reason not in ("rejected_401", "rejected_403"):
+        if decision.action == "dead":
             log_limited("relay_fatal_" + result.reason, logging.ERROR,
                         "aerostack-meter relay: the billing API refused %d records (%s): %s; moved "
                         "to the dead-letter stream %r", len(h.records), result.reason,
@@ -376,22 +383,18 @@ class Relay:
             self._dead_letter(h, result.reason)
             return
         self._count("retries")
-        if result.outcome == "fatal":  # a wrong key: keep everything, say what to fix, keep trying
+        if decision.action == "pause":  # a wrong key: keep everything, say what to fix, keep probing
             log_limited("relay_key", logging.ERROR,
                         "aerostack-meter relay: the billing API refused the key (%s); nothing is "
                         "acknowledged until it is accepted. Check AEROSTACK_API_KEY.", result.reason)
-            delay = self.settings.max_backoff
         else:
-            if not (result.retry_after is not None and result.reason == "http_429"):
-                h.attempts += 1
-            delay = retry_delay(h.attempts, result, self.settings)
             log_limited("relay_retry_" + result.reason, logging.WARNING,
                         "aerostack-meter relay: delivery failed (%s); retrying with back-off",
                         result.reason, every=10.0)
         if result.ambiguous and not h.ambiguous:
             h.ambiguous = True
             self._ambiguous(h.consumer, h.units, claimed=False)
-        h.due = time.monotonic() + delay
+        h.due = time.monotonic() + decision.delay
 
     def _unhold(self, h: _Held) -> None:
         group = self._held.get(h.key, [])
