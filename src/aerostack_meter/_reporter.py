@@ -187,6 +187,12 @@ class Reporter:
             return left == 0, left
         self._stopping = True
         self._deadline = None if timeout is None else time.monotonic() + timeout
+        adopt = getattr(self.store, "adopt", None)
+        if adopt is not None:  # what children (a pool's workers) left: delivered in this flush too
+            try:
+                adopt()
+            except Exception:  # pragma: no cover - adopt() counts and logs its own problems
+                self.counters.add("internal_errors")
         self._wake.set()
         ok = self.flush(timeout)
         self.closed = True

@@ -78,7 +78,14 @@ def _add_gateway(sub: Any) -> None:
         "--key",
         action="append",
         default=None,
-        help="accepted X-Aerostack-Key (repeatable; default: any)",
+        help="accepted X-Aerostack-Key (repeatable; default: any, on a loopback host only: "
+             "another --host needs --key)",
+    )
+    p.add_argument(
+        "--control-token",
+        default=None,
+        help="off loopback, the token the control endpoints (faults, reset, wallets) require in "
+             "X-Emulator-Token (default: $AEROSTACK_GATEWAY_CONTROL_TOKEN; none: they stay closed)",
     )
     p.add_argument(
         "--wallet", action="append", type=_wallet, default=[], metavar="CONSUMER=BALANCE"
@@ -330,6 +337,7 @@ def _run_gateway(ns: argparse.Namespace) -> int:
             wallets=dict(ns.wallet),
             on_empty_wallet=ns.on_empty_wallet,
             faults=faults,
+            control_token=ns.control_token or os.environ.get("AEROSTACK_GATEWAY_CONTROL_TOKEN"),
         ),
         lambda handle: f"{handle.url} (db: {handle.db_path})",
     )

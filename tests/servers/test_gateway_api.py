@@ -143,3 +143,46 @@ def test_url_shape(gw: GatewayHandle) -> None:
     assert gw.url.endswith("/v1")
     assert gw.billing_url == gw.url + "/gateway/billing/log"
     assert gw.port > 0
+
+
+def _non_loopback_ip() -> str | None:
+    import socket
+
+    for target in ("10.255.255.255", "192.0.2.1"):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.connect((target, 1))  # no packet is sent: this only picks the outgoing interface
+            ip = str(s.getsockname()[0])
+        except OSError:
+            continue
+        finally:
+            s.close()
+        if not ip.startswith("127."):
+            return ip
+    return None
+
+
+def test_a_non_loopback_bind_needs_a_key_and_controls_need_their_own_token() -> None:
+    import httpx
+    import pytest as _pytest
+
+    from aerostack_meter.servers import start_gateway
+
+    ip = _non_loopback_ip()
+    if ip is None:
+        _pytest.skip("no non-loopback interface on this machine")
+    with _pytest.raises(ValueError, match="without --key"):
+        start_gateway(host=ip)
+    with start_gateway(host=ip, keys=["k_secret"], control_token="ctl_token") as gw:
+        root = gw.url.removesuffix("/v1")
+        assert httpx.get(root + "/_emulator/health", timeout=5).status_code == 200  # reads: open
+        assert httpx.post(root + "/_emulator/reset", timeout=5).status_code == 403
+        assert httpx.post(root + "/_emulator/faults", json={"fail_rate": 1.0}, timeout=5).status_code == 403
+        assert httpx.post(root + "/_emulator/reset", headers={"X-Emulator-Token": "wrong"},
+                          timeout=5).status_code == 403
+        assert httpx.post(root + "/_emulator/reset", headers={"X-Emulator-Token": "ctl_token"},
+                          timeout=5).status_code == 200
+        gw.client.set_faults(fail_rate=0.0)  # the handle's own client carries the token
+    with start_gateway(host=ip, keys=["k_secret"]) as gw:  # no token: controls stay closed
+        root = gw.url.removesuffix("/v1")
+        assert httpx.post(root + "/_emulator/reset", timeout=5).status_code == 403

@@ -60,8 +60,12 @@ class GatewayApp:
         on_empty_wallet: EmptyWalletPolicy,
         faults: FaultState,
         closing: Closing,
+        control_token: str | None = None,
+        require_token: bool = False,
     ) -> None:
         self.db = db
+        self._control_token = control_token
+        self._require_token = require_token
         self.keys = frozenset(keys) if keys is not None else None
         self.on_empty_wallet = on_empty_wallet
         self.faults = faults
@@ -73,8 +77,22 @@ class GatewayApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == BILLING_PATH:
             await self._billing(scope, receive, send)
+        elif self._require_token and scope["type"] == "http" and not self._may_control(scope):
+            await send_json(send, 403, _error("FORBIDDEN", "the emulator's control endpoints need "
+                                              "X-Emulator-Token off loopback"))
         else:
             await self._control(scope, receive, send)
+
+    def _may_control(self, scope: Scope) -> bool:
+        """Off loopback: reads are open, changes (faults, reset, wallets) need the control token."""
+        import hmac
+
+        if scope["method"] in ("GET", "HEAD"):
+            return True
+        if not self._control_token:
+            return False
+        given = header(scope, b"x-emulator-token") or ""
+        return hmac.compare_digest(given.encode(), self._control_token.encode())
 
     # -- the billing endpoint -------------------------------------------------------------------
 

@@ -19,9 +19,10 @@ def _root(url: str) -> str:
 class GatewayClient:
     """Reads totals/log/stats of a running gateway emulator and changes its faults."""
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, *, timeout: float = 10.0, control_token: str | None = None) -> None:
         self.root = _root(url)
-        self._http = httpx.Client(base_url=self.root, timeout=timeout)
+        headers = {"X-Emulator-Token": control_token} if control_token else None
+        self._http = httpx.Client(base_url=self.root, timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self._http.close()

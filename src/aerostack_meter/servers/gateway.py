@@ -37,6 +37,7 @@ class GatewayHandle(ServerHandle):
         wallets: Mapping[str, int] | None,
         on_empty_wallet: EmptyWalletPolicy,
         faults: FaultConfig | Mapping[str, Any] | None,
+        control_token: str | None = None,
     ) -> None:
         if on_empty_wallet not in ("reject", "allow"):
             raise ValueError("on_empty_wallet must be 'reject' or 'allow'")
@@ -46,7 +47,14 @@ class GatewayHandle(ServerHandle):
             db_path = os.path.join(self._tmpdir, "gateway.db")
         self.db_path = db_path
         self._keys = list(keys) if keys is not None else None
+        loopback = _is_loopback_host(host)
+        if not loopback and not keys:
+            raise ValueError(f"refusing to listen on {host} (not loopback) without --key: anyone "
+                             "who can reach it could log usage")
         self._host = host
+        # Off loopback, the control endpoints (faults, reset, wallets) need their own token.
+        self._control_token = control_token if not loopback else None
+        self._require_token = not loopback
         self._on_empty_wallet: EmptyWalletPolicy = on_empty_wallet
         self._faults_config = _to_config(faults)
         self._wallets = dict(wallets) if wallets is not None else None
@@ -74,6 +82,8 @@ class GatewayHandle(ServerHandle):
                 on_empty_wallet=self._on_empty_wallet,
                 faults=faults,
                 closing=closing,
+                control_token=self._control_token,
+                require_token=self._require_token,
             )
             self._server = ServerThread(
                 self.app, host=self._host, port=self.port, closing=closing, name="aerostack-gateway"
@@ -94,7 +104,7 @@ class GatewayHandle(ServerHandle):
     @property
     def client(self) -> GatewayClient:
         if self._client is None:
-            self._client = GatewayClient(self.url)
+            self._client = GatewayClient(self.url, control_token=self._control_token)
         return self._client
 
     @property
@@ -146,6 +156,7 @@ def start_gateway(
     on_empty_wallet: EmptyWalletPolicy = "reject",
     faults: FaultConfig | Mapping[str, Any] | None = None,
     host: str = "127.0.0.1",
+    control_token: str | None = None,
 ) -> GatewayHandle:
     """Start a gateway emulator in a background thread and return its handle.
 
@@ -154,6 +165,10 @@ def start_gateway(
     gateway can be restarted on it. `port=0` picks a free port. `wallets` sets balances
     (consumers without one are unlimited); `on_empty_wallet` is "reject" (402, nothing logged)
     or "allow" (logged, the balance goes negative). `faults` is a `FaultConfig` or its dict.
+
+    A `host` that is not loopback needs `keys` (`ValueError` otherwise), and there the control
+    endpoints that change state (`/_emulator/faults`, `/reset`, `/wallets` POST) answer 403 unless
+    the request carries `X-Emulator-Token: <control_token>` (without a token they stay closed).
     """
     return GatewayHandle(
         keys=keys,
@@ -163,4 +178,16 @@ def start_gateway(
         wallets=wallets,
         on_empty_wallet=on_empty_wallet,
         faults=faults,
+        control_token=control_token,
     )
+
+
+def _is_loopback_host(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
