@@ -9,6 +9,7 @@ call's lifecycle. The sync and async wrappers differ only by an ``await``.
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import functools
 import importlib
@@ -29,8 +30,22 @@ from ._log import log_limited
 from ._meter import Defaults, Meter
 from ._streams import ManagerProxy, RawProxy, proxy_stream
 
-__all__ = ["ACTIVE", "MeterWrapper", "PatchSet", "Route", "Target", "begin", "current_route", "finish",
-           "is_async_callable", "make_routed_wrapper", "make_wrapper", "prefetch"]
+__all__ = [
+    "ACTIVE",
+    "MeterWrapper",
+    "PatchSet",
+    "Route",
+    "Target",
+    "begin",
+    "current_route",
+    "enter_outer",
+    "finish",
+    "is_async_callable",
+    "make_routed_wrapper",
+    "make_wrapper",
+    "metered_inside",
+    "prefetch",
+]
 
 # A metered call is in progress in this context: an SDK helper calling another metered method, a
 # call both proxied and patched, a method-level wrapper over the base client: the outermost meters.
@@ -55,6 +70,32 @@ def current_route() -> Route | None:
     return _route.get()
 
 
+# A framework's own call in progress in this context (litellm's, seen by its callbacks): its id. A
+# metered SDK call made inside it is noted, so the framework's integration bills that call once.
+_outer: contextvars.ContextVar[str | None] = contextvars.ContextVar("aerostack_meter_outer", default=None)
+_inner: collections.OrderedDict[str, None] = collections.OrderedDict()
+_inner_lock = threading.Lock()
+_INNER_MAX = 4096  # ids kept for an integration to ask about (the oldest are forgotten)
+
+
+def enter_outer(call_id: str | None) -> None:
+    """A framework call begins in this context (``None``: it ended)."""
+    _outer.set(call_id)
+
+
+def metered_inside(call_id: str) -> bool:
+    """Whether an SDK call the meter metered ran inside this framework call (asked once)."""
+    with _inner_lock:
+        return _inner.pop(call_id, False) is None
+
+
+def _note_inner(call_id: str) -> None:
+    with _inner_lock:
+        _inner[call_id] = None
+        if len(_inner) > _INNER_MAX:
+            _inner.popitem(last=False)
+
+
 def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
           kwargs: Mapping[str, Any], site: str, prepare: bool = True,
           wait: bool = True) -> tuple[Call | None, Any, Any]:
@@ -77,6 +118,9 @@ def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance:
         _internal(meter, "prepare")
         hint = None
     call = Call(meter, attribution, endpoint, kwargs)
+    outer = _outer.get()
+    if outer is not None:
+        _note_inner(outer)
     budget = meter.budget_for(defaults)
     if budget is not None:
         call.reservation = _reserve(meter, budget, attribution.consumer_id, endpoint.provider, kwargs, wait)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["BUILTIN", "all_providers", "get", "names", "provider_for", "register"]
 
 #: Built-in provider modules (``aerostack_meter.providers.<name>``), in the order they are patched.
-BUILTIN: tuple[str, ...] = ("openai", "anthropic", "gemini", "bedrock", "mistral")
+BUILTIN: tuple[str, ...] = ("openai", "anthropic", "gemini", "bedrock", "mistral", "litellm")
 
 _lock = threading.Lock()
 _loaded: dict[str, Provider] | None = None
