@@ -185,6 +185,7 @@ def main() -> int:
     parser.add_argument("--publish", action="store_true")
     ns = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     print(f"load average before: {os.getloadavg()}")
     tmp = None
     if ns.db:
@@ -236,7 +237,8 @@ def main() -> int:
         worst = max(ms for _, _, ms in calls)
         lines = [
             f"`benchmarks/bench_dashboard.py --events {ns.events}` on {machine()}; load average"
-            f" {os.getloadavg()[0]:.1f} at the end. A ledger of {rows:,} rows of one event each"
+            f" {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (other"
+            " sessions shared the machine: the figures are upper bounds). A ledger of {rows:,} rows of one event each"
             f" ({size:.0f} MB) over 90 days, 500 consumers, 3 API ids, 3 metrics.",
             "",
             f"- Every `/api/*` call: at most {worst:.0f} ms (median of {ns.rounds}), over any range"
