@@ -129,6 +129,8 @@ append to an in-memory deque.
 {table}
 
 Aim for a durable record: at most 3 µs on the caller (worst row here: {durable_worst / 1000:.2f} µs).
+With several threads in a tight loop, each `os.write` releases the GIL: the per-thread figure is
+mostly GIL hand-offs (see the text below the table in docs/performance.md).
 
 Delivery to the local gateway emulator on loopback (keep-alive, `concurrency=8`, 100 consumers):
 
