@@ -32,6 +32,7 @@ from ._journal_format import (
     Mark,
     encode_batch,
     encode_event,
+    encode_mark,
     key_blob,
     parse,
 )
@@ -314,10 +315,14 @@ def _dead_tokens(directory: str, own: str | None) -> Iterator[str]:
 def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recovered:
     """Take over every journal in ``directory`` whose owner is dead.
 
-    With ``sink`` (our own journal), what they left undelivered is appended to it before their files
-    are deleted, so a crash at any point loses nothing (at worst a replay). A damaged file is renamed
-    aside (quarantined) instead of deleted. Without a sink nothing changes on disk: the result only
-    says what is pending (for ``aerostack-meter report``).
+    With ``sink`` (our own journal) the dead files are first renamed ``<name>.adopting-<own>``
+    (atomic: no other adopter sees them any more), then what they hold undelivered is appended to
+    our journal together with one ``M`` mark per file, in a single write, and only then are they
+    deleted. If we die in between, whoever adopts us finds the renamed files: a file named by one
+    of our ``M`` marks is already in our journal (deleted), any other is adopted again. So a crash
+    at any point neither loses nor duplicates a record. A damaged file is renamed aside
+    (quarantined) instead of deleted. Without a sink nothing changes on disk: the result only says
+    what is pending (for reports).
     """
     total = Recovered()
     for token in _dead_tokens(directory, own):
@@ -329,13 +334,30 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
         if fd is None:
             continue  # its owner is alive
         try:
+            names = os.listdir(directory)
             segs = sorted(
-                (n for n in os.listdir(directory) if n.startswith(token + ".") and n.endswith(".journal")),
+                (n for n in names if n.startswith(token + ".") and n.endswith(".journal")),
                 key=lambda n: int(n.split(".")[1]) if n.split(".")[1].isdigit() else -1)
-            paths = [os.path.join(directory, n) for n in segs]
+            # moves the dead process had started (it was adopting someone when it died)
+            moves = sorted(n for n in names if n.endswith(f".adopting-{token}"))
+            if sink is not None and own is not None:
+                renamed = []
+                for n in segs:
+                    dest = f"{n}.adopting-{own}"
+                    try:
+                        os.rename(os.path.join(directory, n), os.path.join(directory, dest))
+                    except OSError:
+                        continue
+                    renamed.append(dest)
+                sources = renamed
+            else:
+                sources = segs
             found = Recovered()
             damaged: list[str] = []
-            for path in paths:
+            markers: set[str] = set()
+            parsed_moves: list[tuple[str, Recovered, int]] = []
+            for name in sources:
+                path = os.path.join(directory, name)
                 try:
                     with open(path, "rb") as f:
                         data = f.read()
@@ -343,20 +365,38 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
                     total.quarantined.extend(q for q in [quarantine(path)] if q)
                     continue
                 parsed = parse(data, 0, final=True)
+                markers.update(r.idempotency_key for r in parsed.records
+                               if isinstance(r, Mark) and r.kind == "M")
                 rec = recover(parsed.records)
                 found.events.extend(rec.events)
                 found.requests.extend(rec.requests)
                 if parsed.bad_bytes:
                     found.bad_bytes += parsed.bad_bytes
                     damaged.append(path)
+            for name in moves:
+                origin = name.rsplit(".adopting-", 1)[0]
+                if origin in markers:
+                    parsed_moves.append((name, Recovered(), 0))  # already in the dead journal
+                    continue
+                try:
+                    with open(os.path.join(directory, name), "rb") as f:
+                        parsed = parse(f.read(), 0, final=True)
+                except OSError:
+                    continue
+                parsed_moves.append((name, recover(parsed.records), parsed.bad_bytes))
+            for _name, rec, _bad in parsed_moves:
+                found.events.extend(rec.events)
+                found.requests.extend(rec.requests)
             if sink is None:
                 total.events.extend(found.events)
                 total.requests.extend(found.requests)
                 continue
-            blob = found.encode()
-            if blob:
-                sink.append(blob)  # ours now, before the dead files go
-            for path in paths:
+            origins = [n.rsplit(".adopting-", 1)[0] for n in sources]
+            origins += [n.rsplit(".adopting-", 1)[0] for n, _r, _b in parsed_moves]
+            blob = found.encode() + b"".join(encode_mark("M", o) for o in origins)
+            sink.append(blob)  # ours now (one write), before the dead files go
+            for name in [*sources, *(n for n, _r, _b in parsed_moves)]:
+                path = os.path.join(directory, name)
                 if path in damaged:
                     total.quarantined.extend(q for q in [quarantine(path)] if q)
                     continue

@@ -7,7 +7,8 @@
 ``P`` a request formed elsewhere whose ``Idempotency-Key`` must be kept (adopted from a dead process).
 ``B`` a request formed here: its key, its sum, and the offsets [lo, hi) of the ``E`` records it covers
 (for its consumer, API and metric). ``T`` an attempt is starting, ``F`` an attempt failed before the
-server could have processed it, ``D`` the request is settled (delivered, or moved to dead letters).
+server could have processed it, ``D`` the request is settled (delivered, or moved to dead letters),
+``M`` the undelivered records of a dead process's journal file were copied in (see ``_journal``).
 
 A torn tail (the process died inside a write, or the power went) fails its length or CRC check and is
 ignored; a bad record in the middle is skipped by scanning for the next record that checks out.
@@ -67,7 +68,7 @@ class BatchRec(NamedTuple):
 
 class Mark(NamedTuple):
     offset: int
-    kind: str  # "T", "F" or "D"
+    kind: str  # "T", "F", "D", or "M" (a dead journal moved in: key is its file name)
     idempotency_key: str
     outcome: int = 0
 
@@ -133,7 +134,7 @@ def _decode(offset: int, payload: bytes) -> Event | BatchRec | Mark:
         at = 1 + _PRE.size
         key = payload[at:at + lk].decode()
         return BatchRec(offset, "P", *_key(payload, at + lk), units, n, flags, key)
-    if kind in (b"T", b"F", b"D"):
+    if kind in (b"T", b"F", b"D", b"M"):
         return Mark(offset, kind.decode(), payload[2:].decode(), payload[1])
     raise ValueError(f"unknown record type {kind!r}")
 

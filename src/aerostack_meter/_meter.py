@@ -84,6 +84,7 @@ class Meter:
         self._pid = _getpid()
         self._live = False
         self._closed = False
+        self._stopping = False  # shutdown() in progress: records go to the store, nothing restarts
         self._live_lock = threading.Lock()
         if s.budget is not None:
             s.budget.bind(self)
@@ -300,6 +301,10 @@ class Meter:
         with self._live_lock:
             if self._live:
                 return True
+            if self._stopping:
+                # shutdown() is flushing: the record goes to the store as it is (durable: the
+                # journal, left for adoption if that flush ends first); restart only afterwards
+                return True
             if _lifecycle.exiting:  # no new thread at exit: journal it (durable) for the next start
                 if self._closed and self.durable:
                     self._reporter.store.reopen()
@@ -360,7 +365,11 @@ class Meter:
                 return True
             self._closed = True
             self._live = False
-        ok, left = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
+            self._stopping = True
+        try:
+            ok, left = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
+        finally:
+            self._stopping = False
         if left:
             if self.durable:
                 log_once("left_on_disk", logging.WARNING,

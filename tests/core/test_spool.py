@@ -234,3 +234,27 @@ def test_the_default_state_dir_follows_the_platform() -> None:
         "/h/.local/state/aerostack-meter"
     assert default_state_dir({"HOME": "/h"}, "darwin") == "/h/Library/Application Support/aerostack-meter"
     assert default_state_dir({"HOME": "/h", "LOCALAPPDATA": "C:/L"}, "win32").endswith("aerostack-meter")
+
+
+@pytest.mark.parametrize("copied", [True, False], ids=["died-after-copying", "died-before-copying"])
+def test_an_adopter_that_died_mid_adoption_neither_loses_nor_doubles(tmp_path: Path, copied: bool) -> None:
+    """B was adopting A's journal (renamed `A.0.journal.adopting-B`) when it died: if B's journal
+    holds the copy (its `M` mark names the file), the renamed file is dropped; if not, it is
+    adopted again. Either way each unit arrives once."""
+    from aerostack_meter._journal_format import encode_mark
+
+    with standin_server() as gw:
+        d = Path(destination_dir(str(tmp_path), gw.url))
+        ev = encode_event(key_blob("a", "api", "units"), 5, 0, time.time())
+        (d / "aaaa00000000.0.journal.adopting-bbbb00000000").write_bytes(ev)
+        (d / "aaaa00000000.lock").touch()
+        b_journal = encode_event(key_blob("b", "api", "units"), 6, 0, time.time())
+        if copied:
+            b_journal += ev + encode_mark("M", "aaaa00000000.0.journal")
+        (d / "bbbb00000000.0.journal").write_bytes(b_journal)
+        (d / "bbbb00000000.lock").touch()
+        m = make(gw.url, tmp_path)
+        assert m.flush(5)
+        m.shutdown()
+        assert gw.units_by_consumer() == {"a": 5, "b": 6}
+        assert list(d.glob("*.journal*")) == []
