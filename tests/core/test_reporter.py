@@ -318,3 +318,19 @@ def test_a_long_rate_limit_with_retry_after_does_not_use_up_the_retries() -> Non
         assert gw.units_by_consumer() == {"c": 4}
         assert m.stats().retries == 25 and not m.stats().dropped
         m.shutdown()
+
+
+def test_stats_counts_a_fresh_event_in_pending_until_the_reporter_reads_it() -> None:
+    """What the README's Stats section says: a just-logged event is in `pending` at once; the
+    `events_enqueued` / `calls_metered` counters follow when the reporter reads it (`flush()`)."""
+    with standin_server() as gw:
+        m = make(gw.url, flush_interval=30)
+        m.log("usr_1", 7, metric="tokens")
+        s = m.stats()
+        assert s.pending + s.events_sent == 1  # never lost from view, whichever side it is on
+        assert s.events_enqueued <= 1
+        assert m.flush(5)
+        s = m.stats()
+        assert (s.events_enqueued, s.events_sent, s.pending) == (1, 1, 0)
+        assert [r.body["units"] for r in gw.requests] == [7]
+        m.shutdown()
