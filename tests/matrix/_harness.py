@@ -44,10 +44,21 @@ def config(gw: Any, llm: Any, **cfg: Any) -> dict[str, Any]:
     return base
 
 
-def start(cfg: dict[str, Any]) -> subprocess.Popen[str]:
+def start(cfg: dict[str, Any]) -> subprocess.Popen[bytes]:
+    return spawn([sys.executable, WORKLOAD, json.dumps(cfg)])
+
+
+def spawn(argv: list[str]) -> subprocess.Popen[bytes]:
+    """A child whose stdout is read by ``read_until`` and then ``finish``.
+
+    The pipes are unbuffered on our side (``bufsize=0``: raw binary files). A buffered reader's
+    ``readline()`` reads ahead up to 8 KiB, and ``communicate()`` reads the descriptor directly,
+    so lines a loaded machine let pile up in the pipe were read ahead by ``read_until`` and never
+    seen by ``finish``: a killed workload's "done" lines went missing. A raw ``readline()`` reads
+    byte by byte and takes nothing past the line it returns."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT}
-    return subprocess.Popen([sys.executable, WORKLOAD, json.dumps(cfg)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0,
+                            env=env, cwd=ROOT)
 
 
 @dataclass
@@ -74,22 +85,25 @@ def parse(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-def finish(proc: subprocess.Popen[str], timeout: float, lines: list[dict[str, Any]] | None = None) -> Run:
+def finish(proc: subprocess.Popen[bytes], timeout: float, lines: list[dict[str, Any]] | None = None) -> Run:
+    """Wait for ``proc``; its lines are ``lines`` (what ``read_until`` took) and the rest of stdout."""
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         out, err = proc.communicate()
-        raise AssertionError(f"workload did not finish in {timeout}s; stderr:\n{err[-3000:]}") from None
-    return Run(proc.returncode, (lines or []) + parse(out), err)
+        raise AssertionError(f"workload did not finish in {timeout}s; stderr:\n"
+                             f"{err.decode(errors='replace')[-3000:]}") from None
+    return Run(proc.returncode, (lines or []) + parse(out.decode()), err.decode(errors="replace"))
 
 
 def run(cfg: dict[str, Any], timeout: float = 60) -> Run:
     return finish(start(cfg), timeout)
 
 
-def read_until(stream: IO[str], predicate: Any, timeout: float) -> list[dict[str, Any]]:
-    """Read JSON lines until ``predicate(lines)`` holds (the pipe is line-buffered by the child)."""
+def read_until(stream: IO[bytes], predicate: Any, timeout: float) -> list[dict[str, Any]]:
+    """Read JSON lines until ``predicate(lines)`` holds (``stream``: an unbuffered pipe from
+    ``spawn``, so that what is not read here is left for ``finish``)."""
     deadline = time.monotonic() + timeout
     lines: list[dict[str, Any]] = []
     while not predicate(lines):
