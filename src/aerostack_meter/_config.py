@@ -103,6 +103,22 @@ def _env(name: str, environ: Mapping[str, str]) -> str | None:
     return value if value not in (None, "") else None
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _env_flag(setting: str, name: str, environ: Mapping[str, str]) -> bool | None:
+    """A boolean environment variable: None when unset or empty; ConfigError on a word it can't read."""
+    value = _env(name, environ)
+    if value is None:
+        return None
+    word = value.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise ConfigError(setting, f"{name} must be one of {'/'.join(_TRUE)} or {'/'.join(_FALSE)}, "
+                               f"got {value!r}")
+
+
 def _is_loopback(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         return True
@@ -177,15 +193,14 @@ def build_settings(
         from ._stream import StreamConfig
 
         StreamConfig.from_url(options["sink"])  # raises ConfigError naming the sink
-    if "otel" not in options and _env("AEROSTACK_METER_OTEL", env):
-        options["otel"] = (_env("AEROSTACK_METER_OTEL", env) or "").lower() in ("1", "true", "yes", "on")
+    if "otel" not in options and (otel := _env_flag("otel", "AEROSTACK_METER_OTEL", env)) is not None:
+        options["otel"] = otel
     if "state_dir" not in options:
         options["state_dir"] = options.get("spool_path") or _env("AEROSTACK_METER_STATE_DIR", env)
-    if "durable" not in options and _env("AEROSTACK_METER_DURABLE", env):
-        options["durable"] = (_env("AEROSTACK_METER_DURABLE", env) or "").lower() not in (
-            "0", "false", "no", "off")
+    if "durable" not in options and (durable := _env_flag("durable", "AEROSTACK_METER_DURABLE", env)) is not None:
+        options["durable"] = durable
     if "disabled" not in options:
-        options["disabled"] = (_env("AEROSTACK_METER_DISABLED", env) or "").lower() in ("1", "true", "yes", "on")
+        options["disabled"] = bool(_env_flag("disabled", "AEROSTACK_METER_DISABLED", env))
 
     for name in ("flush_interval", "connect_timeout", "read_timeout", "max_backoff", "backoff_base",
                  "max_retry_after"):

@@ -65,6 +65,21 @@ def test_environment_is_read_and_explicit_arguments_win() -> None:
     assert build_settings(environ={}).base_url == "https://api.aerostack.dev/v1"
 
 
+@pytest.mark.parametrize("name, setting", [("AEROSTACK_METER_DISABLED", "disabled"),
+                                           ("AEROSTACK_METER_DURABLE", "durable"),
+                                           ("AEROSTACK_METER_OTEL", "otel")])
+def test_boolean_environment_variables_read_the_usual_words_and_refuse_others(name: str,
+                                                                               setting: str) -> None:
+    for word, want in (("1", True), ("TRUE", True), (" on ", True), ("yes", True),
+                       ("0", False), ("False", False), ("off", False), ("no", False)):
+        assert getattr(build_settings(environ={name: word}), setting) is want, word
+    # a typo is a bad value like any other: ConfigError naming the setting, not a silent default
+    with pytest.raises(ConfigError) as err:
+        build_settings(environ={name: "maybe"})
+    assert err.value.setting == setting and name in str(err.value) and "'maybe'" in str(err.value)
+    assert getattr(build_settings(environ={name: ""}), setting) is (setting == "durable")
+
+
 def test_init_twice_is_idempotent_and_reconfigures_on_change(tmp_path: Any) -> None:
     try:
         a = am.init(ledger_path=str(tmp_path / "a.db"), instrument=False)
