@@ -489,8 +489,8 @@ class Reporter:
                 self.counters.add("dead_lettered", batch.n_events)
                 log_once("dead_" + result.reason, logging.ERROR,
                          "aerostack_meter: the billing API refused usage (%s): %s; kept in the "
-                         "dead-letter store (see `aerostack-meter report`, resend with "
-                         "`aerostack-meter drain --retry-dead`)", result.reason,
+                         "dead-letter store (list it with `aerostack-meter report --dead-letters`, "
+                         "resend it with `aerostack-meter drain --retry-dead`)", result.reason,
                          result.message or "no message")
             else:
                 self.counters.drop(result.reason or "rejected", batch.n_events)

@@ -121,6 +121,7 @@ def test_refusals_go_to_the_dead_letter_store_not_retried(status: int,
         s = m.stats()
         assert s.dropped == {} and s.dead_lettered == 1
         assert "bad units" in caplog.text
+        assert "aerostack-meter report --dead-letters" in caplog.text  # the command that lists it
         assert m.dead_letters is not None
         [entry], bad = m.dead_letters.read()
         assert bad == 0
