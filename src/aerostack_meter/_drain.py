@@ -70,8 +70,9 @@ def drain(timeout: float | None = 60.0, *, retry_dead: bool = False,
     if st.paused:
         problems.append("the billing API refused the API key (401/403): fix AEROSTACK_API_KEY")
     if not ok or left:
-        problems.append(f"{left} event(s) not delivered yet (the billing API did not accept them "
-                        "in time); they stay on disk")
+        why = ("delivery is paused until the key is fixed" if st.paused
+               else "the billing API did not accept them in time")
+        problems.append(f"{left} event(s) not delivered yet ({why}); they stay on disk")
     elif others:
         problems.append(f"{others} event(s) belong to processes still running; they deliver them")
     if dead and not retry_dead:

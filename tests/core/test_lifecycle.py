@@ -67,6 +67,30 @@ def test_drain_delivers_what_a_process_that_skipped_its_exit_left(tmp_path: Path
         assert again.returncode == 0 and len(gw.requests) == 2  # nothing left, nothing resent
 
 
+def test_drain_with_a_refused_key_says_why_and_keeps_the_usage(tmp_path: Path) -> None:
+    with standin_server() as gw:
+        env = env_for(gw.url, tmp_path)
+        proc = child("""
+            import os, aerostack_meter as am
+            am.init(instrument=False)
+            am.log("usr", 4)
+            os._exit(0)
+        """, env)
+        assert proc.returncode == 0, proc.stderr
+        gw.respond(*[401] * 20)
+        r = drain(env, "--timeout", "2")
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "fix AEROSTACK_API_KEY" in r.stdout
+        assert "1 event(s) not delivered yet (delivery is paused until the key is fixed)" in r.stdout
+        assert "in time" not in r.stdout and KEY not in r.stdout + r.stderr
+        assert gw.accepted() == [] and gw.requests
+        with gw.lock:
+            gw.script.clear()  # the key is accepted again: the same usage goes out, once
+        r = drain(env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert gw.units_by_consumer() == {"usr": 4}
+
+
 def test_drain_exits_1_and_keeps_the_usage_while_the_api_is_down(tmp_path: Path) -> None:
     import socket
 
