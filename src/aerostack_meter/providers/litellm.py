@@ -114,7 +114,7 @@ def _guard(fn: Any, *args: Any) -> None:
 def _make_logger() -> Any:
     from litellm.integrations.custom_logger import CustomLogger
 
-    class AerostackMeterLogger(CustomLogger):
+    class AerostackMeterLogger(CustomLogger):  # type: ignore[misc, unused-ignore]  # Any without litellm
         """aerostack-meter's litellm callback (added to ``litellm.callbacks`` by ``init()``)."""
 
         def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
