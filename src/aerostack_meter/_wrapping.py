@@ -240,13 +240,17 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
 
 
 def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
-                        defaults: Defaults | None) -> Callable[..., Any]:
+                        defaults: Defaults | None, ensure: Callable[[], None] | None = None
+                        ) -> Callable[..., Any]:
     """For ``wrap()`` of a provider metered at its HTTP layer: the call is not metered here; the
     HTTP layer meters what it sends with this proxy's meter and defaults (:class:`Route`). A stream
-    manager that sends only when entered is entered under the same route."""
+    manager that sends only when entered is entered under the same route. ``ensure()`` puts the
+    layer's hooks back if ``uninstrument()`` removed them since."""
     route = Route(get_meter, defaults)
+    check = ensure if ensure is not None else _nothing
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        check()
         token = _route.set(route)
         try:
             result = wrapped(*args, **kwargs)
@@ -261,6 +265,7 @@ def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGett
 
     async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                             kwargs: dict[str, Any]) -> Any:
+        check()
         token = _route.set(route)
         try:
             return await wrapped(*args, **kwargs)
@@ -268,6 +273,10 @@ def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGett
             _route.reset(token)
 
     return async_wrapper if is_async else sync_wrapper
+
+
+def _nothing() -> None:
+    return None
 
 
 class RoutedManager(wrapt.ObjectProxy):  # type: ignore[type-arg]

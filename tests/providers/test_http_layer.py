@@ -280,3 +280,17 @@ async def test_anthropic_captured_before_init_and_raw_lines_are_billed_exactly(
     st = _stats()
     assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (2, 0, 0, 0)
     await resolve(c.close())
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_wrapped_client_stays_metered_after_uninstrument(mode: str, mock_llm: Any, gateway: Any,
+                                                                 meter: Any) -> None:
+    """``uninstrument()`` removes the base-client hooks; a call through a client wrapped earlier
+    puts them back and is metered (and only it: the global patch stays off)."""
+    wrapped = am.wrap(client(mock_llm, mode), consumer_id="w")
+    am.uninstrument()
+    before = served_tokens(mock_llm)
+    await resolve(wrapped.chat.completions.create(model=MODEL, messages=USER))
+    await resolve(client(mock_llm, mode).chat.completions.create(model=MODEL, messages=USER))
+    one = (served_tokens(mock_llm) - before) // 2
+    assert billed(gateway) == {"w": one}

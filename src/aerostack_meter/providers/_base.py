@@ -57,6 +57,7 @@ An :class:`~aerostack_meter._call.Endpoint` subclass is for what readers cannot 
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import re
@@ -122,8 +123,14 @@ class Provider:
         by routing the call to the HTTP layer with the proxy's meter and defaults."""
         if self.base_client is None:
             return make_wrapper
-        self.base_client.install()
-        return make_routed_wrapper
+        base = self.base_client
+        base.install()
+
+        def ensure() -> None:
+            if not base.installed:  # uninstrument() removed the hooks since: a wrapped client keeps working
+                base.install()
+
+        return functools.partial(make_routed_wrapper, ensure=ensure)
 
     @property
     def patched(self) -> bool:

@@ -108,8 +108,8 @@ class BaseClient:
         self._global = True
 
     def disable(self) -> None:
-        """Remove the hooks (``uninstrument()``): a client wrapped earlier is metered again from
-        its next ``wrap()`` or ``init()``."""
+        """Remove the hooks (``uninstrument()``); a call through a client wrapped earlier puts
+        them back (only its own calls are metered then)."""
         self._global = False
         self._patches.unpatch()
 
