@@ -7,8 +7,10 @@
    reserving it under the lock, and shrinking the hold at the call's end. Tokens and money units.
    Goal: under 5 µs.
 2. ``metrics="cost"`` on the caller: recording a call's usage with ``metrics="cost"`` against
-   ``metrics="tokens"`` (the pricing itself runs on the reporter thread; its cost there is shown
-   for information). Goal: no difference on the caller.
+   ``metrics="tokens"``, with the default durable store (journal in a temporary state directory)
+   and with the memory store (``durable=False``). Goal: no difference on the caller. In memory
+   mode the pricing runs on the reporter thread; in durable mode it runs on the caller (the
+   journal holds what will be billed), which is the known gap the durable rows show.
 Figures go to docs/performance.md, section "Spend control".
 """
 
@@ -19,6 +21,7 @@ import gc
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -90,14 +93,23 @@ def budget_check(unit: str, n: int, rounds: int) -> float:
     return out
 
 
-def record_cost(metrics: str, n: int, rounds: int) -> float:
-    meter = am.Meter(sink=NullSink(), api_id="api", flush_interval=60, metrics=metrics,
-                     max_queue_size=10_000_000)
-    att = Attribution("usr_1", "api", metrics)
-    try:
-        return median_us(lambda: meter.record(USAGE, att), n, rounds)
-    finally:
-        meter.shutdown(30)
+class NamedNullSink(NullSink):
+    """Drops every batch but names a destination, so the meter journals to disk first (a sink
+    without ``destination`` always gets the memory store)."""
+
+    destination = "bench-null"
+
+
+def record_cost(metrics: str, n: int, rounds: int, *, durable: bool) -> float:
+    with tempfile.TemporaryDirectory() as state:
+        meter = am.Meter(sink=NamedNullSink(), api_id="api", flush_interval=60, metrics=metrics,
+                         max_queue_size=10_000_000, durable=durable, state_dir=state)
+        assert meter.stats().durable is durable, "the store measured is not the one named"
+        att = Attribution("usr_1", "api", metrics)
+        try:
+            return median_us(lambda: meter.record(USAGE, att), n, rounds)
+        finally:
+            meter.shutdown(30)
 
 
 def pricing_on_reporter(n: int, rounds: int) -> float:
@@ -115,15 +127,20 @@ def main() -> None:
     load = os.getloadavg()[0]
     check_tokens = budget_check("tokens", args.calls, args.rounds)
     check_cost = budget_check("cost", args.calls, args.rounds)
-    rec_tokens = record_cost("tokens", args.calls, args.rounds)
-    rec_cost = record_cost("cost", args.calls, args.rounds)
+    rec_tokens = record_cost("tokens", args.calls, args.rounds, durable=True)
+    rec_cost = record_cost("cost", max(args.calls // 20, 100), args.rounds, durable=True)
+    mem_tokens = record_cost("tokens", args.calls, args.rounds, durable=False)
+    mem_cost = record_cost("cost", args.calls, args.rounds, durable=False)
     pricing = pricing_on_reporter(args.calls, args.rounds)
     rows = [
         ("budget check, local `Budget(limits=...)`, unit tokens", check_tokens, "< 5 µs"),
         ("budget check, local `Budget(limits=...)`, unit cost (µUSD)", check_cost, "< 5 µs"),
-        ('recording a call, `metrics="tokens"`', rec_tokens, ""),
-        ('recording a call, `metrics="cost"`', rec_cost,
-         f"ratio to tokens: {rec_cost / rec_tokens:.2f}x"),
+        ('recording a call, `metrics="tokens"`, durable store (default)', rec_tokens, ""),
+        ('recording a call, `metrics="cost"`, durable store (default)', rec_cost,
+         f"ratio to tokens: {rec_cost / rec_tokens:.2f}x (goal 1x: NOT met, priced on the caller)"),
+        ('recording a call, `metrics="tokens"`, memory store (`durable=False`)', mem_tokens, ""),
+        ('recording a call, `metrics="cost"`, memory store (`durable=False`)', mem_cost,
+         f"ratio to tokens: {mem_cost / mem_tokens:.2f}x"),
         ('pricing one call (reporter thread, not the caller\'s)', pricing, "information"),
     ]
     body = "\n".join([
@@ -133,7 +150,8 @@ def main() -> None:
         "caller's thread:",
         "finding the budget, the worst case (input estimate of a 4-message chat + `max_tokens`),",
         "reserving it, and shrinking the hold at the end. Pricing (`metrics=\"cost\"`) runs on the",
-        "reporter thread: on the caller, recording costs the same as with `metrics=\"tokens\"`.",
+        "reporter thread in memory mode; with the default durable store it runs on the caller's",
+        "thread (the journal holds what will be billed), a known gap (see docs/cost.md).",
         "",
         "| operation | µs per call | note |",
         "|---|---:|---|",

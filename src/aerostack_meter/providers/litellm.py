@@ -13,7 +13,7 @@ others), which no SDK patch sees. ``init()`` adds one ``CustomLogger`` to ``lite
   the SDK layer metered it already (exactly once); a response without usage is counted missing.
 
 Never a dependency: this module imports litellm only when litellm is imported by the application.
-The ``[litellm]`` extra excludes the malicious releases 1.82.7 and 1.82.8. docs/frameworks.md.
+The ``[litellm]`` extra excludes the compromised releases 1.82.7, 1.82.8 and 1.107.0. docs/frameworks.md.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class _CallbackProvider(Provider):
 PROVIDER = _CallbackProvider(
     name="litellm",
     package="litellm",
-    versions=">=1.60,<2,!=1.82.7,!=1.82.8",
+    versions=">=1.60,<2,!=1.82.7,!=1.82.8,!=1.107.0",
     targets=_targets,
     client_tree={},
 )
