@@ -14,6 +14,7 @@ import pytest
 import aerostack_meter as am
 from aerostack_meter import AerostackMeterError, ConfigError, Meter, MissingConsumerError, providers
 from aerostack_meter.providers import openai as openai_provider
+from aerostack_meter.sinks import AerostackSink, FanOutSink
 
 
 @pytest.fixture
@@ -46,6 +47,8 @@ def _bad_calls(m: Meter) -> list[tuple[str, str | None, str, Callable[[], Any]]]
         ("log metric", "log", "metric", lambda: m.log("u", 1, metric="")),
         ("log api_id", "log", "api_id", lambda: m.log("u", 1, api_id=5)),  # type: ignore[arg-type]
         ("register twice", "register", "provider", lambda: providers.register(openai_provider.PROVIDER)),
+        ("sink without a key", "AerostackSink", "api_key", lambda: AerostackSink("")),
+        ("fan-out of nothing", "FanOutSink", "sinks", lambda: FanOutSink([])),
     ]
 
 

@@ -247,7 +247,7 @@ def test_init_with_an_insecure_url_from_the_environment_fails_at_once(monkeypatc
 
 
 def test_httpx_is_never_given_the_key_as_a_default_header() -> None:
-    sink = AerostackSink(build_settings(KEY, api_id="api", environ={}))
+    sink = AerostackSink(KEY)
     client = sink._get_client()
     try:
         assert all(KEY not in v for v in client.headers.values())  # only per request, not kept

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from .._errors import ConfigError
 from .._secret import Secret
 from .._version import __version__
 from ._base import OK, Batch, SendResult
@@ -90,6 +91,8 @@ class AerostackSink:
                  connect_timeout: float = 2.0, read_timeout: float = 5.0, concurrency: int = 4,
                  verify: bool | str | ssl.SSLContext = True,
                  transport: httpx.BaseTransport | None = None, max_retry_after: float = 60.0) -> None:
+        if not isinstance(api_key, Secret) and not (isinstance(api_key, str) and api_key.strip()):
+            raise ConfigError("api_key", "must be a non-empty string or a Secret", call="AerostackSink")
         self._key: Secret = api_key if isinstance(api_key, Secret) else Secret(api_key)
         self.url = base_url.rstrip("/") + "/gateway/billing/log"
         self.destination = base_url.rstrip("/")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from .._errors import ConfigError
 from ._base import OK, Batch, SendResult, Sink
 
 __all__ = ["FanOutSink"]
@@ -13,7 +14,7 @@ __all__ = ["FanOutSink"]
 class FanOutSink:
     def __init__(self, sinks: Sequence[Sink]) -> None:
         if not sinks:
-            raise ValueError("FanOutSink needs at least one sink")
+            raise ConfigError("sinks", "needs at least one sink", call="FanOutSink")
         self.sinks = tuple(sinks)
         names = [getattr(s, "destination", None) for s in self.sinks]
         # durable only when every part names its destination
