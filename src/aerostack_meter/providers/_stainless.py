@@ -56,6 +56,8 @@ class _State:
     endpoint: Endpoint
     hint: Any
     seen: bool = False  # _process_response took the call over
+    token: Any = None  # _current and ACTIVE as they were before the call (reset after it)
+    active: Any = None
 
 
 _current: contextvars.ContextVar[_State | None] = contextvars.ContextVar("aerostack_meter_http", default=None)
@@ -193,13 +195,16 @@ class BaseClient:
             def start(found: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 """The call begins (:func:`begin`: attribution, prepare, budget; may raise before
                 anything is sent). ``None`` to call straight through, else (state, args, kwargs
-                to call with, whether they differ from the caller's)."""
+                to call with, whether they differ from the caller's); the call is then current
+                until the caller's ``finally`` resets ``state.active`` and ``state.token``."""
                 meter, defaults, endpoint, options, body, prepare, site = found
                 call, new_body, hint = begin(meter, endpoint, defaults, instance, body, site, prepare,
                                              wait=not is_async)
                 if call is None:
                     return None
                 state = _State(call, endpoint, hint)
+                state.token = _current.set(state)
+                state.active = ACTIVE.set(True)
                 if new_body is body:
                     return state, args, kwargs, False
                 try:
@@ -215,6 +220,14 @@ class BaseClient:
                 """The request returned without passing ``_process_response``: never invisible."""
                 if not state.call.done:
                     state.call.end(None, reason="unprocessed")
+
+            def retry(state: _State, instance: Any, exc: BaseException, changed: bool) -> bool:
+                """The call raised: retry as the caller wrote it (the server refused what
+                ``prepare`` changed)? If not, the call failed."""
+                if not changed or not rejected(state, instance, exc):
+                    state.call.fail()
+                    return False
+                return True
 
             def rejected(state: _State, instance: Any, exc: BaseException) -> bool:
                 """The server refused what ``prepare`` changed: retry as the caller wrote it?"""
@@ -240,14 +253,11 @@ class BaseClient:
                     if plan is None:
                         return await wrapped(*args, **kwargs)
                     state, call_args, call_kwargs, changed = plan
-                    token = _current.set(state)
-                    active = ACTIVE.set(True)
                     try:
                         try:
                             result = await wrapped(*call_args, **call_kwargs)
                         except Exception as exc:
-                            if not changed or not rejected(state, instance, exc):
-                                state.call.fail()
+                            if not retry(state, instance, exc, changed):
                                 raise
                             result = await wrapped(*args, **kwargs)  # as the caller wrote it
                         if not state.seen:
@@ -257,8 +267,8 @@ class BaseClient:
                         state.call.fail()
                         raise
                     finally:
-                        ACTIVE.reset(active)
-                        _current.reset(token)
+                        ACTIVE.reset(state.active)
+                        _current.reset(state.token)
 
                 return async_request
 
@@ -271,14 +281,11 @@ class BaseClient:
                 if plan is None:
                     return wrapped(*args, **kwargs)
                 state, call_args, call_kwargs, changed = plan
-                token = _current.set(state)
-                active = ACTIVE.set(True)
                 try:
                     try:
                         result = wrapped(*call_args, **call_kwargs)
                     except Exception as exc:
-                        if not changed or not rejected(state, instance, exc):
-                            state.call.fail()
+                        if not retry(state, instance, exc, changed):
                             raise
                         result = wrapped(*args, **kwargs)  # as the caller wrote it
                     if not state.seen:
@@ -288,8 +295,8 @@ class BaseClient:
                     state.call.fail()
                     raise
                 finally:
-                    ACTIVE.reset(active)
-                    _current.reset(token)
+                    ACTIVE.reset(state.active)
+                    _current.reset(state.token)
 
             return sync_request
 
