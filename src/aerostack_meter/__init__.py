@@ -7,7 +7,6 @@
 """
 
 from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
 
 from ._budget import Budget
 from ._config import DEFAULT_BASE_URL, Settings
@@ -22,6 +21,7 @@ from ._errors import (
 )
 from ._events import UsageEvent
 from ._global import aflush, current_consumer, flush, get_meter, init, log, shutdown, stats
+from ._lazy import lazy_names as _lazy_names
 from ._meter import Meter
 from ._stats import Stats
 from ._usage import MetricPolicy, Usage
@@ -68,16 +68,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY)

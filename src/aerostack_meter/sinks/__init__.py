@@ -6,9 +6,9 @@ builds: ``import aerostack_meter`` does not import httpx, and a ledger-only mete
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names as _lazy_names
 from ._base import Batch, SendResult, Sink
 
 if TYPE_CHECKING:
@@ -23,14 +23,4 @@ _LAZY = {"AerostackSink": "._aerostack", "FanOutSink": "._fanout", "LedgerSink":
 __all__ = ["AerostackSink", "Batch", "FanOutSink", "LedgerSink", "RedisSink", "SendResult", "Sink"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_names(globals(), _LAZY)
