@@ -56,6 +56,13 @@ def _lock(path: str) -> int | None:
         return fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # An adopter unlinks a dead owner's lock file while holding it. Whoever opened that file
+        # before the unlink and locks it after holds a lock nobody else can see: a new owner would
+        # then look dead to the next adopter, which would deliver its records a second time. So a
+        # lock counts only while the path still names the locked file.
+        held, named = os.fstat(fd), os.stat(path)
+        if (held.st_ino, held.st_dev) != (named.st_ino, named.st_dev):
+            raise OSError("lock file replaced")
     except OSError:
         os.close(fd)
         return None
@@ -87,9 +94,12 @@ class Journal:
         """A new identity: lock, first segment. The write descriptor keeps its number (``dup2``),
         so a writer that loaded it never writes to a closed or reused descriptor."""
         self.pid = os.getpid()
-        self.token = uuid.uuid4().hex[:20]
-        lock = _lock(self._lock_path(self.token))
-        if lock is None:  # pragma: no cover - a 80-bit random name already held
+        for _ in range(8):  # a new name when an adopter removed our fresh lock file under us
+            self.token = uuid.uuid4().hex[:20]
+            lock = _lock(self._lock_path(self.token))
+            if lock is not None:
+                break
+        else:  # pragma: no cover - eight lost races in a row
             raise OSError("journal lock taken")
         self._lock_fd = lock
         self.seg = 0

@@ -258,3 +258,37 @@ def test_an_adopter_that_died_mid_adoption_neither_loses_nor_doubles(tmp_path: P
         m.shutdown()
         assert gw.units_by_consumer() == {"a": 5, "b": 6}
         assert list(d.glob("*.journal*")) == []
+
+
+def test_a_lock_file_removed_between_open_and_flock_is_not_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race behind a live journal adopted as dead: an adopter unlinks a dead owner's lock file
+    while a new owner has opened it but not locked it yet. The owner's flock then succeeds on a
+    file no one else can see, so the next adopter (who opens a new file at that path) would take
+    over the live journal and deliver its records twice. The OS interleaving is forced here by
+    running the adopter's step inside ``flock``."""
+    import fcntl
+
+    from aerostack_meter import _journal
+
+    real_flock = fcntl.flock
+    raced: list[str] = []
+
+    def flock_after_an_adopter(fd: int, op: int) -> None:
+        if not raced:
+            name = next(n for n in os.listdir(tmp_path) if n.endswith(".lock"))
+            raced.append(name)
+            os.unlink(tmp_path / name)  # the adopter: took the file, found no journal, removed it
+        real_flock(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_an_adopter)
+    assert _journal._lock(str(tmp_path / "a.lock")) is None  # the path no longer names our file
+    raced.clear()
+    journal = _journal.Journal(str(tmp_path))  # the owner takes a new name and a real lock
+    try:
+        assert raced and not raced[0].startswith(journal.token)
+        held = os.stat(tmp_path / f"{journal.token}.lock")
+        assert _journal._lock(str(tmp_path / f"{journal.token}.lock")) is None  # visibly held
+        assert held.st_ino == os.fstat(journal._lock_fd).st_ino
+    finally:
+        journal.close(delete=True)
