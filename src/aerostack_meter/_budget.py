@@ -14,6 +14,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import os
 import threading
 import time
 import weakref
@@ -56,6 +57,15 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
             if _pool is None:
                 _pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="aerostack-budget")
     return _pool
+
+
+def _pool_after_fork() -> None:
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()  # the parent's workers do not exist in a child
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_pool_after_fork)
 
 
 class _SourceError(Exception):
@@ -158,6 +168,7 @@ class Budget:
             raise ConfigError("max_output_tokens", f"must be a positive int, got {max_output_tokens!r}")
         self.max_output_tokens = max_output_tokens
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._accounts: dict[str, _Account] = {}
         self._outputs: dict[tuple[str, str], int] = {}
         self._bound: weakref.WeakSet[Meter] = weakref.WeakSet()  # meters whose ledger was read
@@ -195,6 +206,20 @@ class Budget:
         b._set_timing(ttl, timeout, lag)
         b._init_common(unit, max_output_tokens)
         return b
+
+    def after_fork(self) -> None:
+        """In a forked child: new lock and HTTP client, and no lookup or reservation of the
+        parent's (its calls in flight settle in the parent; its lookups never finish here), so
+        each consumer's balance is read again. Once per process."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._http = None
+        for acct in self._accounts.values():
+            acct.reserved = 0
+            acct.future = None
+            acct.fetched = -math.inf
 
     def _set_timing(self, ttl: float, timeout: float, lag: float | None = None) -> None:
         for name, v in (("ttl", ttl), ("timeout", timeout), ("lag", 0 if lag is None else lag)):
@@ -349,6 +374,8 @@ class Budget:
         """Reserve the call's worst case, or raise :class:`BudgetExceededError`. ``None``: nothing
         to reserve (an unlimited consumer, or a source failure under ``on_budget_error="open"``).
         With ``wait=False`` (async callers, after :meth:`prefetch`) no lookup is waited for."""
+        if self._pid != os.getpid():
+            self.after_fork()
         need = self.worst_case(provider, kwargs)
         if need is None:
             return self._failed(meter, consumer_id, 0, "unpriced", None)
@@ -397,6 +424,8 @@ class Budget:
     async def prefetch(self, meter: Meter, consumer_id: str) -> None:
         """For async callers: await a stale balance's lookup in a worker thread (never blocking
         the event loop); failures are left for :meth:`reserve` to handle."""
+        if self._pid != os.getpid():
+            self.after_fork()
         with self._lock:
             acct = self._account(consumer_id)
             if time.monotonic() - acct.fetched < self.ttl:

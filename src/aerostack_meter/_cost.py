@@ -22,6 +22,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ConfigError
+from ._forkguard import no_fork
 from ._log import log_once
 
 if TYPE_CHECKING:
@@ -46,11 +47,20 @@ def require_prices() -> None:
                                      'pip install "aerostack-meter[cost]" (the genai-prices package)')
 
 
-def load_table() -> None:
-    """Import the price table now (about 0.2 s, once per process)."""
-    from genai_prices.data_snapshot import get_snapshot
+_loaded = False
 
-    get_snapshot()
+
+def load_table() -> None:
+    """Import the price table now (about 0.2 s, once per process), with ``os.fork()`` held off
+    meanwhile: it runs on background threads, and a child forked mid-import would hang."""
+    global _loaded
+    if _loaded:
+        return
+    with no_fork():
+        from genai_prices.data_snapshot import get_snapshot
+
+        get_snapshot()
+    _loaded = True
 
 
 @lru_cache(maxsize=1)
@@ -150,6 +160,8 @@ class CostPolicy:
         model = usage.model
         if not model:
             return None
+        if not _loaded:
+            load_table()
         override = self._overrides.get(model)
         if override is not None:
             result = override.calc_price(_genai_usage(usage))

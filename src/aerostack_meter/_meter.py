@@ -338,6 +338,8 @@ class Meter:
         self._live_lock = threading.Lock()
         self._live = False
         self._reporter.forked()
+        if self.settings.budget is not None:
+            self.settings.budget.after_fork()
 
     # -- delivery ---------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:

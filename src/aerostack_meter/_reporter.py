@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._forkguard import no_fork
 from ._journal_format import (
     B_ESTIMATED,
     B_INFLIGHT,
@@ -116,6 +117,7 @@ class Reporter:
         self._threads: list[threading.Thread] = []
         self._senders = False
         self.paused_until = 0.0
+        self._cold = True  # no send made yet in this process (see _forkguard)
 
     def forked(self) -> None:
         """Called in a forked child (by the at-fork hook, or by the pid check of a store put)."""
@@ -449,7 +451,12 @@ class Reporter:
         if batch.attempts:
             self.store.attempt(batch)
         try:
-            result = self.sink.send(batch)
+            if self._cold:
+                with no_fork():  # a first send imports lazily: a fork now would hang the child
+                    result = self.sink.send(batch)
+                self._cold = False
+            else:
+                result = self.sink.send(batch)
         except Exception as exc:
             self.counters.add("internal_errors")
             log_limited("sink_error", logging.ERROR, "aerostack_meter: sink %r raised %s",

@@ -4,6 +4,8 @@ then settled to its usage; real SDK calls against the mock LLM server."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -230,6 +232,45 @@ async def test_async_callers_never_block_the_loop_on_a_lookup(meter_factory: Any
         await other
     assert r.usage is not None
     assert threads and threads[0] != threading.current_thread().name
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_reads_the_balance_itself(meter_factory: Any, gpt: openai.OpenAI) -> None:
+    # The parent's lookup is in flight when the process forks: in the child it never finishes
+    # (its worker thread does not exist there), so the child must start its own.
+    parent = os.getpid()
+    asked, release = threading.Event(), threading.Event()
+
+    def balance(consumer_id: str) -> int:
+        if os.getpid() == parent:
+            asked.set()
+            release.wait(30)
+        return 10_000
+
+    meter_factory(budget=am.Budget.from_balance(balance, timeout=3), on_budget_error="closed")
+
+    def call() -> None:
+        with am.consumer("u"), contextlib.suppress(am.BudgetExceededError):
+            gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
+
+    waiting = threading.Thread(target=call)
+    waiting.start()
+    try:
+        assert asked.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 3
+            try:
+                with am.consumer("u"):
+                    r = gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
+                code = 0 if r.usage is not None else 4
+            finally:
+                os._exit(code)
+    finally:
+        release.set()
+        waiting.join(30)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 def test_wrap_budget_applies_to_that_client_only(meter_factory: Any, mock_llm: Any) -> None:

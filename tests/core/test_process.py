@@ -132,6 +132,61 @@ def test_fork_while_other_threads_hold_locks_does_not_deadlock() -> None:
         assert gw.units_by_consumer()["forked"] == 10
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("url", ["gateway", "refused"])
+def test_fork_while_a_delivery_thread_imports_does_not_hang_the_child(url: str) -> None:
+    # A first import holds that module's lock; a child forked meanwhile inherits the lock with no
+    # owner, and hangs on its own first use of the module. Our delivery threads import lazily on
+    # their first send (httpx imports httpcore; a connection loads the idna codec). Here the first
+    # import made by one of our threads is slowed (a real meta-path finder that sleeps while the
+    # module's import lock is held), and the fork lands inside it, every time.
+    with standin_server() as gw:
+        base = gw.url if url == "gateway" else "http://127.0.0.1:9/v1"
+        proc = run_child(f"""
+            import importlib.abc, os, sys, threading, time
+            importing = threading.Event()
+
+            class Slow(importlib.abc.MetaPathFinder):
+                def find_spec(self, name, path, target=None):
+                    if (threading.current_thread().name.startswith("aerostack")
+                            and not importing.is_set()):
+                        importing.set()
+                        time.sleep(0.5)  # with this module's import lock held
+                    return None  # the usual finders go on
+
+            import aerostack_meter as am
+            sys.meta_path.insert(0, Slow())
+            m = am.Meter({KEY!r}, api_id="api", base_url={base!r}, flush_interval=0.01)
+            m.log("parent", 2)
+            assert importing.wait(20), "no delivery thread imported anything"
+            pid = os.fork()
+            if pid == 0:
+                sys.meta_path.pop(0)
+                m.log("child", 3)
+                m.flush(2 if {url!r} == "refused" else 15)
+                # the child's own delivery ran: it sent, or it tried and failed
+                s = m.stats()
+                os._exit(0 if s.events_sent + s.retries else 3)
+            deadline = time.monotonic() + 25
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, 9)
+                    os.waitpid(pid, 0)
+                    sys.exit("the child hung")
+                time.sleep(0.02)
+            assert os.waitstatus_to_exitcode(status) == 0, status
+            if {url!r} == "gateway":
+                assert m.flush(15)
+            m.shutdown(0.1)
+        """, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        if url == "gateway":
+            assert gw.units_by_consumer() == {"parent": 2, "child": 3}
+
+
 def test_sigterm_handler_flushes_then_chains() -> None:
     with standin_server() as gw:
         proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
