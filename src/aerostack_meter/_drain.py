@@ -57,7 +57,7 @@ def drain(timeout: float | None = 60.0, *, retry_dead: bool = False,
             rec = recover(parse(journal.read_bytes(), final=True).records)
         except OSError:
             continue
-        others += len(rec.events) + sum(r.n_events for r in rec.requests)
+        others += len(rec.events) + sum(r.n_events for r in rec.requests) + len(rec.usages)
     dead = 0
     if meter.dead_letters is not None:
         entries, _ = meter.dead_letters.read()
@@ -67,6 +67,9 @@ def drain(timeout: float | None = 60.0, *, retry_dead: bool = False,
           + (f"; resent {dead_sent} dead letter(s), {dead_kept} refused again" if retry_dead else ""),
           file=out)
     problems = []
+    if st.awaiting_price:
+        problems.append(f"{st.awaiting_price} call(s) metered with metrics=\"cost\" cannot be priced "
+                        "here: install aerostack-meter[cost] (the price table) and run it again")
     if st.paused:
         problems.append("the billing API refused the API key (401/403): fix AEROSTACK_API_KEY")
     if not ok or left:

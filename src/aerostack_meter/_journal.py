@@ -27,14 +27,20 @@ from ._journal_format import (
     B_INFLIGHT,
     B_PREFORMED,
     EV_CALL,
+    U_ADOPTED,
     BatchRec,
     Event,
     Mark,
+    Priced,
+    RawUsage,
+    Record,
     encode_batch,
     encode_event,
     encode_mark,
+    frame,
     key_blob,
     parse,
+    usage_with_flags,
 )
 from ._log import log_once
 
@@ -131,9 +137,9 @@ class Journal:
     def size(self) -> int:
         return os.fstat(self.fd).st_size
 
-    def read_new(self) -> tuple[list[Event | BatchRec | Mark], int]:
+    def read_new(self) -> tuple[list[Record], int]:
         """Records appended since the last read (complete ones only), and bytes that were bad."""
-        out: list[Event | BatchRec | Mark] = []
+        out: list[Record] = []
         bad = 0
         while True:
             buf = os.pread(self._rfd, _READ_CHUNK, self.read_pos)
@@ -165,12 +171,12 @@ class Journal:
         self.read_pos = 0
         self._retiring.append((old_path, old_rfd, old_pos, time.monotonic()))
 
-    def retire_old(self, grace: float = 1.0) -> list[Event | BatchRec | Mark]:
+    def retire_old(self, grace: float = 1.0) -> list[Record]:
         """Delete rotated-out segments once no writer can still be inside a write to them.
 
         Returns usage records that a writer appended to the old segment in the instant before the
         rotation (they are copied into the current segment first)."""
-        late: list[Event | BatchRec | Mark] = []
+        late: list[Record] = []
         keep = []
         now = time.monotonic()
         for path, rfd, pos, since in self._retiring:
@@ -183,9 +189,9 @@ class Journal:
                 tail = os.pread(rfd, max(0, size - pos), pos) if size > pos else b""
             if tail:
                 recs = [r for r in parse(tail, pos, final=True).records
-                        if isinstance(r, Event) or (isinstance(r, BatchRec) and r.kind == "P")]
-                if recs:
-                    self.append(b"".join(_reencode(r) for r in recs))
+                        if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P")]
+                if recs:  # (a U record is copied unpriced: priced when read from the new segment)
+                    self.append(b"".join(_reencode(r, adopted=False) for r in recs))
                     late.extend(recs)
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -233,7 +239,12 @@ class Journal:
         self._open_owner()
 
 
-def _reencode(rec: Event | BatchRec) -> bytes:
+def _reencode(rec: Event | BatchRec | RawUsage, adopted: bool = True) -> bytes:
+    if isinstance(rec, RawUsage):
+        payload = rec.payload
+        if adopted and not rec.flags & U_ADOPTED:
+            payload = usage_with_flags(payload, rec.flags | U_ADOPTED)
+        return frame(payload)
     blob = key_blob(rec.consumer_id, rec.api_id, rec.metric)
     if isinstance(rec, Event):
         return encode_event(blob, rec.units, rec.flags & ~EV_CALL, rec.ts)
@@ -241,28 +252,35 @@ def _reencode(rec: Event | BatchRec) -> bytes:
 
 
 class Recovered:
-    """What a dead process left undelivered: events never sent, and requests to replay as they were."""
+    """What a dead process left undelivered: events never sent, requests to replay as they were,
+    and calls' usage never priced (``U`` records without their ``X``)."""
 
     def __init__(self) -> None:
         self.events: list[Event] = []
         self.requests: list[BatchRec] = []  # kind "P"; flags has B_INFLIGHT when maybe processed
+        self.usages: list[RawUsage] = []
         self.bad_bytes = 0
         self.quarantined: list[str] = []
 
     def encode(self) -> bytes:
-        parts: list[Event | BatchRec] = [*self.requests, *self.events]
+        parts: list[Event | BatchRec | RawUsage] = [*self.requests, *self.events, *self.usages]
         return b"".join(_reencode(r) for r in parts)
 
 
-def recover(records: list[Event | BatchRec | Mark]) -> Recovered:
+def recover(records: list[Record]) -> Recovered:
     """From one journal segment's records, what is still to deliver (pure)."""
     out = Recovered()
     done: set[str] = set()
     last: dict[str, str] = {}
     batches: list[BatchRec] = []
     pre: dict[str, BatchRec] = {}
+    priced: set[int] = set()
     for r in records:
-        if isinstance(r, Mark):
+        if isinstance(r, Priced):
+            priced.add(r.usage_offset)
+        elif isinstance(r, RawUsage):
+            continue
+        elif isinstance(r, Mark):
             if r.kind == "D":
                 done.add(r.idempotency_key)
             else:
@@ -294,11 +312,15 @@ def recover(records: list[Event | BatchRec | Mark]) -> Recovered:
     for spans in ranges.values():
         spans.sort()
     for r in records:
-        if isinstance(r, Event):
-            found = ranges.get((r.consumer_id, r.api_id, r.metric))
-            if found and _covered(found, r.offset):
+        if isinstance(r, RawUsage):
+            if r.offset not in priced:
+                out.usages.append(r)
+            continue
+        for e in r.events if isinstance(r, Priced) else (r,) if isinstance(r, Event) else ():
+            found = ranges.get((e.consumer_id, e.api_id, e.metric))
+            if found and _covered(found, e.offset):
                 continue
-            out.events.append(r)
+            out.events.append(e)
     return out
 
 
@@ -380,6 +402,7 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
                 rec = recover(parsed.records)
                 found.events.extend(rec.events)
                 found.requests.extend(rec.requests)
+                found.usages.extend(rec.usages)
                 if parsed.bad_bytes:
                     found.bad_bytes += parsed.bad_bytes
                     damaged.append(path)
@@ -397,9 +420,11 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
             for _name, rec, _bad in parsed_moves:
                 found.events.extend(rec.events)
                 found.requests.extend(rec.requests)
+                found.usages.extend(rec.usages)
             if sink is None:
                 total.events.extend(found.events)
                 total.requests.extend(found.requests)
+                total.usages.extend(found.usages)
                 continue
             origins = [n.rsplit(".adopting-", 1)[0] for n in sources]
             origins += [n.rsplit(".adopting-", 1)[0] for n, _r, _b in parsed_moves]
@@ -416,6 +441,7 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
                 os.unlink(lock_path)
             total.events.extend(found.events)
             total.requests.extend(found.requests)
+            total.usages.extend(found.usages)
             total.bad_bytes += found.bad_bytes
         finally:
             os.close(fd)

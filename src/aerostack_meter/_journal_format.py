@@ -9,6 +9,12 @@
 (for its consumer, API and metric). ``T`` an attempt is starting, ``F`` an attempt failed before the
 server could have processed it, ``D`` the request is settled (delivered, or moved to dead letters),
 ``M`` the undelivered records of a dead process's journal file were copied in (see ``_journal``).
+``U`` one call's raw usage, to be priced by a cost policy on the delivery side (written on the caller's
+thread, see ``_deferred``): timestamp, token counts, flags, then provider, model, service tier,
+consumer, api and the policy's parameters (metric, fallback, markup, unit) as length-prefixed strings.
+``X`` the ``U`` record at a given offset of the same segment, priced: that offset and the call's events
+(units, flags, consumer, api, metric). Pricing result and mark are one record, so no crash (not even
+a torn write) can separate them: a ``U`` without its ``X`` is priced again, never twice.
 
 A torn tail (the process died inside a write, or the power went) fails its length or CRC check and is
 ignored; a bad record in the middle is skipped by scanning for the next record that checks out.
@@ -22,8 +28,10 @@ import zlib
 from typing import NamedTuple
 
 __all__ = [
-    "EV_CALL", "EV_ESTIMATED", "EV_PRICED", "MAGIC", "BatchRec", "Event", "Mark", "Parsed",
-    "encode_batch", "encode_event", "encode_mark", "key_blob", "parse",
+    "EV_CALL", "EV_ESTIMATED", "EV_PRICED", "MAGIC", "U_ADOPTED", "U_ESTIMATED", "BatchRec", "Event",
+    "Mark", "Parsed", "Priced", "RawUsage", "Record", "encode_batch", "encode_event", "encode_mark",
+    "encode_priced", "encode_usage_payload", "frame", "key_blob", "parse", "strings_blob",
+    "usage_with_flags",
 ]
 
 MAGIC = 0xA5
@@ -32,11 +40,17 @@ _EV = struct.Struct("<dQB")
 _KEY = struct.Struct("<III")
 _BATCH = struct.Struct("<QQQIBH")
 _PRE = struct.Struct("<QIBH")
+_USAGE = struct.Struct("<d11QB")  # ts, 11 token counts (see RawUsage), flags
+_XHEAD = struct.Struct("<QH")  # offset of the U record, number of events
+_XEV = struct.Struct("<dQB")  # ts, units, flags (then a key blob)
+_LEN = struct.Struct("<I")
 _MAX_RECORD = 1 << 26  # a longer length field is corruption, not a record
 
 EV_ESTIMATED = 1
 EV_CALL = 2  # the first event of a metered call (for the calls_metered counter)
 EV_PRICED = 4  # priced by a cost policy (the request carries the price table in use)
+U_ESTIMATED = 1  # U: the usage is an estimate
+U_ADOPTED = 2  # U: copied from a dead process's journal (its call is not counted as metered here)
 B_ESTIMATED = 1
 B_INFLIGHT = 2  # P: the request may already have been processed (its replay is ambiguous)
 B_PREFORMED = 4  # B: the request of a P record (same key), not a sum of E records
@@ -73,8 +87,34 @@ class Mark(NamedTuple):
     outcome: int = 0
 
 
+class RawUsage(NamedTuple):
+    """A ``U`` record: one call's usage waiting to be priced (see ``_deferred``)."""
+
+    offset: int
+    ts: float
+    #: input, output, total, cached input, cache write, of which 1h, reasoning, audio input, audio
+    #: output, web search requests, (reserved)
+    counts: tuple[int, ...]
+    flags: int
+    #: provider, model, service tier, consumer, api, metric, fallback, markup, unit
+    strings: tuple[str, ...]
+    payload: bytes  # the record as written (copied as it is by adoption)
+
+
+class Priced(NamedTuple):
+    """An ``X`` record: the ``U`` record at ``usage_offset`` priced into ``events`` (each carries
+    the offset of the ``X`` record itself)."""
+
+    offset: int
+    usage_offset: int
+    events: tuple[Event, ...]
+
+
+Record = Event | BatchRec | Mark | RawUsage | Priced
+
+
 class Parsed(NamedTuple):
-    records: list[Event | BatchRec | Mark]
+    records: list[Record]
     consumed: int  # bytes fully parsed (an incomplete tail is left for later)
     bad_bytes: int  # bytes skipped because they failed their checks
 
@@ -108,6 +148,81 @@ def encode_mark(kind: str, key: str, outcome: int = 0) -> bytes:
     return _frame(kind.encode() + bytes((outcome,)) + key.encode())
 
 
+def strings_blob(*values: str) -> bytes:
+    """Length-prefixed UTF-8 strings (``UnicodeEncodeError`` for a lone surrogate)."""
+    out = []
+    for v in values:
+        b = v.encode()
+        out.append(_LEN.pack(len(b)) + b)
+    return b"".join(out)
+
+
+def encode_usage_payload(ts: float, counts: tuple[int, ...], flags: int, strings: bytes) -> bytes:
+    """A ``U`` record's payload (the caller's path inlines this; see ``_store.JournalStore``)."""
+    return b"U" + _USAGE.pack(ts, *counts, flags) + strings
+
+
+def usage_with_flags(payload: bytes, flags: int) -> bytes:
+    """A ``U`` payload with its flags byte replaced."""
+    at = _USAGE.size  # the flags byte is the last of the fixed part (after the type byte)
+    return payload[:at] + bytes((flags,)) + payload[at + 1:]
+
+
+def frame(payload: bytes) -> bytes:
+    return _frame(payload)
+
+
+def encode_priced(usage_offset: int, events: list[tuple[str, str, str, int, int]], ts: float) -> bytes:
+    """An ``X`` record: the ``U`` record at ``usage_offset`` priced into ``events``."""
+    parts = [b"X", _XHEAD.pack(usage_offset, len(events))]
+    for c, a, m, units, flags in events:
+        parts.append(_XEV.pack(ts, units, flags))
+        parts.append(key_blob(c, a, m))
+    return _frame(b"".join(parts))
+
+
+def _key_at(payload: bytes, at: int) -> tuple[str, str, str, int]:
+    lc, la, lm = _KEY.unpack_from(payload, at)
+    at += _KEY.size
+    end = at + lc + la + lm
+    if end > len(payload):
+        raise ValueError("key past the end")
+    c = payload[at:at + lc].decode()
+    a = payload[at + lc:at + lc + la].decode()
+    m = payload[at + lc + la:end].decode()
+    return c, a, m, end
+
+
+def _raw_usage(offset: int, payload: bytes) -> RawUsage:
+    ts, *counts, flags = _USAGE.unpack_from(payload, 1)
+    at = 1 + _USAGE.size
+    strings = []
+    n = len(payload)
+    while at < n:
+        (ln,) = _LEN.unpack_from(payload, at)
+        at += _LEN.size
+        if at + ln > n:
+            raise ValueError("string past the end")
+        strings.append(payload[at:at + ln].decode())
+        at += ln
+    if len(strings) < 9:
+        raise ValueError("a usage record needs nine strings")
+    return RawUsage(offset, ts, tuple(counts), flags, tuple(strings), payload)
+
+
+def _priced(offset: int, payload: bytes) -> Priced:
+    usage_offset, n = _XHEAD.unpack_from(payload, 1)
+    at = 1 + _XHEAD.size
+    events = []
+    for _ in range(n):
+        ts, units, flags = _XEV.unpack_from(payload, at)
+        c, a, m, at = _key_at(payload, at + _XEV.size)
+        events.append(Event(offset, c, a, m, units, flags, ts))
+    if at != len(payload):
+        raise ValueError("priced record length mismatch")
+    return Priced(offset, usage_offset, tuple(events))
+
+
 def _key(payload: bytes, at: int) -> tuple[str, str, str]:
     lc, la, lm = _KEY.unpack_from(payload, at)
     at += _KEY.size
@@ -119,7 +234,7 @@ def _key(payload: bytes, at: int) -> tuple[str, str, str]:
     return c, a, m
 
 
-def _decode(offset: int, payload: bytes) -> Event | BatchRec | Mark:
+def _decode(offset: int, payload: bytes) -> Record:
     kind = payload[:1]
     if kind == b"E":
         ts, units, flags = _EV.unpack_from(payload, 1)
@@ -136,6 +251,10 @@ def _decode(offset: int, payload: bytes) -> Event | BatchRec | Mark:
         return BatchRec(offset, "P", *_key(payload, at + lk), units, n, flags, key)
     if kind in (b"T", b"F", b"D", b"M"):
         return Mark(offset, kind.decode(), payload[2:].decode(), payload[1])
+    if kind == b"U":
+        return _raw_usage(offset, payload)
+    if kind == b"X":
+        return _priced(offset, payload)
     raise ValueError(f"unknown record type {kind!r}")
 
 
@@ -145,7 +264,7 @@ def parse(buf: bytes, base: int = 0, *, final: bool = False) -> Parsed:
     ``final``: nothing more will be written (a dead process's journal): an incomplete record is
     skipped like a bad one instead of being left for a later read.
     """
-    out: list[Event | BatchRec | Mark] = []
+    out: list[Record] = []
     pos = 0
     bad = 0
     n = len(buf)

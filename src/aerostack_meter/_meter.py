@@ -20,6 +20,7 @@ from ._context import Attribution, Defaults, attribute
 from ._cost import CostPolicy, warn_unpriced
 from ._cost import default_policy as default_cost_policy
 from ._deadletter import DeadLetters
+from ._deferred import params_of
 from ._errors import ConfigError
 from ._events import (
     EV_CALL,
@@ -79,6 +80,7 @@ class Meter:
             expand_late=self._expand_late, poll=0.1 if s.handle_sigterm else None)
         self._put = store.put
         self._put_many = store.put_many
+        self._put_usage = store.put_usage if isinstance(store, JournalStore) else None
         # the fast path (no user code on the caller's thread) is for the default policy alone
         self._hooked = s.before_send is not None or self._otel is not None
         self._pid = _getpid()
@@ -162,9 +164,17 @@ class Meter:
     def _record_slow(self, usage: Usage, att: Attribution) -> None:
         if not self.durable:
             # Memory mode: the policy and the hooks run on the reporter thread, off the caller's
-            # path. (Durable mode runs them here, so the journal holds what will be billed.)
+            # path. (Durable mode runs them here, so the journal holds what will be billed...)
             self._reporter.put_late(("call", usage, att, _time()))
             return
+        if self._put_usage is not None and not self._hooked:
+            # ...except a plain cost policy: the raw usage is journaled, priced on the delivery side
+            params = params_of(att.metrics)
+            if params is not None:
+                ts = _time()
+                if not self._put_usage(usage, att.consumer_id, att.api_id, params, ts):
+                    self._reporter.put_late(("call", usage, att, ts))
+                return
         self.counters.add("calls_metered")
         if usage.estimated:
             self.counters.add("events_estimated")

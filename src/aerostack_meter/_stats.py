@@ -49,6 +49,10 @@ class Stats:
     budget_errors: int = 0
     #: calls a cost policy could not price (model not in the table): billed under its fallback
     unpriced: int = 0
+    #: calls metered with a cost policy that this process could not price (another process
+    #: journaled them; the price table, the ``[cost]`` extra, is not installed here): kept on disk
+    #: for a process that can, never dropped
+    awaiting_price: int = 0
     #: the price table in use when a cost policy is configured or has priced a call
     price_table: str | None = None
     #: undelivered records kept in the Redis stream past its ``maxlen`` (never trimmed; see
@@ -79,7 +83,7 @@ _INT_FIELDS = (
     "calls_metered", "events_estimated", "usage_missing", "stream_options_rejected", "missing_consumer",
     "queue_overflows", "internal_errors", "odd_responses", "unpriced", "budget_refused", "budget_errors",
     "rejected", "dead_lettered", "events_adopted", "journal_errors", "state_files_quarantined",
-    "paused_count",
+    "paused_count", "awaiting_price",
 )
 
 

@@ -21,16 +21,21 @@ from ._journal import Journal, adopt_dead
 from ._journal_format import (
     _EV,
     _HDR,
+    _USAGE,
     B_ESTIMATED,
     B_PREFORMED,
     MAGIC,
+    U_ESTIMATED,
     BatchRec,
     Event,
-    Mark,
+    Priced,
+    RawUsage,
     encode_batch,
     encode_mark,
+    encode_priced,
     key_blob,
     parse,
+    strings_blob,
 )
 from ._log import log_once
 from .sinks import Batch
@@ -44,6 +49,8 @@ Record = Event | BatchRec
 _crc32 = __import__("zlib").crc32
 _pack_hdr = _HDR.pack
 _pack_ev = _EV.pack
+_pack_usage = _USAGE.pack
+_PRICING_PASSES = 4  # reads per delivery step that price U records and read back their X records
 
 
 class MemoryStore:
@@ -171,6 +178,10 @@ class JournalStore:
         self.token = self.journal.token
         self._fd = self.journal.fd
         self._full = False
+        self._tails: dict[tuple[str, str | None, str | None, str, str, bytes], bytes] = {}
+        self._held: list[RawUsage] = []  # U records this process cannot price (no price table)
+        self._unwritten: list[tuple[int, bytes]] = []  # X records whose write failed: (U offset, X)
+        self._owed: list[tuple[int, int]] = []  # X records written, not read back: (U offset, end)
 
     # -- caller side --------------------------------------------------------------------------
     def _blob(self, key: tuple[str, str, str]) -> bytes:
@@ -203,6 +214,39 @@ class JournalStore:
         except OSError as exc:
             self._write_failed(exc, events, ts)
 
+    def put_usage(self, usage: Any, c: str, a: str, params: bytes, ts: float) -> bool:
+        """Journal one call's raw usage (a ``U`` record, one write), to be priced on the delivery
+        side by the cost policy ``params`` names (see ``_deferred``). False when it could not be
+        written (the caller then prices it in memory)."""
+        u = usage
+        tkey = (u.provider, u.model, u.service_tier, c, a, params)
+        try:
+            tail = self._tails.get(tkey)
+            if tail is None:
+                tail = strings_blob(u.provider, u.model or "", u.service_tier or "", c, a) + params
+                if len(self._tails) > 4096:
+                    self._tails.clear()
+                self._tails[tkey] = tail
+            tools = u.server_tool_use
+            payload = b"U" + _pack_usage(
+                ts, u.input_tokens, u.output_tokens, u.total_tokens, u.cached_input_tokens,
+                u.cache_write_tokens, u.cache_write_1h_tokens, u.reasoning_tokens,
+                u.audio_input_tokens, u.audio_output_tokens,
+                tools.get("web_search_requests", 0) if tools else 0, 0,
+                U_ESTIMATED if u.estimated else 0) + tail
+        except Exception:  # an odd count or string: priced the old way, on the reporter thread
+            return False
+        try:
+            os.write(self._fd, _pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
+        except OSError as exc:
+            self._counters.add("journal_errors")
+            log_once("journal_write", logging.WARNING,
+                     "aerostack_meter: cannot write the usage journal in %s (%s); usage is kept in "
+                     "memory until it is delivered (lost if the process dies first)",
+                     self.dir, exc.strerror or type(exc).__name__)
+            return False
+        return True
+
     def _write_failed(self, exc: OSError, events: Sequence[EventTuple], ts: float) -> None:
         self._fallback.put_many(events, ts)
         self._counters.add("journal_errors")
@@ -218,16 +262,81 @@ class JournalStore:
     def reached(self, mark: Any) -> bool:
         seg, size, fb = mark
         j = self.journal
+        if j.seg == seg and (any(u < size and j.read_pos < end for u, end in self._owed)
+                             or any(u < size for u, _x in self._unwritten)):
+            return False  # a call before the mark is priced but its events are not read yet
         return (j.seg > seg or j.read_pos >= size) and self._fallback.reached(fb)
 
     def read(self) -> list[Record]:
-        records, bad = self.journal.read_new()
-        if bad:
-            self._counters.add("journal_bad_bytes", bad)
-        out: list[Record] = [r for r in records if not isinstance(r, Mark) and
-                             (isinstance(r, Event) or r.kind == "P")]
+        """New events and requests. ``U`` records are priced here (see ``_deferred``): their ``X``
+        records are written, then read back like any record, with their journal offsets."""
+        out: list[Record] = []
+        self._write_marks([])
+        for _ in range(_PRICING_PASSES):
+            records, bad = self.journal.read_new()
+            if bad:
+                self._counters.add("journal_bad_bytes", bad)
+            pos = self.journal.read_pos
+            self._owed = [o for o in self._owed if o[1] > pos]
+            marks = []
+            for r in records:
+                if isinstance(r, Event):
+                    out.append(r)
+                elif isinstance(r, Priced):
+                    out.extend(r.events)
+                elif isinstance(r, RawUsage):
+                    mark = self._price(r)
+                    if mark is not None:
+                        marks.append((r.offset, mark))
+                elif isinstance(r, BatchRec) and r.kind == "P":
+                    out.append(r)
+            if not marks or not self._write_marks(marks):
+                break
         out.extend(self._fallback.read())
         return out
+
+    def _price(self, rec: RawUsage) -> bytes | None:
+        from ._deferred import PricingUnavailable, price
+
+        try:
+            events = price(rec, self._counters)
+        except PricingUnavailable:
+            self._hold(rec)
+            return None
+        except Exception:  # never lose it to a bug of ours: kept for a later process
+            self._counters.add("internal_errors")
+            log_once("price_error", logging.ERROR, "aerostack_meter: pricing a call failed",
+                     exc_info=True)
+            self._hold(rec)
+            return None
+        return encode_priced(rec.offset, events, rec.ts)
+
+    def _hold(self, rec: RawUsage) -> None:
+        self._held.append(rec)
+        self._counters.add("awaiting_price")
+        log_once("awaiting_price", logging.WARNING,
+                 "aerostack_meter: calls metered with metrics=\"cost\" by another process cannot "
+                 "be priced here (the price table, aerostack-meter[cost], is not installed); they "
+                 "are kept in %s for a process that can (stats().awaiting_price)", self.dir)
+
+    def _write_marks(self, marks: list[tuple[int, bytes]]) -> bool:
+        """Append ``X`` records (with any whose write failed before) in one write."""
+        todo = self._unwritten + marks
+        if not todo:
+            return False
+        try:
+            self.journal.append(b"".join(x for _u, x in todo))
+        except OSError as exc:
+            self._unwritten = todo  # retried at the next read; the U stays unpriced on disk
+            self._counters.add("journal_errors")
+            log_once("journal_state", logging.WARNING,
+                     "aerostack_meter: cannot write delivery state to the journal in %s (%s)",
+                     self.dir, exc.strerror or type(exc).__name__)
+            return False
+        self._unwritten = []
+        end = self.journal.size()
+        self._owed.extend((u, end) for u, _x in todo)
+        return True
 
     def unread(self) -> int:
         size = self.journal.size()
@@ -235,9 +344,12 @@ class JournalStore:
         n = 0
         if size > pos:
             buf = os.pread(self.journal._rfd, size - pos, pos)
-            n = sum(1 for r in parse(buf, pos).records
-                    if isinstance(r, Event) or (isinstance(r, BatchRec) and r.kind == "P"))
-        return n + self._fallback.unread()
+            for r in parse(buf, pos).records:
+                if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P"):
+                    n += 1
+                elif isinstance(r, Priced):
+                    n += len(r.events)
+        return n + len(self._held) + len(self._unwritten) + self._fallback.unread()
 
     def _append(self, data: bytes) -> None:
         try:
@@ -269,7 +381,8 @@ class JournalStore:
     def maintain(self, idle: bool) -> None:
         """Rotation when everything is settled, and adoption of dead processes' journals."""
         self.journal.retire_old()  # late writes to an old segment are copied into the current one
-        if idle and self.journal.read_pos == self.journal.size() and self.journal.read_pos > 1 << 20:
+        if (idle and not self._held and not self._unwritten
+                and self.journal.read_pos == self.journal.size() and self.journal.read_pos > 1 << 20):
             self.journal.rotate()
         now = time.monotonic()
         if now - self._last_adopt >= 2.0:
@@ -287,7 +400,7 @@ class JournalStore:
             return 0
         if found.bad_bytes or found.quarantined:
             self._counters.add("state_files_quarantined", max(1, len(found.quarantined)))
-        n = len(found.events) + sum(r.n_events for r in found.requests)
+        n = len(found.events) + sum(r.n_events for r in found.requests) + len(found.usages)
         if n:
             self._counters.add("events_adopted", n)
             log_once("adopted", logging.INFO,
@@ -295,17 +408,20 @@ class JournalStore:
         return n
 
     def close(self, settled: bool) -> None:
-        self.journal.close(delete=settled and self._fallback.unread() == 0
-                           and self.journal.size() == self.journal.read_pos)
+        self.journal.close(delete=settled and self._fallback.unread() == 0 and not self._held
+                           and not self._unwritten and self.journal.size() == self.journal.read_pos)
 
     def reopen(self) -> None:
         if self.journal.closed:
             self.journal.reopen()
             self.token = self.journal.token
+            # what was held or not marked is in the closed journal, adopted from there
+            self._held, self._unwritten, self._owed = [], [], []
 
     def after_fork(self) -> None:
         self.journal.after_fork()
         self.token = self.journal.token
+        self._held, self._unwritten, self._owed = [], [], []  # the parent's, in the parent's journal
         self._fd = self.journal.fd
         self._fallback.after_fork()
 

@@ -1,0 +1,273 @@
+"""metrics="cost" with the durable journal: the caller journals the call's raw usage (a ``U``
+record) and the delivery side prices it (an ``X`` record: the events and the mark in one record).
+Real SDK calls against the mock LLM server, real child processes killed with SIGKILL, the gateway
+emulator counting what is billed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+import aerostack_meter as am
+from aerostack_meter import Usage
+from aerostack_meter._journal_format import (
+    EV_CALL,
+    EV_PRICED,
+    Priced,
+    RawUsage,
+    encode_priced,
+    parse,
+)
+
+from ..conftest import API_ID, API_KEY
+from .test_docs import _rows
+
+SONNET = "claude-sonnet-4-5"  # $3 in, $15 out per MTok: 1000 in + 200 out = 6000 µUSD
+PROMPT = [{"role": "user", "content": " ".join(["w"] * 997)}]  # 1000 input tokens at the mock
+
+
+def journal_records(state: Path) -> list[Any]:
+    out: list[Any] = []
+    for path in sorted(state.rglob("*.journal")):
+        out.extend(parse(path.read_bytes(), final=True).records)
+    return out
+
+
+def billed(gateway: Any) -> dict[tuple[str, str, str], int]:
+    return {(r["consumerId"], r["apiId"], r["metric"]): int(r["units"]) for r in gateway.client.totals()}
+
+
+def adopter(gateway: Any, state: Path, **options: Any) -> am.Meter:
+    """A live process on the same state directory (metrics "tokens": the records name their policy)."""
+    return am.Meter(API_KEY, api_id=API_ID, base_url=gateway.url, state_dir=str(state),
+                    flush_interval=0.05, instrument=False, **options)
+
+
+@pytest.fixture
+def fresh_gateway(gateway: Any) -> Iterator[Any]:
+    gateway.client.reset()
+    yield gateway
+
+
+def test_the_caller_journals_raw_usage_and_the_reporter_prices_it(
+        fresh_gateway: Any, mock_llm: Any, tmp_path: Path) -> None:
+    meter = am.Meter(API_KEY, api_id=API_ID, base_url=fresh_gateway.url, state_dir=str(tmp_path),
+                     metrics="cost", flush_interval=60)  # the reporter sleeps until flushed
+    try:
+        client = am.wrap(anthropic.Anthropic(base_url=mock_llm.anthropic_base_url, api_key="x"),
+                         meter=meter, consumer_id="u")
+        client.messages.create(model=SONNET, max_tokens=300, messages=PROMPT,  # type: ignore[arg-type]
+                               extra_headers={"x-mock-output-tokens": "200"})
+        recs = journal_records(tmp_path)
+        # on disk when the call returned, as raw usage: nothing priced on the caller's thread
+        assert [type(r) for r in recs] == [RawUsage]
+        assert recs[0].strings[:6] == ("anthropic", SONNET, "standard", "u", API_ID, "cost_micro_usd")
+        assert meter.flush(10)
+        priced = [r for r in journal_records(tmp_path) if isinstance(r, Priced)]
+        assert [(p.usage_offset, [(e.metric, e.units) for e in p.events]) for p in priced] == \
+            [(recs[0].offset, [("cost_micro_usd", 6000)])]
+        st = meter.stats()
+        assert (st.calls_metered, st.events_estimated, st.unpriced) == (1, 0, 0)
+        assert st.price_table is not None and st.price_table.startswith("genai-prices ")
+    finally:
+        meter.shutdown(5)
+    assert billed(fresh_gateway) == {("u", API_ID, "cost_micro_usd"): 6000}
+    assert list(tmp_path.rglob("*.journal")) == []  # delivered and marked: nothing left
+
+
+def test_deferred_pricing_bills_the_worked_examples_exactly_like_the_callers_path(
+        fresh_gateway: Any, tmp_path: Path) -> None:
+    rows = _rows()
+    usages = []
+    for provider, model, inp, cached, write, write_1h, out, tier, _billed in rows:
+        usages.append(Usage(provider, model, int(inp), int(out), int(inp) + int(out),
+                            cached_input_tokens=int(cached), cache_write_tokens=int(write),
+                            cache_write_1h_tokens=int(write_1h), service_tier=tier or None))
+    # a second call per consumer exercises the carried remainder (row 3 carries 0.5)
+    calls = [(f"c{i}", u) for i, u in enumerate(usages)] + [(f"c{i}", u) for i, u in enumerate(usages)]
+    reference = am.cost_policy()  # the caller-side path: the same policy, billed in order
+    expected: dict[tuple[str, str, str], int] = {}
+    for who, u in calls:
+        (metric, units), = reference.bill(u, who, API_ID, 0.0).items()  # type: ignore[union-attr]
+        expected[(who, API_ID, metric)] = expected.get((who, API_ID, metric), 0) + units
+    meter = am.Meter(API_KEY, api_id=API_ID, base_url=fresh_gateway.url, state_dir=str(tmp_path),
+                     metrics="cost", flush_interval=60)
+    try:
+        for who, u in calls:
+            meter.record(u, am._meter.Attribution(who, API_ID, "cost"))
+        assert sum(isinstance(r, RawUsage) for r in journal_records(tmp_path)) == len(calls)
+        assert meter.flush(10)
+        assert meter.stats().calls_metered == len(calls)
+    finally:
+        meter.shutdown(5)
+    assert billed(fresh_gateway) == expected
+    assert expected[("c0", API_ID, "cost_micro_usd")] == 2 * int(rows[0][-1])
+
+
+def test_variants_and_unknown_models_are_replayed_from_the_records_parameters(
+        fresh_gateway: Any, tmp_path: Path) -> None:
+    credits = am.cost_policy(markup="1.5", unit="0.0001", metric="credits", fallback="split")
+    meter = am.Meter(API_KEY, api_id=API_ID, base_url=fresh_gateway.url, state_dir=str(tmp_path),
+                     metrics=credits, flush_interval=60)
+    try:
+        att = am._meter.Attribution("u", API_ID, credits)
+        meter.record(Usage("anthropic", SONNET, 1000, 0, 1000), att)  # $0.003 * 1.5 = 45 credits
+        meter.record(Usage("openai", "ft:private", 30, 12, 42, estimated=True), att)
+        assert sum(isinstance(r, RawUsage) for r in journal_records(tmp_path)) == 2
+        assert meter.flush(10)
+        st = meter.stats()
+        assert (st.calls_metered, st.events_estimated, st.unpriced) == (2, 1, 1)
+    finally:
+        meter.shutdown(5)
+    assert billed(fresh_gateway) == {("u", API_ID, "credits"): 45, ("u", API_ID, "input_tokens"): 30,
+                                     ("u", API_ID, "output_tokens"): 12}
+
+
+def test_a_policy_with_price_overrides_or_a_hook_is_priced_on_the_caller(tmp_path: Path, gateway: Any) -> None:
+    overrides = am.cost_policy(prices={"m": {"input_mtok": 1}})
+    for options in ({"metrics": overrides}, {"metrics": "cost", "before_send": lambda e: e}):
+        state = tmp_path / str(len(list(tmp_path.iterdir())))
+        meter = am.Meter(API_KEY, api_id=API_ID, base_url=gateway.url, state_dir=str(state),
+                         flush_interval=60, **options)
+        try:
+            meter.record(Usage("openai", "m", 10, 0, 10), am._meter.Attribution("u", API_ID, options["metrics"]))
+            recs = journal_records(state)
+            assert recs and not any(isinstance(r, RawUsage) for r in recs)  # events, priced already
+        finally:
+            meter.shutdown(5)
+
+
+CHILD = """
+import sys, time
+import anthropic, aerostack_meter as am
+am.init({key!r}, api_id={api!r}, base_url={gw!r}, state_dir={state!r}, metrics="cost",
+        flush_interval=600, default_consumer_id="killed")
+client = anthropic.Anthropic(base_url={llm!r}, api_key="x")
+client.messages.create(model={model!r}, max_tokens=300, messages={prompt!r},
+                       extra_headers={{"x-mock-output-tokens": "200"}})
+print("recorded", flush=True)
+time.sleep(600)
+"""
+
+
+def record_then_kill_9(gateway: Any, mock_llm: Any, state: Path) -> RawUsage:
+    """A child process makes one metered call (metrics="cost") and is killed with SIGKILL before
+    its reporter ran: the journal it leaves holds the call's raw usage, unpriced."""
+    code = CHILD.format(key=API_KEY, api=API_ID, gw=gateway.url, state=str(state),
+                        llm=mock_llm.anthropic_base_url, model=SONNET, prompt=PROMPT)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "recorded"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        if child.stdout is not None:
+            child.stdout.close()
+    recs = journal_records(state)
+    assert [type(r) for r in recs] == [RawUsage]
+    return recs[0]  # type: ignore[no-any-return]
+
+
+def test_kill_9_after_the_call_then_an_adopter_bills_it_exactly_once(
+        fresh_gateway: Any, mock_llm: Any, tmp_path: Path) -> None:
+    record_then_kill_9(fresh_gateway, mock_llm, tmp_path)
+    m = adopter(fresh_gateway, tmp_path)
+    try:
+        assert m.flush(10)
+        st = m.stats()
+        assert (st.events_adopted, st.calls_metered, st.awaiting_price) == (1, 0, 0)
+    finally:
+        m.shutdown(5)
+    assert billed(fresh_gateway) == {("killed", API_ID, "cost_micro_usd"): 6000}
+    assert list(tmp_path.rglob("*.journal*")) == []
+    m2 = adopter(fresh_gateway, tmp_path)  # nothing is left to bill a second time
+    m2.shutdown(5)
+    assert billed(fresh_gateway) == {("killed", API_ID, "cost_micro_usd"): 6000}
+
+
+@pytest.mark.parametrize("mark", ["whole", "torn"])
+def test_a_death_around_the_pricing_neither_loses_nor_doubles(
+        fresh_gateway: Any, mock_llm: Any, tmp_path: Path, mark: str) -> None:
+    """The dead process priced the call: its ``X`` record either reached the disk whole (then its
+    events are delivered as they are, never priced again; 4321 tells them apart from a re-pricing)
+    or was torn by the crash (then the call is priced again, once)."""
+    usage = record_then_kill_9(fresh_gateway, mock_llm, tmp_path)
+    (journal,) = tmp_path.rglob("*.journal")
+    x = encode_priced(usage.offset, [("killed", API_ID, "cost_micro_usd", 4321, EV_PRICED)], usage.ts)
+    with journal.open("ab") as f:
+        f.write(x if mark == "whole" else x[:-3])
+    m = adopter(fresh_gateway, tmp_path)
+    try:
+        assert m.flush(10)
+    finally:
+        m.shutdown(5)
+    assert billed(fresh_gateway) == {("killed", API_ID, "cost_micro_usd"): 4321 if mark == "whole" else 6000}
+
+
+HIDE_PRICES = """
+import sys
+class _Hidden:  # the [cost] extra is not installed in this process
+    def __init__(self, finder): self.finder = finder
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "genai_prices":
+            return None
+        return self.finder.find_spec(name, path, target)
+sys.meta_path[:] = [_Hidden(f) if hasattr(f, "find_spec") else f for f in sys.meta_path]
+import aerostack_meter as am
+try:
+    am.cost_policy()
+except am.ConfigError:
+    print("no price table")
+m = am.Meter({key!r}, api_id={api!r}, base_url={gw!r}, state_dir={state!r}, flush_interval=0.05,
+             instrument=False, exit_timeout=0.5)
+m.flush(3)
+s = m.stats()
+print(s.awaiting_price, s.events_adopted, s.events_sent, s.pending, s.dropped.get("policy_error", 0))
+"""
+
+
+def test_an_adopter_without_the_price_table_keeps_the_usage_and_counts_it(
+        fresh_gateway: Any, mock_llm: Any, tmp_path: Path) -> None:
+    record_then_kill_9(fresh_gateway, mock_llm, tmp_path)
+    code = HIDE_PRICES.format(key=API_KEY, api=API_ID, gw=fresh_gateway.url, state=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["no price table", "1 1 0 1 0"]
+    assert "cannot be priced here" in proc.stderr
+    assert billed(fresh_gateway) == {}
+    assert sum(isinstance(r, RawUsage) for r in journal_records(tmp_path)) == 1  # kept on disk
+    m = adopter(fresh_gateway, tmp_path)  # a process with the extra prices it, once
+    try:
+        assert m.flush(10)
+    finally:
+        m.shutdown(5)
+    assert billed(fresh_gateway) == {("killed", API_ID, "cost_micro_usd"): 6000}
+    assert list(tmp_path.rglob("*.journal*")) == []
+
+
+def test_a_replay_in_this_process_carries_the_live_policys_remainder() -> None:
+    """A ``U`` record is priced with the policy this process registered under its parameters, so
+    the remainder carried per consumer is the live policy's own."""
+    from aerostack_meter._deferred import params_of, price
+    from aerostack_meter._stats import Counters
+
+    policy = am.cost_policy(unit="0.000002", metric="two_micro_usd")  # 1 Sonnet input token: 1.5
+    assert params_of(policy) is not None
+    rec = RawUsage(0, 0.0, (1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0), 0,
+                   ("anthropic", SONNET, "", "c", "api", "two_micro_usd", "tokens", "1", "0.000002"), b"")
+    counters = Counters()
+    assert price(rec, counters) == [("c", "api", "two_micro_usd", 2, EV_PRICED | EV_CALL)]
+    assert policy.carried("c", "api") == Decimal("-0.5")  # the live object carries it
+    assert price(rec, counters)[0][3] == 1 and policy.carried("c", "api") == 0
