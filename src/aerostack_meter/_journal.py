@@ -43,6 +43,7 @@ from ._journal_format import (
     usage_with_flags,
 )
 from ._log import log_once
+from ._rescue import READ_SUFFIX, settle_rescues
 
 try:
     import fcntl
@@ -75,9 +76,9 @@ def _lock(path: str) -> int | None:
     return fd
 
 
-def quarantine(path: str) -> str | None:
-    """Rename a bad state file aside (``<name>.corrupt-<time>``); returns the new name."""
-    dest = f"{path}.corrupt-{int(time.time())}-{os.getpid()}"
+def quarantine(path: str, suffix: str = "") -> str | None:
+    """Rename a bad state file aside (``<name>.corrupt-<time>-<pid><suffix>``); returns the new name."""
+    dest = f"{path}.corrupt-{int(time.time())}-{os.getpid()}{suffix}"
     try:
         os.replace(path, dest)
     except OSError:
@@ -430,10 +431,11 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
             origins += [n.rsplit(".adopting-", 1)[0] for n, _r, _b in parsed_moves]
             blob = found.encode() + b"".join(encode_mark("M", o) for o in origins)
             sink.append(blob)  # ours now (one write), before the dead files go
+            settle_rescues(directory, token, markers)
             for name in [*sources, *(n for n, _r, _b in parsed_moves)]:
                 path = os.path.join(directory, name)
-                if path in damaged:
-                    total.quarantined.extend(q for q in [quarantine(path)] if q)
+                if path in damaged:  # what it held that could be read is copied: "-read"
+                    total.quarantined.extend(q for q in [quarantine(path, READ_SUFFIX)] if q)
                     continue
                 with contextlib.suppress(OSError):
                     os.unlink(path)

@@ -38,6 +38,7 @@ from ._journal_format import (
     strings_blob,
 )
 from ._log import log_once
+from ._rescue import rescue_quarantined
 from .sinks import Batch
 
 __all__ = ["EventTuple", "JournalStore", "MemoryStore", "Store"]
@@ -182,6 +183,7 @@ class JournalStore:
         self._held: list[RawUsage] = []  # U records this process cannot price (no price table)
         self._unwritten: list[tuple[int, bytes]] = []  # X records whose write failed: (U offset, X)
         self._owed: list[tuple[int, int]] = []  # X records written, not read back: (U offset, end)
+        self._rescue_seen: set[tuple[str, int]] = set()  # quarantined files with nothing to rescue
 
     # -- caller side --------------------------------------------------------------------------
     def _blob(self, key: tuple[str, str, str]) -> bytes:
@@ -393,6 +395,7 @@ class JournalStore:
         """Take over what dead processes left in this directory (appended to our journal)."""
         try:
             found = adopt_dead(self.dir, self.token, self.journal)
+            rescued = rescue_quarantined(self.dir, self.token, self.journal.append, self._rescue_seen)
         except Exception:  # bad state never stops the app: counted, logged, retried later
             self._counters.add("internal_errors")
             log_once("adopt_error", logging.ERROR,
@@ -400,7 +403,7 @@ class JournalStore:
             return 0
         if found.bad_bytes or found.quarantined:
             self._counters.add("state_files_quarantined", max(1, len(found.quarantined)))
-        n = len(found.events) + sum(r.n_events for r in found.requests) + len(found.usages)
+        n = len(found.events) + sum(r.n_events for r in found.requests) + len(found.usages) + rescued
         if n:
             self._counters.add("events_adopted", n)
             log_once("adopted", logging.INFO,
