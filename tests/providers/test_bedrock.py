@@ -159,6 +159,23 @@ def test_client_built_before_init_is_metered_by_wrap(meter_factory: Any, gateway
     assert billed(gateway) == {"usr_w": 64}
 
 
+@pytest.mark.parametrize("how", ["client", "session"])
+def test_client_built_before_init_is_metered(meter_factory: Any, gateway: Any, mock_llm: Any,
+                                             how: str) -> None:
+    """What an app does: its boto3 client is built at import, ``init()`` runs later."""
+    early = make(mock_llm, boto3.Session() if how == "session" else None)
+    meter_factory(default_consumer_id="usr_e")
+    early.converse(modelId=MODEL, messages=MESSAGES)
+    list(early.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"])
+    early.invoke_model(modelId=MODEL, body=CLAUDE_BODY)["body"].read()
+    list(early.invoke_model_with_response_stream(modelId=MODEL, body=CLAUDE_BODY)["body"])
+    am.wrap(early, consumer_id="usr_w").converse(modelId=MODEL, messages=MESSAGES)  # once, as usr_w
+    make(mock_llm).converse(modelId=MODEL, messages=MESSAGES)  # built after: metered at its method, once
+    assert billed(gateway) == {"usr_e": 64 + 16, "usr_w": 16}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing, s.internal_errors) == (6, 0, 0, 0)
+
+
 def test_patched_and_wrapped_is_billed_once(meter: Any, gateway: Any, mock_llm: Any) -> None:
     client = am.wrap(make(mock_llm))
     client.converse(modelId=MODEL, messages=MESSAGES)

@@ -7,8 +7,13 @@ on, whether by ``boto3.client(...)``, a ``boto3.Session`` or a botocore session.
 client class per client and announces it with its ``creating-client-class.bedrock-runtime`` event;
 a handler for that event (registered for every session botocore creates from then on, and on
 boto3's default session if it exists) wraps the four methods in the class's attributes before the
-class is made. Nothing of boto3 or botocore is replaced. A client built before ``init()`` is
-metered through ``wrap(client)``. Anthropic's own ``AnthropicBedrock`` client does not go through
+class is made. A client built before ``init()`` (its class has none of those wrappers) is metered
+at ``botocore.client.BaseClient._make_api_call``, which every client method calls: the four
+operations of a ``bedrock-runtime`` client are metered there, every other call passes straight
+through; a call already metered at its method (or by ``wrap(client)``) is not metered again (the
+generic layer meters the outermost). aiobotocore clients built before ``init()`` (their
+``_make_api_call`` is their own) are metered through ``wrap(client)``. Anthropic's own
+``AnthropicBedrock`` client does not go through
 these clients (it signs with botocore and sends with httpx): it stays metered by the ``anthropic``
 provider, once.
 
@@ -171,8 +176,34 @@ class _ClientClassProvider(Provider):
             session.events.unregister(_EVENT, _on_client_class, unique_id=_UNIQUE_ID)
 
 
-def _no_targets() -> list[Target]:
-    return []
+_OPERATIONS = {"Converse": CONVERSE, "ConverseStream": CONVERSE_STREAM, "InvokeModel": INVOKE,
+               "InvokeModelWithResponseStream": INVOKE_STREAM}
+
+
+def _is_runtime(client: Any) -> bool:
+    model = getattr(getattr(client, "meta", None), "service_model", None)
+    return getattr(model, "service_name", None) == "bedrock-runtime"
+
+
+def _api_call_hook(get_meter: Any) -> Callable[..., Any]:
+    """``BaseClient._make_api_call(operation_name, api_params)``: the four operations of a
+    ``bedrock-runtime`` client, metered with ``api_params`` as the call's keyword arguments."""
+    from .._wrapping import make_wrapper
+
+    meters = {op: make_wrapper(call, False, get_meter, returns=call.returns) for op, call in _OPERATIONS.items()}
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        meter = meters.get(args[0]) if len(args) == 2 and not kwargs and type(args[0]) is str else None
+        if meter is None or not isinstance(args[1], Mapping) or not _is_runtime(instance):
+            return wrapped(*args, **kwargs)
+        operation = args[0]
+        return meter(lambda **params: wrapped(operation, params), instance, (), dict(args[1]))
+
+    return wrapper
+
+
+def _targets() -> list[Target]:
+    return [Target("botocore.client", "BaseClient._make_api_call", None, is_async=False, hook=_api_call_hook)]
 
 
 PROVIDER = _ClientClassProvider(
@@ -180,6 +211,6 @@ PROVIDER = _ClientClassProvider(
     package="botocore",
     distribution="botocore",
     versions=">=1.37,<2",
-    targets=_no_targets,
+    targets=_targets,
     client_tree={call.name: call for call in _CALLS},
 )
