@@ -395,12 +395,18 @@ class JournalStore:
         """Take over what dead processes left in this directory (appended to our journal)."""
         try:
             found = adopt_dead(self.dir, self.token, self.journal)
-            rescued = rescue_quarantined(self.dir, self.token, self.journal.append, self._rescue_seen)
         except Exception:  # bad state never stops the app: counted, logged, retried later
             self._counters.add("internal_errors")
             log_once("adopt_error", logging.ERROR,
                      "aerostack_meter: could not adopt leftover usage in %s", self.dir, exc_info=True)
             return 0
+        try:  # what older versions could not read (see _rescue)
+            rescued = rescue_quarantined(self.dir, self.token, self.journal.append, self._rescue_seen)
+        except Exception:
+            rescued = 0
+            self._counters.add("internal_errors")
+            log_once("rescue_error", logging.ERROR, "aerostack_meter: could not rescue usage from "
+                     "quarantined files in %s", self.dir, exc_info=True)
         if found.bad_bytes or found.quarantined:
             self._counters.add("state_files_quarantined", max(1, len(found.quarantined)))
         n = len(found.events) + sum(r.n_events for r in found.requests) + len(found.usages) + rescued
