@@ -137,3 +137,29 @@ def test_invalid_usage_is_counted_missing(meter: Any, gateway: Any, mock_llm: An
                                  http_headers={"x-mock-usage": "negative"})
     assert billed(gateway) == {}
     assert stats().usage_missing == 1
+
+
+FIM = {"model": "codestral-latest", "prompt": "def add(a, b):", "suffix": "return a + b"}  # P = 7
+AGENT = {"agent_id": "ag_mock", "messages": MESSAGES}  # P = 6
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("resource", ["fim", "agents"])
+async def test_fim_and_agents(meter_factory: Any, gateway: Any, mock_llm: Any, mode: str,
+                              resource: str) -> None:
+    """``client.fim`` (fill in the middle) and ``client.agents``: complete and stream, patched and
+    through ``wrap()``, each billed once from the usage the server reported."""
+    meter_factory(default_consumer_id="default")
+    args = FIM if resource == "fim" else AGENT
+    suffix = "_async" if mode == "async" else ""
+    res = getattr(make(mock_llm), resource)
+    r = await resolve(getattr(res, "complete" + suffix)(**args))
+    events = await drain(await resolve(getattr(res, "stream" + suffix)(**args)))
+    total = 17 if resource == "fim" else 16  # P + the mock's 10 output tokens
+    assert r.usage.total_tokens == total and events[-1].data.usage.total_tokens == total
+    wrapped = getattr(am.wrap(make(mock_llm), consumer_id="usr_w"), resource)
+    await resolve(getattr(wrapped, "complete" + suffix)(**args))
+    await drain(await resolve(getattr(wrapped, "stream" + suffix)(**args)))
+    assert billed(gateway) == {"default": 2 * total, "usr_w": 2 * total}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing, s.internal_errors) == (4, 0, 0, 0)

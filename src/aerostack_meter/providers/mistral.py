@@ -1,11 +1,12 @@
 """Mistral (``mistralai``): which methods are metered and where their usage lives.
 
-Metered (on ``Chat``, the class behind ``client.chat``): ``complete`` and ``stream`` and their
-``_async`` twins; ``parse``/``parse_stream`` (structured outputs) send through them. Both import
-paths the SDK has used are covered: ``from mistralai import Mistral`` (1.x, module
-``mistralai.chat``) and ``from mistralai.client import Mistral`` (2.x and later, module
-``mistralai.client.chat``). Usage: ``usage`` of the response, and of the stream's last event
-(:mod:`._mistral_usage`); a stream left early is estimated once. Not metered: ``fim``, ``agents``,
+Metered: ``complete`` and ``stream`` and their ``_async`` twins on ``Chat`` (``client.chat``),
+``Fim`` (``client.fim``, fill-in-the-middle) and ``Agents`` (``client.agents``); chat's
+``parse``/``parse_stream`` (structured outputs) send through them. Both import paths the SDK has
+used are covered: ``from mistralai import Mistral`` (1.x, modules ``mistralai.chat`` ...) and
+``from mistralai.client import Mistral`` (2.x and later, ``mistralai.client.chat`` ...). All three
+answer in the same shapes: ``usage`` of the response, and of the stream's last event
+(:mod:`._mistral_usage`); a stream left early is estimated once. Not metered:
 ``beta.conversations``, embeddings, OCR (docs/providers/mistral.md).
 """
 
@@ -20,21 +21,31 @@ from ._mistral_usage import chunk_chars, chunk_usage, response_usage
 
 __all__ = ["PROVIDER"]
 
-COMPLETE = ReaderEndpoint("mistral", "chat.complete", response=response_usage)
-STREAM = ReaderEndpoint("mistral", "chat.stream", event=chunk_usage, event_chars=chunk_chars)
+def _endpoints(resource: str) -> tuple[ReaderEndpoint, ReaderEndpoint]:
+    return (ReaderEndpoint("mistral", f"{resource}.complete", response=response_usage),
+            ReaderEndpoint("mistral", f"{resource}.stream", event=chunk_usage, event_chars=chunk_chars))
 
-_MODULES = ("mistralai.client.chat", "mistralai.chat")  # 2.x and later; 1.x
+
+COMPLETE, STREAM = _endpoints("chat")
+FIM_COMPLETE, FIM_STREAM = _endpoints("fim")
+AGENTS_COMPLETE, AGENTS_STREAM = _endpoints("agents")
+
+# resource module, class, endpoints (the module is ``mistralai.client.<m>`` in 2.x and later,
+# ``mistralai.<m>`` in 1.x)
+_RESOURCES = (("chat", "Chat", COMPLETE, STREAM), ("fim", "Fim", FIM_COMPLETE, FIM_STREAM),
+              ("agents", "Agents", AGENTS_COMPLETE, AGENTS_STREAM))
 
 
 def _targets() -> list[Target]:
     out = []
-    for module in _MODULES:
-        out += [
-            Target(module, "Chat.complete", COMPLETE, False, "response"),
-            Target(module, "Chat.complete_async", COMPLETE, True, "response"),
-            Target(module, "Chat.stream", STREAM, False, "stream"),
-            Target(module, "Chat.stream_async", STREAM, True, "stream"),
-        ]
+    for prefix in ("mistralai.client.", "mistralai."):
+        for module, cls, complete, stream in _RESOURCES:
+            out += [
+                Target(prefix + module, f"{cls}.complete", complete, False, "response"),
+                Target(prefix + module, f"{cls}.complete_async", complete, True, "response"),
+                Target(prefix + module, f"{cls}.stream", stream, False, "stream"),
+                Target(prefix + module, f"{cls}.stream_async", stream, True, "stream"),
+            ]
     return out
 
 
@@ -48,6 +59,11 @@ _CHAT: dict[str, Any] = {
     "parse_stream": HELPER,
     "parse_stream_async": HELPER,
 }
+
+
+def _leaves(complete: ReaderEndpoint, stream: ReaderEndpoint) -> dict[str, Any]:
+    return {"complete": complete, "complete_async": complete, "stream": stream, "stream_async": stream}
+
 
 def _package() -> str:
     """The import name to wait for. 1.x: the regular package ``mistralai``. 2.x and later:
@@ -66,5 +82,6 @@ PROVIDER = Provider(
     distribution="mistralai",
     versions=">=1.5,<4,!=2.4.6",
     targets=_targets,
-    client_tree={"chat": _CHAT},
+    client_tree={"chat": _CHAT, "fim": _leaves(FIM_COMPLETE, FIM_STREAM),
+                 "agents": _leaves(AGENTS_COMPLETE, AGENTS_STREAM)},
 )

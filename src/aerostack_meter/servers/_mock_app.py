@@ -53,6 +53,8 @@ _ENDPOINTS = {
     "/v1/messages/count_tokens": _Endpoint(
         "anthropic.count_tokens", _mock_anthropic.count_tokens, _mock_anthropic.error_body
     ),
+    "/v1/fim/completions": _Endpoint("mistral.fim", _mock_mistral.fim, _mock_mistral.error_body),
+    "/v1/agents/completions": _Endpoint("mistral.agents", _mock_mistral.chat, _mock_mistral.error_body),
 }
 _NOT_BILLED = {"anthropic.count_tokens", "gemini.count_tokens"}
 

@@ -1,4 +1,5 @@
-"""Mistral mock endpoint: `POST /v1/chat/completions` in Mistral's shapes (JSON and SSE).
+"""Mistral mock endpoints: `POST /v1/chat/completions`, `/v1/fim/completions` and
+`/v1/agents/completions` in Mistral's shapes (JSON and SSE).
 
 Requests whose `User-Agent` names the `mistralai` SDK (`mistral-client-python/...`, or
 Speakeasy's `... mistralai`) are answered here instead of the OpenAI
@@ -16,9 +17,9 @@ from dataclasses import replace
 from typing import Any
 
 from ._mock_plan import Frame, JsonPlan, RequestInfo, StreamPlan, split_chunks, sse
-from ._mock_usage import Usage, cap, chat_prompt, put_usage, reply_words
+from ._mock_usage import Prompt, Usage, cap, chat_prompt, put_usage, reply_words, words
 
-__all__ = ["chat", "error_body"]
+__all__ = ["chat", "error_body", "fim"]
 
 _TYPES = {400: "invalid_request_error", 401: "unauthorized", 404: "not_found", 429: "rate_limited"}
 
@@ -34,8 +35,18 @@ def error_body(status: int, message: str) -> dict[str, Any]:
 
 
 def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
+    """`POST /v1/chat/completions` and `/v1/agents/completions` (an agent answers like chat)."""
+    return _complete(body, info, chat_prompt(body))
+
+
+def fim(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
+    """`POST /v1/fim/completions`: the prompt is `prompt` and `suffix` (fill in the middle)."""
+    text = " ".join(t for t in (body.get("prompt"), body.get("suffix")) if isinstance(t, str))
+    return _complete(body, info, Prompt(words(text), text))
+
+
+def _complete(body: Mapping[str, Any], info: RequestInfo, prompt: Prompt) -> JsonPlan | StreamPlan:
     controls = info.controls
-    prompt = chat_prompt(body)
     visible, capped = cap(body, controls.output_tokens, "max_tokens")
     words = reply_words(prompt, visible)
     # Mistral reports neither cache writes nor reasoning apart: reasoning is in completion_tokens.
