@@ -367,3 +367,52 @@ def test_a_rescuer_that_died_mid_rescue_neither_loses_nor_doubles(
         m.shutdown(5)
     assert billed(fresh_gateway) == {("r", API_ID, "cost_micro_usd"): 6000}
     assert [p.name for p in d.glob("*.corrupt-*")] == [f"{origin}.rescued"]
+
+
+def drain(gateway: Any, state: Path, prelude: str = "") -> subprocess.CompletedProcess[str]:
+    """``aerostack-meter drain`` in a real process (``prelude``: code run before it)."""
+    code = prelude + "\nimport sys\nfrom aerostack_meter.cli import main\nsys.exit(main(['drain', '--timeout', '5']))\n"
+    env = {**os.environ, "AEROSTACK_API_KEY": API_KEY, "AEROSTACK_API_ID": API_ID,
+           "AEROSTACK_BASE_URL": gateway.url, "AEROSTACK_METER_STATE_DIR": str(state)}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90, env=env)
+
+
+def test_drain_prices_what_a_killed_process_left_and_says_when_it_cannot(
+        fresh_gateway: Any, mock_llm: Any, tmp_path: Path) -> None:
+    record_then_kill_9(fresh_gateway, mock_llm, tmp_path)
+    hide = HIDE_PRICES.split("import aerostack_meter as am")[0]
+    refused = drain(fresh_gateway, tmp_path, textwrap.dedent(hide))
+    assert refused.returncode == 1, refused.stderr
+    assert "1 call(s) metered with metrics=\"cost\" cannot be priced here" in refused.stdout
+    assert billed(fresh_gateway) == {}
+    for _ in range(2):  # a second drain finds nothing left to bill
+        done = drain(fresh_gateway, tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert billed(fresh_gateway) == {("killed", API_ID, "cost_micro_usd"): 6000}
+
+
+def test_a_raw_usage_record_written_to_a_rotated_out_segment_is_carried_over(tmp_path: Path) -> None:
+    """A writer that appended a ``U`` record to the old segment in the instant of a rotation:
+    the record is copied, still unpriced and with its own flags, into the current segment."""
+    from aerostack_meter._journal import Journal
+    from aerostack_meter._journal_format import encode_usage_payload, frame, strings_blob
+
+    journal = Journal(str(tmp_path))
+    try:
+        old = journal.path
+        journal.rotate()
+        u = frame(encode_usage_payload(1.0, (5, 1, 6, 0, 0, 0, 0, 0, 0, 0, 0), 1,
+                                       strings_blob("openai", "gpt-5", "", "c", "api", "cost_micro_usd",
+                                                    "tokens", "1", "0.000001")))
+        fd = os.open(old, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, u)  # the late writer
+        finally:
+            os.close(fd)
+        late = journal.retire_old(grace=0)
+        assert [type(r) for r in late] == [RawUsage] and not Path(old).exists()
+        records, bad = journal.read_new()
+        assert bad == 0 and [(type(r), r.flags, r.counts[:3]) for r in records] == \
+            [(RawUsage, 1, (5, 1, 6))]  # type: ignore[union-attr]
+    finally:
+        journal.close(delete=True)
