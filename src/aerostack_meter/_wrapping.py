@@ -32,6 +32,7 @@ from ._streams import ManagerProxy, RawProxy, proxy_stream
 
 __all__ = [
     "ACTIVE",
+    "ROUTE",
     "MeterWrapper",
     "PatchSet",
     "Route",
@@ -64,6 +65,7 @@ class Route(NamedTuple):
 
 
 _route: contextvars.ContextVar[Route | None] = contextvars.ContextVar("aerostack_meter_route", default=None)
+ROUTE = _route  # read by the HTTP layer's hook on every call (current_route() without the call)
 
 
 def current_route() -> Route | None:
@@ -121,9 +123,10 @@ def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance:
     outer = _outer.get()
     if outer is not None:
         _note_inner(outer)
-    budget = meter.budget_for(defaults)
-    if budget is not None:
-        call.reservation = _reserve(meter, budget, attribution.consumer_id, endpoint.provider, kwargs, wait)
+    if meter.settings.budget is not None or (defaults is not None and defaults.budget is not None):
+        budget = meter.budget_for(defaults)
+        if budget is not None:
+            call.reservation = _reserve(meter, budget, attribution.consumer_id, endpoint.provider, kwargs, wait)
     return call, kwargs, hint
 
 

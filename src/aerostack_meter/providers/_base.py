@@ -70,7 +70,7 @@ from .._log import log_once
 from .._usage import Usage
 from .._wrapping import PatchSet, Target, make_routed_wrapper, make_wrapper
 
-__all__ = ["Provider", "ReaderEndpoint", "ReaderReducer", "Target", "in_range", "read_field"]
+__all__ = ["Provider", "ReaderEndpoint", "ReaderReducer", "Target", "fields_of", "in_range", "read_field"]
 
 UsageReader = Callable[[Any], "Usage | None"]
 
@@ -125,12 +125,8 @@ class Provider:
             return make_wrapper
         base = self.base_client
         base.install()
-
-        def ensure() -> None:
-            if not base.installed:  # uninstrument() removed the hooks since: a wrapped client keeps working
-                base.install()
-
-        return functools.partial(make_routed_wrapper, ensure=ensure)
+        # uninstrument() removed the hooks since: a wrapped client keeps working
+        return functools.partial(make_routed_wrapper, ensure=base.ensure_installed)
 
     @property
     def patched(self) -> bool:
@@ -275,3 +271,28 @@ def read_field(obj: Any, name: str) -> Any:
         else:  # a pydantic v2 model: declared fields are in __dict__, the rest in extra
             return extra.get(name) if extra else None
     return getattr(obj, name, None)
+
+
+def _no_fields(name: str) -> None:
+    return None
+
+
+def fields_of(obj: Any) -> Callable[[str], Any]:
+    """A reader of several fields of one object: ``fields_of(obj)(name) == read_field(obj, name)``.
+
+    For a dict or a pydantic v2 model it is a dict's own ``get`` (no Python frame per field): a
+    reader reading five fields of a usage object pays one lookup of the model's storage, not five.
+    """
+    if obj is None:
+        return _no_fields
+    if obj.__class__ is dict:
+        return obj.get
+    d = getattr(obj, "__dict__", None)
+    if d is not None:
+        try:
+            extra = object.__getattribute__(obj, "__pydantic_extra__")
+        except AttributeError:
+            pass
+        else:  # declared fields win over extras of the same name, as in read_field
+            return d.get if not extra else {**extra, **d}.get
+    return functools.partial(read_field, obj)

@@ -16,6 +16,7 @@ from .._call import Endpoint, Kind, Reducer
 from .._log import log_limited
 from .._streams import AsyncStreamProxy, StreamProxy
 from .._usage import Usage
+from ._base import fields_of
 from ._openai_usage import chat_usage, get, responses_usage
 
 if TYPE_CHECKING:
@@ -86,8 +87,8 @@ class OpenAIEndpoint(Endpoint):
         return "response"
 
     def usage(self, response: Any) -> Usage | None:
-        return self._usage_of(get(response, "usage"), get(response, "model"), get(response, "id"),
-                              get(response, "service_tier"))
+        f = fields_of(response)
+        return self._usage_of(f("usage"), f("model"), f("id"), f("service_tier"))
 
     def parse_raw(self, raw: Any) -> Any:
         """A ``.with_raw_response`` result of a non-streaming call has its body read already: its

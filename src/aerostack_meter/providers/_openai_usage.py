@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import Usage, to_count
-from ._base import read_field
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
+from ._base import fields_of, read_field
 
 __all__ = ["chat_usage", "get", "responses_usage"]
 
@@ -25,18 +25,25 @@ class _Invalid(Exception):
 get = read_field  # ``obj.name`` (SDK models) or ``obj[name]`` (a body read as JSON); None when absent
 
 
-def _count(obj: Any, name: str) -> int | None:
-    value = get(obj, name)
+def _count(get: Any, name: str) -> int | None:
+    value = get(name)
     if value is None:
         return None
+    if type(value) is int and 0 <= value < _MAX_UNITS:  # the common case, without a call
+        return value
     n = to_count(value)
     if n is None:
         raise _Invalid(name)
     return n
 
 
-def _detail(obj: Any, name: str) -> int:
-    return to_count(get(obj, name)) or 0
+def _details(obj: Any, a: str, b: str, c: str | None = None) -> tuple[int, int, int]:
+    """Detail counts ``a``, ``b`` (and ``c``) of one details object; 0 for each absent or invalid."""
+    if obj is None:
+        return 0, 0, 0
+    get = fields_of(obj)
+    return (to_count(get(a)) or 0, to_count(get(b)) or 0,
+            (to_count(get(c)) or 0) if c is not None else 0)
 
 
 def _str(value: Any) -> str | None:
@@ -47,14 +54,13 @@ def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f:
            odet_f: str, service_tier: Any) -> Usage | None:
     if u is None:
         return None
+    get = fields_of(u)
     try:
-        inp = _count(u, inp_f)
-        out = _count(u, out_f)
+        inp = _count(get, inp_f)
+        out = _count(get, out_f)
         if inp is None and out is None:
             return None
-        total = _count(u, "total_tokens")
-        idet = get(u, idet_f)
-        odet = get(u, odet_f)
+        total = _count(get, "total_tokens")
     except _Invalid:
         return None
     inp = inp or 0
@@ -63,16 +69,11 @@ def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f:
         total = to_count(inp + out)
         if total is None:  # two valid parts whose sum no JSON number holds exactly: invalid usage
             return None
-    return Usage(
-        "openai", _str(model), inp, out, total,
-        cached_input_tokens=_detail(idet, "cached_tokens"),
-        cache_write_tokens=_detail(idet, "cache_write_tokens"),  # 2.x and later
-        reasoning_tokens=_detail(odet, "reasoning_tokens"),
-        audio_input_tokens=_detail(idet, "audio_tokens"),
-        audio_output_tokens=_detail(odet, "audio_tokens"),
-        response_id=_str(response_id),
-        service_tier=_str(service_tier),
-    )
+    cached, cache_write, audio_in = _details(get(idet_f), "cached_tokens", "cache_write_tokens", "audio_tokens")
+    reasoning, audio_out, _ = _details(get(odet_f), "reasoning_tokens", "audio_tokens")
+    # positionally, in Usage's field order (keywords cost twice as much on every call)
+    return Usage("openai", _str(model), inp, out, total, cached, cache_write, reasoning, audio_in,
+                 audio_out, _EMPTY, _str(response_id), False, 0, _str(service_tier))
 
 
 def chat_usage(u: Any, model: Any, response_id: Any, service_tier: Any = None) -> Usage | None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import sys
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -40,12 +41,14 @@ from urllib.parse import urlsplit
 from .._call import Call, Endpoint, Reducer
 from .._log import log_limited
 from .._meter import Meter
-from .._wrapping import ACTIVE, PatchSet, Target, begin, current_route, finish, prefetch
+from .._wrapping import ACTIVE, ROUTE, PatchSet, Target, begin, finish, prefetch
 
 __all__ = ["BaseClient"]
 
 RAW_HEADER = "X-Stainless-Raw-Response"
 _MAX_BODY = 16 * 1024 * 1024  # a raw JSON body larger than this is not kept for its usage
+_MAX_URLS = 1024  # (method, url) pairs whose endpoint is remembered
+_UNKNOWN = object()
 
 
 @dataclass
@@ -61,10 +64,6 @@ class _State:
 
 
 _current: contextvars.ContextVar[_State | None] = contextvars.ContextVar("aerostack_meter_http", default=None)
-
-
-def _options_of(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    return args[1] if len(args) > 1 else kwargs.get("options")
 
 
 def _header(options: Any, name: str) -> Any:
@@ -94,6 +93,9 @@ class BaseClient:
         self._patches = PatchSet(f"{self.module} base client", self._targets)
         self._global = False  # init() patched this SDK: calls outside wrap() are metered too
         self._suffixes = tuple(sorted(self.routes, key=len, reverse=True))
+        self._endpoints: dict[tuple[str, str], Endpoint | None] = {}
+        # named in errors (MissingConsumerError); built once, not per call
+        self._sites = {id(e): f"{e.provider} {e.name}" for e in self.routes.values()}
 
     # -- installation -----------------------------------------------------------------------
     def _targets(self) -> list[Target]:
@@ -141,9 +143,21 @@ class BaseClient:
     # -- which endpoint -----------------------------------------------------------------------
     def endpoint_for(self, options: Any) -> Endpoint | None:
         method = getattr(options, "method", None)
+        url = getattr(options, "url", None)
+        if type(method) is str and type(url) is str:  # the SDK's own: answered once per (method, url)
+            key = (method, url)
+            found = self._endpoints.get(key, _UNKNOWN)
+            if found is _UNKNOWN:
+                found = self._endpoint_for(method, url)
+                if len(self._endpoints) >= _MAX_URLS:  # many distinct URLs (query strings): start over
+                    self._endpoints.clear()
+                self._endpoints[key] = found
+            return found  # type: ignore[return-value]
+        return self._endpoint_for(method, url)
+
+    def _endpoint_for(self, method: Any, url: Any) -> Endpoint | None:
         if not isinstance(method, str) or method.lower() != "post":
             return None
-        url = getattr(options, "url", None)
         if not isinstance(url, str):
             return None
         path = url.split("?", 1)[0] if url.startswith("/") else urlsplit(url).path
@@ -154,33 +168,41 @@ class BaseClient:
                     return self.routes[suffix]
         return endpoint
 
-    def _meter(self, get_meter: Callable[[], Meter | None]) -> tuple[Meter | None, Any]:
-        route = current_route()
-        if route is not None:
-            return route.get_meter(), route.defaults
-        return (get_meter() if self._global else None), None
+    def ensure_installed(self) -> None:
+        """A wrapped client's call: put the hooks back if ``uninstrument()`` removed them since."""
+        if not self._patches.patched:
+            self._patches.patch()
 
     # -- request: the call begins ---------------------------------------------------------------
     def _request_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None]], Any]:
         base = self
 
         def factory(get_meter: Callable[[], Meter | None]) -> Any:
-            from .._global import get_meter as global_meter
+            from .. import _global
 
             def locate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 """``None`` to call straight through, else what :func:`start` needs."""
                 if ACTIVE.get():
                     return None
-                meter, defaults = base._meter(global_meter)
+                route = ROUTE.get()
+                if route is not None:  # inside a wrap() proxy's call: its meter and defaults
+                    meter, defaults = route.get_meter(), route.defaults
+                elif base._global:
+                    meter, defaults = _global._meter, None
+                else:
+                    return None
                 if meter is None or meter.settings.disabled:
                     return None
                 try:
-                    options = _options_of(args, kwargs)
-                    endpoint = base.endpoint_for(options)
+                    options: Any = args[1] if len(args) > 1 else kwargs.get("options")
+                    try:  # the SDK's own (method, url) pairs are answered once
+                        endpoint = base._endpoints[(options.method, options.url)]
+                    except (KeyError, TypeError, AttributeError):
+                        endpoint = base.endpoint_for(options)
                     if endpoint is None:
                         return None
                     body = getattr(options, "json_data", None)
-                    if not isinstance(body, Mapping):
+                    if type(body) is not dict and not isinstance(body, Mapping):
                         return None
                     # Change the request only where the user gets the SDK's stream object (an
                     # injected chunk can be hidden there), and never over the caller's extra_body.
@@ -190,7 +212,8 @@ class BaseClient:
                 except Exception:
                     _internal(meter, "request")
                     return None
-                return meter, defaults, endpoint, options, body, prepare, f"{endpoint.provider} {endpoint.name}"
+                site = base._sites.get(id(endpoint)) or f"{endpoint.provider} {endpoint.name}"
+                return meter, defaults, endpoint, options, body, prepare, site
 
             def start(found: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 """The call begins (:func:`begin`: attribution, prepare, budget; may raise before
@@ -307,25 +330,47 @@ class BaseClient:
         base = self
 
         def factory(get_meter: Callable[[], Meter | None]) -> Any:
-            def raw(state: _State, kwargs: Mapping[str, Any]) -> bool:
-                """A response the user reads unparsed: meter the bytes they read. True if so (and
-                True, with the call counted as an internal error, when looking failed)."""
+            def raw_by_cast(state: _State, kwargs: Mapping[str, Any]) -> bool:
+                """``cast_to`` hands the user the HTTP response itself: meter the bytes they read,
+                from before the SDK sees it. True if so (and True, with the call counted as an
+                internal error, when looking failed)."""
                 try:
-                    response = kwargs["response"]
-                    cast_to = kwargs.get("cast_to")
-                    if (response.request.headers.get(RAW_HEADER) is None
-                            and cast_to not in base.http_response_types()):
+                    if kwargs.get("cast_to") not in base.http_response_types():
                         return False
-                    observe_body(response, state, is_async)
                 except Exception:
                     _internal(state.call.meter, "raw")
                     state.call.fail()
+                    return True
+                observe_raw(state, kwargs)
                 return True
+
+            def raw_by_header(state: _State, kwargs: Mapping[str, Any]) -> bool:
+                """The request asked for the raw response (``with_raw_response``,
+                ``with_streaming_response``): meter the bytes the user reads. Asked after the SDK
+                returned (the SDK reads none of the body for such a response, and reading the
+                header costs more than the rest of the hook) and only of a result that may be
+                one, or of an exception."""
+                try:
+                    if kwargs["response"].request.headers.get(RAW_HEADER) is None:
+                        return False
+                except Exception:
+                    _internal(state.call.meter, "raw")
+                    state.call.fail()
+                    return True
+                observe_raw(state, kwargs)
+                return True
+
+            def observe_raw(state: _State, kwargs: Mapping[str, Any]) -> None:
+                try:
+                    observe_body(kwargs["response"], state, is_async)
+                except Exception:
+                    _internal(state.call.meter, "raw")
+                    state.call.fail()
 
             def failed(state: _State, kwargs: Mapping[str, Any]) -> None:
                 """The SDK raised after a 2xx (post-parse): bill the usage in the body, exactly."""
                 call = state.call
-                if call.done:
+                if call.done or raw_by_header(state, kwargs):
                     return
                 try:
                     response = kwargs["response"]
@@ -342,13 +387,15 @@ class BaseClient:
                     if state is None or state.call.done or args:
                         return await wrapped(*args, **kwargs)
                     state.seen = True
-                    if raw(state, kwargs):
+                    if (base._http_types is None or kwargs.get("cast_to") in base._http_types) and raw_by_cast(state, kwargs):
                         return await wrapped(*args, **kwargs)
                     try:
                         result = await wrapped(*args, **kwargs)
                     except Exception:
                         failed(state, kwargs)
                         raise
+                    if _MAY_BE_RAW.get(type(result), True) and _may_be_raw(result) and raw_by_header(state, kwargs):
+                        return result
                     return finish(state.call, state.hint, result)
 
                 return async_process
@@ -359,18 +406,36 @@ class BaseClient:
                 if state is None or state.call.done or args:
                     return wrapped(*args, **kwargs)
                 state.seen = True
-                if raw(state, kwargs):
+                if (base._http_types is None or kwargs.get("cast_to") in base._http_types) and raw_by_cast(state, kwargs):
                     return wrapped(*args, **kwargs)
                 try:
                     result = wrapped(*args, **kwargs)
                 except Exception:
                     failed(state, kwargs)
                     raise
+                if _MAY_BE_RAW.get(type(result), True) and _may_be_raw(result) and raw_by_header(state, kwargs):
+                    return result
                 return finish(state.call, state.hint, result)
 
             return sync_process
 
         return factory
+
+
+_MAY_BE_RAW: dict[type, bool] = {}
+
+
+def _may_be_raw(result: Any) -> bool:
+    """Whether ``result`` may be the SDK's raw-response wrapper (``LegacyAPIResponse``,
+    ``APIResponse``): anything but a parsed model or a stream (cached per class)."""
+    cls = type(result)
+    known = _MAY_BE_RAW.get(cls)
+    if known is None:
+        pydantic = sys.modules.get("pydantic")
+        parsed = ((pydantic is not None and issubclass(cls, pydantic.BaseModel))
+                  or hasattr(cls, "__next__") or hasattr(cls, "__anext__"))
+        known = _MAY_BE_RAW[cls] = not parsed
+    return known
 
 
 def _internal(meter: Meter, where: str) -> None:

@@ -1,0 +1,215 @@
+"""Instructions a metered call adds, counted by valgrind's callgrind (robust to a loaded machine).
+
+    python benchmarks/callgrind_overhead.py [--calls 100] [--ops chat,messages,...] [--annotate]
+
+Runs ONE process under ``valgrind --tool=callgrind`` with collection off, except inside
+``functools.reduce`` (``--toggle-collect``), and a profile dump after each ``reduce`` call: each
+timed block runs as one ``reduce`` over ``--calls`` calls, so each dump holds exactly one block.
+Blocks, in this order per operation: the bare SDK (before anything of ours touched its classes),
+then patched (``instrument()``), then ``wrap()`` (after ``uninstrument()``); each after its own
+warm-up calls. The default durable store is on (a journal in a temporary ``state_dir``; the sink
+names a destination and drops every batch). Streams are counted per call (the whole stream read)
+and per chunk (the slope between two stream lengths).
+
+Printed: instructions per call for each operation and variant, the ratio to bare, and (with
+``--annotate``) the functions of ours that the patched and wrap() blocks spend the most in.
+Nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+VARIANTS = ("bare", "patched", "wrap()")
+OPS = ("chat", "achat", "responses", "aresponses", "messages", "amessages",
+       "chat_stream", "messages_stream")
+STREAM_WORDS = (8, 128)  # reply lengths for the per-chunk slope
+
+
+def _inner(calls: int, ops: list[str], warm: int) -> None:
+    """Run under callgrind: the blocks, one ``functools.reduce`` each, in a fixed order."""
+    import asyncio
+    import functools
+
+    sys.path.insert(0, str(HERE))
+    import anthropic
+    import httpx2
+    import openai
+    from _peers_worker import MSGS, anthropic_options
+    from _timing import NullSink
+
+    import _peers_worker as pw
+
+    import aerostack_meter as am
+
+    class DurableNullSink(NullSink):
+        destination = "bench-null"
+
+    def handler_for(words: int) -> object:
+        old = pw.OUTPUT_WORDS
+        pw.OUTPUT_WORDS = words
+        try:
+            return pw.make_handler()
+        finally:
+            pw.OUTPUT_WORDS = old
+
+    am.init(sink=DurableNullSink(), api_id="api_bench", default_consumer_id="bench",
+            state_dir=tempfile.mkdtemp(prefix="aerostack-cg-"))
+    am.uninstrument()
+    loop = asyncio.new_event_loop()
+    url = "http://mock.invalid"
+
+    def clients(handler: object) -> dict[str, object]:
+        return {
+            "openai": openai.OpenAI(api_key="x", base_url=url + "/v1", http_client=httpx2.Client(
+                transport=httpx2.MockTransport(handler))),
+            "aopenai": openai.AsyncOpenAI(api_key="x", base_url=url + "/v1", http_client=httpx2.AsyncClient(
+                transport=httpx2.MockTransport(handler))),
+            "anthropic": anthropic.Anthropic(api_key="x", base_url=url, http_client=httpx2.Client(
+                transport=httpx2.MockTransport(handler)), **anthropic_options()),
+            "aanthropic": anthropic.AsyncAnthropic(api_key="x", base_url=url, http_client=httpx2.AsyncClient(
+                transport=httpx2.MockTransport(handler)), **anthropic_options()),
+        }
+
+    def sync(fn):  # type: ignore[no-untyped-def]
+        return fn
+
+    def asyn(fn):  # type: ignore[no-untyped-def]
+        def run(c: object) -> None:
+            loop.run_until_complete(fn(c))
+        return run
+
+    async def achat(c):  # type: ignore[no-untyped-def]
+        await c.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
+
+    async def aresponses(c):  # type: ignore[no-untyped-def]
+        await c.responses.create(model="gpt-4o-mini", input="Say hello.")
+
+    async def amessages(c):  # type: ignore[no-untyped-def]
+        await c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS)
+
+    def chat_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True):
+            pass
+
+    def messages_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS,
+                                   stream=True):
+            pass
+
+    table = {
+        "chat": ("openai", sync(lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MSGS))),
+        "achat": ("aopenai", asyn(achat)),
+        "responses": ("openai", sync(lambda c: c.responses.create(model="gpt-4o-mini", input="Say hello."))),
+        "aresponses": ("aopenai", asyn(aresponses)),
+        "messages": ("anthropic", sync(lambda c: c.messages.create(
+            model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS))),
+        "amessages": ("aanthropic", asyn(amessages)),
+        "chat_stream": ("openai", sync(chat_stream)),
+        "messages_stream": ("anthropic", sync(messages_stream)),
+    }
+    plain = clients(pw.make_handler())
+    by_words = {w: clients(handler_for(w)) for w in STREAM_WORDS}
+    wrapped = {id(cs): {k: am.wrap(v) for k, v in cs.items()} for cs in [plain, *by_words.values()]}
+    # Variants in order: bare (nothing of ours on the SDK's classes yet: wrap() proxies, once
+    # called, leave the base-client hooks installed), patched, then wrap().
+    for variant in VARIANTS:
+        (am.instrument if variant == "patched" else am.uninstrument)()
+        for name in ops:
+            key, op = table[name]
+            sets = [(name, plain)] if not name.endswith("_stream") else [
+                (f"{name} {w}", by_words[w]) for w in STREAM_WORDS]
+            for label, cs in sets:
+                c = wrapped[id(cs)][key] if variant == "wrap()" else cs[key]
+                for _ in range(warm):
+                    op(c)
+                print(f"BLOCK {variant}|{label}", flush=True)
+                functools.reduce(lambda acc, _i, op=op, c=c: op(c), range(calls), None)
+    am.uninstrument()
+    am.shutdown()
+
+
+def _total(path: str) -> int:
+    with open(path) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                return int(line.split()[1])
+    raise ValueError(f"no totals in {path}")
+
+
+def _ours(path: str, top: int) -> str:
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", path],
+                         capture_output=True, text=True).stdout
+    keep = [ln for ln in out.splitlines() if "aerostack_meter" in ln or "wrapt" in ln]
+    return "\n".join(keep[:top])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=100)
+    ap.add_argument("--warm", type=int, default=20)
+    ap.add_argument("--ops", default="chat,achat,responses,aresponses,messages,amessages")
+    ap.add_argument("--annotate", action="store_true")
+    ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    ops = [o for o in args.ops.split(",") if o]
+    for o in ops:
+        if o not in OPS:
+            ap.error(f"unknown op {o!r}; known: {', '.join(OPS)}")
+    if args.inner:
+        _inner(args.calls, ops, args.warm)
+        return
+    work = tempfile.mkdtemp(prefix="aerostack-cg-out-")
+    out = os.path.join(work, "cg.out")
+    cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
+           "--dump-after=functools_reduce", f"--callgrind-out-file={out}",
+           sys.executable, __file__, "--inner", "--calls", str(args.calls), "--warm", str(args.warm),
+           "--ops", ",".join(ops)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    blocks = [ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("BLOCK ")]
+    if proc.returncode != 0 or not blocks:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        raise SystemExit(proc.returncode or 1)
+    dumps = sorted(glob.glob(out + ".*"), key=lambda p: int(re.sub(r".*\.", "", p)))
+    dumps = [d for d in dumps if _total(d) > 0][-len(blocks):]
+    if len(dumps) != len(blocks):
+        raise SystemExit(f"{len(dumps)} dumps for {len(blocks)} blocks (another functools.reduce ran)")
+    per: dict[str, dict[str, float]] = {}
+    files: dict[tuple[str, str], str] = {}
+    for block, path in zip(blocks, dumps):
+        variant, label = block.split("|", 1)
+        per.setdefault(label, {})[variant] = _total(path) / args.calls
+        files[(variant, label)] = path
+    print(f"callgrind instructions per call ({args.calls} calls per block after {args.warm} warm-up; "
+          "durable store on)\n")
+    print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
+    print("|---|---:|---:|---:|")
+    for label, v in per.items():
+        b = v["bare"]
+        cells = [f"{b / 1e6:.3f} M"] + [f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" for x in ("patched", "wrap()")]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    streams = sorted({lbl.rsplit(" ", 1)[0] for lbl in per if " " in lbl})
+    for s in streams:
+        lo, hi = per[f"{s} {STREAM_WORDS[0]}"], per[f"{s} {STREAM_WORDS[1]}"]
+        words = STREAM_WORDS[1] - STREAM_WORDS[0]
+        slope = {x: (hi[x] - lo[x]) / words for x in VARIANTS}
+        print(f"\n{s}: per extra word (one content chunk/event): bare {slope['bare']:,.0f} instructions; "
+              f"patched {slope['patched'] - slope['bare']:+,.0f}; wrap() {slope['wrap()'] - slope['bare']:+,.0f}")
+    if args.annotate:
+        for (variant, label), path in files.items():
+            if variant != "bare":
+                print(f"\n## {variant} {label}: our functions, inclusive (whole block)\n{_ours(path, 25)}")
+    print(f"\n(callgrind files: {work})")
+
+
+if __name__ == "__main__":
+    main()
