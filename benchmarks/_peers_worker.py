@@ -117,10 +117,17 @@ def enable(name: str, sink: str, gateway: str) -> Setup:
     if name == "bare":
         return bare()
     if name == "aerostack":
+        import tempfile
+
+        # the default durable store (the billing sink names its destination): a fresh state
+        # directory, so no journal of an earlier run is adopted and delivered during the timing
         os.environ.update(AEROSTACK_API_KEY="ac_secret_bench", AEROSTACK_API_ID="api_bench",
-                          AEROSTACK_BASE_URL=gateway)
+                          AEROSTACK_BASE_URL=gateway,
+                          AEROSTACK_METER_STATE_DIR=tempfile.mkdtemp(prefix="aerostack-peers-"))
         import aerostack_meter
         import aerostack_meter.auto
+
+        assert aerostack_meter.stats().durable, "the durable store is not on"
 
         return Setup(*_sdk_classes(), scope=lambda: aerostack_meter.consumer("usr_1"),
                      flush=lambda: aerostack_meter.flush(30))

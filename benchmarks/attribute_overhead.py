@@ -38,16 +38,9 @@ import anthropic
 import httpx2
 import openai
 from _peers_worker import MSGS, anthropic_options, make_handler
-from _timing import NullSink
+from _timing import DurableNullSink
 
 import aerostack_meter as am
-
-
-class DurableNullSink(NullSink):
-    """Drops every batch, but names a destination, so the meter journals to disk first (the
-    default durable store: a sink without ``destination`` gets the memory store)."""
-
-    destination = "bench-null"
 
 
 def _clients(handler: Any) -> dict[str, Any]:

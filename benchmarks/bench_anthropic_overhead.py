@@ -148,7 +148,7 @@ def main() -> None:
     body = "\n".join([
         f"`python benchmarks/bench_anthropic_overhead.py` — {machine()}, anthropic {version} "
         f"(`open_telemetry=False` where supported), {args.rounds} interleaved rounds, medians of "
-        "round means of process CPU time; in-process `MockTransport`, a sink that drops batches.",
+        "round means of process CPU time; in-process `MockTransport`, the default durable store on (a journal in a temporary state directory), a sink that drops batches.",
         "",
         *lines,
         "",

@@ -96,7 +96,7 @@ def main() -> None:
     head = (
         f"`python benchmarks/bench_gemini_overhead.py` — {machine()}, google-genai "
         f"{genai.__version__}, {args.rounds} interleaved rounds, medians of round means of process "
-        "CPU time; in-process `MockTransport`, a sink that drops batches."
+        "CPU time; in-process `MockTransport`, the default durable store on, a sink that drops batches."
     )
     note = (
         "Each chunk carries the usage so far; the meter keeps the last two usage objects by "

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import openai
 import openai._base_client as _bc
 from _perfdoc import machine
-from _timing import NullSink, added_slope, bare_slope, measure, parse_args, publish, table
+from _timing import added_slope, bare_slope, init_durable, measure, parse_args, publish, table
 
 import aerostack_meter as am
 
@@ -142,7 +142,7 @@ def isolated(repeat: int) -> dict[str, float]:
     from aerostack_meter._wrapping import make_wrapper
     from aerostack_meter.providers.openai import CHAT_CREATE
 
-    meter = am.init(sink=NullSink(), api_id="api_bench", default_consumer_id="bench", flush_interval=0.5)
+    meter = init_durable(flush_interval=0.5)
     am.uninstrument()
     completion = ChatCompletion.construct(**json.loads(BODIES["chat"]))
     sse = BODIES[(LARGE, True)].decode().split("\n\n")
@@ -257,7 +257,7 @@ def main() -> None:
     body = "\n".join([
         f"`python benchmarks/bench_openai_overhead.py` — {machine()}, openai {openai.__version__} "
         f"({HX.__name__}), {args.rounds} interleaved rounds, medians of round means of process CPU "
-        f"time; in-process `MockTransport`, a sink that drops batches; load average "
+        f"time; in-process `MockTransport`, the default durable store on (a journal in a temporary state directory), a sink that drops batches; load average "
         f"{os.getloadavg()[0]:.1f} at the end of the run.",
         "",
         *lines,

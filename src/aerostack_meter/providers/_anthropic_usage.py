@@ -61,7 +61,7 @@ def read_counts(u: Any, required: tuple[str, ...] = _START_REQUIRED) -> Counts |
     if details is not None:
         thinking = _get(details, "thinking_tokens")
         if thinking is not None:
-            n = to_count(thinking)
+            n = thinking if type(thinking) is int and 0 <= thinking < _MAX_UNITS else to_count(thinking)
             if n is None:
                 return None
             out["thinking_tokens"] = n
@@ -69,7 +69,7 @@ def read_counts(u: Any, required: tuple[str, ...] = _START_REQUIRED) -> Counts |
     if creation is not None:
         one_hour = _get(creation, "ephemeral_1h_input_tokens")
         if one_hour is not None:
-            n = to_count(one_hour)
+            n = one_hour if type(one_hour) is int and 0 <= one_hour < _MAX_UNITS else to_count(one_hour)
             if n is None:
                 return None
             out["cache_write_1h"] = n

@@ -14,7 +14,7 @@ layer proxies, so its own object is untouched.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .._call import Endpoint, Kind, Reducer
@@ -119,8 +119,8 @@ class Messages(Endpoint):
             _KINDS[cls] = kind
         return kind
 
-    def usage(self, response: Any) -> Usage | None:
-        return message_usage(response)
+    # the reader itself (one call less on every metered call than a method calling it)
+    usage: Callable[[Any], Usage | None] = staticmethod(message_usage)  # type: ignore[assignment]
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         return MessageReducer(self.provider, kwargs)
