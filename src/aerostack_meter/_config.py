@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from ._errors import ConfigError
-from ._secret import Secret
+from ._secret import Secret, header_key
 
 if TYPE_CHECKING:
     import ssl
@@ -177,8 +177,8 @@ def build_settings(
         raise ConfigError(unknown[0], f"unknown option; known options are {', '.join(sorted(_OPTION_NAMES))}")
 
     key = api_key if api_key is not None else _env("AEROSTACK_API_KEY", env)
-    if key is not None and (not isinstance(key, str) or not key.strip()):
-        raise ConfigError("api_key", "must be a non-empty string")
+    if key is not None:
+        key = header_key(key)
     api_id = api_id if api_id is not None else _env("AEROSTACK_API_ID", env)
     _check_id("api_id", api_id)
     options.setdefault("default_consumer_id", _env("AEROSTACK_METER_DEFAULT_CONSUMER", env))

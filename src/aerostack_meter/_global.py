@@ -68,7 +68,10 @@ def log(consumer_id: str, units: int, *, metric: str = "units", api_id: str | No
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Deliver everything recorded so far; True when nothing is left pending."""
+    """Deliver everything recorded so far; True when nothing is left pending. ``timeout`` in
+    seconds; ``None`` waits as long as delivery takes (through an outage of the billing API too;
+    it returns ``False`` at once while the API refuses the key). What is not delivered stays on
+    disk (durable mode) and is delivered later."""
     meter = _meter
     return True if meter is None else meter.flush(timeout)
 

@@ -1,10 +1,27 @@
-"""The API key holder: its repr, str and format never show it, and it cannot be pickled."""
+"""The API key: its check, and its holder (repr, str and format never show it; never pickled)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Secret"]
+__all__ = ["Secret", "header_key"]
+
+
+def header_key(key: Any, call: str | None = None) -> str:
+    """The key as sent in ``X-Aerostack-Key``: surrounding whitespace removed (a key read from a
+    secret file or an env file often ends in a newline), and nothing an HTTP header cannot carry
+    (visible ASCII only). Raises :class:`~aerostack_meter.ConfigError` naming ``api_key``, never
+    quoting the key."""
+    from ._errors import ConfigError
+
+    if not isinstance(key, str) or not key.strip():
+        raise ConfigError("api_key", "must be a non-empty string", call=call)
+    key = key.strip()
+    if not all("!" <= ch <= "~" for ch in key):
+        raise ConfigError("api_key", "contains a character an HTTP header cannot carry (a space, a "
+                                     "control character or non-ASCII): check where the key is read "
+                                     "from", call=call)
+    return key
 
 
 class Secret:

@@ -137,3 +137,26 @@ def test_disabled_meter_records_nothing(tmp_path: Any) -> None:
     assert m.flush(1)
     assert m.stats().events_enqueued == 0
     m.shutdown()
+
+
+@pytest.mark.parametrize("raw", ["ac_secret_k8s\n", "  ac_secret_k8s\r\n", "\tac_secret_k8s "])
+def test_a_key_read_with_surrounding_whitespace_is_sent_without_it(raw: str) -> None:
+    # A key read from a mounted secret or an env file often ends in a newline: no HTTP header can
+    # carry one, so the request never left the process and flush() waited for ever.
+    with standin_server() as gw:
+        m = Meter(raw, api_id="api", base_url=gw.url, flush_interval=0.01)
+        m.log("usr", 5)
+        assert m.flush(10)
+        m.shutdown()
+        assert [r.headers["x-aerostack-key"] for r in gw.requests] == ["ac_secret_k8s"]
+        assert gw.units_by_consumer() == {"usr": 5}
+
+
+@pytest.mark.parametrize("bad", ["ac secret", "ac_secret_cl\u00e9", "ac\u200bsecret", "ac\nsecret", "ac\x00x"])
+def test_a_key_no_header_can_carry_is_refused_at_once_without_quoting_it(bad: str) -> None:
+    for build in (lambda: Meter(bad, api_id="api", base_url="http://127.0.0.1:9/v1"),
+                  lambda: build_settings(environ={"AEROSTACK_API_KEY": bad}),
+                  lambda: am.sinks.AerostackSink(bad)):
+        with pytest.raises(ConfigError) as info:
+            build()
+        assert info.value.setting == "api_key" and bad not in str(info.value)

@@ -11,8 +11,7 @@ from typing import Any
 
 import httpx
 
-from .._errors import ConfigError
-from .._secret import Secret
+from .._secret import Secret, header_key
 from .._version import __version__
 from ._base import OK, Batch, SendResult
 
@@ -91,9 +90,8 @@ class AerostackSink:
                  connect_timeout: float = 2.0, read_timeout: float = 5.0, concurrency: int = 4,
                  verify: bool | str | ssl.SSLContext = True,
                  transport: httpx.BaseTransport | None = None, max_retry_after: float = 60.0) -> None:
-        if not isinstance(api_key, Secret) and not (isinstance(api_key, str) and api_key.strip()):
-            raise ConfigError("api_key", "must be a non-empty string or a Secret", call="AerostackSink")
-        self._key: Secret = api_key if isinstance(api_key, Secret) else Secret(api_key)
+        raw = api_key.reveal() if isinstance(api_key, Secret) else api_key
+        self._key = Secret(header_key(raw, "AerostackSink"))
         self.url = base_url.rstrip("/") + "/gateway/billing/log"
         self.destination = base_url.rstrip("/")
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
@@ -146,6 +144,8 @@ class AerostackSink:
             return SendResult("retry", reason=type(exc).__name__, ambiguous=ambiguous)
         except httpx.ConnectError as exc:
             return SendResult("retry", reason="ConnectError", message=_safe(exc, self._key))
+        except httpx.LocalProtocolError as exc:  # refused before anything was sent
+            return SendResult("retry", reason="LocalProtocolError", message=_safe(exc, self._key))
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             return SendResult("retry", reason=type(exc).__name__, ambiguous=True,
                               message=_safe(exc, self._key))
