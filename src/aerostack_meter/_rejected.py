@@ -1,9 +1,13 @@
 """Usage the billing API refused for lack of funds (HTTP 402, or an insufficient-funds code).
 
-The provider was paid, so this usage is never dropped: it is kept in the ``rejected`` table of
-the local ledger file (``ledger_path``), counted in ``stats().rejected``, and handed to the app's
-``on_rejected(event, reason)`` callback, which may top up the wallet, suspend the consumer or bill
-the usage some other way (docs/budgets.md).
+The provider was paid, so this usage is never dropped: it is kept as a dead letter in the state
+directory (listed by ``aerostack-meter report --dead-letters``, resent by ``aerostack-meter drain
+--retry-dead`` once the wallet is topped up), counted in ``stats().rejected``, and handed to the
+app's ``on_rejected(event, reason)`` callback, which may top up the wallet, suspend the consumer or
+bill the usage some other way (docs/budgets.md). The ``rejected`` table of the local ledger file
+holds it too when a ledger path is configured (``ledger_path`` / ``AEROSTACK_METER_LEDGER``), or
+when there is no state directory. Kept nowhere (every write failed): counted in
+``stats().dropped["rejected_unkept"]`` and logged.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import sqlite3
 import threading
 import time
 
-from ._config import Settings
+from ._config import DEFAULT_LEDGER, Settings
 from ._events import UsageEvent
 from ._log import log_limited, log_once
 from ._sqlite import connect
@@ -48,13 +52,39 @@ class RejectedStore:
         self.counters = counters
         self._lock = threading.Lock()
 
-    def keep(self, batch: Batch, result: SendResult) -> None:
-        """Never raises: a failure to keep is logged and counted."""
+    def keep(self, batch: Batch, result: SendResult, dead_lettered: bool = False) -> None:
+        """Never raises: a failure to keep is logged and counted. ``dead_lettered``: the batch is
+        in the dead-letter store already."""
         self.counters.add("rejected", batch.n_events)
-        log_once("insufficient_funds", logging.WARNING,
-                 "aerostack_meter: the billing API refused usage for lack of funds (%s); it is kept "
-                 "in the local ledger's rejected table and passed to on_rejected", result.message or "402")
         reason = result.message or INSUFFICIENT_FUNDS
+        kept = dead_lettered
+        if not dead_lettered or self.settings.ledger_path != DEFAULT_LEDGER:
+            kept = self._into_ledger(batch, reason) or kept
+        if kept:
+            log_once("insufficient_funds", logging.WARNING,
+                     "aerostack_meter: the billing API refused usage for lack of funds (%s); it is kept%s "
+                     "and passed to on_rejected", result.message or "402",
+                     " as a dead letter (`aerostack-meter drain --retry-dead` resends it after a top-up)"
+                     if dead_lettered else " in the local ledger's rejected table")
+        else:
+            self.counters.drop("rejected_unkept", batch.n_events)
+            log_limited("rejected_unkept", logging.ERROR,
+                        "aerostack_meter: the billing API refused usage for lack of funds (%s) and it "
+                        "could not be kept anywhere (no writable state directory or ledger)",
+                        result.message or "402")
+        hook = self.settings.on_rejected
+        if hook is None:
+            return
+        event = UsageEvent(batch.consumer_id, batch.api_id, batch.metric, batch.units,
+                           estimated=batch.estimated, event_id=batch.idempotency_key)
+        try:
+            hook(event, reason)
+        except Exception as exc:
+            self.counters.add("internal_errors")
+            log_limited("on_rejected", logging.ERROR, "aerostack_meter: on_rejected raised %s",
+                        type(exc).__name__)
+
+    def _into_ledger(self, batch: Batch, reason: str) -> bool:
         try:
             with self._lock:
                 path = self.settings.ledger_path
@@ -69,18 +99,6 @@ class RejectedStore:
                          batch.n_events, reason, batch.idempotency_key))
                 finally:
                     conn.close()
-        except (sqlite3.Error, OSError) as exc:
-            self.counters.add("internal_errors")
-            log_limited("rejected_store", logging.ERROR,
-                        "aerostack_meter: could not keep rejected usage locally (%s)", type(exc).__name__)
-        hook = self.settings.on_rejected
-        if hook is None:
-            return
-        event = UsageEvent(batch.consumer_id, batch.api_id, batch.metric, batch.units,
-                           estimated=batch.estimated, event_id=batch.idempotency_key)
-        try:
-            hook(event, reason)
-        except Exception as exc:
-            self.counters.add("internal_errors")
-            log_limited("on_rejected", logging.ERROR, "aerostack_meter: on_rejected raised %s",
-                        type(exc).__name__)
+        except (sqlite3.Error, OSError):
+            return False
+        return True

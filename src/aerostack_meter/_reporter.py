@@ -46,7 +46,7 @@ __all__ = ["Reporter"]
 Key = tuple[str, str, str]
 MAX_UNITS = 2**53 - 1  # the largest integer every JSON parser reads exactly
 DeadLetter = Callable[[Batch, SendResult], bool]
-Rejected = Callable[[Batch, SendResult], None]
+Rejected = Callable[[Batch, SendResult, bool], None]  # the bool: kept as a dead letter
 
 
 class _Flush:
@@ -367,6 +367,15 @@ class Reporter:
             else:
                 self._admit(key, acc, hi=hi)
 
+    def _keep_dead(self, batch: Batch, result: SendResult) -> bool:
+        """Into the dead-letter store (the state directory); False when there is none or it fails."""
+        if self._dead_letter is None:
+            return False
+        try:
+            return bool(self._dead_letter(batch, result))
+        except Exception:
+            return False
+
     def _read_pos(self) -> int:
         store = self.store
         return store.journal.read_pos if isinstance(store, JournalStore) else 0
@@ -481,18 +490,14 @@ class Reporter:
             self._settle(batch)
             return
         if decision.action == "dead" and result.reason == INSUFFICIENT_FUNDS and self._rejected:
-            self._rejected(batch, result)  # kept, never dropped: the provider was paid
+            # kept, never dropped (the provider was paid): as a dead letter, which `drain
+            # --retry-dead` resends once the wallet is topped up; the app is told
+            self._rejected(batch, result, self._keep_dead(batch, result))
             self.store.settled(batch, dead=True)
             self._settle(batch)
             return
         if decision.action == "dead":
-            kept = False
-            if self._dead_letter is not None:
-                try:
-                    kept = self._dead_letter(batch, result)
-                except Exception:
-                    kept = False
-            if kept:
+            if self._keep_dead(batch, result):
                 self.counters.add("dead_lettered", batch.n_events)
                 log_once("dead_" + result.reason, logging.ERROR,
                          "aerostack_meter: the billing API refused usage (%s): %s; kept in the "

@@ -16,12 +16,12 @@ def header_key(key: Any, call: str | None = None) -> str:
 
     if not isinstance(key, str) or not key.strip():
         raise ConfigError("api_key", "must be a non-empty string", call=call)
-    key = key.strip()
-    if not all("!" <= ch <= "~" for ch in key):
+    stripped: str = key.strip()
+    if not all("!" <= ch <= "~" for ch in stripped):
         raise ConfigError("api_key", "contains a character an HTTP header cannot carry (a space, a "
                                      "control character or non-ASCII): check where the key is read "
                                      "from", call=call)
-    return key
+    return stripped
 
 
 class Secret:

@@ -138,6 +138,33 @@ def test_drain_retry_dead_resends_the_dead_letters(tmp_path: Path) -> None:
             capture_output=True, text=True, env=env, timeout=60).stdout
 
 
+def test_usage_refused_for_lack_of_funds_is_kept_in_the_state_directory_and_resent(tmp_path: Path) -> None:
+    # It used to go to ./aerostack-usage.db in the app's working directory (lost, yet counted as
+    # kept, where that is not writable) and nothing could resend it after a top-up.
+    with standin_server() as gw:
+        gw.respond((402, {}, b'{"code":"INSUFFICIENT_FUNDS","message":"insufficient wallet balance"}'))
+        env = env_for(gw.url, tmp_path / "state")
+        work = tmp_path / "app"
+        work.mkdir()
+        proc = subprocess.run([sys.executable, "-c", textwrap.dedent("""
+            import aerostack_meter as am
+            told = []
+            am.init(instrument=False, flush_interval=0.05, on_rejected=lambda ev, why: told.append(ev.units))
+            am.log("usr", 9)
+            assert am.flush(10)
+            s = am.stats()
+            assert (s.rejected, dict(s.dropped), s.dead_lettered, told) == (1, {}, 0, [9]), s
+        """)], capture_output=True, text=True, timeout=60, env=env, cwd=work)
+        assert proc.returncode == 0, proc.stderr
+        assert list(work.iterdir()) == []  # nothing written where the app runs
+        listed = subprocess.run([sys.executable, "-m", "aerostack_meter.cli", "report", "--dead-letters"],
+                                capture_output=True, text=True, env=env, timeout=60)
+        assert "usr\tapi\tunits\t9\tinsufficient_funds" in listed.stdout, listed.stdout + listed.stderr
+        r = drain(env, "--retry-dead")  # the wallet was topped up: the gateway now accepts it
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert gw.units_by_consumer() == {"usr": 9}
+
+
 @pytest.mark.parametrize("durable", ["1", "0"])
 def test_four_transient_503s_do_not_cost_a_short_script_its_usage(tmp_path: Path, durable: str) -> None:
     with standin_server() as gw:
