@@ -1,8 +1,10 @@
 """Billing in money: a metric policy that prices each call from the ``genai-prices`` table.
 
 ``metrics="cost"`` (or a :func:`cost_policy`) bills each call in integer micro-USD under the
-metric ``"cost_micro_usd"``. Everything here runs on the reporter thread, never on the caller's:
-the price table (``genai-prices``, the ``[cost]`` extra) is imported there, once, on first use.
+metric ``"cost_micro_usd"``. Pricing runs on the delivery side (the reporter thread, an adopting
+process, ``drain``: see ``_deferred``), not on the caller's thread, except for a policy with
+``prices`` overrides or a callable fallback, or a meter with ``before_send``/OpenTelemetry hooks in
+durable mode. The price table (``genai-prices``, the ``[cost]`` extra) is imported once, on first use.
 
 Rounding: the exact price (a ``Decimal``) of each call is added to a remainder carried per
 ``(consumer_id, api_id, metric)``, and the event bills that sum rounded half-to-even; what was not
