@@ -135,6 +135,28 @@ class Endpoint:
         return None
 
 
+_NOT_SENT = ("ConnectError", "ConnectTimeout", "PoolTimeout")  # nothing reached the provider
+
+
+def _unanswered(exc: BaseException) -> bool:
+    """Whether a failed request may have reached the provider without an answer: a timeout after
+    the connection was made, a connection dropped mid-answer, or a cancellation (class names, so
+    every SDK's and HTTP library's own classes count; the cause chain says if nothing was sent)."""
+    seen: BaseException | None = exc
+    unanswered = False
+    for _ in range(6):
+        if seen is None:
+            break
+        name = type(seen).__name__
+        if name in _NOT_SENT:
+            return False
+        if (name == "CancelledError" or "Timeout" in name
+                or name in ("RemoteProtocolError", "ReadError")):
+            unanswered = True
+        seen = seen.__cause__ or seen.__context__
+    return unanswered
+
+
 class Call:
     """One call being metered; ends once, whichever of its endings comes first."""
 
@@ -149,14 +171,22 @@ class Call:
         self.done = False
         self.reservation: Reservation | None = None  # the budget's hold on this call's worst case
 
-    def fail(self) -> None:
-        """The request raised: nothing to bill; free the call's budget reservation at once."""
+    def fail(self, exc: BaseException | None = None) -> None:
+        """The request raised: nothing to bill; free the call's budget reservation at once. A
+        request that may have reached the provider and got no answer (``exc``: a timeout after
+        sending, a dropped connection, a cancellation) cannot be billed either, but it is counted
+        in ``stats().missing["no_response"]`` and logged once: the provider may have charged."""
         if self.done:
             return
         self.done = True
         self.kwargs = _NO_KWARGS
         if self.reservation is not None:
             self.reservation.release()
+        if exc is not None and _unanswered(exc):
+            try:
+                self.meter.usage_missing(self.endpoint.provider, None, "no_response")
+            except Exception:  # pragma: no cover - metering must never break the caller
+                self.meter.counters.add("internal_errors")
 
     def end(self, usage: Usage | None, model: str | None = None, reason: str = "no_usage") -> None:
         """The one place a call that got a response ends: bill ``usage``, or count it missing

@@ -289,8 +289,14 @@ class Meter:
         """A call that cannot be billed: counted in ``stats().usage_missing`` and, by ``reason``,
         in ``stats().missing``; logged once per provider, model and reason."""
         self.counters.missing(reason)
+        if reason == "no_response":
+            log_once(f"usage_missing:{provider}:{reason}", logging.WARNING,
+                     "aerostack_meter: a %s call got no answer (a timeout after sending, a dropped "
+                     "connection or a cancellation): the provider may have charged for it, but no "
+                     "usage came back to bill (counted in stats().missing['no_response'])", provider)
+            return
         log_once(f"usage_missing:{provider}:{model}:{reason}", logging.WARNING,
-                 "aerostack_meter: a %s response for model %r carried no usage (%s); not billed",
+                 "aerostack_meter: a response from %s for model %r carried no usage (%s); not billed",
                  provider, model, reason)
 
     def _unencodable(self, n: int) -> None:

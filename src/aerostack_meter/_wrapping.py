@@ -211,8 +211,8 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
         token = _active.set(True)
         try:
             result = wrapped(*args, **kwargs)
-        except BaseException:
-            call.fail()
+        except BaseException as exc:
+            call.fail(exc)
             raise
         finally:
             _active.reset(token)
@@ -232,8 +232,8 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
         token = _active.set(True)
         try:
             result = await wrapped(*args, **kwargs)
-        except BaseException:
-            call.fail()
+        except BaseException as exc:
+            call.fail(exc)
             raise
         finally:
             _active.reset(token)

@@ -4,6 +4,7 @@ refuses ``stream_options``. Real SDKs over real HTTP against the mock LLM (or th
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -339,3 +340,39 @@ async def test_a_wrapped_client_stays_metered_after_uninstrument(mode: str, mock
     await resolve(client(mock_llm, mode).chat.completions.create(model=MODEL, messages=USER))
     one = (served_tokens(mock_llm) - before) // 2
     assert billed(gateway) == {"w": one}
+
+
+# -- calls that fail: never billed, but a call the provider may have served is never invisible ----
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_timeout_after_sending_is_counted_as_no_response(mode: str, mock_llm: Any, gateway: Any,
+                                                                 meter: Any) -> None:
+    c = client(mock_llm, mode, timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        await resolve(c.chat.completions.create(model=MODEL, messages=USER,
+                                                extra_headers={"x-mock-latency-ms": "1500"}))
+    assert billed(gateway) == {}
+    st = _stats()
+    assert (st.calls_metered, dict(st.missing)) == (0, {"no_response": 1})
+
+
+async def test_a_cancelled_call_is_counted_as_no_response(mock_llm: Any, gateway: Any, meter: Any) -> None:
+    c = client(mock_llm, "async")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(c.chat.completions.create(
+            model=MODEL, messages=USER, extra_headers={"x-mock-latency-ms": "1500"}), 0.3)
+    st = _stats()
+    assert (st.calls_metered, dict(st.missing)) == (0, {"no_response": 1})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_calls_the_provider_refused_or_never_received_are_not_counted(
+        mode: str, mock_llm: Any, gateway: Any, meter: Any) -> None:
+    with pytest.raises(openai.InternalServerError):  # answered: an error costs nothing
+        await resolve(client(mock_llm, mode).chat.completions.create(
+            model=MODEL, messages=USER, extra_headers={"x-mock-error": "500"}))
+    with pytest.raises(openai.APIConnectionError):  # nothing reached a server
+        await resolve(client(mock_llm, mode, base_url="http://127.0.0.1:9/v1").chat.completions.create(
+            model=MODEL, messages=USER))
+    st = _stats()
+    assert (st.calls_metered, dict(st.missing)) == (0, {})

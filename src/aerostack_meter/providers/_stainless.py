@@ -248,7 +248,7 @@ class BaseClient:
                 """The call raised: retry as the caller wrote it (the server refused what
                 ``prepare`` changed)? If not, the call failed."""
                 if not changed or not rejected(state, instance, exc):
-                    state.call.fail()
+                    state.call.fail(exc)
                     return False
                 return True
 
@@ -286,8 +286,8 @@ class BaseClient:
                         if not state.seen:
                             unseen(state)
                         return result
-                    except BaseException:
-                        state.call.fail()
+                    except BaseException as exc:
+                        state.call.fail(exc)
                         raise
                     finally:
                         ACTIVE.reset(state.active)
@@ -314,8 +314,8 @@ class BaseClient:
                     if not state.seen:
                         unseen(state)
                     return result
-                except BaseException:
-                    state.call.fail()
+                except BaseException as exc:
+                    state.call.fail(exc)
                     raise
                 finally:
                     ACTIVE.reset(state.active)
