@@ -267,6 +267,18 @@ class Recovered:
         parts: list[Event | BatchRec | RawUsage] = [*self.requests, *self.events, *self.usages]
         return b"".join(_reencode(r) for r in parts)
 
+    @property
+    def n_events(self) -> int:
+        """The events this holds (a request counts the events it sums; a call's usage, one)."""
+        return len(self.events) + sum(r.n_events for r in self.requests) + len(self.usages)
+
+    def add(self, other: Recovered) -> None:
+        self.events.extend(other.events)
+        self.requests.extend(other.requests)
+        self.usages.extend(other.usages)
+        self.bad_bytes += other.bad_bytes
+        self.quarantined.extend(other.quarantined)
+
 
 def recover(records: list[Record]) -> Recovered:
     """From one journal segment's records, what is still to deliver (pure)."""
@@ -345,7 +357,7 @@ def _dead_tokens(directory: str, own: str | None) -> Iterator[str]:
                 yield token
 
 
-def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recovered:
+def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str | None = None) -> Recovered:
     """Take over every journal in ``directory`` whose owner is dead.
 
     With ``sink`` (our own journal) the dead files are first renamed ``<name>.adopting-<own>``
@@ -356,7 +368,12 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
     at any point neither loses nor duplicates a record. A damaged file is renamed aside
     (quarantined) instead of deleted. Without a sink nothing changes on disk: the result only says
     what is pending (for reports).
+
+    ``into``: our own directory when ``directory`` is another one (the unkeyed directory of older
+    versions, see ``_paths.legacy_dir``): the dead files are renamed into ours, so that whoever
+    adopts us finds them there.
     """
+    into_dir = directory if into is None else into
     total = Recovered()
     for token in _dead_tokens(directory, own):
         lock_path = os.path.join(directory, f"{token}.lock")
@@ -376,21 +393,20 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
             if sink is not None and own is not None:
                 renamed = []
                 for n in segs:
-                    dest = f"{n}.adopting-{own}"
+                    dest = os.path.join(into_dir, f"{n}.adopting-{own}")
                     try:
-                        os.rename(os.path.join(directory, n), os.path.join(directory, dest))
+                        os.rename(os.path.join(directory, n), dest)
                     except OSError:
                         continue
                     renamed.append(dest)
                 sources = renamed
             else:
-                sources = segs
+                sources = [os.path.join(directory, n) for n in segs]
             found = Recovered()
             damaged: list[str] = []
             markers: set[str] = set()
             parsed_moves: list[tuple[str, Recovered, int]] = []
-            for name in sources:
-                path = os.path.join(directory, name)
+            for path in sources:
                 try:
                     with open(path, "rb") as f:
                         data = f.read()
@@ -427,13 +443,12 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None) -> Recover
                 total.requests.extend(found.requests)
                 total.usages.extend(found.usages)
                 continue
-            origins = [n.rsplit(".adopting-", 1)[0] for n in sources]
+            origins = [os.path.basename(p).rsplit(".adopting-", 1)[0] for p in sources]
             origins += [n.rsplit(".adopting-", 1)[0] for n, _r, _b in parsed_moves]
             blob = found.encode() + b"".join(encode_mark("M", o) for o in origins)
             sink.append(blob)  # ours now (one write), before the dead files go
             settle_rescues(directory, token, markers)
-            for name in [*sources, *(n for n, _r, _b in parsed_moves)]:
-                path = os.path.join(directory, name)
+            for path in [*sources, *(os.path.join(directory, n) for n, _r, _b in parsed_moves)]:
                 if path in damaged:  # what it held that could be read is copied: "-read"
                     total.quarantined.extend(q for q in [quarantine(path, READ_SUFFIX)] if q)
                     continue

@@ -32,7 +32,8 @@ from ._events import (
     valid_event,
 )
 from ._log import log_once, logger
-from ._paths import default_state_dir, destination_dir
+from ._otherkeys import waiting_under_other_keys
+from ._paths import default_state_dir, destination_dir, fingerprint_suffix, legacy_dir
 from ._rejected import RejectedStore
 from ._reporter import Reporter
 from ._retry import RetryPolicy
@@ -477,9 +478,13 @@ def _open_store(s: Settings, sink: Sink, counters: Counters) -> tuple[str | None
     if not s.durable or s.disabled or not isinstance(destination, str):
         return None, memory
     root = s.state_dir or default_state_dir()
+    fp = fingerprint_suffix(getattr(sink, "key_fingerprint", None))
     try:
-        directory = destination_dir(root, destination)
-        return directory, JournalStore(directory, s.spool_max_bytes, counters)
+        # one directory per destination and key: usage is only ever sent with the key it was
+        # journaled under (the unkeyed directory of older versions is adopted as before)
+        directory = destination_dir(root, destination, fp)
+        store = JournalStore(directory, s.spool_max_bytes, counters,
+                             legacy=legacy_dir(root, destination) if fp is not None else None)
     except OSError as exc:
         counters.add("journal_errors")
         log_once("state_dir", logging.WARNING,
@@ -487,6 +492,8 @@ def _open_store(s: Settings, sink: Sink, counters: Counters) -> tuple[str | None
                  "memory only and is lost if the process dies (stats().durable is False)",
                  root, exc.strerror or type(exc).__name__)
         return None, memory
+    waiting_under_other_keys(root, destination, fp, counters)
+    return directory, store
 
 
 def _overflow_counter(counters: Counters, limit: int) -> Any:

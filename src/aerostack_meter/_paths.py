@@ -6,7 +6,8 @@ The default follows each platform's convention for per-user state (no dependency
 * macOS: ``~/Library/Application Support/aerostack-meter``
 * Windows: ``%LOCALAPPDATA%\\aerostack-meter``
 
-``state_dir=`` or ``AEROSTACK_METER_STATE_DIR`` overrides it. Directories are created 0700 and
+``state_dir=`` or ``AEROSTACK_METER_STATE_DIR`` overrides it. Inside it, one sub-directory per
+billing destination and API key (``destination_dir``). Directories are created 0700 and
 files 0600: the journals hold consumer ids and units (never prompt text, never the API key).
 """
 
@@ -17,7 +18,11 @@ import os
 import sys
 from collections.abc import Mapping
 
-__all__ = ["default_state_dir", "destination_dir", "ensure_private_dir"]
+__all__ = [
+    "default_state_dir", "destination_dir", "destination_slug", "ensure_private_dir",
+    "fingerprint_suffix", "is_fingerprint", "key_dir", "legacy_dir",
+    "other_key_dirs",
+]
 
 APP = "aerostack-meter"
 
@@ -44,13 +49,23 @@ def ensure_private_dir(path: str) -> str:
     return path
 
 
-def destination_dir(state_dir: str, destination: str) -> str:
-    """The sub-directory for one billing destination (a base URL or a ledger path; never a key).
+def destination_slug(destination: str) -> str:
+    """16 hex digits of SHA-256 of the destination (a base URL, a ledger path, ...)."""
+    return hashlib.sha256(destination.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
-    Processes that share a state directory and a destination adopt each other's leftovers.
+
+def destination_dir(state_dir: str, destination: str, key_fingerprint: str | None = None) -> str:
+    """The sub-directory for one billing destination and, when the sink sends with a key, that key:
+    ``<slug>-<key fingerprint>`` (``<slug>``: ``destination_slug``; the fingerprint is
+    ``Secret.fingerprint()``, never the key). A destination without a key (the ledger) has ``<slug>``.
+
+    Processes that share a state directory, a destination and a key adopt each other's leftovers;
+    usage journaled under one key is never delivered with another. ``<slug>`` alone is also where
+    versions before the fingerprint journaled keyed destinations (see ``legacy_dir``).
     """
-    slug = hashlib.sha256(destination.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    path = ensure_private_dir(os.path.join(state_dir, slug))
+    slug = destination_slug(destination)
+    name = slug if key_fingerprint is None else f"{slug}-{key_fingerprint}"
+    path = ensure_private_dir(os.path.join(state_dir, name))
     marker = os.path.join(path, "destination")
     if not os.path.exists(marker):
         tmp = f"{marker}.{os.getpid()}.tmp"
@@ -61,3 +76,46 @@ def destination_dir(state_dir: str, destination: str) -> str:
             os.close(fd)
         os.replace(tmp, marker)
     return path
+
+
+def legacy_dir(state_dir: str, destination: str) -> str:
+    """Where versions without key fingerprints journaled ``destination`` whatever the key (not
+    created here). Whoever sends to that destination still adopts what waits there, as before."""
+    return os.path.join(state_dir, destination_slug(destination))
+
+
+def key_dir(state_dir: str, destination: str, key_fingerprint: str) -> str:
+    """The directory of ``destination`` under the key with that fingerprint (not created here)."""
+    return os.path.join(state_dir, f"{destination_slug(destination)}-{key_fingerprint}")
+
+
+def other_key_dirs(state_dir: str, destination: str, key_fingerprint: str | None) -> list[tuple[str, str]]:
+    """``(fingerprint, path)`` of the directories of ``destination`` under keys other than
+    ``key_fingerprint`` (none for a destination without a key)."""
+    if key_fingerprint is None:
+        return []
+    prefix = destination_slug(destination) + "-"
+    try:
+        names = sorted(os.listdir(state_dir))
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        fp = name[len(prefix):]
+        if name.startswith(prefix) and fp != key_fingerprint and is_fingerprint(fp):
+            path = os.path.join(state_dir, name)
+            if os.path.isdir(path):
+                out.append((fp, path))
+    return out
+
+
+def fingerprint_suffix(value: object) -> str | None:
+    """A sink's ``key_fingerprint`` as a directory suffix: 16 lowercase hex digits (any other
+    non-empty string is hashed to that shape), or None when the sink has none."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value if is_fingerprint(value) else destination_slug(value)
+
+
+def is_fingerprint(text: str) -> bool:
+    return len(text) == 16 and all(c in "0123456789abcdef" for c in text)

@@ -515,11 +515,15 @@ class Reporter:
         if decision.action == "pause":
             self.paused_until = time.monotonic() + decision.delay
             self.counters.add("paused_count")
+            fp = getattr(self.sink, "key_fingerprint", None)
             log_once("pause_" + result.reason, logging.ERROR,
                      "aerostack_meter: the billing API refused the API key (%s: %s). Delivery is "
                      "paused and usage is kept%s; set the right key (AEROSTACK_API_KEY) and restart, "
-                     "or run `aerostack-meter drain`", result.reason, result.message or "no message",
-                     " on disk" if self.store.durable else " in memory (lost at exit: durable=False)")
+                     "or run `aerostack-meter drain`%s", result.reason, result.message or "no message",
+                     " on disk" if self.store.durable else " in memory (lost at exit: durable=False)",
+                     f" (usage kept under this key, fingerprint {fp}, is delivered with the right "
+                     f"one by `aerostack-meter drain --adopt-key {fp}`)"
+                     if self.store.durable and isinstance(fp, str) else "")
             self.store.failed(batch)
             self._retry_later(batch, decision.delay)
             return

@@ -47,10 +47,11 @@ def _unread_by_older(path: str) -> list[Event | RawUsage] | None:
 
 
 def rescue_quarantined(directory: str, own: str, append: Callable[[bytes], None],
-                       seen: set[tuple[str, int]]) -> int:
+                       seen: set[tuple[str, int]], into: str | None = None) -> int:
     """Copy what older readers left in quarantined journal files into our journal (``append``:
     one write of bytes). ``seen``: files already found to hold nothing of the kind (by name and
-    size, so each is read once). Returns the number of records copied."""
+    size, so each is read once). ``into``: our directory when ``directory`` is another one (the
+    claimed file moves there, where whoever adopts us settles it). Returns the records copied."""
     from ._journal import _reencode
 
     copied = 0
@@ -72,7 +73,7 @@ def rescue_quarantined(directory: str, own: str, append: Callable[[bytes], None]
         if not _unread_by_older(path):
             seen.add((name, size))
             continue
-        claimed = f"{path}{_CLAIM}{own}"
+        claimed = os.path.join(directory if into is None else into, f"{name}{_CLAIM}{own}")
         try:
             os.rename(path, claimed)
         except OSError:
@@ -85,7 +86,7 @@ def rescue_quarantined(directory: str, own: str, append: Callable[[bytes], None]
                 os.rename(claimed, path)  # not copied: left for the next attempt
             raise
         with contextlib.suppress(OSError):
-            os.rename(claimed, path + _DONE)
+            os.rename(claimed, claimed[:-len(_CLAIM + own)] + _DONE)
         copied += len(items)
         log_once(f"rescued:{name}", logging.WARNING,
                  "aerostack_meter: %d record(s) an older aerostack-meter could not read were taken "

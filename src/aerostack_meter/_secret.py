@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 __all__ = ["Secret", "header_key"]
@@ -23,6 +25,8 @@ def header_key(key: Any, call: str | None = None) -> str:
                                      "from", call=call)
     return stripped
 
+_FINGERPRINT_LABEL = b"aerostack-meter key fingerprint v1"
+
 
 class Secret:
     """Holds the API key; its repr, str and format never show it."""
@@ -34,6 +38,13 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    def fingerprint(self) -> str:
+        """16 hex digits that name this key without revealing it: HMAC-SHA256 keyed with the key
+        over a fixed label, truncated (one-way; equal keys give equal fingerprints). It names the
+        state sub-directory of usage journaled under this key (see ``_paths``)."""
+        mac = hmac.new(self._value.encode("utf-8", "surrogatepass"), _FINGERPRINT_LABEL, hashlib.sha256)
+        return mac.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return "Secret('***')"

@@ -53,6 +53,10 @@ class Stats:
     #: journaled them; the price table, the ``[cost]`` extra, is not installed here): kept on disk
     #: for a process that can, never dropped
     awaiting_price: int = 0
+    #: events that processes using another API key left for this destination (base URL) in the
+    #: state directory, as of this meter's start: never sent with this key; kept on disk for that
+    #: key (``AEROSTACK_API_KEY=<that key> aerostack-meter drain``), never dropped
+    awaiting_key: int = 0
     #: the price table in use when a cost policy is configured or has priced a call
     price_table: str | None = None
     #: undelivered records kept in the Redis stream past its ``maxlen`` (never trimmed; see
@@ -133,6 +137,7 @@ class Counters:
                 spooled=spooled,
                 price_table=self.price_table,
                 over_cap=self._gauges.get("over_cap", 0),
+                awaiting_key=self._gauges.get("awaiting_key", 0),
                 durable=durable,
                 paused=paused,
                 **ints,

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._journal import Journal, adopt_dead
+from ._journal import Journal, Recovered, adopt_dead
 from ._journal_format import (
     _EV,
     _HDR,
@@ -163,13 +163,16 @@ class JournalStore:
     """Usage in this process's append-only journal (see ``_journal``): on disk before ``put`` returns.
 
     A write that fails (a full disk, an I/O error) falls back to memory for that record: counted
-    in ``stats().journal_errors`` and warned about once.
+    in ``stats().journal_errors`` and warned about once. ``legacy``: the directory where versions
+    before key fingerprints journaled this destination (``_paths.legacy_dir``); what dead
+    processes left there is adopted too, as those versions did.
     """
 
     durable = True
 
-    def __init__(self, directory: str, max_bytes: int, counters: Any) -> None:
+    def __init__(self, directory: str, max_bytes: int, counters: Any, legacy: str | None = None) -> None:
         self.dir = directory
+        self.legacy = legacy
         self._max_bytes = max_bytes
         self._counters = counters
         self._blobs: dict[tuple[str, str, str], bytes] = {}
@@ -392,24 +395,39 @@ class JournalStore:
             self.adopt()
 
     def adopt(self) -> int:
-        """Take over what dead processes left in this directory (appended to our journal)."""
-        try:
-            found = adopt_dead(self.dir, self.token, self.journal)
-        except Exception:  # bad state never stops the app: counted, logged, retried later
-            self._counters.add("internal_errors")
-            log_once("adopt_error", logging.ERROR,
-                     "aerostack_meter: could not adopt leftover usage in %s", self.dir, exc_info=True)
-            return 0
-        try:  # what older versions could not read (see _rescue)
-            rescued = rescue_quarantined(self.dir, self.token, self.journal.append, self._rescue_seen)
-        except Exception:
-            rescued = 0
-            self._counters.add("internal_errors")
-            log_once("rescue_error", logging.ERROR, "aerostack_meter: could not rescue usage from "
-                     "quarantined files in %s", self.dir, exc_info=True)
+        """Take over what dead processes left in this directory, and in the legacy one (appended to
+        our journal)."""
+        sources: list[tuple[str, str | None]] = [(self.dir, None)]
+        if self.legacy is not None and os.path.isdir(self.legacy):
+            sources.append((self.legacy, self.dir))
+        return self._adopt(sources)
+
+    def adopt_other(self, directory: str) -> int:
+        """Take over what dead processes left in another key's directory of this destination (an
+        operator's explicit choice: ``aerostack-meter drain --adopt-key``); it moves into ours."""
+        return self._adopt([(directory, self.dir)])
+
+    def _adopt(self, sources: list[tuple[str, str | None]]) -> int:
+        found = Recovered()
+        rescued = 0
+        for directory, into in sources:
+            try:
+                found.add(adopt_dead(directory, self.token, self.journal, into=into))
+            except Exception:  # bad state never stops the app: counted, logged, retried later
+                self._counters.add("internal_errors")
+                log_once(f"adopt_error:{directory}", logging.ERROR,
+                         "aerostack_meter: could not adopt leftover usage in %s", directory, exc_info=True)
+                continue
+            try:  # what older versions could not read (see _rescue)
+                rescued += rescue_quarantined(directory, self.token, self.journal.append,
+                                              self._rescue_seen, into=into)
+            except Exception:
+                self._counters.add("internal_errors")
+                log_once(f"rescue_error:{directory}", logging.ERROR, "aerostack_meter: could not "
+                         "rescue usage from quarantined files in %s", directory, exc_info=True)
         if found.bad_bytes or found.quarantined:
             self._counters.add("state_files_quarantined", max(1, len(found.quarantined)))
-        n = len(found.events) + sum(r.n_events for r in found.requests) + len(found.usages) + rescued
+        n = found.n_events + rescued
         if n:
             self._counters.add("events_adopted", n)
             log_once("adopted", logging.INFO,

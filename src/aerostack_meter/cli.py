@@ -285,11 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
         "drain", help="deliver the usage left in the state directory, then exit",
         description="Deliver everything pending in the state directory (usage left by processes "
                     "that ended before delivering it), reading the same environment as "
-                    "`import aerostack_meter.auto`. Exits 0 only when nothing is left.")
+                    "`import aerostack_meter.auto`. Usage is sent only with the API key it was "
+                    "journaled under (AEROSTACK_API_KEY): run it with each key that left usage. "
+                    "Exits 0 only when nothing is left.")
     drain.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
                        help="give up after this long (what is left stays on disk; exit 1)")
     drain.add_argument("--retry-dead", action="store_true",
                        help="also resend the dead-letter store (requests the API refused before)")
+    drain.add_argument("--adopt-key", action="append", default=[], metavar="FINGERPRINT",
+                       help="also deliver, with this key, the usage journaled for this base URL "
+                            "under the key with this fingerprint (16 hex digits, named in the "
+                            "warning): a key that was mistyped, or rotated and revoked, of the "
+                            "same account. Repeatable")
     demo = sub.add_parser("demo", help="run the demo", add_help=False)
     demo.add_argument("args", nargs=argparse.REMAINDER)
     return parser
@@ -570,7 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "drain":
         from ._drain import drain
 
-        return drain(ns.timeout, retry_dead=ns.retry_dead)
+        return drain(ns.timeout, retry_dead=ns.retry_dead, adopt_keys=ns.adopt_key)
     if ns.command == "relay":
         return _run_relay(ns)
     if ns.command == "dashboard":

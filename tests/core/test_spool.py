@@ -18,6 +18,7 @@ import pytest
 from aerostack_meter import Meter
 from aerostack_meter._journal_format import encode_batch, encode_event, key_blob
 from aerostack_meter._paths import default_state_dir, destination_dir
+from aerostack_meter._secret import Secret
 from aerostack_meter._usage import Usage
 from aerostack_meter.testing import MemorySink
 from tests.standin import standin_server
@@ -120,7 +121,7 @@ def test_concurrent_processes_on_one_state_dir_never_send_twice(tmp_path: Path) 
 
 
 def _dead_journal(state: Path, url: str, data: bytes, token: str = "deadbeef00") -> Path:
-    d = Path(destination_dir(str(state), url))
+    d = Path(destination_dir(str(state), url, Secret(KEY).fingerprint()))  # a process with our key
     path = d / f"{token}.0.journal"
     path.write_bytes(data)
     (d / f"{token}.lock").touch()
@@ -244,7 +245,7 @@ def test_an_adopter_that_died_mid_adoption_neither_loses_nor_doubles(tmp_path: P
     from aerostack_meter._journal_format import encode_mark
 
     with standin_server() as gw:
-        d = Path(destination_dir(str(tmp_path), gw.url))
+        d = Path(destination_dir(str(tmp_path), gw.url, Secret(KEY).fingerprint()))
         ev = encode_event(key_blob("a", "api", "units"), 5, 0, time.time())
         (d / "aaaa00000000.0.journal.adopting-bbbb00000000").write_bytes(ev)
         (d / "aaaa00000000.lock").touch()

@@ -314,6 +314,14 @@ def test_a_journal_quarantined_by_an_older_version_is_rescued_once(
         if child.stdout is not None:
             child.stdout.close()
     assert [type(r).__name__ for r in journal_records(state)] == ["RawUsage", "Event"]
+    # the older version looks where versions before key fingerprints journaled (``legacy_dir``):
+    # the dead journal is put there, as a version with raw-usage records but no fingerprints left it
+    from aerostack_meter._paths import legacy_dir
+
+    old_dir = Path(legacy_dir(str(state), fresh_gateway.url))
+    old_dir.mkdir()
+    for f in [*state.glob("*/*.journal"), *state.glob("*/*.lock")]:
+        f.rename(old_dir / f.name)
     env = {**os.environ, "PYTHONPATH": str(older / "src")}
     proc = subprocess.run([sys.executable, "-c", OLDER_ADOPTER.format(
         key=API_KEY, api=API_ID, gw=fresh_gateway.url, state=str(state))],
@@ -350,8 +358,9 @@ def test_a_rescuer_that_died_mid_rescue_neither_loses_nor_doubles(
         strings_blob,
     )
     from aerostack_meter._paths import destination_dir
+    from aerostack_meter._secret import Secret
 
-    d = Path(destination_dir(str(tmp_path), fresh_gateway.url))
+    d = Path(destination_dir(str(tmp_path), fresh_gateway.url, Secret(API_KEY).fingerprint()))
     d.mkdir(parents=True, exist_ok=True)
     u = frame(encode_usage_payload(0.0, (1000, 200, 1200, 0, 0, 0, 0, 0, 0, 0, 0), 0,
                                    strings_blob("anthropic", SONNET, "", "r", API_ID, "cost_micro_usd",

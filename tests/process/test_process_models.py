@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
+from aerostack_meter._secret import Secret
 from aerostack_meter.servers import start_gateway, start_mock_llm
 
 KEY = "ac_secret_process_matrix_key"
@@ -54,9 +55,9 @@ class World:
             net[r["consumerId"]] = net.get(r["consumerId"], 0) + int(r["units"])
         return net
 
-    def drain(self, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def drain(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "aerostack_meter.cli", "drain", "--timeout",
-                               str(timeout)], capture_output=True, text=True, env=self.env(),
+                               str(timeout), *args], capture_output=True, text=True, env=self.env(),
                               timeout=timeout + 30, cwd=ROOT)
 
     def settle(self, cell: str, t_end: float, *, drained: bool, note: str = "") -> None:
@@ -206,7 +207,11 @@ def test_a_401_period_then_the_right_key(world: World) -> None:
     assert "refused the API key" in r.stderr
     assert world.billed() == {}
     t_end = time.monotonic()
-    d = world.drain()  # the right key (the environment's)
+    d = world.drain()  # the right key alone never sends what was journaled under another one
+    assert d.returncode == 1 and world.billed() == {}, d.stdout + d.stderr
+    wrong = Secret("ac_wrong_key").fingerprint()
+    assert f"--adopt-key {wrong}" in r.stderr  # the pause error names the way
+    d = world.drain("--adopt-key", wrong)  # the right key, told to take the wrong key's usage
     assert d.returncode == 0, d.stdout + d.stderr
     world.settle("a 401 period, then the right key", t_end, drained=True)
 
@@ -248,7 +253,7 @@ print(json.dumps({"retries": am.stats().retries, "dropped": dict(am.stats().drop
 def test_a_corrupted_state_directory_at_start_up(world: World) -> None:
     from aerostack_meter._paths import destination_dir
 
-    d = Path(destination_dir(str(world.state), world.gw.url))
+    d = Path(destination_dir(str(world.state), world.gw.url, Secret(KEY).fingerprint()))
     (d / "deadbeefdeadbeef0000.0.journal").write_bytes(os.urandom(4096))
     (d / "deadbeefdeadbeef0000.lock").write_bytes(b"not a lock")
     (d / "dead-letters.jsonl").write_bytes(b"\x00\xffnot json\n{\"half\": \n")

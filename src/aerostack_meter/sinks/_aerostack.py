@@ -94,6 +94,8 @@ class AerostackSink:
         self._key = Secret(header_key(raw, "AerostackSink"))
         self.url = base_url.rstrip("/") + "/gateway/billing/log"
         self.destination = base_url.rstrip("/")
+        #: names the key without revealing it: usage journaled under it is only sent with it
+        self.key_fingerprint = self._key.fingerprint()
         self._timeout = httpx.Timeout(read_timeout, connect=connect_timeout)
         self._concurrency = concurrency
         self._verify = verify

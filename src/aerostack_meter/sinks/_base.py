@@ -62,7 +62,9 @@ class Sink(Protocol):
 
     A sink may also have a ``destination`` attribute (a string naming where it delivers, without
     secrets): only then is its usage journaled to disk and adopted across processes; a sink
-    without one is fed from memory.
+    without one is fed from memory. A sink that sends with a credential also names it with a
+    ``key_fingerprint`` attribute (16 lowercase hex digits, one-way: ``Secret.fingerprint()``):
+    usage journaled under one fingerprint is only ever delivered by a sink with the same one.
     """
 
     def send(self, batch: Batch) -> SendResult: ...

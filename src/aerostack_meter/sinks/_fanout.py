@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 
@@ -20,6 +21,11 @@ class FanOutSink:
         # durable only when every part names its destination
         self.destination = ("fanout:" + "|".join(names)  # type: ignore[arg-type]
                             if all(isinstance(n, str) for n in names) else None)
+        keys = [getattr(s, "key_fingerprint", None) for s in self.sinks]
+        # usage journaled for the fan-out is delivered only with the same keys in every part
+        self.key_fingerprint = (hashlib.sha256("|".join(k if isinstance(k, str) else "" for k in keys)
+                                               .encode()).hexdigest()[:16]
+                                if any(isinstance(k, str) for k in keys) else None)
         self._done: dict[str, set[int]] = {}
         self._lock = threading.Lock()
 
