@@ -8,7 +8,8 @@ on (a journal in a temporary ``state_dir``), the reporter running into a sink th
 block records the process CPU time and the calling thread's CPU time, so
 
 * caller:   what the calling thread spends (our wrapper, the journal write, the SDK's own code);
-* reporter: process minus caller (the reporter and any other background thread).
+* reporter: process minus caller (the reporter and any other background thread);
+* wall:     the block's elapsed time (what the user waits; a loaded machine inflates it).
 
 Figures are medians over rounds of the per-call means, in µs, with ratios to ``bare``. CPU time
 is what a loaded shared machine disturbs least; the load average is printed with the figures.
@@ -97,13 +98,13 @@ def _ops(loop: asyncio.AbstractEventLoop) -> dict[str, tuple[str, Op]]:
     }
 
 
-def _block(op: Op, client: Any, n: int) -> tuple[float, float]:
+def _block(op: Op, client: Any, n: int) -> tuple[float, float, float]:
     op(client, 10)  # after a switch (instrument/uninstrument): steady state before timing
     gc.collect()
-    p0, t0 = time.process_time_ns(), time.thread_time_ns()
+    w0, p0, t0 = time.perf_counter_ns(), time.process_time_ns(), time.thread_time_ns()
     op(client, n)
-    t1, p1 = time.thread_time_ns(), time.process_time_ns()
-    return (p1 - p0) / n / 1000, (t1 - t0) / n / 1000
+    t1, p1, w1 = time.thread_time_ns(), time.process_time_ns(), time.perf_counter_ns()
+    return (p1 - p0) / n / 1000, (t1 - t0) / n / 1000, (w1 - w0) / n / 1000
 
 
 def main() -> None:
@@ -121,7 +122,7 @@ def main() -> None:
     wrapped = {k: am.wrap(v) for k, v in clients.items()}
     ops = _ops(loop)
     variants = ("bare", "patched", "wrap()")
-    got: dict[str, dict[str, list[tuple[float, float]]]] = {k: {v: [] for v in variants} for k in ops}
+    got: dict[str, dict[str, list[tuple[float, float, float]]]] = {k: {v: [] for v in variants} for k in ops}
     for key, op in ops.values():  # warm-up: lazy SDK imports, first-call caches
         am.instrument()
         op(clients[key], 20)
@@ -141,15 +142,22 @@ def main() -> None:
     print("| call | bare process | patched: process, ratio | caller | reporter | wrap(): process, ratio "
           "| caller | reporter |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    walls = []
     for name in ops:
-        med = {v: (statistics.median(p for p, _ in got[name][v]), statistics.median(t for _, t in got[name][v]))
-               for v in variants}
-        bp, bt = med["bare"]
+        med = {v: tuple(statistics.median(x[i] for x in got[name][v]) for i in range(3)) for v in variants}
+        bp, bt, bw = med["bare"]
         cells = [f"{bp:.1f}"]
+        wcells = [f"{bw:.1f}"]
         for v in ("patched", "wrap()"):
-            p, t = med[v]
+            p, t, w = med[v]
             cells += [f"+{p - bp:.1f}, {p / bp:.3f}x", f"+{t - bt:.1f}", f"+{(p - t) - (bp - bt):.1f}"]
+            wcells += [f"{w - bw:+.1f}, {w / bw:.3f}x"]
         print(f"| {name} | " + " | ".join(cells) + " |")
+        walls.append(f"| {name} | " + " | ".join(wcells) + " |")
+    print("\nwall time (µs per call, same blocks)\n")
+    print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
+    print("|---|---:|---:|---:|")
+    print("\n".join(walls))
     if args.profile:
         am.instrument()
         c = clients["openai"]

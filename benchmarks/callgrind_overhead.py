@@ -11,6 +11,12 @@ warm-up calls. The default durable store is on (a journal in a temporary ``state
 names a destination and drops every batch). Streams are counted per call (the whole stream read)
 and per chunk (the slope between two stream lengths).
 
+What is counted: the calling thread's instructions (callgrind collects per thread, and only the
+calling thread enters ``reduce``): the reporter thread's share of the work is not in these
+figures (``attribute_overhead.py`` measures it in CPU time). The garbage collector is paused
+inside each block (and run between blocks): a collection's cost would otherwise land on
+whichever block crosses a threshold, some tens of thousands of instructions per call of noise.
+
 Printed: instructions per call for each operation and variant, the ratio to bare, and (with
 ``--annotate``) the functions of ours that the patched and wrap() blocks spend the most in.
 Nothing is written.
@@ -38,15 +44,15 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     """Run under callgrind: the blocks, one ``functools.reduce`` each, in a fixed order."""
     import asyncio
     import functools
+    import gc
 
     sys.path.insert(0, str(HERE))
+    import _peers_worker as pw
     import anthropic
     import httpx2
     import openai
     from _peers_worker import MSGS, anthropic_options
     from _timing import NullSink
-
-    import _peers_worker as pw
 
     import aerostack_meter as am
 
@@ -132,7 +138,10 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
                 for _ in range(warm):
                     op(c)
                 print(f"BLOCK {variant}|{label}", flush=True)
+                gc.collect()
+                gc.disable()  # a collection's cost lands on whichever block crosses a threshold
                 functools.reduce(lambda acc, _i, op=op, c=c: op(c), range(calls), None)
+                gc.enable()
     am.uninstrument()
     am.shutdown()
 
@@ -185,7 +194,7 @@ def main() -> None:
         raise SystemExit(f"{len(dumps)} dumps for {len(blocks)} blocks (another functools.reduce ran)")
     per: dict[str, dict[str, float]] = {}
     files: dict[tuple[str, str], str] = {}
-    for block, path in zip(blocks, dumps):
+    for block, path in zip(blocks, dumps, strict=True):
         variant, label = block.split("|", 1)
         per.setdefault(label, {})[variant] = _total(path) / args.calls
         files[(variant, label)] = path

@@ -63,6 +63,7 @@ import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MemberDescriptorType
 from typing import Any
 
 from .._call import Endpoint, Kind, Reducer
@@ -277,6 +278,9 @@ def _no_fields(name: str) -> None:
     return None
 
 
+_PYDANTIC_V2: dict[type, bool] = {}  # class -> whether its instances keep extras in __pydantic_extra__
+
+
 def fields_of(obj: Any) -> Callable[[str], Any]:
     """A reader of several fields of one object: ``fields_of(obj)(name) == read_field(obj, name)``.
 
@@ -285,14 +289,18 @@ def fields_of(obj: Any) -> Callable[[str], Any]:
     """
     if obj is None:
         return _no_fields
-    if obj.__class__ is dict:
-        return obj.get
-    d = getattr(obj, "__dict__", None)
-    if d is not None:
+    cls = obj.__class__
+    if cls is dict:
+        return obj.get  # type: ignore[no-any-return]
+    v2 = _PYDANTIC_V2.get(cls)
+    if v2 is None:
+        v2 = _PYDANTIC_V2[cls] = (isinstance(getattr(cls, "__pydantic_extra__", None), MemberDescriptorType)
+                                  and hasattr(obj, "__dict__"))
+    if v2:
         try:
-            extra = object.__getattribute__(obj, "__pydantic_extra__")
-        except AttributeError:
-            pass
-        else:  # declared fields win over extras of the same name, as in read_field
-            return d.get if not extra else {**extra, **d}.get
+            extra = obj.__pydantic_extra__
+        except AttributeError:  # the slot is unset: read field by field
+            return functools.partial(read_field, obj)
+        # declared fields win over extras of the same name, as in read_field
+        return obj.__dict__.get if not extra else {**extra, **obj.__dict__}.get
     return functools.partial(read_field, obj)
