@@ -5,18 +5,20 @@ process never adopts what was journaled under another key. When it starts, it lo
 directories of the same destination under other keys: what dead processes left there waits for a
 process with that key (``AEROSTACK_API_KEY=<that key> aerostack-meter drain``). It is counted in
 ``stats().awaiting_key`` and logged once, naming the keys by fingerprint (never the key). Only an
-operator moves it to another key (``aerostack-meter drain --adopt-key <fingerprint>``: a mistyped
-key, or a rotated and revoked one).
+operator moves it to another key (``aerostack-meter drain --adopt-key <fingerprint>``: a rotated
+and revoked key), except for a key the billing API refused (401/403: a mistyped one), whose
+leftovers any process with a working key adopts (``_paths.REFUSED``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from ._journal import adopt_dead
 from ._log import log_once
-from ._paths import other_key_dirs
+from ._paths import REFUSED, other_key_dirs
 
 __all__ = ["waiting_under_other_keys"]
 
@@ -30,6 +32,8 @@ def waiting_under_other_keys(state_dir: str, destination: str, key_fingerprint: 
     """
     waiting: dict[str, int] = {}
     for fp, path in other_key_dirs(state_dir, destination, key_fingerprint):
+        if os.path.exists(os.path.join(path, REFUSED)):
+            continue  # a key the API refused: adopted by this process (JournalStore.adopt)
         try:
             n = adopt_dead(path, None, None).n_events
         except Exception:  # bad state never stops the app

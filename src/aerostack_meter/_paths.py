@@ -19,9 +19,18 @@ import sys
 from collections.abc import Mapping
 
 __all__ = [
-    "default_state_dir", "destination_dir", "destination_slug", "ensure_private_dir",
-    "fingerprint_suffix", "is_fingerprint", "key_dir", "legacy_dir",
+    "REFUSED",
+    "default_state_dir",
+    "destination_dir",
+    "destination_slug",
+    "ensure_private_dir",
+    "fingerprint_suffix",
+    "is_fingerprint",
+    "key_dir",
+    "legacy_dir",
     "other_key_dirs",
+    "refused_key_dirs",
+    "set_refused",
 ]
 
 APP = "aerostack-meter"
@@ -76,6 +85,39 @@ def destination_dir(state_dir: str, destination: str, key_fingerprint: str | Non
             os.close(fd)
         os.replace(tmp, marker)
     return path
+
+
+#: a key directory holding this file: the billing API refused that key (401/403) and has not
+#: accepted it since. What dead processes left there is adopted by a process whose key works for
+#: the same destination (the mistyped key, then the right one): a refused key bills no account.
+REFUSED = "key-refused"
+
+
+def set_refused(directory: str, refused: bool) -> None:
+    """Mark (or unmark) ``directory``'s key as refused by the billing API. Never raises."""
+    path = os.path.join(directory, REFUSED)
+    try:
+        if refused:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def refused_key_dirs(directory: str) -> list[str]:
+    """The other key directories of ``directory``'s destination whose key the API refused."""
+    parent, name = os.path.split(directory)
+    slug, dash, fp = name.rpartition("-")
+    if not dash or not is_fingerprint(fp):
+        return []
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    return [os.path.join(parent, n) for n in names
+            if n != name and n.startswith(slug + "-") and is_fingerprint(n[len(slug) + 1:])
+            and os.path.exists(os.path.join(parent, n, REFUSED))]
 
 
 def legacy_dir(state_dir: str, destination: str) -> str:

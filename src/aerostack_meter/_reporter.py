@@ -480,6 +480,7 @@ class Reporter:
         attempts = batch.attempts + (0 if result.outcome == "ok" else 1)
         decision = decide(result, attempts, self.retry, budget=budget)
         if decision.action == "done":
+            self.store.key_answer(True)
             self.counters.sent(batch.metric, batch.units, batch.n_events)
             if result.reason:
                 self.counters.add("odd_responses")
@@ -513,6 +514,7 @@ class Reporter:
             self._settle(batch)
             return
         if decision.action == "pause":
+            self.store.key_answer(False)
             self.paused_until = time.monotonic() + decision.delay
             self.counters.add("paused_count")
             fp = getattr(self.sink, "key_fingerprint", None)

@@ -38,6 +38,7 @@ from ._journal_format import (
     strings_blob,
 )
 from ._log import log_once
+from ._paths import REFUSED, refused_key_dirs, set_refused
 from ._rescue import rescue_quarantined
 from .sinks import Batch
 
@@ -141,6 +142,9 @@ class MemoryStore:
     def settled(self, batch: Batch, dead: bool) -> None:
         pass
 
+    def key_answer(self, accepted: bool) -> None:
+        pass
+
     def maintain(self, idle: bool) -> None:
         pass
 
@@ -173,6 +177,7 @@ class JournalStore:
     def __init__(self, directory: str, max_bytes: int, counters: Any, legacy: str | None = None) -> None:
         self.dir = directory
         self.legacy = legacy
+        self._refused = legacy is not None and os.path.exists(os.path.join(directory, REFUSED))
         self._max_bytes = max_bytes
         self._counters = counters
         self._blobs: dict[tuple[str, str, str], bytes] = {}
@@ -383,6 +388,15 @@ class JournalStore:
     def settled(self, batch: Batch, dead: bool) -> None:
         self._append(encode_mark("D", batch.idempotency_key, 1 if dead else 0))
 
+    def key_answer(self, accepted: bool) -> None:
+        """The billing API accepted (True) or refused (False: 401/403) our key: marks this key's
+        directory so that, while the key stays refused, what its dead processes left is adopted
+        by a process whose key works (``_paths.REFUSED``). Cheap when nothing changes."""
+        if self.legacy is None or accepted is not self._refused:
+            return  # no key, or no change (accepted while unmarked; refused while marked)
+        set_refused(self.dir, not accepted)
+        self._refused = not accepted
+
     def maintain(self, idle: bool) -> None:
         """Rotation when everything is settled, and adoption of dead processes' journals."""
         self.journal.retire_old()  # late writes to an old segment are copied into the current one
@@ -398,8 +412,11 @@ class JournalStore:
         """Take over what dead processes left in this directory, and in the legacy one (appended to
         our journal)."""
         sources: list[tuple[str, str | None]] = [(self.dir, None)]
-        if self.legacy is not None and os.path.isdir(self.legacy):
-            sources.append((self.legacy, self.dir))
+        if self.legacy is not None:
+            if os.path.isdir(self.legacy):
+                sources.append((self.legacy, self.dir))
+            if not self._refused:  # a key the API refused bills no account: its leftovers are ours
+                sources += [(d, self.dir) for d in refused_key_dirs(self.dir)]
         return self._adopt(sources)
 
     def adopt_other(self, directory: str) -> int:
