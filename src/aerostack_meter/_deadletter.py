@@ -55,20 +55,16 @@ class DeadLetters:
         return True
 
     def read(self) -> tuple[list[dict[str, Any]], int]:
-        """The entries, and how many lines could not be read."""
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                lines = f.readlines()
-        except FileNotFoundError:
-            return [], 0
+        """The entries (with those of a retry run in progress or interrupted), and how many lines
+        could not be read."""
         out, bad = [], 0
-        for line in lines:
-            entry = _entry(line)
-            if entry is None:
-                bad += 1 if line.strip() else 0
-            else:
-                out.append(entry)
-        return out, bad
+        for claim in self._claims():
+            done = _done(claim)
+            entries, n = DeadLetters._read_file(claim)
+            out += [e for e in entries if _token(e["idempotencyKey"]) not in done]
+            bad += n
+        entries, n = DeadLetters._read_file(self.path)
+        return out + entries, bad + n
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -81,31 +77,101 @@ class DeadLetters:
             os.close(fd)
 
     def retry(self, send: Callable[[Batch], SendResult]) -> tuple[int, int, int]:
-        """Resend every entry; keep those not delivered. Returns (delivered, kept, unreadable)."""
-        if not os.path.exists(self.path):
+        """Resend every entry; keep those not delivered. Returns (delivered, kept, unreadable).
+
+        One run at a time (a lock). The run first claims the file by renaming it, so processes
+        that keep adding dead letters meanwhile append to a new one (never overwritten); each
+        delivery is noted in a progress file before the next is sent, so a run that is
+        interrupted (Ctrl-C, kill -9) is finished by the next one without sending anything twice.
+        """
+        if not os.path.isdir(os.path.dirname(self.path)):
             return 0, 0, 0
         with self._locked():
-            entries, bad = self.read()
-            if bad:
-                quarantine_copy(self.path)
-            kept: list[dict[str, Any]] = []
-            delivered = 0
+            claims = self._claims()
+            if os.path.exists(self.path):
+                claim = f"{self.path}.retrying-{os.getpid()}-{time.time_ns()}"
+                os.replace(self.path, claim)
+                claims.append(claim)
+            delivered = kept = bad_total = 0
+            for claim in claims:
+                d, k, bad = self._retry_claim(claim, send)
+                delivered, kept, bad_total = delivered + d, kept + k, bad_total + bad
+        return delivered, kept, bad_total
+
+    def _claims(self) -> list[str]:
+        """Files claimed by earlier runs that did not finish (oldest first)."""
+        folder, name = os.path.split(self.path)
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            return []
+        return sorted(os.path.join(folder, n) for n in names
+                      if n.startswith(name + ".retrying-") and not n.endswith(".done"))
+
+    def _retry_claim(self, claim: str, send: Callable[[Batch], SendResult]) -> tuple[int, int, int]:
+        entries, bad = DeadLetters._read_file(claim)
+        if bad:
+            quarantine_copy(claim)
+        progress = claim + ".done"
+        done = _done(claim)
+        fd = os.open(progress, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        delivered = 0
+        again: list[str] = []
+        try:
             for e in entries:
-                batch = Batch(e["consumerId"], e["apiId"], e["metric"], e["units"], e["events"],
-                              e["idempotencyKey"])
-                result = send(batch)
+                key = e["idempotencyKey"]
+                token = _token(key)
+                if token in done:
+                    continue  # delivered by the run that was interrupted
+                result = send(Batch(e["consumerId"], e["apiId"], e["metric"], e["units"], e["events"], key))
                 if result.outcome == "ok":
+                    os.write(fd, (token + "\n").encode())
                     delivered += 1
                 else:
                     e["reason"], e["message"] = result.reason, result.message[:500]
-                    kept.append(e)
-            tmp = f"{self.path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                for e in kept:
-                    f.write(json.dumps(e, ensure_ascii=True) + "\n")
-            os.replace(tmp, self.path)
-        return delivered, len(kept), bad
+                    again.append(json.dumps(e, ensure_ascii=True) + "\n")
+        finally:
+            os.close(fd)
+        if again:  # refused again: back with the others (appended, like any new dead letter)
+            out = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(out, "".join(again).encode())
+            finally:
+                os.close(out)
+        os.unlink(claim)
+        with contextlib.suppress(OSError):
+            os.unlink(progress)
+        return delivered, len(again), bad
+
+    @staticmethod
+    def _read_file(path: str) -> tuple[list[dict[str, Any]], int]:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                lines = f.readlines()
+        except FileNotFoundError:
+            return [], 0
+        out, bad = [], 0
+        for line in lines:
+            entry = _entry(line)
+            if entry is None:
+                bad += 1 if line.strip() else 0
+            else:
+                out.append(entry)
+        return out, bad
+
+
+def _token(key: str) -> str:
+    """An idempotency key as one line of a progress file, whatever it holds."""
+    return json.dumps(key, ensure_ascii=True)[1:-1]
+
+
+def _done(claim: str) -> set[str]:
+    """The keys a retry run of ``claim`` delivered (its progress file)."""
+    try:
+        with open(claim + ".done", encoding="ascii", errors="replace") as f:
+            return {line.rstrip("\n") for line in f}
+    except FileNotFoundError:
+        return set()
 
 
 def quarantine_copy(path: str) -> None:
