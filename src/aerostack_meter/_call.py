@@ -135,23 +135,34 @@ class Endpoint:
         return None
 
 
-_NOT_SENT = ("ConnectError", "ConnectTimeout", "PoolTimeout")  # nothing reached the provider
+# nothing reached the provider (httpx, urllib3 and botocore names; also through an SDK's wrapper)
+_NOT_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout", "ConnectTimeoutError",
+                       "EndpointConnectionError", "NewConnectionError", "ConnectionRefusedError"})
+
+
+def _answered(exc: BaseException) -> bool:
+    """An error the server answered with (an HTTP status): the provider charged nothing."""
+    if isinstance(getattr(exc, "status_code", None), int):  # openai, anthropic, mistral, httpx
+        return True
+    response = getattr(exc, "response", None)  # botocore's ClientError: the parsed error response
+    return isinstance(response, dict) and "ResponseMetadata" in response
 
 
 def _unanswered(exc: BaseException) -> bool:
     """Whether a failed request may have reached the provider without an answer: a timeout after
     the connection was made, a connection dropped mid-answer, or a cancellation (class names, so
-    every SDK's and HTTP library's own classes count; the cause chain says if nothing was sent)."""
+    every SDK's and HTTP library's own classes count; the cause chain says if nothing was sent,
+    and an error the server answered with is not one)."""
     seen: BaseException | None = exc
     unanswered = False
     for _ in range(6):
         if seen is None:
             break
         name = type(seen).__name__
-        if name in _NOT_SENT:
+        if name in _NOT_SENT or _answered(seen):
             return False
         if (name == "CancelledError" or "Timeout" in name
-                or name in ("RemoteProtocolError", "ReadError")):
+                or name in ("RemoteProtocolError", "ReadError", "ProtocolError")):
             unanswered = True
         seen = seen.__cause__ or seen.__context__
     return unanswered

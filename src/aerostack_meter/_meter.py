@@ -292,7 +292,7 @@ class Meter:
         self.counters.missing(reason)
         if reason == "no_response":
             log_once(f"usage_missing:{provider}:{reason}", logging.WARNING,
-                     "aerostack_meter: a %s call got no answer (a timeout after sending, a dropped "
+                     "aerostack_meter: a call to %s got no answer (a timeout after sending, a dropped "
                      "connection or a cancellation): the provider may have charged for it, but no "
                      "usage came back to bill (counted in stats().missing['no_response'])", provider)
             return

@@ -376,3 +376,26 @@ async def test_calls_the_provider_refused_or_never_received_are_not_counted(
             model=MODEL, messages=USER))
     st = _stats()
     assert (st.calls_metered, dict(st.missing)) == (0, {})
+
+
+def test_a_bedrock_error_answer_is_not_no_response(meter: Any, mock_llm: Any) -> None:
+    """botocore's own classes: a 408 ModelTimeoutException is an answer (a ClientError carrying the
+    parsed error response), whatever its name says."""
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config
+
+    c = boto3.client("bedrock-runtime", endpoint_url=mock_llm.base_url, region_name="us-east-1",
+                     aws_access_key_id="AKIDTEST", aws_secret_access_key="secret",
+                     config=Config(retries={"max_attempts": 1}))
+
+    def add_headers(request: Any, **_: Any) -> None:
+        request.headers["x-mock-error"] = "408"
+
+    c.meta.events.register("before-sign.bedrock-runtime.*", add_headers)
+    with pytest.raises(botocore.exceptions.ClientError) as info:
+        c.converse(modelId="anthropic.claude-3-haiku-20240307-v1:0",
+                   messages=[{"role": "user", "content": [{"text": "hi"}]}])
+    assert "Timeout" in type(info.value).__name__  # ModelTimeoutException
+    st = _stats()
+    assert (st.calls_metered, dict(st.missing)) == (0, {})
