@@ -51,13 +51,6 @@ class Reducer:
         """Usage known exactly so far (e.g. Anthropic's input tokens from ``message_start``)."""
         return None
 
-    def trailing(self) -> bool:
-        """The output is over and only the usage event can still follow (OpenAI chat: the chunk
-        ``include_usage`` adds after the last ``finish_reason``). A stream left at this point (a
-        helper that raises on its last chunk, a loop that stops at ``finish_reason``) is read on
-        to its end, a few events at most, so that usage is billed exactly, not estimated."""
-        return False
-
     def final(self, complete: bool) -> Usage | None:
         """Usage to bill when the stream ends; ``complete`` is False for an early end."""
         if self.exact is not None:

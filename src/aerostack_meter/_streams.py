@@ -21,7 +21,6 @@ from ._log import log_limited
 __all__ = ["AsyncStreamProxy", "ManagerProxy", "RawProxy", "StreamProxy", "proxy_stream"]
 
 _MAX_FAILURES = 8  # observer failures after which a stream is no longer observed (then estimated)
-_MAX_TRAILING = 8  # events read past an early end, when only the usage event can follow
 
 
 class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
@@ -82,31 +81,17 @@ class StreamProxy(_StreamBase):
                 self._self_observe_failed()
                 return item
 
-    def _self_leave(self) -> None:
-        """Left before its end: when only the usage event can still follow, read on to it."""
-        if not self._self_call.done and self._self_reducer.trailing():
-            nxt = self._self_next
-            try:
-                for _ in range(_MAX_TRAILING):
-                    self._self_observe(nxt())
-            except StopIteration:
-                self._self_end(True)
-                return
-            except Exception:
-                pass  # estimated, as any stream left early
-        self._self_end(False)
-
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> Any:
-        self._self_leave()
+        self._self_end(False)
         return self.__wrapped__.__exit__(et, ev, tb)
 
     def close(self) -> None:
-        self._self_leave()
+        self._self_end(False)
         self.__wrapped__.close()
 
 
@@ -139,35 +124,21 @@ class AsyncStreamProxy(_StreamBase):
                 self._self_observe_failed()
                 return item
 
-    async def _self_leave(self) -> None:
-        """Left before its end: when only the usage event can still follow, read on to it."""
-        if not self._self_call.done and self._self_reducer.trailing():
-            nxt = self._self_anext
-            try:
-                for _ in range(_MAX_TRAILING):
-                    self._self_observe(await nxt())
-            except StopAsyncIteration:
-                self._self_end(True)
-                return
-            except Exception:
-                pass  # estimated, as any stream left early
-        self._self_end(False)
-
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> Any:
-        await self._self_leave()
+        self._self_end(False)
         return await self.__wrapped__.__aexit__(et, ev, tb)
 
     async def close(self) -> None:
-        await self._self_leave()
+        self._self_end(False)
         await self.__wrapped__.close()
 
     async def aclose(self) -> None:
-        await self._self_leave()
+        self._self_end(False)
         inner = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
         await inner()
 

@@ -222,7 +222,7 @@ class ChatEndpoint(OpenAIEndpoint):
 
 
 class ChatReducer(Reducer):
-    __slots__ = ("choices_left", "estimate_always", "expect", "fields_set", "hide", "seen")
+    __slots__ = ("estimate_always", "expect", "fields_set", "hide", "seen")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any], hint: _ChatHint) -> None:
         super().__init__(provider, kwargs)
@@ -231,8 +231,6 @@ class ChatReducer(Reducer):
         self.expect = hint.expect
         self.estimate_always = hint.estimate
         self.seen = False  # a chunk with choices went by
-        n = kwargs.get("n")
-        self.choices_left = n if type(n) is int and n > 0 else 1  # without a finish_reason yet
 
     def observe(self, chunk: Any) -> bool:
         # The per-chunk path: plain attribute reads only (see benchmarks/bench_openai_overhead.py).
@@ -245,10 +243,7 @@ class ChatReducer(Reducer):
                 if self.hide:  # as if include_usage had not been sent: no "usage": null in to_dict()
                     getattr(chunk, self.fields_set).discard("usage")
                     self.seen = True
-                first = choices[0]
-                if first.finish_reason is not None:
-                    self.choices_left -= 1
-                delta = first.delta
+                delta = choices[0].delta
                 if delta is not None:
                     text = delta.content
                     if text.__class__ is str:
@@ -276,9 +271,6 @@ class ChatReducer(Reducer):
     def estimate_when_complete(self) -> bool:
         return self.estimate_always
 
-    def trailing(self) -> bool:
-        return self.choices_left <= 0 and self.exact is None and self.expect and not self.estimate_always
-
     def final(self, complete: bool) -> Usage | None:
         if self.exact is None and not self.expect:
             return None  # the caller turned stream usage off (or the base URL has it off): "usage missing"
@@ -305,10 +297,7 @@ class CompletionReducer(ChatReducer):
                 if self.hide:
                     getattr(chunk, self.fields_set).discard("usage")
                     self.seen = True
-                first = choices[0]
-                if first.finish_reason is not None:
-                    self.choices_left -= 1
-                text = first.text
+                text = choices[0].text
                 if text.__class__ is str:
                     self.chars += len(text)
                 return False
