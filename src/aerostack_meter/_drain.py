@@ -108,7 +108,8 @@ def drain(timeout: float | None = 60.0, *, retry_dead: bool = False,
                         "here: install aerostack-meter[cost] (the price table) and run it again")
     if st.paused:
         problems.append("the billing API refused the API key (401/403): fix AEROSTACK_API_KEY")
-    if not ok or left:
+    unpriced_only = st.awaiting_price and left <= st.awaiting_price and not st.paused
+    if (not ok or left) and not unpriced_only:  # (the unpriced calls are said above)
         why = ("delivery is paused until the key is fixed" if st.paused
                else "the billing API did not accept them in time")
         problems.append(f"{left} event(s) not delivered yet ({why}); they stay on disk")
