@@ -188,11 +188,14 @@ def _is_runtime(client: Any) -> bool:
 def _api_call_hook(get_meter: Any) -> Callable[..., Any]:
     """``BaseClient._make_api_call(operation_name, api_params)``: the four operations of a
     ``bedrock-runtime`` client, metered with ``api_params`` as the call's keyword arguments."""
-    from .._wrapping import make_wrapper
+    from .._wrapping import ACTIVE, make_wrapper
 
     meters = {op: make_wrapper(call, False, get_meter, returns=call.returns) for op, call in _OPERATIONS.items()}
+    active = ACTIVE.get
 
     def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if active():  # metered already, at the client's method or by wrap(): the common case
+            return wrapped(*args, **kwargs)
         meter = meters.get(args[0]) if len(args) == 2 and not kwargs and type(args[0]) is str else None
         if meter is None or not isinstance(args[1], Mapping) or not _is_runtime(instance):
             return wrapped(*args, **kwargs)
