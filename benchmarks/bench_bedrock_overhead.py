@@ -127,16 +127,14 @@ def main() -> None:
     head = (
         f"`python benchmarks/bench_bedrock_overhead.py` — {machine()}, boto3 {boto3.__version__} "
         f"(botocore {botocore.__version__}), {args.rounds} interleaved rounds, medians of round means "
-        "of process CPU time; canned responses from a `before-send` handler (no network), a sink "
-        "that drops batches."
+        "of process CPU time; canned responses from a `before-send` handler (no network), the default "
+        "durable store on, a sink that drops batches."
     )
     note = (
         "`invoke_model` is read from its count headers (the body is left to the caller), so its cost "
         "does not grow with the body. Patched calls also pass botocore's `BaseClient._make_api_call` "
         "hook, which meters clients built before `init()` and steps aside for a call metered at its "
-        "method: about 5 µs of the patched figure (measured with that hook removed: converse +20.9 µs, "
-        "1.086x). Neither meets issue 16's 1.03x: the generic call path costs about 20 µs here, "
-        "against a bare call of about 200 µs."
+        "method (part of the gap between patched and `wrap()`)."
     )
     body = section(head, m, summary, load, note)
     publish("Bedrock overhead", body, args)

@@ -49,20 +49,17 @@ def _targets() -> list[Target]:
     return out
 
 
+def _leaves(complete: ReaderEndpoint, stream: ReaderEndpoint) -> dict[str, Any]:
+    return {"complete": complete, "complete_async": complete, "stream": stream, "stream_async": stream}
+
+
 _CHAT: dict[str, Any] = {
-    "complete": COMPLETE,
-    "complete_async": COMPLETE,
-    "stream": STREAM,
-    "stream_async": STREAM,
+    **_leaves(COMPLETE, STREAM),
     "parse": HELPER,  # they call complete / stream through ``self``
     "parse_async": HELPER,
     "parse_stream": HELPER,
     "parse_stream_async": HELPER,
 }
-
-
-def _leaves(complete: ReaderEndpoint, stream: ReaderEndpoint) -> dict[str, Any]:
-    return {"complete": complete, "complete_async": complete, "stream": stream, "stream_async": stream}
 
 
 def _package() -> str:
