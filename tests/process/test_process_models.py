@@ -35,6 +35,7 @@ class World:
         self.gw = start_gateway(keys=[KEY])
         self.llm = start_mock_llm()
         self.state = tmp / "state"
+        self.server_log = tmp / "server.log"  # a served app's stderr (see _serve)
 
     def env(self, **extra: str) -> dict[str, str]:
         return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": ROOT, "AEROSTACK_API_KEY": KEY,
@@ -102,20 +103,24 @@ def _free_port() -> int:
 
 
 def _serve(cmd: list[str], world: World, port: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(cmd, env=world.env(), cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # The server's stderr goes to a file, never to a pipe nobody reads while it runs: a full pipe
+    # (its workers' logs at shutdown) blocks them in write(), and the master waits for them for ever.
+    world.server_log = world.state.parent / f"server-{port}.log"
+    with open(world.server_log, "w") as err:
+        proc = subprocess.Popen(cmd, env=world.env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=err, text=True, start_new_session=True)
     deadline = time.monotonic() + 40
     while True:
         try:
             httpx.get(f"http://127.0.0.1:{port}/chat?consumer=warmup&n=1", timeout=10)
             return proc
         except httpx.HTTPError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert proc.poll() is None, world.server_log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the server did not come up"
             time.sleep(0.2)
 
 
-def _traffic_then_sigterm(proc: subprocess.Popen[str], port: int) -> float:
+def _traffic_then_sigterm(proc: subprocess.Popen[str], port: int, log: Path) -> float:
     """4 clients call for a while; SIGTERM reaches the master mid-traffic. Returns when the
     master has exited (the end of the traffic)."""
     stop = threading.Event()
@@ -137,12 +142,15 @@ def _traffic_then_sigterm(proc: subprocess.Popen[str], port: int) -> float:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        raise AssertionError("the server did not stop within 60 s of SIGTERM; its log:\n"
+                             + log.read_text()[-3000:]) from None
     finally:
         stop.set()
         for t in threads:
             t.join(30)
-        if proc.stderr:
-            proc.stderr.close()
     return time.monotonic()
 
 
@@ -151,7 +159,7 @@ def test_uvicorn_two_workers_sigterm_during_traffic(world: World) -> None:
     port = _free_port()
     proc = _serve([sys.executable, "-m", "uvicorn", "tests.process.apps:asgi", "--workers", "2",
                    "--port", str(port), "--log-level", "warning"], world, port)
-    t_end = _traffic_then_sigterm(proc, port)
+    t_end = _traffic_then_sigterm(proc, port, world.server_log)
     r = world.drain()
     assert r.returncode == 0, r.stdout + r.stderr
     world.settle("uvicorn --workers 2, SIGTERM during traffic", t_end, drained=True)
@@ -165,7 +173,7 @@ def test_gunicorn_preload_sigterm_to_the_master_during_traffic(world: World, wor
     proc = _serve([sys.executable, "-m", "gunicorn", "--preload", "-w", "2", "-k", worker,
                    "-b", f"127.0.0.1:{port}", "--graceful-timeout", "10", "--log-level", "warning",
                    app], world, port)
-    t_end = _traffic_then_sigterm(proc, port)
+    t_end = _traffic_then_sigterm(proc, port, world.server_log)
     r = world.drain()
     assert r.returncode == 0, r.stdout + r.stderr
     world.settle(f"gunicorn --preload -k {worker.rsplit('.', 1)[-1]}, SIGTERM to the master", t_end,
