@@ -42,6 +42,7 @@ __all__ = [
     "enter_outer",
     "finish",
     "is_async_callable",
+    "is_ours",
     "make_routed_wrapper",
     "make_wrapper",
     "metered_inside",
@@ -50,7 +51,9 @@ __all__ = [
 
 # A metered call is in progress in this context: an SDK helper calling another metered method, a
 # call both proxied and patched, a method-level wrapper over the base client: the outermost meters.
-ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("aerostack_meter_active", default=False)
+# Its value is True, or the HTTP layer's state of the call in flight (one context variable, set
+# and reset once per call, serves both: see providers/_stainless.py).
+ACTIVE: contextvars.ContextVar[object] = contextvars.ContextVar("aerostack_meter_active", default=False)
 _active = ACTIVE
 
 MeterGetter = Callable[[], "Meter | None"]
@@ -320,6 +323,16 @@ class MeterWrapper(wrapt.FunctionWrapper):  # type: ignore[type-arg]
     """Marks our own wrappers, so we never wrap twice and unpatch only what is ours."""
 
 
+_OURS = "__aerostack_meter__"  # set on a plain function we put in place of a method (Target.plain)
+
+PlainFactory = Callable[[MeterGetter, Callable[..., Any]], Callable[..., Any]]
+
+
+def is_ours(fn: Any) -> bool:
+    """Whether ``fn`` is a wrapper of ours: a :class:`MeterWrapper`, or a plain replacement."""
+    return isinstance(fn, MeterWrapper) or getattr(fn, _OURS, False) is True
+
+
 @dataclass(frozen=True)
 class Target:
     """One method to patch: ``module.attr_path`` (e.g. ``"Completions.create"``)."""
@@ -332,6 +345,10 @@ class Target:
     # Instead of metering: a wrapper factory ``hook(get_meter) -> wrapt wrapper`` for a method that
     # is not a metered call but must tell one something (a helper's close() ending its stream).
     hook: Callable[[MeterGetter], Callable[..., Any]] | None = None
+    # Or a factory ``plain(get_meter, original) -> function`` that returns the replacement itself,
+    # a plain function calling ``original(self, *args, **kwargs)``: no wrapt layer (binding a
+    # FunctionWrapper and re-packing the arguments) on a method every call passes through.
+    plain: PlainFactory | None = None
 
 
 class PatchSet:
@@ -346,7 +363,7 @@ class PatchSet:
         self.name = name
         self._targets = targets
         self._lock = threading.Lock()
-        self._applied: list[tuple[Any, str, Any, MeterWrapper, list[bool]]] = []
+        self._applied: list[tuple[Any, str, Any, Any, list[bool]]] = []
         self._active = False
         self._generation = 0  # a post-import hook of an earlier patch() finds it changed: no-op
 
@@ -393,7 +410,7 @@ class PatchSet:
             except AttributeError:
                 continue
             original = _lookup(owner, attr)
-            if original is None or isinstance(original, MeterWrapper):
+            if original is None or is_ours(original):
                 continue
             is_async = target.is_async
             if is_async is None:
@@ -403,13 +420,18 @@ class PatchSet:
             def getter(on: list[bool] = on) -> Meter | None:
                 return get_meter() if on[0] else None
 
-            if target.hook is not None:
-                fn = target.hook(getter)
-            elif target.endpoint is not None:
-                fn = make_wrapper(target.endpoint, is_async, getter, None, target.returns)
+            wrapper: Any
+            if target.plain is not None:
+                wrapper = functools.update_wrapper(target.plain(getter, original), original)
+                setattr(wrapper, _OURS, True)
             else:
-                continue
-            wrapper = MeterWrapper(original, fn)
+                if target.hook is not None:
+                    fn = target.hook(getter)
+                elif target.endpoint is not None:
+                    fn = make_wrapper(target.endpoint, is_async, getter, None, target.returns)
+                else:
+                    continue
+                wrapper = MeterWrapper(original, fn)
             with self._lock:
                 if generation != self._generation:
                     return

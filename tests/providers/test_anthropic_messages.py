@@ -189,13 +189,14 @@ def test_uninstrument_restores_exactly(meter: Any, gateway: Any, llm: Any) -> No
     from anthropic._base_client import AsyncAPIClient, SyncAPIClient
     from anthropic.resources.messages import messages as mod
 
-    from aerostack_meter._wrapping import MeterWrapper
+    from aerostack_meter._wrapping import is_ours
 
-    assert not isinstance(mod.Messages.__dict__["create"], MeterWrapper)
+    assert not is_ours(mod.Messages.__dict__["create"])
     owners = [SyncAPIClient, AsyncAPIClient]
     names = ("request", "_process_response")
     patched = {(o, n): o.__dict__[n] for o in owners for n in names}
-    assert all(isinstance(fn, MeterWrapper) for fn in patched.values())
+    assert all(is_ours(fn) for fn in patched.values())
+    assert all(not is_ours(fn.__wrapped__) for fn in patched.values())
     originals = {k: v.__wrapped__ for k, v in patched.items()}
     am.uninstrument()
     for key, fn in originals.items():
@@ -203,6 +204,9 @@ def test_uninstrument_restores_exactly(meter: Any, gateway: Any, llm: Any) -> No
     client(llm, "sync").messages.create(**ARGS)
     assert billed(gateway) == {}
     am.instrument(("anthropic",))
+    assert {(o, n): o.__dict__[n] for o in owners for n in names} != patched  # wrapped anew
+    assert all(is_ours(o.__dict__[n]) for o in owners for n in names)
+    assert {(o, n): o.__dict__[n].__wrapped__ for o in owners for n in names} == originals
     am.instrument(("anthropic",))  # a second time is a no-op: wrapped once
     inner = SyncAPIClient.__dict__["request"]
     assert inner.__wrapped__ is originals[(SyncAPIClient, "request")]

@@ -28,7 +28,6 @@ defaults, see :func:`aerostack_meter._wrapping.routed`) is metered once.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import sys
@@ -59,11 +58,7 @@ class _State:
     endpoint: Endpoint
     hint: Any
     seen: bool = False  # _process_response took the call over
-    token: Any = None  # _current and ACTIVE as they were before the call (reset after it)
-    active: Any = None
-
-
-_current: contextvars.ContextVar[_State | None] = contextvars.ContextVar("aerostack_meter_http", default=None)
+    token: Any = None  # ACTIVE as it was before the call (reset after it)
 
 
 def _header(options: Any, name: str) -> Any:
@@ -100,10 +95,10 @@ class BaseClient:
     # -- installation -----------------------------------------------------------------------
     def _targets(self) -> list[Target]:
         return [
-            Target(self.module, "SyncAPIClient.request", None, hook=self._request_hook(False)),
-            Target(self.module, "AsyncAPIClient.request", None, hook=self._request_hook(True)),
-            Target(self.module, "SyncAPIClient._process_response", None, hook=self._process_hook(False)),
-            Target(self.module, "AsyncAPIClient._process_response", None, hook=self._process_hook(True)),
+            Target(self.module, "SyncAPIClient.request", None, plain=self._request_hook(False)),
+            Target(self.module, "AsyncAPIClient.request", None, plain=self._request_hook(True)),
+            Target(self.module, "SyncAPIClient._process_response", None, plain=self._process_hook(False)),
+            Target(self.module, "AsyncAPIClient._process_response", None, plain=self._process_hook(True)),
         ]
 
     def enable(self) -> None:
@@ -174,10 +169,10 @@ class BaseClient:
             self._patches.patch()
 
     # -- request: the call begins ---------------------------------------------------------------
-    def _request_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None]], Any]:
+    def _request_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None], Any], Any]:
         base = self
 
-        def factory(get_meter: Callable[[], Meter | None]) -> Any:
+        def factory(get_meter: Callable[[], Meter | None], wrapped: Any) -> Any:
             from .. import _global
 
             def locate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -219,15 +214,14 @@ class BaseClient:
                 """The call begins (:func:`begin`: attribution, prepare, budget; may raise before
                 anything is sent). ``None`` to call straight through, else (state, args, kwargs
                 to call with, whether they differ from the caller's); the call is then current
-                until the caller's ``finally`` resets ``state.active`` and ``state.token``."""
+                until the caller's ``finally`` resets ``state.token``."""
                 meter, defaults, endpoint, options, body, prepare, site = found
                 call, new_body, hint = begin(meter, endpoint, defaults, instance, body, site, prepare,
                                              wait=not is_async)
                 if call is None:
                     return None
                 state = _State(call, endpoint, hint)
-                state.token = _current.set(state)
-                state.active = ACTIVE.set(True)
+                state.token = ACTIVE.set(state)
                 if new_body is body:
                     return state, args, kwargs, False
                 try:
@@ -266,23 +260,22 @@ class BaseClient:
                 return True
 
             if is_async:
-                async def async_request(wrapped: Any, instance: Any, args: tuple[Any, ...],
-                                        kwargs: dict[str, Any]) -> Any:
+                async def async_request(self: Any, *args: Any, **kwargs: Any) -> Any:
                     found = locate(args, kwargs)
                     if found is None:
-                        return await wrapped(*args, **kwargs)
+                        return await wrapped(self, *args, **kwargs)
                     await prefetch(found[0], found[1], found[6])  # a budget's balance, awaited
-                    plan = start(found, instance, args, kwargs)
+                    plan = start(found, self, args, kwargs)
                     if plan is None:
-                        return await wrapped(*args, **kwargs)
+                        return await wrapped(self, *args, **kwargs)
                     state, call_args, call_kwargs, changed = plan
                     try:
                         try:
-                            result = await wrapped(*call_args, **call_kwargs)
+                            result = await wrapped(self, *call_args, **call_kwargs)
                         except Exception as exc:
-                            if not retry(state, instance, exc, changed):
+                            if not retry(state, self, exc, changed):
                                 raise
-                            result = await wrapped(*args, **kwargs)  # as the caller wrote it
+                            result = await wrapped(self, *args, **kwargs)  # as the caller wrote it
                         if not state.seen:
                             unseen(state)
                         return result
@@ -290,27 +283,25 @@ class BaseClient:
                         state.call.fail(exc)
                         raise
                     finally:
-                        ACTIVE.reset(state.active)
-                        _current.reset(state.token)
+                        ACTIVE.reset(state.token)
 
                 return async_request
 
-            def sync_request(wrapped: Any, instance: Any, args: tuple[Any, ...],
-                             kwargs: dict[str, Any]) -> Any:
+            def sync_request(self: Any, *args: Any, **kwargs: Any) -> Any:
                 found = locate(args, kwargs)
                 if found is None:
-                    return wrapped(*args, **kwargs)
-                plan = start(found, instance, args, kwargs)
+                    return wrapped(self, *args, **kwargs)
+                plan = start(found, self, args, kwargs)
                 if plan is None:
-                    return wrapped(*args, **kwargs)
+                    return wrapped(self, *args, **kwargs)
                 state, call_args, call_kwargs, changed = plan
                 try:
                     try:
-                        result = wrapped(*call_args, **call_kwargs)
+                        result = wrapped(self, *call_args, **call_kwargs)
                     except Exception as exc:
-                        if not retry(state, instance, exc, changed):
+                        if not retry(state, self, exc, changed):
                             raise
-                        result = wrapped(*args, **kwargs)  # as the caller wrote it
+                        result = wrapped(self, *args, **kwargs)  # as the caller wrote it
                     if not state.seen:
                         unseen(state)
                     return result
@@ -318,18 +309,17 @@ class BaseClient:
                     state.call.fail(exc)
                     raise
                 finally:
-                    ACTIVE.reset(state.active)
-                    _current.reset(state.token)
+                    ACTIVE.reset(state.token)
 
             return sync_request
 
         return factory
 
     # -- _process_response: a 2xx arrived ---------------------------------------------------------
-    def _process_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None]], Any]:
+    def _process_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None], Any], Any]:
         base = self
 
-        def factory(get_meter: Callable[[], Meter | None]) -> Any:
+        def factory(get_meter: Callable[[], Meter | None], wrapped: Any) -> Any:
             def raw_by_cast(state: _State, kwargs: Mapping[str, Any]) -> bool:
                 """``cast_to`` hands the user the HTTP response itself: meter the bytes they read,
                 from before the SDK sees it. True if so (and True, with the call counted as an
@@ -381,16 +371,15 @@ class BaseClient:
                 call.end(usage)
 
             if is_async:
-                async def async_process(wrapped: Any, instance: Any, args: tuple[Any, ...],
-                                        kwargs: dict[str, Any]) -> Any:
-                    state = _current.get()
-                    if state is None or state.call.done or args:
-                        return await wrapped(*args, **kwargs)
+                async def async_process(self: Any, *args: Any, **kwargs: Any) -> Any:
+                    state = ACTIVE.get()
+                    if type(state) is not _State or state.call.done or args:
+                        return await wrapped(self, *args, **kwargs)
                     state.seen = True
                     if (base._http_types is None or kwargs.get("cast_to") in base._http_types) and raw_by_cast(state, kwargs):
-                        return await wrapped(*args, **kwargs)
+                        return await wrapped(self, *args, **kwargs)
                     try:
-                        result = await wrapped(*args, **kwargs)
+                        result = await wrapped(self, *args, **kwargs)
                     except Exception:
                         failed(state, kwargs)
                         raise
@@ -400,16 +389,15 @@ class BaseClient:
 
                 return async_process
 
-            def sync_process(wrapped: Any, instance: Any, args: tuple[Any, ...],
-                             kwargs: dict[str, Any]) -> Any:
-                state = _current.get()
-                if state is None or state.call.done or args:
-                    return wrapped(*args, **kwargs)
+            def sync_process(self: Any, *args: Any, **kwargs: Any) -> Any:
+                state = ACTIVE.get()
+                if type(state) is not _State or state.call.done or args:
+                    return wrapped(self, *args, **kwargs)
                 state.seen = True
                 if (base._http_types is None or kwargs.get("cast_to") in base._http_types) and raw_by_cast(state, kwargs):
-                    return wrapped(*args, **kwargs)
+                    return wrapped(self, *args, **kwargs)
                 try:
-                    result = wrapped(*args, **kwargs)
+                    result = wrapped(self, *args, **kwargs)
                 except Exception:
                     failed(state, kwargs)
                     raise
