@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import os
 import sys
@@ -122,6 +121,8 @@ def _env_flag(setting: str, name: str, environ: Mapping[str, str]) -> bool | Non
 def _is_loopback(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain") or host.endswith(".localhost"):
         return True
+    import ipaddress  # only for a plain-http URL
+
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:

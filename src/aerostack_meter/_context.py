@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import inspect
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
@@ -32,8 +30,10 @@ __all__ = ["Attribution", "Defaults", "Scope", "attribute", "carry_consumer", "c
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
+class Scope(NamedTuple):
+    """What one ``consumer()`` scope sets. (Named tuples, not dataclasses, here: ``import
+    aerostack_meter`` loads this module, and ``dataclasses`` would bring ``inspect`` and ``ast``.)"""
+
     consumer_id: str | None = None
     api_id: str | None = None
     metrics: MetricPolicy | None = None
@@ -113,6 +113,8 @@ class consumer:
         self.__exit__(et, ev, tb)
 
     def __call__(self, func: F) -> F:
+        import inspect  # once per decorated function; not loaded by `import aerostack_meter`
+
         if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
             # A scope set around a generator's steps would leak into whoever iterates it.
             raise ConfigError("func", "cannot decorate a generator function; use "
@@ -163,8 +165,7 @@ def carry_consumer(func: F) -> F:
     return cast(F, run)
 
 
-@dataclass(frozen=True, slots=True)
-class Defaults:
+class Defaults(NamedTuple):
     """Attribution defaults bound to one wrapped client by ``wrap(client, ...)``."""
 
     consumer_id: str | None = None

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._context import current_scope
-from ._meter import Meter
-from ._stats import Stats
+
+if TYPE_CHECKING:
+    # imported by init() or the first log(): `import aerostack_meter` does not load the meter
+    from ._meter import Meter
+    from ._stats import Stats
 
 __all__ = ["aflush", "current_consumer", "flush", "get_meter", "init", "log", "shutdown", "stats"]
 
@@ -24,6 +27,8 @@ def get_meter() -> Meter | None:
 def _ensure() -> Meter:
     meter = _meter
     if meter is None:
+        from ._meter import Meter
+
         with _lock:
             if _meter is None:
                 _set(Meter(), None)
@@ -47,6 +52,7 @@ def init(api_key: str | None = None, *, api_id: str | None = None, base_url: str
     Bad settings raise :class:`aerostack_meter.ConfigError` naming the setting.
     """
     from ._instrument import instrument
+    from ._meter import Meter
 
     args = (api_key, api_id, base_url, tuple(sorted(options.items(), key=lambda kv: kv[0])))
     with _lock:
@@ -96,7 +102,11 @@ def shutdown(timeout: float | None = None) -> bool:
 def stats() -> Stats:
     """A typed snapshot of the process-wide meter's counters."""
     meter = _meter
-    return Stats() if meter is None else meter.stats()
+    if meter is None:
+        from ._stats import Stats
+
+        return Stats()
+    return meter.stats()
 
 
 def current_consumer() -> str | None:

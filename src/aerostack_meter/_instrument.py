@@ -3,7 +3,8 @@
 An SDK that is already imported is patched at once; one that is installed but not imported yet is
 patched by a post-import hook the moment the application imports it, so enabling the meter never
 imports an SDK the application does not use (``import anthropic`` alone can take a second or more).
-A missing SDK is quietly skipped; one requested by name is warned about.
+A missing SDK is quietly skipped (neither its provider's module nor wrapt is imported for it);
+one requested by name is warned about.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import sys
 import threading
 from types import ModuleType
 from typing import TYPE_CHECKING
-
-import wrapt
 
 from . import providers as registry
 from ._log import logger
@@ -61,10 +60,15 @@ def instrument(which: bool | tuple[str, ...] = True) -> list[str]:
     imported. Returns the providers instrumented or armed. Calling it again is a no-op."""
     if which is False:
         return []
-    wanted = registry.names() if which is True else which
+    wanted = registry.declared_names() if which is True else which
     done = []
     with _lock:
         for name in wanted:
+            sdk = registry.sdk_of(name)
+            if sdk is not None and not _installed(sdk):
+                if which is not True:
+                    logger.warning("aerostack_meter: %s is not installed; not instrumented", sdk)
+                continue
             provider = registry.get(name)
             if provider is None:
                 logger.warning("aerostack_meter: no provider named %r; known: %s", name,
@@ -81,6 +85,8 @@ def instrument(which: bool | tuple[str, ...] = True) -> list[str]:
                     done.append(name)
             else:
                 if package not in _hooked:
+                    import wrapt  # here, not at the top: init() without any SDK needs no wrapt
+
                     wrapt.register_post_import_hook(_on_import, package)
                     _hooked.add(package)
                 done.append(name)

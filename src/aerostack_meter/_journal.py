@@ -20,7 +20,6 @@ import contextlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 
 from ._journal_format import (
@@ -102,7 +101,7 @@ class Journal:
         so a writer that loaded it never writes to a closed or reused descriptor."""
         self.pid = os.getpid()
         for _ in range(8):  # a new name when an adopter removed our fresh lock file under us
-            self.token = uuid.uuid4().hex[:20]
+            self.token = os.urandom(10).hex()  # 20 random hex digits (uuid would import platform)
             lock = _lock(self._lock_path(self.token))
             if lock is not None:
                 break

@@ -11,10 +11,9 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _lifecycle
-from ._budget import Budget, Reservation
 from ._config import Settings, build_settings
 from ._context import Attribution, Defaults, attribute
 from ._cost import CostPolicy, warn_unpriced
@@ -41,6 +40,9 @@ from ._stats import Counters, Stats
 from ._store import JournalStore, MemoryStore
 from ._usage import _MAX_UNITS, Usage
 from .sinks import Sink
+
+if TYPE_CHECKING:
+    from ._budget import Budget, Reservation  # a configured budget brings it (init(budget=...))
 
 __all__ = ["Attribution", "Defaults", "Meter"]
 

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import threading
 import time
 
 from ._config import DEFAULT_LEDGER, Settings
 from ._events import UsageEvent
 from ._log import log_limited, log_once
-from ._sqlite import connect
 from ._stats import Counters
 from .sinks import Batch, SendResult
 
@@ -85,6 +83,10 @@ class RejectedStore:
                         type(exc).__name__)
 
     def _into_ledger(self, batch: Batch, reason: str) -> bool:
+        import sqlite3  # on the first refusal only: a meter with an API key needs no SQLite
+
+        from ._sqlite import connect
+
         try:
             with self._lock:
                 path = self.settings.ledger_path

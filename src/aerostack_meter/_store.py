@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -67,7 +66,7 @@ class MemoryStore:
         self._reset()
 
     def _reset(self) -> None:
-        self.token = uuid.uuid4().hex[:20]
+        self.token = os.urandom(10).hex()  # 20 random hex digits (uuid would import platform)
         self._q: deque[tuple[str, str, str, int, int, float]] = deque()
         self._appended = itertools.count()
         self._n_appended = 0

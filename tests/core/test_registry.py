@@ -74,7 +74,11 @@ def test_the_core_names_no_provider() -> None:
 
 
 def test_declarations_are_complete() -> None:
+    # init() skips a provider whose SDK is missing by sdk_of(), without importing its module
+    assert providers.declared_names() == providers.names()
     for p in providers.all_providers():
+        sdk = providers.sdk_of(p.name)
+        assert sdk is not None and (p.package == sdk or p.package.startswith(sdk + ".")), p.name
         assert p.package and p.distribution and p.versions
         assert in_range("0", p.versions) is False  # a real lower bound
         assert isinstance(p.client_tree, dict), p.name  # empty for a callback provider (litellm)

@@ -21,6 +21,12 @@ __all__ = ["BUILTIN", "all_providers", "get", "names", "provider_for", "register
 #: Built-in provider modules (``aerostack_meter.providers.<name>``), in the order they are patched.
 BUILTIN: tuple[str, ...] = ("openai", "anthropic", "gemini", "bedrock", "mistral", "litellm")
 
+#: The SDK each built-in provider meters, by import name: its ``PROVIDER.package`` is this module
+#: or one under it (a test checks). ``init()`` skips a provider whose SDK is not installed without
+#: importing the provider's module, which imports the wrapping core and wrapt (issue 16).
+_SDKS: dict[str, str] = {"openai": "openai", "anthropic": "anthropic", "gemini": "google.genai",
+                         "bedrock": "botocore", "mistral": "mistralai", "litellm": "litellm"}
+
 _lock = threading.Lock()
 _loaded: dict[str, Provider] | None = None
 _extra: dict[str, Provider] = {}
@@ -57,6 +63,18 @@ def all_providers() -> list[Provider]:
 
 def names() -> tuple[str, ...]:
     return tuple(p.name for p in all_providers())
+
+
+def declared_names() -> tuple[str, ...]:
+    """:func:`names`, without importing the built-in providers' modules."""
+    return (*BUILTIN, *_extra)
+
+
+def sdk_of(name: str) -> str | None:
+    """The SDK provider ``name`` needs installed (a module name), without importing a built-in
+    provider's module; ``None`` for a name not declared."""
+    extra = _extra.get(name)
+    return extra.package if extra is not None else _SDKS.get(name)
 
 
 def get(name: str) -> Provider | None:
