@@ -11,6 +11,14 @@ warm-up calls. The default durable store is on (a journal in a temporary ``state
 names a destination and drops every batch). Streams are counted per call (the whole stream read)
 and per chunk (the slope between two stream lengths).
 
+Operations: OpenAI (``chat``, ``responses``), Anthropic (``messages``), Gemini
+(``gemini``: ``models.generate_content``), Bedrock (``converse``, ``invoke_model``; the patched
+block uses a client built after ``instrument()``, as an application that calls ``init()`` first
+does) and Mistral (``mistral``: ``chat.complete``); an ``a`` prefix is the async client. Each SDK
+talks to an in-process transport answering the mock LLM server's own bodies (Bedrock: a botocore
+``before-send`` handler). The run checks that every patched and ``wrap()`` call was metered
+exactly (nothing missing, no internal error).
+
 What is counted: the calling thread's instructions (callgrind collects per thread, and only the
 calling thread enters ``reduce``): the reporter thread's share of the work is not in these
 figures (``attribute_overhead.py`` measures it in CPU time). The garbage collector is paused
@@ -36,8 +44,92 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 VARIANTS = ("bare", "patched", "wrap()")
 OPS = ("chat", "achat", "responses", "aresponses", "messages", "amessages",
-       "chat_stream", "messages_stream")
+       "chat_stream", "messages_stream", "gemini", "agemini", "converse", "invoke_model",
+       "mistral", "amistral")
+# The other providers' SDK clients (built only when an op needs them): op -> client key.
+NEW = {"gemini": "gemini", "agemini": "gemini", "converse": "bedrock", "invoke_model": "bedrock",
+       "mistral": "mistral", "amistral": "mistral"}
 STREAM_WORDS = (8, 128)  # reply lengths for the per-chunk slope
+
+
+def _canned(build: object, body: dict[str, object], model: str) -> bytes:
+    """The mock LLM server's own JSON answer to ``body`` (32 output words)."""
+    import json
+
+    from aerostack_meter.servers._mock_plan import RequestInfo
+    from aerostack_meter.servers._mock_usage import Controls
+
+    plan = build(body, RequestInfo(Controls(output_tokens=32), 1, 1_700_000_000,
+                                       {"model": model, "modelId": model}))  # type: ignore[operator]
+    return json.dumps(plan.body).encode()  # type: ignore[attr-defined]
+
+
+def _new_clients(key: str) -> object:
+    """A client of another provider's SDK over an in-process transport (no network): Gemini
+    (``httpx.MockTransport``, sync and async), Mistral (``httpx2.MockTransport``), Bedrock (a
+    botocore ``before-send`` handler answering canned bodies: the whole botocore parsing runs)."""
+    from aerostack_meter.servers import _mock_bedrock, _mock_gemini, _mock_mistral
+
+    if key == "gemini":
+        import httpx
+        from google import genai
+        from google.genai import types
+
+        body = _canned(_mock_gemini.generate, {"contents": [{"parts": [{"text": "Say hello."}]}]},
+                       "gemini-2.5-flash")
+
+        def gemini(request: object) -> object:
+            return httpx.Response(200, headers={"content-type": "application/json"}, content=body)
+
+        transport = httpx.MockTransport(gemini)
+        return genai.Client(api_key="x", http_options=types.HttpOptions(
+            base_url="http://mock.invalid", client_args={"transport": transport},
+            async_client_args={"transport": transport}))
+    if key == "mistral":
+        import httpx2
+
+        try:
+            from mistralai.client import Mistral
+        except ImportError:  # 1.x
+            from mistralai import Mistral  # type: ignore[attr-defined,no-redef]
+        body = _canned(_mock_mistral.chat, {"model": "mistral-small-latest", "messages": [
+            {"role": "user", "content": "Say hello."}]}, "mistral-small-latest")
+
+        def mistral(request: object) -> object:
+            return httpx2.Response(200, headers={"content-type": "application/json"}, content=body)
+
+        transport = httpx2.MockTransport(mistral)
+        return Mistral(api_key="x", server_url="http://mock.invalid",
+                       client=httpx2.Client(transport=transport),
+                       async_client=httpx2.AsyncClient(transport=transport))
+    import io
+
+    import boto3
+    from botocore.awsrequest import AWSResponse
+    from botocore.config import Config
+
+    converse = _canned(_mock_bedrock.converse, {"messages": [{"role": "user", "content": [
+        {"text": "Say hello."}]}]}, "anthropic.claude-3-5-haiku-20241022-v1:0")
+    invoke = b'{"type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":12,"output_tokens":20}}'
+
+    class Raw(io.BytesIO):
+        def stream(self, **_: object) -> object:
+            yield self.getvalue()
+
+    def answer(request: object, **_: object) -> object:
+        url = request.url.split("?", 1)[0]  # type: ignore[attr-defined]
+        headers = {"content-type": "application/json"}
+        if url.endswith("/invoke"):
+            headers.update({"x-amzn-bedrock-input-token-count": "12",
+                            "x-amzn-bedrock-output-token-count": "20"})
+            return AWSResponse(url, 200, headers, Raw(invoke))
+        return AWSResponse(url, 200, headers, Raw(converse))
+
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="AKIDBENCH",
+                          aws_secret_access_key="x", endpoint_url="http://mock.invalid",
+                          config=Config(retries={"max_attempts": 1}))
+    client.meta.events.register("before-send.bedrock-runtime.*", answer)
+    return client
 
 
 def _inner(calls: int, ops: list[str], warm: int) -> None:
@@ -102,6 +194,15 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     async def amessages(c):  # type: ignore[no-untyped-def]
         await c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS)
 
+    async def agemini(c):  # type: ignore[no-untyped-def]
+        await c.aio.models.generate_content(model="gemini-2.5-flash", contents="Say hello.")
+
+    async def amistral(c):  # type: ignore[no-untyped-def]
+        await c.chat.complete_async(model="mistral-small-latest", messages=MSGS)
+
+    BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
+    BEDROCK_MSGS = [{"role": "user", "content": [{"text": "Say hello."}]}]
+
     def chat_stream(c):  # type: ignore[no-untyped-def]
         for _ in c.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True):
             pass
@@ -121,8 +222,25 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
         "amessages": ("aanthropic", asyn(amessages)),
         "chat_stream": ("openai", sync(chat_stream)),
         "messages_stream": ("anthropic", sync(messages_stream)),
+        "gemini": ("gemini", sync(lambda c: c.models.generate_content(
+            model="gemini-2.5-flash", contents="Say hello."))),
+        "agemini": ("gemini", asyn(agemini)),
+        "converse": ("bedrock", sync(lambda c: c.converse(modelId=BEDROCK_MODEL, messages=BEDROCK_MSGS))),
+        "invoke_model": ("bedrock", sync(lambda c: c.invoke_model(
+            modelId=BEDROCK_MODEL, body=b'{"messages": [], "max_tokens": 10}')["body"].read())),
+        "mistral": ("mistral", sync(lambda c: c.chat.complete(model="mistral-small-latest", messages=MSGS))),
+        "amistral": ("mistral", asyn(amistral)),
     }
     plain = clients(pw.make_handler())
+    # other providers' clients; the patched Bedrock client is built while instrumented (botocore
+    # builds a class per client: a client built before init() is metered at _make_api_call)
+    for key in sorted({NEW[o] for o in ops if o in NEW}):
+        plain[key] = _new_clients(key)
+    patched_only: dict[str, object] = {}
+    if "bedrock" in plain:
+        am.instrument(("bedrock",))
+        patched_only["bedrock"] = _new_clients("bedrock")
+        am.uninstrument()
     by_words = {w: clients(handler_for(w)) for w in STREAM_WORDS}
     wrapped = {id(cs): {k: am.wrap(v) for k, v in cs.items()} for cs in [plain, *by_words.values()]}
     # Variants in order: bare (nothing of ours on the SDK's classes yet: wrap() proxies, once
@@ -134,7 +252,8 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
             sets = [(name, plain)] if not name.endswith("_stream") else [
                 (f"{name} {w}", by_words[w]) for w in STREAM_WORDS]
             for label, cs in sets:
-                c = wrapped[id(cs)][key] if variant == "wrap()" else cs[key]
+                c = (wrapped[id(cs)][key] if variant == "wrap()" else
+                     patched_only.get(key, cs[key]) if variant == "patched" else cs[key])
                 for _ in range(warm):
                     op(c)
                 print(f"BLOCK {variant}|{label}", flush=True)
@@ -143,7 +262,12 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
                 functools.reduce(lambda acc, _i, op=op, c=c: op(c), range(calls), None)
                 gc.enable()
     am.uninstrument()
+    assert am.flush(30)
+    stats = am.stats()
     am.shutdown()
+    # every patched and wrap() call was metered, exactly (nothing missing, nothing estimated)
+    assert stats.usage_missing == 0 and stats.internal_errors == 0, stats
+    assert stats.calls_metered >= 2 * calls * len(ops), (stats.calls_metered, 2 * calls * len(ops))
 
 
 def _total(path: str) -> int:

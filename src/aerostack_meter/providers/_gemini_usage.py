@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import Usage, to_count
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
 from ._base import read_field
 
 __all__ = ["Counts", "build_usage", "merge_counts", "read_counts", "response_usage"]
@@ -115,6 +115,52 @@ def response_meta(response: Any) -> tuple[Any, str | None, str | None]:
 
 def response_usage(response: Any) -> Usage | None:
     """Usage of a complete ``GenerateContentResponse`` (or its JSON body)."""
+    d = getattr(response, "__dict__", None)  # an SDK model: its declared fields (a dict has none)
+    if d is not None:
+        meta = d.get("usage_metadata")
+        md = getattr(meta, "__dict__", None)
+        if md is not None and "prompt_token_count" in md:
+            usage = _model_usage(md, d)
+            if usage is not _GENERAL:
+                return usage  # type: ignore[return-value]
+    return _general_usage(response)
+
+
+_GENERAL = object()  # a value the one-pass reader leaves to the general one (not an int count)
+
+
+def _model_usage(md: dict[str, Any], d: dict[str, Any]) -> object:
+    """The common case in one pass: the SDK's ``usage_metadata`` model, every count an int (or
+    absent), read from the models' ``__dict__``; the same rules as :func:`read_counts` and
+    :func:`build_usage`. Anything else (a float count, a negative one): ``_GENERAL``."""
+    prompt = md.get("prompt_token_count")
+    cached = md.get("cached_content_token_count")
+    tool_use = md.get("tool_use_prompt_token_count")
+    candidates = md.get("candidates_token_count")
+    thoughts = md.get("thoughts_token_count")
+    total = md.get("total_token_count")
+    if prompt is None and candidates is None and thoughts is None and total is None:
+        return None
+    for n in (prompt, cached, tool_use, candidates, thoughts, total):
+        if n is not None and (type(n) is not int or not 0 <= n < _MAX_UNITS):
+            return _GENERAL
+    prompt = prompt or 0
+    thoughts = thoughts or 0
+    inp = prompt + (tool_use or 0)
+    out = (candidates or 0) + thoughts
+    if not total:  # absent or zero: never bill zero when the parts say otherwise
+        total = inp + out
+        if not total or total >= _MAX_UNITS:
+            return None
+    model = d.get("model_version")
+    rid = d.get("response_id")
+    # positionally, in Usage's field order
+    return Usage("gemini", model if isinstance(model, str) and model else None, inp, out, total,
+                 min(cached or 0, prompt), 0, thoughts, 0, 0, _EMPTY,
+                 rid if isinstance(rid, str) and rid else None, False)
+
+
+def _general_usage(response: Any) -> Usage | None:
     meta, model, rid = response_meta(response)
     counts = read_counts(meta)
     if counts is None:

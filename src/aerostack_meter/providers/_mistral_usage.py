@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import Usage
+from .._usage import _EMPTY, _MAX_UNITS, Usage
 from ._base import read_field
-from ._openai_usage import chat_usage
+from ._openai_usage import _details, chat_usage
 
 __all__ = ["chunk_chars", "chunk_usage", "response_usage", "usage_from"]
 
@@ -38,7 +38,57 @@ def _unsent(u: Any) -> bool:
 def usage_from(u: Any, model: Any, response_id: Any) -> Usage | None:
     """A ``UsageInfo`` (or its JSON dict) as a normalised record: the OpenAI chat usage shape,
     read by the OpenAI reader, once the counts are known to come from the server."""
-    if u is None or _unsent(u):
+    if u is None:
+        return None
+    d = getattr(u, "__dict__", None)  # a pydantic model: its declared fields (a dict has none)
+    if d is not None and "prompt_tokens" in d:
+        usage = _model_usage(u, d, model, response_id)
+        if usage is not _GENERAL:
+            return usage  # type: ignore[return-value]
+    return _general_usage(u, model, response_id)
+
+
+_GENERAL = object()  # a value the one-pass reader leaves to the general one (not an int count)
+
+
+def _model_usage(u: Any, d: dict[str, Any], model: Any, response_id: Any) -> object:
+    """The common case in one pass: a ``UsageInfo`` model whose counts are ints (or absent), read
+    from its ``__dict__``; the same rules as the general path (:func:`chat_usage`, then a zero
+    total is the sum of the parts). Anything else: ``_GENERAL``."""
+    try:
+        sent = object.__getattribute__(u, "__pydantic_fields_set__")
+    except AttributeError:
+        return _GENERAL
+    if not (_MAIN & sent):
+        return None
+    inp = d.get("prompt_tokens")
+    out = d.get("completion_tokens")
+    total = d.get("total_tokens")
+    for n in (inp, out, total):
+        if n is not None and (type(n) is not int or not 0 <= n < _MAX_UNITS):
+            return _GENERAL
+    if inp is None and out is None:
+        return None
+    inp = inp or 0
+    out = out or 0
+    if total is None:
+        total = inp + out
+        if total >= _MAX_UNITS:  # two valid parts whose sum no JSON number holds exactly
+            return None
+    elif not total:  # a default 0 (or a server's): the sum of the parts, never a zero bill
+        total = inp + out
+    cached, cache_write, audio_in = _details(read_field(u, "prompt_tokens_details"), "cached_tokens",
+                                             "cache_write_tokens", "audio_tokens")
+    reasoning, audio_out, _ = _details(read_field(u, "completion_tokens_details"), "reasoning_tokens",
+                                       "audio_tokens")
+    # positionally, in Usage's field order
+    return Usage("mistral", model if isinstance(model, str) else None, inp, out, total, cached,
+                 cache_write, reasoning, audio_in, audio_out, _EMPTY,
+                 response_id if isinstance(response_id, str) else None, False)
+
+
+def _general_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
+    if _unsent(u):
         return None
     usage = chat_usage(u, model, response_id)
     if usage is None:
@@ -49,6 +99,9 @@ def usage_from(u: Any, model: Any, response_id: Any) -> Usage | None:
 
 def response_usage(response: Any) -> Usage | None:
     """Usage of a ``ChatCompletionResponse`` (or its JSON body)."""
+    d = getattr(response, "__dict__", None)  # a pydantic model's declared fields (a dict has none)
+    if d is not None and "usage" in d and "model" in d and "id" in d:
+        return usage_from(d["usage"], d["model"], d["id"])
     return usage_from(read_field(response, "usage"), read_field(response, "model"),
                       read_field(response, "id"))
 
