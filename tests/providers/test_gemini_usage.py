@@ -83,6 +83,25 @@ def test_missing_or_hostile_usage_is_none(meta: Any) -> None:
     assert response_usage({"usageMetadata": meta}) is None
 
 
+@pytest.mark.parametrize(("meta", "expected"), [
+    ({"prompt_token_count": -1, "candidates_token_count": 3}, None),
+    ({"prompt_token_count": "6", "candidates_token_count": 3}, None),
+    ({"prompt_token_count": 6, "total_token_count": 2**70}, None),
+    ({"prompt_token_count": 6, "candidates_token_count": True}, None),
+    ({"prompt_token_count": 0, "candidates_token_count": 0, "total_token_count": 0}, None),
+    ({"prompt_token_count": 6.0, "candidates_token_count": 10, "total_token_count": 16},
+     Usage("gemini", "gemini-2.5-flash", 6, 10, 16, response_id="r1")),
+    ({"prompt_token_count": 2**52, "candidates_token_count": 2**52}, None),  # the sum: no JSON number
+], ids=["negative", "string", "huge", "bool", "all-zero", "float", "sum-too-large"])
+def test_hostile_counts_in_the_sdk_type(meta: dict[str, Any], expected: Usage | None) -> None:
+    # values the SDK's validation would refuse, put in place as a lenient parser might leave them
+    # (the one-pass reader of the SDK type hands anything but an int count to the general rules)
+    built = types.GenerateContentResponseUsageMetadata.model_construct(**meta)
+    r = types.GenerateContentResponse(usage_metadata=built, model_version="gemini-2.5-flash",
+                                      response_id="r1")
+    assert response_usage(r) == expected
+
+
 def test_no_usage_metadata_on_the_sdk_type() -> None:
     assert response_usage(types.GenerateContentResponse()) is None
 

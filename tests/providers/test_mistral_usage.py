@@ -47,6 +47,22 @@ def test_hostile_json(usage: Any) -> None:
     assert response_usage({"model": "m", "id": "x", "usage": usage}) is None
 
 
+@pytest.mark.parametrize(("counts", "expected"), [
+    ({"prompt_tokens": -1, "completion_tokens": 2}, None),
+    ({"prompt_tokens": "6", "completion_tokens": 2}, None),
+    ({"prompt_tokens": 6, "completion_tokens": 2**70}, None),
+    ({"prompt_tokens": 6.0, "completion_tokens": 2, "total_tokens": 0}, (6, 2, 8)),
+    ({"prompt_tokens": 2**52, "completion_tokens": 2**52}, None),  # the sum: no JSON number
+], ids=["negative", "string", "huge", "float", "sum-too-large"])
+def test_hostile_counts_in_the_sdk_model(counts: dict[str, Any],
+                                         expected: tuple[int, int, int] | None) -> None:
+    # values the SDK's validation would refuse, put in place as a lenient parser might leave them
+    u = models.UsageInfo.model_construct(_fields_set=set(counts), **counts)
+    usage = usage_from(u, "m", "x")
+    got = None if usage is None else (usage.input_tokens, usage.output_tokens, usage.total_tokens)
+    assert got == expected
+
+
 def test_stream_usage_on_last_event_only() -> None:
     base = {"id": "c", "model": "m", "object": "chat.completion.chunk", "created": 1}
     first = models.CompletionEvent.model_validate({"data": {

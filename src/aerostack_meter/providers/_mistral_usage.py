@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, Usage
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
 from ._base import read_field
 from ._openai_usage import _details, chat_usage
 
@@ -71,12 +71,10 @@ def _model_usage(u: Any, d: dict[str, Any], model: Any, response_id: Any) -> obj
         return None
     inp = inp or 0
     out = out or 0
-    if total is None:
+    if not total:  # absent or a default 0: the sum of the parts, never a zero bill
         total = inp + out
         if total >= _MAX_UNITS:  # two valid parts whose sum no JSON number holds exactly
             return None
-    elif not total:  # a default 0 (or a server's): the sum of the parts, never a zero bill
-        total = inp + out
     cached, cache_write, audio_in = _details(read_field(u, "prompt_tokens_details"), "cached_tokens",
                                              "cache_write_tokens", "audio_tokens")
     reasoning, audio_out, _ = _details(read_field(u, "completion_tokens_details"), "reasoning_tokens",
@@ -93,7 +91,9 @@ def _general_usage(u: Any, model: Any, response_id: Any) -> Usage | None:
     usage = chat_usage(u, model, response_id)
     if usage is None:
         return None
-    total = usage.total_tokens or usage.input_tokens + usage.output_tokens  # never a default 0
+    total = usage.total_tokens or to_count(usage.input_tokens + usage.output_tokens)  # never a default 0
+    if total is None:  # two valid parts whose sum no JSON number holds exactly
+        return None
     return usage._replace(provider="mistral", total_tokens=total)
 
 
