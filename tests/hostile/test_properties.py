@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from aerostack_meter import Meter
@@ -221,3 +221,56 @@ def test_a_total_past_2_53_is_never_sent(standin: StandIn) -> None:
     m.shutdown()
     assert not [r for r in standin.requests if r.body["apiId"] == api]
     assert sum(st_.dropped.values()) == 1
+
+
+# The SDK's own models take a one-frame reader for the common shape; it must agree with the general
+# reader (the JSON body's) on every input, the hostile ones included.
+anthropic_model_usage = anthropic_usage.flatmap(lambda d: st.fixed_dictionaries({}, optional={
+    "cache_creation": _maybe(["ephemeral_1h_input_tokens", "ephemeral_5m_input_tokens"]),
+    "service_tier": st.one_of(st.sampled_from(["standard", "priority"]), wire_number),
+    "iterations": st.just([{"type": "compaction", "input_tokens": 7, "output_tokens": 1}]),
+    "not_in_the_sdk": wire_number,
+}).map(lambda extra: {**d, **extra}))
+
+
+count = st.integers(0, 10**6)
+edge = st.sampled_from([-1, 2**53 - 1, 2**53, True])
+anthropic_model_usage_sound = st.fixed_dictionaries(
+    {"input_tokens": count, "output_tokens": count},
+    optional={"cache_creation_input_tokens": st.one_of(count, st.none(), edge, wire_number),
+              "cache_read_input_tokens": st.one_of(count, st.none(), edge, wire_number),
+              "cache_creation": st.fixed_dictionaries({}, optional={
+                  "ephemeral_1h_input_tokens": st.one_of(count, edge, wire_number),
+                  "ephemeral_5m_input_tokens": count}),
+              "service_tier": st.one_of(st.sampled_from(["standard", "priority"]), wire_number),
+              "output_tokens_details": st.one_of(st.none(), _maybe(["thinking_tokens"])),
+              "server_tool_use": st.one_of(st.none(), _maybe(["web_search_requests"]))})
+
+
+@given(st.one_of(anthropic_model_usage_sound, anthropic_model_usage),
+       st.one_of(st.just("claude"), wire_number), st.booleans())
+@example({"input_tokens": 1, "output_tokens": 2, "cache_creation": {"ephemeral_1h_input_tokens": 2**53}},
+         "claude", False)
+@example({"input_tokens": 1, "output_tokens": 2, "cache_creation_input_tokens": 5,
+          "cache_creation": {"ephemeral_1h_input_tokens": 9}}, "claude", False)
+@example({"input_tokens": 2**53 - 3, "output_tokens": 2, "cache_read_input_tokens": 1}, "claude", False)
+def test_anthropic_usage_from_the_sdk_model_equals_usage_from_its_json(raw: dict[str, Any], model: Any,
+                                                                        extra: bool) -> None:
+    anthropic_models = pytest.importorskip("anthropic._models")
+    from anthropic.types import Message
+
+    body = {"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [],
+            "usage": raw, **({"container": None, "not_declared": 1} if extra else {})}
+    parsed = anthropic_models.construct_type(type_=Message, value=body)
+    assert message_usage(parsed) == message_usage(_as_json(parsed))
+
+
+def _as_json(value: Any) -> Any:
+    """A model's values as the JSON the general reader takes (no conversion: the SDK's own values,
+    declared fields over extras)."""
+    if isinstance(value, list):
+        return [_as_json(v) for v in value]
+    fields = getattr(value, "__dict__", None)
+    if fields is None or not hasattr(value, "__pydantic_extra__"):
+        return value
+    return {k: _as_json(v) for k, v in {**(value.__pydantic_extra__ or {}), **fields}.items()}

@@ -138,8 +138,51 @@ def build_usage(c: Counts, model: str | None, response_id: str | None, *,
                  min(c.get("cache_write_1h", 0), write), c.get("service_tier"))
 
 
+_NO_TOOLS: dict[str, int] = {}  # (never mutated: Usage is read-only)
+
+
 def message_usage(message: Any) -> Usage | None:
-    """Usage of a complete ``Message``/``BetaMessage`` (or its JSON body)."""
+    """Usage of a complete ``Message``/``BetaMessage`` (or its JSON body).
+
+    The SDK's own models with the common fields (the four counts, the cache TTL breakdown, the
+    service tier) are read straight from their ``__dict__`` in one frame; anything else (a dict,
+    extra fields, thinking, server tools, iterations, a value that is not a plain count) takes the
+    general path below, which gives the same result."""
+    try:
+        if not message.__pydantic_extra__:
+            md = message.__dict__
+            u = md["usage"]
+            if not u.__pydantic_extra__:
+                ud = u.__dict__
+                fresh = ud["input_tokens"]
+                out = ud["output_tokens"]
+                write = ud.get("cache_creation_input_tokens")
+                if write is None:
+                    write = 0
+                read = ud.get("cache_read_input_tokens")
+                if read is None:
+                    read = 0
+                cc = ud.get("cache_creation")
+                one_h = None if cc is None else cc.__dict__.get("ephemeral_1h_input_tokens")
+                if one_h is None:
+                    one_h = 0
+                if (type(fresh) is int and type(out) is int and type(write) is int and type(read) is int
+                        and type(one_h) is int and fresh >= 0 and out >= 0 and write >= 0 and read >= 0
+                        and 0 <= one_h < _MAX_UNITS and (cc is None or not cc.__pydantic_extra__)
+                        and ud.get("output_tokens_details") is None and ud.get("server_tool_use") is None
+                        and ud.get("iterations") is None):
+                    inp = fresh + write + read
+                    total = inp + out
+                    if total < _MAX_UNITS:
+                        model = md.get("model")
+                        rid = md.get("id")
+                        tier = ud.get("service_tier")
+                        return Usage("anthropic", model if isinstance(model, str) else None, inp, out,
+                                     total, read, write, 0, 0, 0, _NO_TOOLS,
+                                     rid if isinstance(rid, str) else None, False, min(one_h, write),
+                                     tier if isinstance(tier, str) else None)
+    except (AttributeError, KeyError, TypeError):
+        pass
     get = fields_of(message)
     counts = read_counts(get("usage"))
     if counts is None:
