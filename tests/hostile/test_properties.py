@@ -274,3 +274,45 @@ def _as_json(value: Any) -> Any:
     if fields is None or not hasattr(value, "__pydantic_extra__"):
         return value
     return {k: _as_json(v) for k, v in {**(value.__pydantic_extra__ or {}), **fields}.items()}
+
+
+def _openai_details(names: list[str]) -> Any:
+    return st.one_of(st.none(), st.fixed_dictionaries({}, optional=dict.fromkeys(
+        names, st.one_of(count, st.none(), edge, wire_number))))
+
+
+def _openai_sound(inp: str, out: str, idet: str, odet: str) -> Any:
+    return st.fixed_dictionaries(
+        {inp: st.one_of(count, edge), out: count, "total_tokens": st.one_of(count, edge)},
+        optional={idet: _openai_details(["cached_tokens", "cache_write_tokens", "audio_tokens"]),
+                  odet: _openai_details(["reasoning_tokens", "audio_tokens", "not_declared"]),
+                  "not_declared": wire_number})
+
+
+@given(st.one_of(openai_chat, _openai_sound("prompt_tokens", "completion_tokens", "prompt_tokens_details",
+                                             "completion_tokens_details")),
+       st.one_of(openai_responses, _openai_sound("input_tokens", "output_tokens", "input_tokens_details",
+                                                  "output_tokens_details")),
+       st.one_of(st.just("gpt"), wire_number), st.one_of(st.just("flex"), wire_number))
+@example({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+          "prompt_tokens_details": {"cached_tokens": 2**53, "audio_tokens": True},
+          "completion_tokens_details": {"reasoning_tokens": 1.0, "audio_tokens": -1}},
+         {"input_tokens": 2**53 - 1, "output_tokens": 0, "total_tokens": 2**53 - 1,
+          "input_tokens_details": {"cached_tokens": 3}}, "gpt", None)
+@example({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
+          "prompt_tokens_details": {"audio_tokens": -1, "cache_write_tokens": 2**53},
+          "completion_tokens_details": {"reasoning_tokens": 2**53, "audio_tokens": 2**60}},
+         {"input_tokens": 1, "output_tokens": 0, "total_tokens": 1,
+          "output_tokens_details": {"reasoning_tokens": -5}}, 7, "flex")
+def test_openai_usage_from_the_sdk_models_equals_usage_from_their_json(chat: dict[str, Any], resp: dict[str, Any],
+                                                                      model: Any, tier: Any) -> None:
+    """The SDK's own models take a one-frame reader for the common shape (see the Anthropic test)."""
+    openai_models = pytest.importorskip("openai._models")
+    from openai.types import CompletionUsage
+    from openai.types.responses import ResponseUsage
+
+    chat_model = openai_models.construct_type(type_=CompletionUsage, value=chat)
+    assert chat_usage(chat_model, model, "id", tier) == chat_usage(_as_json(chat_model), model, "id", tier)
+    resp_model = openai_models.construct_type(type_=ResponseUsage, value=resp)
+    assert responses_usage(resp_model, model, "id", tier) == responses_usage(_as_json(resp_model), model, "id",
+                                                                             tier)

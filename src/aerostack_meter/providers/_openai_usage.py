@@ -46,6 +46,10 @@ def _details(obj: Any, a: str, b: str, c: str | None = None) -> tuple[int, int, 
             (to_count(get(c)) or 0) if c is not None else 0)
 
 
+def _detail(value: Any) -> int:
+    return 0 if value is None else to_count(value) or 0
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
@@ -54,6 +58,40 @@ def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f:
            odet_f: str, service_tier: Any) -> Usage | None:
     if u is None:
         return None
+    try:  # the SDK's own models (pydantic 2), declared fields only, valid counts: in this frame
+        if not u.__pydantic_extra__:
+            d = u.__dict__
+            inp = d[inp_f]
+            out = d[out_f]
+            total = d["total_tokens"]
+            if (type(inp) is int and type(out) is int and type(total) is int and 0 <= inp < _MAX_UNITS
+                    and 0 <= out < _MAX_UNITS and 0 <= total < _MAX_UNITS):
+                idet = d.get(idet_f)
+                odet = d.get(odet_f)
+                if (idet is None or not idet.__pydantic_extra__) and (odet is None or not odet.__pydantic_extra__):
+                    cached = cache_write = audio_in = reasoning = audio_out = None
+                    if idet is not None:
+                        dd = idet.__dict__
+                        cached, cache_write, audio_in = (
+                            dd.get("cached_tokens"), dd.get("cache_write_tokens"), dd.get("audio_tokens"))
+                    if odet is not None:
+                        dd = odet.__dict__
+                        reasoning, audio_out = dd.get("reasoning_tokens"), dd.get("audio_tokens")
+                    # a detail: a valid count, else 0 (as _details)
+                    return Usage("openai", model if isinstance(model, str) else None, inp, out, total,
+                                 cached if type(cached) is int and 0 <= cached < _MAX_UNITS else _detail(cached),
+                                 cache_write if type(cache_write) is int and 0 <= cache_write < _MAX_UNITS
+                                 else _detail(cache_write),
+                                 reasoning if type(reasoning) is int and 0 <= reasoning < _MAX_UNITS
+                                 else _detail(reasoning),
+                                 audio_in if type(audio_in) is int and 0 <= audio_in < _MAX_UNITS
+                                 else _detail(audio_in),
+                                 audio_out if type(audio_out) is int and 0 <= audio_out < _MAX_UNITS
+                                 else _detail(audio_out),
+                                 _EMPTY, response_id if isinstance(response_id, str) else None, False, 0,
+                                 service_tier if isinstance(service_tier, str) else None)
+    except (AttributeError, KeyError, TypeError):
+        pass
     get = fields_of(u)
     try:
         inp = _count(get, inp_f)
