@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -119,8 +120,6 @@ def events_of(usage: Usage, att: Attribution, ts: float) -> Built:
 def idempotency_key(key: tuple[str, str, str], event_ids: list[str]) -> str:
     """A stable key for one request made of known events (the relay's): the same events under the
     same key give the same value."""
-    import hashlib  # the relay's: not loaded by the meter
-
     h = hashlib.sha256()
     for part in key:
         h.update(part.encode("utf-8", "surrogatepass"))

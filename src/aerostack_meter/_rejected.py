@@ -19,6 +19,7 @@ import time
 
 from ._config import DEFAULT_LEDGER, Settings
 from ._events import UsageEvent
+from ._forkguard import no_fork
 from ._log import log_limited, log_once
 from ._stats import Counters
 from .sinks import Batch, SendResult
@@ -83,9 +84,12 @@ class RejectedStore:
                         type(exc).__name__)
 
     def _into_ledger(self, batch: Batch, reason: str) -> bool:
-        import sqlite3  # on the first refusal only: a meter with an API key needs no SQLite
+        # Imported on the first refusal only (a meter with an API key needs no SQLite), on a
+        # delivery thread: a fork meanwhile would leave the child an import lock with no owner.
+        with no_fork():
+            import sqlite3
 
-        from ._sqlite import connect
+            from ._sqlite import connect
 
         try:
             with self._lock:
