@@ -82,6 +82,9 @@ class Endpoint:
 
     provider = "unknown"
     name = "call"
+    #: whether ``kind()`` may say ``"manager"`` (a stream helper that sends when entered); only
+    #: then does ``wrap()`` ask it of a result
+    returns_manager = False
 
     def prepare_call(self, meter: Meter, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         """Arguments to send (a copy if changed; never mutate the caller's) and a hint for the

@@ -25,6 +25,7 @@ import wrapt
 
 from ._budget import Budget, Reservation
 from ._call import Call, Endpoint, Kind
+from ._context import attribute as _attribute
 from ._errors import BudgetExceededError
 from ._log import log_limited
 from ._meter import Defaults, Meter
@@ -102,26 +103,28 @@ def _note_inner(call_id: str) -> None:
 
 
 def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
-          kwargs: Mapping[str, Any], site: str, prepare: bool = True,
+          kwargs: Mapping[str, Any], site: str, prepare: bool | None = True,
           wait: bool = True) -> tuple[Call | None, Any, Any]:
     """The one place a metered call begins, before its request is sent: who is billed (may raise
     :class:`MissingConsumerError`), the endpoint's ``prepare`` (guarded; skipped when ``prepare``
-    is False: the request then goes exactly as the caller wrote it), then the budget's reservation
+    is False: the request then goes exactly as the caller wrote it, with the endpoint's
+    ``passthrough`` hint; ``None``: as written, and no stream will need a hint), then the budget's reservation
     (may raise :class:`BudgetExceededError`: nothing is sent). ``wait=False`` on an event loop (the
     balance was prefetched). Returns the call (``None``: not billed, already counted), the
     arguments to send and the reducer's hint. The call ends in ``Call.end`` (a response),
     ``Call.end_stream`` (a stream) or ``Call.fail`` (no response)."""
-    attribution = meter.attribute(defaults, site)  # may raise
+    attribution = _attribute(meter.settings, meter._default_api_id, defaults, site, meter.counters)  # may raise
     if attribution is None:
         return None, kwargs, None
-    try:
-        if prepare:
-            kwargs, hint = endpoint.prepare_call(meter, instance, kwargs)  # type: ignore[arg-type]
-        else:
-            hint = endpoint.passthrough(kwargs)
-    except Exception:
-        _internal(meter, "prepare")
-        hint = None
+    hint = None
+    if prepare is not None:
+        try:
+            if prepare:
+                kwargs, hint = endpoint.prepare_call(meter, instance, kwargs)  # type: ignore[arg-type]
+            else:
+                hint = endpoint.passthrough(kwargs)
+        except Exception:
+            _internal(meter, "prepare")
     call = Call(meter, attribution, endpoint, kwargs)
     outer = _outer.get()
     if outer is not None:
@@ -246,32 +249,36 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
 
 
 def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
-                        defaults: Defaults | None, ensure: Callable[[], None] | None = None
+                        defaults: Defaults | None, hooks: PatchSet | None = None
                         ) -> Callable[..., Any]:
     """For ``wrap()`` of a provider metered at its HTTP layer: the call is not metered here; the
     HTTP layer meters what it sends with this proxy's meter and defaults (:class:`Route`). A stream
-    manager that sends only when entered is entered under the same route. ``ensure()`` puts the
-    layer's hooks back if ``uninstrument()`` removed them since."""
+    manager that sends only when entered (``endpoint.returns_manager``) is entered under the same
+    route. ``hooks``: the layer's, put back if ``uninstrument()`` removed them since."""
     route = Route(get_meter, defaults)
-    check = ensure if ensure is not None else _nothing
+    hooks = hooks if hooks is not None else _ALWAYS
+    managers = endpoint.returns_manager
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        check()
+        if not hooks._active:
+            hooks.patch()
         token = _route.set(route)
         try:
             result = wrapped(*args, **kwargs)
         finally:
             _route.reset(token)
-        try:
-            if endpoint.kind(result) == "manager":
-                return RoutedManager(result, route)
-        except Exception:
-            pass
+        if managers:
+            try:
+                if endpoint.kind(result) == "manager":
+                    return RoutedManager(result, route)
+            except Exception:
+                pass
         return result
 
     async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                             kwargs: dict[str, Any]) -> Any:
-        check()
+        if not hooks._active:
+            hooks.patch()
         token = _route.set(route)
         try:
             return await wrapped(*args, **kwargs)
@@ -279,10 +286,6 @@ def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGett
             _route.reset(token)
 
     return async_wrapper if is_async else sync_wrapper
-
-
-def _nothing() -> None:
-    return None
 
 
 class RoutedManager(wrapt.ObjectProxy):  # type: ignore[type-arg]
@@ -452,6 +455,10 @@ class PatchSet:
                 if _lookup(owner, attr) is wrapper:
                     setattr(owner, attr, original)
             self._applied.clear()
+
+
+_ALWAYS = PatchSet("nothing", list)  # no hooks to put back
+_ALWAYS._active = True
 
 
 def _lookup(owner: Any, attr: str) -> Any:

@@ -127,7 +127,7 @@ class Provider:
         base = self.base_client
         base.install()
         # uninstrument() removed the hooks since: a wrapped client keeps working
-        return functools.partial(make_routed_wrapper, ensure=base.ensure_installed)
+        return functools.partial(make_routed_wrapper, hooks=base.hooks)
 
     @property
     def patched(self) -> bool:

@@ -163,10 +163,10 @@ class BaseClient:
                     return self.routes[suffix]
         return endpoint
 
-    def ensure_installed(self) -> None:
-        """A wrapped client's call: put the hooks back if ``uninstrument()`` removed them since."""
-        if not self._patches.patched:
-            self._patches.patch()
+    @property
+    def hooks(self) -> PatchSet:
+        """The hooks, for a wrapped client's call to put back if ``uninstrument()`` removed them."""
+        return self._patches
 
     # -- request: the call begins ---------------------------------------------------------------
     def _request_hook(self, is_async: bool) -> Callable[[Callable[[], Meter | None], Any], Any]:
@@ -201,9 +201,10 @@ class BaseClient:
                         return None
                     # Change the request only where the user gets the SDK's stream object (an
                     # injected chunk can be hidden there), and never over the caller's extra_body.
-                    prepare = (bool(kwargs.get("stream")) and kwargs.get("stream_cls") is not None
-                               and _header(options, RAW_HEADER) is None
-                               and not getattr(options, "extra_json", None))
+                    # (None: not a stream, nothing to prepare or to hint)
+                    prepare = ((kwargs.get("stream_cls") is not None and _header(options, RAW_HEADER) is None
+                                and not getattr(options, "extra_json", None))
+                               if kwargs.get("stream") or body.get("stream") else None)
                 except Exception:
                     _internal(meter, "request")
                     return None

@@ -147,6 +147,8 @@ class MessageStreamHelper(Messages):
     """``messages.stream(...)``: a stream manager that sends its request when entered (``wrap()``
     enters it under the proxy's route; the HTTP layer meters the raw stream the helper reads)."""
 
+    returns_manager = True
+
     def kind(self, result: Any) -> Kind:
         return "manager"
 
