@@ -134,7 +134,9 @@ def main() -> None:
         "`invoke_model` is read from its count headers (the body is left to the caller), so its cost "
         "does not grow with the body. Patched calls also pass botocore's `BaseClient._make_api_call` "
         "hook, which meters clients built before `init()` and steps aside for a call metered at its "
-        "method (part of the gap between patched and `wrap()`)."
+        "method (part of the gap between patched and `wrap()`). Instructions per call "
+        "(load-independent; `callgrind_overhead.py --ops converse,invoke_model`): \"New providers\" "
+        "under \"Overhead attribution (issue 16)\"."
     )
     body = section(head, m, summary, load, note)
     publish("Bedrock overhead", body, args)

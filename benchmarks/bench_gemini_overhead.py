@@ -102,7 +102,9 @@ def main() -> None:
         "Each chunk carries the usage so far; the meter keeps the last two usage objects by "
         "reference and reads them when the stream ends. `wrap()` evaluates the SDK's public "
         "methods with the proxy as `self` so that their per-request calls are metered: its "
-        "per-call cost includes that forwarding."
+        "per-call cost includes that forwarding. Instructions per call (load-independent; "
+        "`callgrind_overhead.py --ops gemini,agemini`): \"New providers\" under \"Overhead "
+        "attribution (issue 16)\"."
     )
     body = section(head, m, summary, load, note)
     publish("Gemini overhead", body, args)

@@ -191,6 +191,26 @@ def test_uninstrument_turns_built_clients_off(meter: Any, gateway: Any, mock_llm
     assert billed(gateway) == {}
 
 
+def test_methods_and_hook_are_plain_functions_restored_exactly(meter: Any, mock_llm: Any) -> None:
+    """The client class's methods and BaseClient._make_api_call are replaced by plain functions of
+    ours (no wrapt binding per call) that keep botocore's names and docstrings; uninstrument()
+    puts the original _make_api_call back."""
+    from botocore.client import BaseClient
+
+    from aerostack_meter._wrapping import is_ours
+
+    original = BaseClient.__dict__["_make_api_call"]
+    assert is_ours(original) and original.__wrapped__.__module__ == "botocore.client"
+    client = make(mock_llm)
+    method = type(client).__dict__["converse"]
+    assert is_ours(method) and method.__name__ == "converse"
+    assert "Converse" in str(method.__doc__) and method.__wrapped__.__name__ == "converse"
+    assert not is_ours(type(client).__dict__["list_async_invokes"])  # other methods: untouched
+    am.uninstrument()
+    assert not is_ours(BaseClient.__dict__["_make_api_call"])
+    assert BaseClient.__dict__["_make_api_call"] is original.__wrapped__
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_anthropic_bedrock_is_metered_once(meter: Any, gateway: Any, mock_llm: Any,
                                            stream: bool) -> None:

@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .._usage import Usage, to_count
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
 
 __all__ = [
     "chunk_text_chars",
@@ -65,6 +65,43 @@ def _build(fresh: int | None, output: int | None, read: int | None, write: int |
 
 def converse_usage(response: Any, model: str | None = None) -> Usage | None:
     """A ``converse`` response (or a ``converse_stream`` ``metadata`` event body): its ``usage``."""
+    if response.__class__ is dict:  # what botocore returns: the common case in one pass
+        u = response.get("usage")
+        if u.__class__ is dict:
+            usage = _dict_usage(u, model)
+            if usage is not _GENERAL:
+                return usage  # type: ignore[return-value]
+    return _converse_usage(response, model)
+
+
+_GENERAL = object()  # a value the one-pass reader leaves to the general one (not an int count)
+
+
+def _dict_usage(u: dict[str, Any], model: str | None) -> object:
+    """``usage`` whose counts are ints (or absent), with the rules of :func:`_converse_usage` and
+    :func:`_build`; anything else: ``_GENERAL``."""
+    fresh = u.get("inputTokens")
+    output = u.get("outputTokens")
+    read = u.get("cacheReadInputTokens")
+    write = u.get("cacheWriteInputTokens")
+    total = u.get("totalTokens")
+    if type(fresh) is not int or type(output) is not int:
+        return _GENERAL
+    for n in (fresh, output, read, write, total):
+        if n is not None and (type(n) is not int or not 0 <= n < _MAX_UNITS):
+            return _GENERAL
+    read = read or 0
+    write = write or 0
+    inp = fresh + read + write
+    if not total:
+        total = inp + output
+        if total >= _MAX_UNITS:
+            return None
+    # positionally, in Usage's field order
+    return Usage("bedrock", model, inp, output, total, read, write, 0, 0, 0, _EMPTY, None, False)
+
+
+def _converse_usage(response: Any, model: str | None) -> Usage | None:
     if not isinstance(response, Mapping):
         return None
     u = response.get("usage")
@@ -104,23 +141,64 @@ def converse_event_chars(event: Any) -> int:
 
 def header_usage(response: Any, model: str | None = None) -> Usage | None:
     """An ``invoke_model`` response: the count headers (never the body)."""
+    if response.__class__ is dict:  # what botocore returns: the common case in one pass
+        meta = response.get("ResponseMetadata")
+        headers = meta.get("HTTPHeaders") if meta.__class__ is dict else None
+        if headers.__class__ is dict:
+            return _dict_header_usage(headers, model)
+    return _header_usage(response, model)
+
+
+def _dict_header_usage(headers: dict[str, Any], model: str | None) -> Usage | None:
+    """The count headers of a dict, with the rules of :func:`_header` and :func:`_build`."""
+    fresh = headers.get(_INPUT)
+    output = headers.get(_OUTPUT)
+    if fresh is None or output is None:
+        return None
+    fresh = fresh.strip()
+    output = output.strip()
+    if not (fresh.isdigit() and output.isdigit() and len(fresh) < 16 and len(output) < 16):
+        return None
+    read = headers.get(_CACHE_READ)
+    write = headers.get(_CACHE_WRITE)
+    read = 0 if read is None else _header(headers, _CACHE_READ, False)
+    write = 0 if write is None else _header(headers, _CACHE_WRITE, False)
+    if read is None or write is None:
+        return None
+    output = int(output)
+    inp = int(fresh) + read + write
+    total = inp + output
+    if total >= _MAX_UNITS:
+        return None
+    # positionally, in Usage's field order
+    return Usage("bedrock", model, inp, output, total, read, write, 0, 0, 0, _EMPTY, None, False)
+
+
+def _header_usage(response: Any, model: str | None) -> Usage | None:
     if not isinstance(response, Mapping):
         return None
     meta = response.get("ResponseMetadata")
     headers = meta.get("HTTPHeaders") if isinstance(meta, Mapping) else None
     if not isinstance(headers, Mapping):
         return None
+    return _build(_header(headers, _INPUT, True), _header(headers, _OUTPUT, True),
+                  _header(headers, _CACHE_READ, False), _header(headers, _CACHE_WRITE, False), None,
+                  model)
 
-    def count(name: str, required: bool) -> int | None:
-        raw = headers.get(_HEADER + name)
-        if raw is None:
-            return None if required else 0
-        raw = raw.strip()
-        return int(raw) if raw.isdigit() and len(raw) < 16 else None
 
-    return _build(count("input-token-count", True), count("output-token-count", True),
-                  count("cache-read-input-token-count", False),
-                  count("cache-write-input-token-count", False), None, model)
+_INPUT = _HEADER + "input-token-count"
+_OUTPUT = _HEADER + "output-token-count"
+_CACHE_READ = _HEADER + "cache-read-input-token-count"
+_CACHE_WRITE = _HEADER + "cache-write-input-token-count"
+
+
+def _header(headers: Mapping[str, Any], name: str, required: bool) -> int | None:
+    """One count header: digits only (at most 15); absent: None if ``required``, else 0."""
+    raw = headers.get(name)
+    if raw is None:
+        return None if required else 0
+    raw = raw.strip()
+    return int(raw) if raw.isdigit() and len(raw) < 16 else None
 
 
 def metrics_usage(metrics: Any, model: str | None = None) -> Usage | None:
