@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import re
 import subprocess
@@ -45,7 +46,8 @@ HERE = Path(__file__).resolve().parent
 VARIANTS = ("bare", "patched", "wrap()")
 OPS = ("chat", "achat", "responses", "aresponses", "messages", "amessages",
        "chat_stream", "messages_stream", "gemini", "agemini", "converse", "invoke_model",
-       "mistral", "amistral")
+       "mistral", "amistral", "achat_stream", "responses_stream", "amessages_stream",
+       "gemini_stream", "converse_stream", "invoke_stream", "mistral_stream")
 # The other providers' SDK clients (built only when an op needs them): op -> client key.
 NEW = {"gemini": "gemini", "agemini": "gemini", "converse": "bedrock", "invoke_model": "bedrock",
        "mistral": "mistral", "amistral": "mistral"}
@@ -165,8 +167,8 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     loop = asyncio.new_event_loop()
     url = "http://mock.invalid"
 
-    def clients(handler: object) -> dict[str, object]:
-        return {
+    def clients(handler: object, words: int = pw.OUTPUT_WORDS) -> dict[str, object]:
+        return {**_other_clients(words, ops),
             "openai": openai.OpenAI(api_key="x", base_url=url + "/v1", http_client=httpx2.Client(
                 transport=httpx2.MockTransport(handler))),
             "aopenai": openai.AsyncOpenAI(api_key="x", base_url=url + "/v1", http_client=httpx2.AsyncClient(
@@ -200,9 +202,6 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     async def amistral(c):  # type: ignore[no-untyped-def]
         await c.chat.complete_async(model="mistral-small-latest", messages=MSGS)
 
-    BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
-    BEDROCK_MSGS = [{"role": "user", "content": [{"text": "Say hello."}]}]
-
     def chat_stream(c):  # type: ignore[no-untyped-def]
         for _ in c.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True):
             pass
@@ -210,6 +209,35 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     def messages_stream(c):  # type: ignore[no-untyped-def]
         for _ in c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS,
                                    stream=True):
+            pass
+
+    async def achat_stream(c):  # type: ignore[no-untyped-def]
+        async for _ in await c.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True):
+            pass
+
+    async def amessages_stream(c):  # type: ignore[no-untyped-def]
+        async for _ in await c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256,
+                                               messages=MSGS, stream=True):
+            pass
+
+    def responses_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.responses.create(model="gpt-4o-mini", input="Say hello.", stream=True):
+            pass
+
+    def gemini_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.models.generate_content_stream(model="gemini-bench", contents="Say hello."):
+            pass
+
+    def converse_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.converse_stream(modelId=BEDROCK_MODEL, messages=BEDROCK_MSGS)["stream"]:
+            pass
+
+    def invoke_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.invoke_model_with_response_stream(modelId=BEDROCK_MODEL, body=BEDROCK_BODY)["body"]:
+            pass
+
+    def mistral_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.chat.stream(model="mistral-small-latest", messages=MSGS):
             pass
 
     table = {
@@ -230,18 +258,29 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
             modelId=BEDROCK_MODEL, body=b'{"messages": [], "max_tokens": 10}')["body"].read())),
         "mistral": ("mistral", sync(lambda c: c.chat.complete(model="mistral-small-latest", messages=MSGS))),
         "amistral": ("mistral", asyn(amistral)),
+        "achat_stream": ("aopenai", asyn(achat_stream)),
+        "amessages_stream": ("aanthropic", asyn(amessages_stream)),
+        "responses_stream": ("openai", sync(responses_stream)),
+        "gemini_stream": ("gemini", sync(gemini_stream)),
+        "converse_stream": ("bedrock", sync(converse_stream)),
+        "invoke_stream": ("bedrock", sync(invoke_stream)),
+        "mistral_stream": ("mistral", sync(mistral_stream)),
     }
     plain = clients(pw.make_handler())
-    # other providers' clients; the patched Bedrock client is built while instrumented (botocore
+    # other providers' clients; the patched Bedrock clients are built while instrumented (botocore
     # builds a class per client: a client built before init() is metered at _make_api_call)
     for key in sorted({NEW[o] for o in ops if o in NEW}):
         plain[key] = _new_clients(key)
-    patched_only: dict[str, object] = {}
-    if "bedrock" in plain:
+    by_words = {w: clients(handler_for(w), w) for w in STREAM_WORDS}
+    patched_only: dict[tuple[int, str], object] = {}
+    if "bedrock" in plain or "bedrock" in by_words[STREAM_WORDS[0]]:
         am.instrument(("bedrock",))
-        patched_only["bedrock"] = _new_clients("bedrock")
+        if "bedrock" in plain and any(NEW.get(o) == "bedrock" for o in ops):
+            patched_only[(id(plain), "bedrock")] = _new_clients("bedrock")
+        for w, cs in by_words.items():
+            if "bedrock" in cs:
+                patched_only[(id(cs), "bedrock")] = _other_clients(w, ops)["bedrock"]
         am.uninstrument()
-    by_words = {w: clients(handler_for(w)) for w in STREAM_WORDS}
     wrapped = {id(cs): {k: am.wrap(v) for k, v in cs.items()} for cs in [plain, *by_words.values()]}
     # Variants in order: bare (nothing of ours on the SDK's classes yet: wrap() proxies, once
     # called, leave the base-client hooks installed), patched, then wrap().
@@ -253,7 +292,7 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
                 (f"{name} {w}", by_words[w]) for w in STREAM_WORDS]
             for label, cs in sets:
                 c = (wrapped[id(cs)][key] if variant == "wrap()" else
-                     patched_only.get(key, cs[key]) if variant == "patched" else cs[key])
+                     patched_only.get((id(cs), key), cs[key]) if variant == "patched" else cs[key])
                 for _ in range(warm):
                     op(c)
                 print(f"BLOCK {variant}|{label}", flush=True)
@@ -265,9 +304,87 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     assert am.flush(30)
     stats = am.stats()
     am.shutdown()
+    print(f"STATS calls_metered={stats.calls_metered} estimated={stats.events_estimated} "
+          f"missing={dict(stats.missing)} internal_errors={stats.internal_errors}", flush=True)
     # every patched and wrap() call was metered, exactly (nothing missing, nothing estimated)
-    assert stats.usage_missing == 0 and stats.internal_errors == 0, stats
+    assert stats.usage_missing == 0 and stats.internal_errors == 0 and not stats.events_estimated, stats
     assert stats.calls_metered >= 2 * calls * len(ops), (stats.calls_metered, 2 * calls * len(ops))
+
+
+BEDROCK_MODEL = "anthropic.claude-3-5-haiku-20241022-v1:0"
+BEDROCK_MSGS = [{"role": "user", "content": [{"text": "Say hello."}]}]
+BEDROCK_BODY = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 256,
+                           "messages": [{"role": "user", "content": "Say hello."}]}).encode()
+
+
+def _other_clients(words: int, ops: list[str]) -> dict[str, object]:
+    """Gemini, Bedrock and Mistral clients answering ``words``-word replies from the mock LLM
+    server's own builders (only for the SDKs the chosen ops use: each import costs)."""
+    from aerostack_meter.servers._mock_plan import JsonPlan, RequestInfo
+    from aerostack_meter.servers._mock_usage import Controls
+
+    def body(fn, request):  # type: ignore[no-untyped-def]
+        plan = fn(request, RequestInfo(Controls(output_tokens=words), 1, 1_700_000_000,
+                                       params={"model": BEDROCK_MODEL}))
+        return json.dumps(plan.body).encode() if isinstance(plan, JsonPlan) else b"".join(
+            f.data for f in plan.frames)
+
+    out: dict[str, object] = {}
+    if "gemini_stream" in ops:
+        import httpx
+        from google import genai
+        from google.genai import types
+
+        from aerostack_meter.servers import _mock_gemini as mg
+
+        sse = body(mg.stream_generate, {"contents": [{"role": "user", "parts": [{"text": "Say hello."}]}]})
+
+        def gemini(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=sse)
+
+        out["gemini"] = genai.Client(api_key="x", http_options=types.HttpOptions(
+            base_url="http://mock.invalid", client_args={"transport": httpx.MockTransport(gemini)}))
+    if "mistral_stream" in ops:
+        import httpx
+        from mistralai.client import Mistral
+
+        from aerostack_meter.servers import _mock_mistral as mm
+
+        msse = body(mm.chat, {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "hi"}],
+                              "stream": True})
+
+        def mistral(request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=msse)
+
+        out["mistral"] = Mistral(api_key="x", server_url="http://mock.invalid",
+                                 client=httpx.Client(transport=httpx.MockTransport(mistral)))
+    if "converse_stream" in ops or "invoke_stream" in ops:
+        import io
+
+        import boto3
+        from botocore.awsrequest import AWSResponse
+        from botocore.config import Config
+
+        from aerostack_meter.servers import _mock_bedrock as mb
+
+        converse = body(mb.converse_stream, {"messages": BEDROCK_MSGS})
+        invoke = body(mb.invoke_stream, json.loads(BEDROCK_BODY))
+
+        class Raw(io.BytesIO):
+            def stream(self, **_: object):  # type: ignore[no-untyped-def]
+                yield self.getvalue()
+
+        def answer(request, **_):  # type: ignore[no-untyped-def]
+            data = converse if "/converse-stream" in request.url else invoke
+            return AWSResponse(request.url, 200, {"content-type": "application/vnd.amazon.eventstream"},
+                               Raw(data))
+
+        client = boto3.client("bedrock-runtime", region_name="us-east-1", aws_access_key_id="AKIDBENCH",
+                              aws_secret_access_key="bench", endpoint_url="http://mock.invalid",
+                              config=Config(retries={"max_attempts": 1}))
+        client.meta.events.register("before-send.bedrock-runtime.*", answer)
+        out["bedrock"] = client
+    return out
 
 
 def _total(path: str) -> int:
@@ -341,6 +458,7 @@ def main() -> None:
         for (variant, label), path in files.items():
             if variant != "bare":
                 print(f"\n## {variant} {label}: our functions, inclusive (whole block)\n{_ours(path, 25)}")
+    print("\n" + "\n".join(ln for ln in proc.stdout.splitlines() if ln.startswith("STATS")))
     print(f"\n(callgrind files: {work})")
 
 

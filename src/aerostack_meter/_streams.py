@@ -3,11 +3,14 @@
 Each proxy is a ``wrapt.ObjectProxy``: the user gets the SDK's object back in all but identity
 (``isinstance``, attributes, helper methods). A proxy ends its :class:`Call` exactly once: on
 exhaustion, on an error, on ``close()``/``aclose()``, on leaving ``with``/``async with``, on
-cancellation, or, as a last resort, when it is garbage collected (``weakref.finalize``).
+cancellation, or, as a last resort, when it is garbage collected (a weak reference with a
+callback, kept in a module registry until the stream ends; streams still open at interpreter exit
+are ended by one ``atexit`` hook).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import weakref
 from types import TracebackType
@@ -22,64 +25,151 @@ __all__ = ["AsyncStreamProxy", "ManagerProxy", "RawProxy", "StreamProxy", "proxy
 
 _MAX_FAILURES = 8  # observer failures after which a stream is no longer observed (then estimated)
 
+# -- the garbage-collection fallback --------------------------------------------------------------
+# What ``weakref.finalize`` does, at a fraction of its cost per stream (it builds an info object in
+# Python and writes a class attribute): a weak reference with a callback, held here (keyed by its
+# id: hashing a weak reference hashes its referent) until the stream ends.
+_open: dict[int, tuple[weakref.ref[Any], Call, Reducer]] = {}
+_exit_hooked = False
 
-class _StreamBase(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
-        super().__init__(wrapped)
-        self._self_call = call
-        self._self_reducer = reducer
-        self._self_observe = reducer.observe  # bound once; a no-op if it keeps raising
-        self._self_failures = 0
-        self._self_finalizer = weakref.finalize(self, call.end_unfinished, reducer)
 
-    def _self_end(self, complete: bool) -> None:
-        self._self_finalizer.detach()
+def _collected(ref: weakref.ref[Any]) -> None:
+    """The stream was garbage collected before it ended: estimated (on the reporter thread)."""
+    try:
+        entry = _open.pop(id(ref), None)
+        if entry is not None:
+            entry[1].end_unfinished(entry[2])
+    except Exception:  # pragma: no cover - interpreter shutdown; never raise from a GC callback
+        pass
+
+
+def _end_open_streams() -> None:
+    """At interpreter exit (as ``weakref.finalize`` does): streams still open are estimated."""
+    while _open:
+        try:
+            _, (_, call, reducer) = _open.popitem()
+        except KeyError:  # pragma: no cover - emptied by another thread meanwhile
+            break
+        call.end_unfinished(reducer)
+
+
+def watch(obj: Any, call: Call, reducer: Reducer) -> int:
+    """Arrange for ``call`` to end (estimated) if ``obj`` is collected first; returns the key that
+    :func:`unwatch` takes once the stream ends."""
+    global _exit_hooked
+    if not _exit_hooked:
+        _exit_hooked = True
+        atexit.register(_end_open_streams)
+    ref = weakref.ref(obj, _collected)
+    key = id(ref)
+    _open[key] = (ref, call, reducer)
+    return key
+
+
+def unwatch(key: int) -> None:
+    _open.pop(key, None)
+
+
+class _Observer:
+    """One stream's metering state and its per-event path: a plain object with slots (attribute
+    reads through a ``wrapt`` proxy cost several times more). The proxy the user holds hands it
+    out as its iterator (``for``/``async for`` run it directly) and forwards ``next()``, ``close()``
+    and the context-manager exits to it. It is what the garbage-collection fallback watches: it
+    lives as long as the proxy or a loop iterating it."""
+
+    __slots__ = ("__weakref__", "call", "failures", "key", "next", "observe", "reducer")
+
+    def __init__(self, call: Call, reducer: Reducer, nxt: Any) -> None:
+        self.call = call
+        self.reducer = reducer
+        self.observe = reducer.observe  # bound once; a no-op if it keeps raising
+        self.failures = 0
+        self.next = nxt
+        self.key = watch(self, call, reducer)
+
+    def end(self, complete: bool) -> None:
+        _open.pop(self.key, None)
         # a stream whose observer failed is not known to be complete: estimated, never missing
-        self._self_call.end_stream(self._self_reducer, complete and not self._self_failures)
+        self.call.end_stream(self.reducer, complete and not self.failures)
 
-    def _self_observe_failed(self) -> None:
+    def failed(self) -> None:
         """The provider's observer raised on an event the SDK yielded fine: count it (once per
         stream), log it, and hand the event on; the next events are observed as usual (usage the
         provider reports later is still exact). A stream that keeps failing stops being observed
         and is estimated at its end."""
-        self._self_failures += 1
-        if self._self_failures == 1:
-            self._self_call.meter.counters.add("internal_errors")
-            log_limited("observe_" + self._self_call.endpoint.provider, logging.ERROR,
+        self.failures += 1
+        if self.failures == 1:
+            self.call.meter.counters.add("internal_errors")
+            log_limited("observe_" + self.call.endpoint.provider, logging.ERROR,
                         "aerostack_meter: could not read a %s stream event; the event is passed on "
-                        "unread", self._self_call.endpoint.provider, exc_info=True)
-        elif self._self_failures >= _MAX_FAILURES:
-            self._self_observe = _ignore
+                        "unread", self.call.endpoint.provider, exc_info=True)
+        elif self.failures >= _MAX_FAILURES:
+            self.observe = _ignore
 
 
-class StreamProxy(_StreamBase):
-    """A synchronous SDK stream (``Stream``, a helper's stream object) observed chunk by chunk."""
+class _SyncObserver(_Observer):
+    __slots__ = ()
 
-    def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
-        super().__init__(wrapped, call, reducer)
-        nxt = getattr(wrapped, "__next__", None)
-        self._self_next = nxt if nxt is not None else iter(wrapped).__next__
-
-    def __iter__(self) -> StreamProxy:
+    def __iter__(self) -> _SyncObserver:
         return self
 
     def __next__(self) -> Any:
-        nxt = self._self_next
+        nxt = self.next
         while True:
             try:
                 item = nxt()
             except StopIteration:
-                self._self_end(True)
+                self.end(True)
                 raise
             except BaseException:
-                self._self_end(False)
+                self.end(False)
                 raise
             try:
-                if not self._self_observe(item):  # hide injected events (an extra usage-only chunk)
+                if not self.observe(item):  # hide injected events (an extra usage-only chunk)
                     return item
             except Exception:
-                self._self_observe_failed()
+                self.failed()
                 return item
+
+
+class _AsyncObserver(_Observer):
+    __slots__ = ()
+
+    def __aiter__(self) -> _AsyncObserver:
+        return self
+
+    async def __anext__(self) -> Any:
+        nxt = self.next
+        while True:
+            try:
+                item = await nxt()
+            except StopAsyncIteration:
+                self.end(True)
+                raise
+            except BaseException:  # includes CancelledError
+                self.end(False)
+                raise
+            try:
+                if not self.observe(item):  # hide injected events (an extra usage-only chunk)
+                    return item
+            except Exception:
+                self.failed()
+                return item
+
+
+class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    """A synchronous SDK stream (``Stream``, a helper's stream object) observed chunk by chunk."""
+
+    def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
+        super().__init__(wrapped)
+        nxt = getattr(wrapped, "__next__", None)
+        self._self_obs = _SyncObserver(call, reducer, nxt if nxt is not None else iter(wrapped).__next__)
+
+    def __iter__(self) -> Any:
+        return self._self_obs
+
+    def __next__(self) -> Any:
+        return self._self_obs.__next__()
 
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
@@ -87,42 +177,28 @@ class StreamProxy(_StreamBase):
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
                  tb: TracebackType | None) -> Any:
-        self._self_end(False)
+        self._self_obs.end(False)
         return self.__wrapped__.__exit__(et, ev, tb)
 
     def close(self) -> None:
-        self._self_end(False)
+        self._self_obs.end(False)
         self.__wrapped__.close()
 
 
-class AsyncStreamProxy(_StreamBase):
+class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """An asynchronous SDK stream observed event by event."""
 
     def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
-        super().__init__(wrapped, call, reducer)
+        super().__init__(wrapped)
         nxt = getattr(wrapped, "__anext__", None)
-        self._self_anext = nxt if nxt is not None else wrapped.__aiter__().__anext__
+        self._self_obs = _AsyncObserver(call, reducer,
+                                        nxt if nxt is not None else wrapped.__aiter__().__anext__)
 
-    def __aiter__(self) -> AsyncStreamProxy:
-        return self
+    def __aiter__(self) -> Any:
+        return self._self_obs
 
-    async def __anext__(self) -> Any:
-        nxt = self._self_anext
-        while True:
-            try:
-                item = await nxt()
-            except StopAsyncIteration:
-                self._self_end(True)
-                raise
-            except BaseException:  # includes CancelledError
-                self._self_end(False)
-                raise
-            try:
-                if not self._self_observe(item):  # hide injected events (an extra usage-only chunk)
-                    return item
-            except Exception:
-                self._self_observe_failed()
-                return item
+    def __anext__(self) -> Any:
+        return self._self_obs.__anext__()
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
@@ -130,15 +206,15 @@ class AsyncStreamProxy(_StreamBase):
 
     async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
                         tb: TracebackType | None) -> Any:
-        self._self_end(False)
+        self._self_obs.end(False)
         return await self.__wrapped__.__aexit__(et, ev, tb)
 
     async def close(self) -> None:
-        self._self_end(False)
+        self._self_obs.end(False)
         await self.__wrapped__.close()
 
     async def aclose(self) -> None:
-        self._self_end(False)
+        self._self_obs.end(False)
         inner = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
         await inner()
 
@@ -168,16 +244,16 @@ class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_inner: Any = None
         # Armed on a successful enter only: a manager never entered, or whose request failed in
         # __enter__, made no call to bill.
-        self._self_finalizer: weakref.finalize[Any, Any] | None = None
+        self._self_watch: int | None = None
 
     def _self_arm(self, inner: Any) -> Any:
         self._self_inner = inner
-        self._self_finalizer = weakref.finalize(self, self._self_call.end_unfinished, self._self_reducer)
+        self._self_watch = watch(self, self._self_call, self._self_reducer)
         return inner
 
     def _self_end(self) -> None:
-        if self._self_finalizer is not None:
-            self._self_finalizer.detach()
+        if self._self_watch is not None:
+            unwatch(self._self_watch)
         call, reducer = self._self_call, self._self_reducer
         if call.done:
             return

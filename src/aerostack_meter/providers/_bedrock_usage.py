@@ -27,6 +27,7 @@ from typing import Any
 from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
 
 __all__ = [
+    "bytes_text_chars",
     "chunk_text_chars",
     "chunk_usage",
     "converse_event_chars",
@@ -34,6 +35,7 @@ __all__ = [
     "converse_usage",
     "header_usage",
     "metrics_usage",
+    "without_usage",
 ]
 
 _METRICS = "amazon-bedrock-invocationMetrics"
@@ -117,18 +119,18 @@ def _converse_usage(response: Any, model: str | None) -> Usage | None:
 
 def converse_event_usage(event: Any, model: str | None = None) -> Usage | None:
     """One ``converse_stream`` event: usage only on ``metadata``."""
-    if not isinstance(event, Mapping):
+    if event.__class__ is not dict and not isinstance(event, Mapping):
         return None
     metadata = event.get("metadata")
     return converse_usage(metadata, model) if metadata is not None else None
 
 
 def converse_event_chars(event: Any) -> int:
-    if not isinstance(event, Mapping):
+    if event.__class__ is not dict and not isinstance(event, Mapping):
         return 0
     block = event.get("contentBlockDelta")
-    delta = block.get("delta") if isinstance(block, Mapping) else None
-    if not isinstance(delta, Mapping):
+    delta = block.get("delta") if block.__class__ is dict or isinstance(block, Mapping) else None
+    if delta.__class__ is not dict and not isinstance(delta, Mapping):
         return 0
     text = delta.get("text")
     if isinstance(text, str):
@@ -210,13 +212,29 @@ def metrics_usage(metrics: Any, model: str | None = None) -> Usage | None:
                   _optional(metrics, "cacheWriteInputTokenCount"), None, model)
 
 
+_METRICS_BYTES = _METRICS.encode()
+_scan_once = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads's C scanner
+
+
+def _loads(raw: bytes | bytearray) -> Any:
+    """``json.loads(raw)`` for one chunk's bytes (UTF-8 JSON, as Bedrock sends them)."""
+    try:
+        text = raw.decode()
+        value, end = _scan_once(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration):
+        pass
+    return json.loads(raw)  # whitespace around the value, another encoding: the general way
+
+
 def _chunk_json(event: Any) -> Any:
     chunk = event.get("chunk") if isinstance(event, Mapping) else None
     raw = chunk.get("bytes") if isinstance(chunk, Mapping) else None
     if not isinstance(raw, (bytes, bytearray)):
         return None
     try:
-        return json.loads(raw)
+        return _loads(raw)
     except ValueError:
         return None
 
@@ -226,10 +244,21 @@ def chunk_usage(event: Any, model: str | None = None) -> Usage | None:
     invocation metrics (the last). The bytes are parsed only when they name them."""
     chunk = event.get("chunk") if isinstance(event, Mapping) else None
     raw = chunk.get("bytes") if isinstance(chunk, Mapping) else None
-    if not isinstance(raw, (bytes, bytearray)) or _METRICS.encode() not in raw:
+    if not isinstance(raw, (bytes, bytearray)) or _METRICS_BYTES not in raw:
         return None
     data = _chunk_json(event)
     return metrics_usage(data.get(_METRICS), model) if isinstance(data, Mapping) else None
+
+
+def without_usage(event: Any) -> bytes | None:
+    """The bytes of an ``invoke_model_with_response_stream`` chunk that cannot carry usage (the
+    common case: every chunk but the last), else ``None``."""
+    if event.__class__ is dict:
+        chunk = event.get("chunk")
+        raw = chunk.get("bytes") if chunk.__class__ is dict else None
+        if raw.__class__ is bytes and _METRICS_BYTES not in raw:
+            return raw
+    return None
 
 
 # Where the text of a streamed chunk lives, by model family (for early-end estimates only).
@@ -257,7 +286,18 @@ def _path(data: Any, path: tuple[Any, ...]) -> Any:
 
 def chunk_text_chars(event: Any) -> int:
     """Output characters in one ``invoke_model_with_response_stream`` chunk."""
-    data = _chunk_json(event)
+    return json_text_chars(_chunk_json(event))
+
+
+def bytes_text_chars(raw: bytes) -> int:
+    """Output characters in one chunk's bytes (see :func:`chunk_text_chars`)."""
+    try:
+        return json_text_chars(_loads(raw))
+    except ValueError:
+        return 0
+
+
+def json_text_chars(data: Any) -> int:
     if not isinstance(data, Mapping):
         return 0
     for path in _TEXT_PATHS:

@@ -113,8 +113,12 @@ def _chunk(event: Any) -> Any:
 
 def chunk_usage(event: Any) -> Usage | None:
     """Usage on one stream event (only the last one has it)."""
-    chunk = _chunk(event)
-    u = read_field(chunk, "usage")
+    try:  # the SDK's CompletionEvent: plain attribute reads of declared fields (the per-event path)
+        chunk = event.data
+        u = chunk.usage
+    except AttributeError:  # a chunk itself, a JSON dict, ...: field by field
+        chunk = _chunk(event)
+        u = read_field(chunk, "usage")
     if u is None:
         return None
     return usage_from(u, read_field(chunk, "model"), read_field(chunk, "id"))
@@ -122,14 +126,32 @@ def chunk_usage(event: Any) -> Usage | None:
 
 def chunk_chars(event: Any) -> int:
     """Output characters in one stream event (for the estimate of a stream left early)."""
+    try:  # the SDK's CompletionEvent (see chunk_usage)
+        chars = 0
+        for choice in event.data.choices or ():
+            content = choice.delta.content
+            if isinstance(content, str):
+                chars += len(content)
+            elif isinstance(content, list):
+                chars += _parts_chars(content)
+        return chars
+    except AttributeError:
+        pass
     chars = 0
     for choice in read_field(_chunk(event), "choices") or ():
         content = read_field(read_field(choice, "delta"), "content")
         if isinstance(content, str):
             chars += len(content)
-        elif isinstance(content, list):  # content chunks (text, thinking)
-            for part in content:
-                text = read_field(part, "text")
-                if isinstance(text, str):
-                    chars += len(text)
+        elif isinstance(content, list):
+            chars += _parts_chars(content)
+    return chars
+
+
+def _parts_chars(content: list[Any]) -> int:
+    """Characters of content chunks (text, thinking)."""
+    chars = 0
+    for part in content:
+        text = read_field(part, "text")
+        if isinstance(text, str):
+            chars += len(text)
     return chars

@@ -37,12 +37,14 @@ from .._estimate import estimate_input_tokens
 from .._usage import Usage
 from ._base import Provider, ReaderReducer, Target
 from ._bedrock_usage import (
+    bytes_text_chars,
     chunk_text_chars,
     chunk_usage,
     converse_event_chars,
     converse_event_usage,
     converse_usage,
     header_usage,
+    without_usage,
 )
 
 __all__ = ["PROVIDER"]
@@ -59,10 +61,40 @@ def _model_id(kwargs: Mapping[str, Any]) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-class _BedrockReducer(ReaderReducer):
-    """A Bedrock event stream; estimates read ``invoke_model``'s JSON ``body`` for the input."""
+Quick = Callable[[dict[str, Any]], "int | None"]
 
-    __slots__ = ()
+
+def _converse_quick(event: dict[str, Any]) -> int | None:
+    """The characters of a ``converse_stream`` event that carries no usage (all but ``metadata``)."""
+    return None if "metadata" in event else converse_event_chars(event)
+
+
+def _invoke_quick(event: dict[str, Any]) -> int | None:
+    """The characters of a response-stream chunk that carries no usage (all but the last)."""
+    raw = without_usage(event)
+    return None if raw is None else bytes_text_chars(raw)
+
+
+class _BedrockReducer(ReaderReducer):
+    """A Bedrock event stream; estimates read ``invoke_model``'s JSON ``body`` for the input.
+    ``quick`` reads the common event (a dict that carries no usage) in one call; any other event
+    goes through the endpoint's readers."""
+
+    __slots__ = ("_quick",)
+
+    def __init__(self, provider: str, kwargs: Mapping[str, Any], usage_of: Callable[[Any], Usage | None],
+                 chars_of: Callable[[Any], int] | None, quick: Quick | None) -> None:
+        super().__init__(provider, kwargs, usage_of, chars_of)
+        self._quick = quick
+
+    def observe(self, event: Any) -> bool:
+        quick = self._quick
+        if quick is not None and event.__class__ is dict:
+            chars = quick(event)
+            if chars is not None:
+                self.chars += chars
+                return False
+        return ReaderReducer.observe(self, event)
 
     def estimate(self) -> Usage:
         usage = super().estimate()
@@ -87,13 +119,15 @@ class BedrockCall(Endpoint):
     def __init__(self, name: str, kind: Kind, *,
                  response: Callable[[Any, str | None], Usage | None] | None = None,
                  event: Callable[[Any, str | None], Usage | None] | None = None,
-                 event_chars: Callable[[Any], int] | None = None, slot: str = "") -> None:
+                 event_chars: Callable[[Any], int] | None = None, slot: str = "",
+                 quick: Quick | None = None) -> None:
         self.name = name
         self.returns: Kind = kind
         self._response = response
         self._event = event
         self._event_chars = event_chars
         self._slot = slot
+        self._quick = quick
 
     def prepare_call(self, meter: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         _set_model(kwargs.get("modelId"))  # checked when read: most calls never need it checked
@@ -113,7 +147,7 @@ class BedrockCall(Endpoint):
         read = self._event
         assert read is not None
         reducer = _BedrockReducer(self.provider, kwargs, lambda event: read(event, model),
-                                  self._event_chars)
+                                  self._event_chars, self._quick)
         reducer.model = model
         return reducer
 
@@ -128,9 +162,9 @@ class BedrockCall(Endpoint):
 CONVERSE = BedrockCall("converse", "response", response=converse_usage)
 INVOKE = BedrockCall("invoke_model", "response", response=header_usage)
 CONVERSE_STREAM = BedrockCall("converse_stream", "stream", event=converse_event_usage,
-                              event_chars=converse_event_chars, slot="stream")
+                              event_chars=converse_event_chars, slot="stream", quick=_converse_quick)
 INVOKE_STREAM = BedrockCall("invoke_model_with_response_stream", "stream", event=chunk_usage,
-                            event_chars=chunk_text_chars, slot="body")
+                            event_chars=chunk_text_chars, slot="body", quick=_invoke_quick)
 _CALLS = (CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM)
 
 _EVENT = "creating-client-class.bedrock-runtime"

@@ -65,24 +65,50 @@ class GeminiReducer(Reducer):
     once a chunk says the candidate finished, an estimate otherwise. Chunks' usage objects are only
     kept (the last two) and read when the stream ends: the per-chunk cost stays a few lookups."""
 
-    __slots__ = ("finished", "last", "prev")
+    __slots__ = ("finished", "last", "prev", "slow")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any]) -> None:
         super().__init__(provider, kwargs)
         self.last: Any = None
         self.prev: Any = None
         self.finished = False
+        self.slow = False  # chunks that are not the SDK's models (JSON dicts): read field by field
 
     def observe(self, event: Any) -> bool:
-        meta, model, rid = response_meta(event)
+        # The per-chunk path: plain attribute reads of the SDK's models (declared pydantic fields,
+        # as read_field reads them); anything else goes the general way.
+        if not self.slow:
+            try:
+                meta = event.usage_metadata
+                model = event.model_version
+                rid = event.response_id
+                candidates = event.candidates
+                if candidates:
+                    first = candidates[0]
+                    content = first.content
+                    finished = first.finish_reason is not None
+                    chars = 0
+                    if content is not None:
+                        for part in content.parts or ():
+                            text = part.text
+                            if isinstance(text, str):
+                                chars += len(text)
+                else:
+                    chars, finished = 0, False
+            except AttributeError:  # not a GenerateContentResponse (or an SDK without a field)
+                self.slow = True
+                return self.observe(event)
+        else:
+            meta, model, rid = response_meta(event)
+            chars, finished = _candidate(event)
         if meta is not None:
             self.prev, self.last = self.last, meta
-        if model:
+        if model and isinstance(model, str):
             self.model = model
-        if rid:
+        if rid and isinstance(rid, str):
             self.response_id = rid
-        chars, finished = _candidate(event)
-        self.chars += chars
+        if chars:
+            self.chars += chars
         if finished:
             self.finished = True
         return False
