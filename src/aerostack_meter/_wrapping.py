@@ -229,9 +229,10 @@ def make_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGetter,
         meter = get_meter()
         if meter is None or meter.settings.disabled or _active.get():
             return await wrapped(*args, **kwargs)
-        budget = meter.budget_for(defaults)
-        if budget is not None and budget.reads_balance:  # a lookup is awaited, never blocking the loop
-            await _prefetch(meter, budget, defaults, site)
+        if meter.settings.budget is not None or (defaults is not None and defaults.budget is not None):
+            budget = meter.budget_for(defaults)
+            if budget is not None and budget.reads_balance:  # a lookup is awaited, never blocking the loop
+                await _prefetch(meter, budget, defaults, site)
         call, kwargs, hint = _begin(meter, endpoint, defaults, instance, kwargs, site, wait=False)
         if call is None:
             return await wrapped(*args, **kwargs)

@@ -50,7 +50,7 @@ _MAX_URLS = 1024  # (method, url) pairs whose endpoint is remembered
 _UNKNOWN = object()
 
 
-@dataclass
+@dataclass(slots=True)
 class _State:
     """The call in flight between ``request`` and ``_process_response`` (one per call)."""
 
@@ -265,7 +265,9 @@ class BaseClient:
                     found = locate(args, kwargs)
                     if found is None:
                         return await wrapped(self, *args, **kwargs)
-                    await prefetch(found[0], found[1], found[6])  # a budget's balance, awaited
+                    meter, defaults = found[0], found[1]
+                    if meter.settings.budget is not None or (defaults is not None and defaults.budget is not None):
+                        await prefetch(meter, defaults, found[6])  # a budget's balance, awaited
                     plan = start(found, self, args, kwargs)
                     if plan is None:
                         return await wrapped(self, *args, **kwargs)
