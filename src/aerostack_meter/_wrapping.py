@@ -162,7 +162,9 @@ def finish(call: Call, hint: Any, result: Any, returns: Kind | None = None) -> A
         kind = returns or endpoint.kind(result)
         if kind == "response":
             if not call.done:
-                call.end(endpoint.usage(result), getattr(result, "model", None))
+                usage = endpoint.usage(result)
+                # the model names a missing usage only (a getattr of an absent name can cost µs)
+                call.end(usage, None if usage is not None else getattr(result, "model", None))
             return result
         if kind == "stream":
             stream = proxy_stream(endpoint.stream_in(result), call, endpoint.reducer(call.kwargs, hint))
