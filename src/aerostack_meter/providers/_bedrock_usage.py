@@ -275,12 +275,18 @@ _TEXT_PATHS = (
 )
 
 
+# the same paths split into their first key and the rest (most events have none of the keys)
+_TEXT_HEADS = tuple((path[0], path[1:]) for path in _TEXT_PATHS)
+
+
 def _path(data: Any, path: tuple[Any, ...]) -> Any:
     for step in path:
+        if data is None:
+            return None
         if isinstance(step, int):
             data = data[step] if isinstance(data, list) and len(data) > step else None
         else:
-            data = data.get(step) if isinstance(data, Mapping) else None
+            data = data.get(step) if data.__class__ is dict or isinstance(data, Mapping) else None
     return data
 
 
@@ -298,10 +304,13 @@ def bytes_text_chars(raw: bytes) -> int:
 
 
 def json_text_chars(data: Any) -> int:
-    if not isinstance(data, Mapping):
+    if data.__class__ is not dict and not isinstance(data, Mapping):
         return 0
-    for path in _TEXT_PATHS:
-        text = _path(data, path)
+    for head, rest in _TEXT_HEADS:
+        value = data.get(head)
+        if value is None:
+            continue
+        text = _path(value, rest) if rest else value
         if isinstance(text, str):
             return len(text)
     return 0
