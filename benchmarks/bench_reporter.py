@@ -4,8 +4,9 @@
 
 1. Caller-side cost of recording one event (``aerostack_meter.log``, and the ``record`` path the SDK
    wrappers use), from 1 thread and from 8 threads at once, with the reporter running: durable (the
-   default: the record is in the journal file when the call returns) and in memory
-   (``durable=False``).
+   default: the record is in the journal file when the call returns; copied into the journal's
+   shared file mapping, and, for comparison in the same run, with one ``os.write`` per record as
+   where the journal cannot be mapped) and in memory (``durable=False``).
 2. Delivered events per second against the local gateway emulator on loopback, with and without
    coalescing (one request per event).
 Figures go to docs/performance.md, section "Reporter".
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _perfdoc import machine, update_section
 
+import aerostack_meter._journal as journal_module
 from aerostack_meter import Meter
 from aerostack_meter._meter import Attribution
 from aerostack_meter._usage import Usage
@@ -33,8 +35,22 @@ from aerostack_meter._usage import Usage
 KEY = "ac_secret_bench"
 
 
-def caller_cost(threads: int, n: int, path: str, durable: bool, tmp: str) -> float:
+MODES = ("mapped", "write", "memory")
+LABELS = {"mapped": "durable (default), mapped", "write": "durable, `os.write` (unmapped)",
+          "memory": "`durable=False`"}
+
+
+def caller_cost(threads: int, n: int, path: str, mode: str, tmp: str) -> float:
     """ns per recorded event, per thread (median of 5 rounds)."""
+    durable = mode != "memory"
+    mapped, journal_module.MAPPED = journal_module.MAPPED, mode == "mapped"
+    try:
+        return _caller_cost(threads, n, path, durable, os.path.join(tmp, mode))
+    finally:
+        journal_module.MAPPED = mapped
+
+
+def _caller_cost(threads: int, n: int, path: str, durable: bool, tmp: str) -> float:
     # A long window: the reporter sleeps while we measure, so this is the cost on the caller alone.
     # A local ledger is the destination (durable needs one with a name); delivery happens between
     # rounds, at flush().
@@ -98,39 +114,49 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for durable in (True, False):
-            for path in ("log", "record"):
-                for threads in (1, 8):
-                    cost = caller_cost(threads, ns.events // threads, path, durable, tmp)
-                    rows.append((durable, path, threads, cost))
-                    print(f"caller cost  {'durable' if durable else 'memory':<7} {path:<6} {threads} "
-                          f"thread(s): {cost / 1000:.2f} µs/event")
+        for path in ("log", "record"):
+            for threads in (1, 8):
+                for mode in MODES:  # interleaved: the load changes less between a row's modes
+                    cost = caller_cost(threads, ns.events // threads, path, mode, tmp)
+                    rows.append((mode, path, threads, cost))
+                    print(f"caller cost  {mode:<7} {path:<6} {threads} thread(s): "
+                          f"{cost / 1000:.2f} µs/event")
+        costs = {(m, p, t): c for m, p, t, c in rows}
+        for path in ("log", "record"):
+            for threads in (1, 8):
+                print(f"mapped / os.write  {path:<6} {threads} thread(s): "
+                      f"{costs['mapped', path, threads] / costs['write', path, threads]:.2f}x")
     with start_gateway(keys=[KEY]) as gw:
         co_rate, co_req = delivery_rate(gw.url, ns.delivery_events, True)
         print(f"delivery coalesced   : {co_rate:,.0f} events/s ({co_req} requests for {ns.delivery_events} events)")
         un_rate, un_req = delivery_rate(gw.url, ns.uncoalesced_events, False)
         print(f"delivery uncoalesced : {un_rate:,.0f} events/s ({un_req} requests)")
 
+    def ratio(mode: str, path: str, threads: int, cost: float) -> str:
+        return f"{cost / costs['write', path, threads]:.2f}x" if mode == "mapped" else ""
+
     table = "\n".join(
-        ["| mode | path | threads | caller cost per event |", "|---|---|---|---|"]
-        + [f"| {'durable (default)' if d else '`durable=False`'} | "
-           f"`{'aerostack_meter.log()' if p == 'log' else 'wrapper record()'}` | {t} | {c / 1000:.2f} µs |"
-           for d, p, t, c in rows]
+        ["| mode | path | threads | caller cost per event | mapped / `os.write` |", "|---|---|---|---|---|"]
+        + [f"| {LABELS[m]} | `{'aerostack_meter.log()' if p == 'log' else 'wrapper record()'}` | {t} | "
+           f"{c / 1000:.2f} µs | {ratio(m, p, t, c)} |"
+           for m, p, t, c in sorted(rows, key=lambda r: MODES.index(r[0]))]
     )
-    durable_worst = max(c for d, _p, _t, c in rows if d)
+    durable_worst = max(c for m, _p, _t, c in rows if m == "mapped")
     body = f"""Measured by `python benchmarks/bench_reporter.py` on {machine()}.
 
 Caller-side cost of recording one event while the reporter runs (median of 5 rounds of
 {ns.events:,} events; with 8 threads, the mean per-thread cost — the GIL serialises them).
-Durable (the default): the record is in this process's journal file (one `os.write` on an
-`O_APPEND` descriptor, a CRC-checked binary record) when the call returns; `durable=False`: an
-append to an in-memory deque.
+Durable (the default): the record (CRC-checked, binary) is in this process's journal file when the
+call returns: copied into the journal's shared file mapping (`mmap`, no system call), or, where the
+journal cannot be mapped (Windows, macOS, a filesystem without `fallocate`), written with one
+`os.write` on an `O_APPEND` descriptor (measured here in the same run, with the mapping turned off);
+`durable=False`: an append to an in-memory deque.
 
 {table}
 
-Aim for a durable record: at most 3 µs on the caller (worst row here: {durable_worst / 1000:.2f} µs).
-With several threads in a tight loop, each `os.write` releases the GIL: the per-thread figure is
-mostly GIL hand-offs (see the text below the table in docs/performance.md).
+Aim for a durable record: at most 3 µs on the caller (worst mapped row here: {durable_worst / 1000:.2f} µs).
+With several threads in a tight loop, each `os.write` releases the GIL: the unmapped per-thread
+figure is mostly GIL hand-offs; a copy into the mapping does not release it.
 
 Delivery to the local gateway emulator on loopback (keep-alive, `concurrency=8`, 100 consumers):
 

@@ -1,7 +1,7 @@
 """Pricing deferred to the delivery side: ``metrics="cost"`` in durable mode.
 
 On the caller's thread a call priced by a plain cost policy is journaled as its raw usage (a ``U``
-record, one ``os.write``: see ``_store.JournalStore.put_usage``); the delivery side (the reporter
+record, one journal append: see ``_store.JournalStore.put_usage``); the delivery side (the reporter
 thread, an adopting process, ``aerostack-meter drain``) prices it with the policy the record names
 and journals the result and the mark in one ``X`` record. A policy is named by its parameters
 (markup, unit, metric, fallback): this process's own policy objects are registered under them, so a

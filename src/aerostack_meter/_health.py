@@ -171,8 +171,8 @@ def _destination_health(directory: Path) -> DeliveryHealth:
     ambiguous = 0
     for path in journals:
         data = path.read_bytes()
-        journal_bytes += len(data)
         parsed = parse(data, final=True)
+        journal_bytes += len(data) - parsed.zero_tail  # (a live journal's pre-allocated end)
         if parsed.bad_bytes or records is None or units is None:
             records = units = None  # not a journal we can read: only its size is known
             continue

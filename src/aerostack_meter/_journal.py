@@ -5,10 +5,27 @@ Files, in one destination directory of the state directory (see ``_paths``)::
     <token>.lock            held with flock(LOCK_EX) for as long as the owning process lives
     <token>.<n>.journal     records (see ``_journal_format``); <n> grows when the journal rotates
 
-Usage records are written with one ``os.write`` on an ``O_APPEND`` descriptor: the bytes are in the
-kernel's page cache when the call returns, so they survive the death of the process by any means
-(SIGKILL, ``os._exit``, an OOM kill). They are not fsynced: an OS crash or a power loss may lose
-the last seconds. A lock that can be taken belongs to a dead process (the kernel releases flocks
+Records are copied into a shared file mapping (``mmap`` with ``MAP_SHARED``) of the current segment:
+no system call on the caller's path. Bytes stored into a shared file mapping are in the kernel's
+page cache the moment the copy returns, exactly like the bytes of an ``os.write`` without fsync: they
+survive the death of the process by any means (SIGKILL, ``os._exit``, an OOM kill). They are not
+fsynced: an OS crash or a power loss may lose the last seconds. Every appender (callers' ``put``,
+the reporter's marks, adopted records) goes through ``Journal.append``: one ``mmap.write``, a single
+C call that reserves ``[pos, pos + n)``, copies and advances the mapping's position without
+releasing the GIL, so concurrent appenders never overlap and need no lock; the reader reads up to
+the position (``tell()``), below which every record is complete. Only growing the mapping, rotating,
+closing and falling back take a lock (writers whose copy does not fit wait for it).
+
+The segment is pre-allocated (``posix_fallocate``: the blocks are reserved, so a full disk is an
+error when growing, never a SIGBUS on a copy) in steps (256 KiB, then doubling up to 4 MiB), so its
+size is not the end of the data: the logical end is ``Journal.end``, the rest of the file is zeros.
+A clean ``close`` truncates the file to its data; a file left by a dead process ends in zeros, which
+``parse`` reads as the end (not as bad bytes). Where the file cannot be mapped (no
+``posix_fallocate``: Windows, macOS; a filesystem without fallocate or mmap; ENOMEM; a full disk
+when growing) the journal is written with one ``os.write`` per record on an ``O_APPEND``
+descriptor instead, with the same durability (``on_unmapped`` is told).
+
+A lock that can be taken belongs to a dead process (the kernel releases flocks
 when a process dies); whoever takes it copies what that process left undelivered into its own
 journal, then deletes the dead files.
 """
@@ -18,14 +35,17 @@ from __future__ import annotations
 import bisect
 import contextlib
 import logging
+import mmap
 import os
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ._journal_format import (
     B_INFLIGHT,
     B_PREFORMED,
     EV_CALL,
+    MAGIC,
     U_ADOPTED,
     BatchRec,
     Event,
@@ -53,6 +73,15 @@ __all__ = ["Journal", "Recovered", "adopt_dead", "quarantine"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 20
+_MAP_FIRST = 1 << 18  # the first pre-allocated size of a segment; it doubles up to _MAP_STEP
+_MAP_STEP = 1 << 22
+#: map segments where the platform can pre-allocate them (``posix_fallocate``; not Windows, macOS)
+MAPPED = os.name == "posix" and hasattr(os, "posix_fallocate")
+# A copy into the mapping never releases the GIL (an ``os.write`` did, each time): writers in a tight
+# loop would leave the reporter, while it reads and parses what they wrote, a small share of the GIL
+# and an ever longer backlog. While it reads and is this many bytes behind, each append yields the
+# GIL (a system call, as each ``os.write`` was). A process metering LLM calls is never this far behind.
+_BEHIND = 1 << 20
 
 
 def _lock(path: str) -> int | None:
@@ -89,11 +118,20 @@ def quarantine(path: str, suffix: str = "") -> str | None:
 
 
 class Journal:
-    """The current process's journal: a writer for callers, a reader and a marker for the reporter."""
+    """The current process's journal: a writer for callers, a reader and a marker for the reporter.
 
-    def __init__(self, directory: str) -> None:
+    ``mapped``: write through a shared file mapping (see the module docstring); False: one
+    ``os.write`` per record. ``on_unmapped``: called (under the write lock, with the error) when a
+    mapping could not be made or grown and the segment falls back to ``os.write``."""
+
+    def __init__(self, directory: str, *, mapped: bool | None = None) -> None:
         self.dir = directory
         self.fd = -1
+        self.mapped = MAPPED if mapped is None else mapped
+        self.on_unmapped: Callable[[OSError], None] | None = None
+        self._wlock = threading.Lock()  # growth, rotation, close, fallback (never a plain append)
+        self._mm: mmap.mmap | None = None  # the current segment's mapping; its position is the end
+        self.reading = False  # the reporter is in read_new (see _BEHIND)
         self._open_owner()
 
     def _open_owner(self) -> None:
@@ -108,9 +146,18 @@ class Journal:
         else:  # pragma: no cover - eight lost races in a row
             raise OSError("journal lock taken")
         self._lock_fd = lock
-        self.seg = 0
-        path = self._seg_path(self.token, 0)
-        new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
+        with self._wlock:
+            self.seg = 0
+            path = self._seg_path(self.token, 0)
+            self._point_at(path)
+            self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        self.read_pos = 0
+        self._retiring: list[tuple[str, int, int, float]] = []  # (path, rfd, read_pos, since)
+        self.closed = False
+
+    def _point_at(self, path: str) -> None:
+        """(Under the write lock.) Make ``self.fd`` name a new segment file, and map it."""
+        new = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
         if self.fd < 0:
             self.fd = new
         else:
@@ -118,10 +165,52 @@ class Journal:
                 os.dup2(new, self.fd, inheritable=False)
             finally:
                 os.close(new)
-        self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
-        self.read_pos = 0
-        self._retiring: list[tuple[str, int, int, float]] = []  # (path, rfd, read_pos, since)
-        self.closed = False
+        self._mm = None
+        if not self.mapped:
+            return
+        try:
+            os.posix_fallocate(self.fd, 0, _MAP_FIRST)
+            self._mm = mmap.mmap(self.fd, _MAP_FIRST)
+        except (OSError, ValueError, OverflowError) as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, 0)
+            self._unmapped(exc)
+
+    def _unmapped(self, exc: BaseException) -> None:
+        if self.on_unmapped is not None:
+            self.on_unmapped(exc if isinstance(exc, OSError) else OSError(str(exc)))
+
+    def _grow(self, mm: mmap.mmap, need: int) -> bool:
+        """(Under the write lock; ``mm`` is the current mapping.) Pre-allocate and map at least
+        ``need`` bytes of the segment. The same mapping object is resized (its position, which
+        lock-free appenders advance, stays); False: it could not, the segment is unmapped."""
+        cap = len(mm)
+        size = max(need, cap + min(cap, _MAP_STEP))
+        size = -(-size // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY
+        try:
+            os.posix_fallocate(self.fd, cap, size - cap)  # blocks reserved: no SIGBUS on a full disk
+            mm.resize(size)
+        except (OSError, ValueError, OverflowError, BufferError) as exc:
+            self._unmap()
+            self._unmapped(exc)
+            return False
+        return True
+
+    def _unmap(self) -> None:
+        """(Under the write lock.) Stop mapping the segment: no append lands in the mapping any
+        more (its position is moved to its end: a copy fails and takes the locked path), the file
+        is cut to its data, and ``os.write`` on the ``O_APPEND`` descriptor continues it."""
+        mm = self._mm
+        if mm is None:
+            return
+        self._mm = None
+        end = mm.tell()
+        mm.seek(0, 2)
+        if end < len(mm) and mm[end] == MAGIC:  # appended between tell() and seek() (whole copies)
+            parsed = parse(mm[end:], end, final=True)
+            end += parsed.consumed - parsed.zero_tail
+        with contextlib.suppress(OSError):
+            os.ftruncate(self.fd, end)
 
     def _lock_path(self, token: str) -> str:
         return os.path.join(self.dir, f"{token}.lock")
@@ -133,16 +222,66 @@ class Journal:
     def path(self) -> str:
         return self._seg_path(self.token, self.seg)
 
+    # -- writers (callers and the reporter) -----------------------------------------------------
+    def append(self, data: bytes) -> None:
+        """Append ``data`` (whole records): in the page cache when this returns. ``OSError`` when
+        it could not be written (only without a mapping: a full disk, an I/O error)."""
+        mm = self._mm
+        if mm is not None:
+            try:
+                mm.write(data)
+            except ValueError:  # it does not fit (or the mapping was retired): the locked path
+                pass
+            else:
+                if self.reading and mm.tell() - self.read_pos > _BEHIND:
+                    time.sleep(0)  # the reader is far behind: let it have the GIL (see _BEHIND)
+                return
+        elif not self.mapped:  # never mapped (Windows, macOS): as before, no lock
+            os.write(self.fd, data)
+            return
+        with self._wlock:
+            mm = self._mm
+            while mm is not None:
+                try:
+                    mm.write(data)
+                    return
+                except ValueError:
+                    pass
+                if not self._grow(mm, mm.tell() + len(data)):
+                    break
+            os.write(self.fd, data)
+
     # -- reporter side ----------------------------------------------------------------------
     def size(self) -> int:
+        """The end of the data in the current segment (not the file's size while it is mapped)."""
+        mm = self._mm
+        if mm is not None:
+            return mm.tell()
         return os.fstat(self.fd).st_size
+
+    def read_range(self, pos: int, end: int) -> bytes:
+        """The bytes [pos, end) of the current segment (``end`` from ``size()``)."""
+        if end <= pos:
+            return b""
+        mm = self._mm
+        if mm is not None and end <= len(mm):
+            return mm[pos:end]
+        return os.pread(self._rfd, end - pos, pos)
 
     def read_new(self) -> tuple[list[Record], int]:
         """Records appended since the last read (complete ones only), and bytes that were bad."""
+        self.reading = True
+        try:
+            return self._read_new()
+        finally:
+            self.reading = False
+
+    def _read_new(self) -> tuple[list[Record], int]:
         out: list[Record] = []
         bad = 0
         while True:
-            buf = os.pread(self._rfd, _READ_CHUNK, self.read_pos)
+            end = min(self.size(), self.read_pos + _READ_CHUNK)
+            buf = self.read_range(self.read_pos, end)
             if not buf:
                 break
             parsed = parse(buf, self.read_pos)
@@ -153,21 +292,18 @@ class Journal:
                 break
         return out, bad
 
-    def append(self, data: bytes) -> None:
-        os.write(self.fd, data)
-
     def rotate(self) -> None:
         """Start a new segment (everything in the current one is settled). Writers keep using the
         same descriptor number: ``dup2`` points it at the new file atomically."""
         old_path, old_rfd, old_pos = self.path, self._rfd, self.read_pos
-        self.seg += 1
-        path = self.path
-        new = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
-        try:
-            os.dup2(new, self.fd, inheritable=False)
-        finally:
-            os.close(new)
-        self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
+        with self._wlock:
+            old = self._mm
+            self.seg += 1
+            path = self.path
+            self._point_at(path)
+            self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
+            if old is not None:  # an append that loaded it before now fails over to the new one;
+                old.seek(0, 2)  # one that copied in the instant before is found by retire_old
         self.read_pos = 0
         self._retiring.append((old_path, old_rfd, old_pos, time.monotonic()))
 
@@ -202,11 +338,15 @@ class Journal:
 
     def close(self, *, delete: bool) -> None:
         """Release ownership (our files become adoptable). ``delete``: everything was settled,
-        remove our files. The write descriptor stays open: a late writer's record lands in the
-        file, and ``reopen()`` points the descriptor at a new journal."""
+        remove our files. The segment is cut to its data (a file left by a clean exit is exact);
+        the write descriptor stays open: a late writer's record lands in the file (``os.write``),
+        and ``reopen()`` points the descriptor at a new journal."""
         if self.closed:
             return
         self.closed = True
+        with self._wlock:
+            if self._mm is not None:
+                self._unmap()
         for path, rfd, _pos, _since in self._retiring:
             with contextlib.suppress(OSError):
                 os.close(rfd)
@@ -228,8 +368,11 @@ class Journal:
         self._open_owner()
 
     def after_fork(self) -> None:
-        """In a forked child: our own identity and files (the parent keeps its lock and journal;
-        the inherited descriptors are closed in the child only, or re-pointed by ``dup2``)."""
+        """In a forked child: our own identity and files (the parent keeps its lock, journal and
+        mapping: the child never writes into the parent's mapping; the inherited descriptors are
+        closed in the child only, or re-pointed by ``dup2``)."""
+        self._wlock = threading.Lock()  # a lock another thread held at the fork stays held
+        self._mm = None  # the parent's mapping: unmapped in the child when its object goes
         for _path, rfd, _pos, _since in self._retiring:
             with contextlib.suppress(OSError):
                 os.close(rfd)

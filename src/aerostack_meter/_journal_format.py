@@ -17,7 +17,10 @@ consumer, api and the policy's parameters (metric, fallback, markup, unit) as le
 a torn write) can separate them: a ``U`` without its ``X`` is priced again, never twice.
 
 A torn tail (the process died inside a write, or the power went) fails its length or CRC check and is
-ignored; a bad record in the middle is skipped by scanning for the next record that checks out.
+ignored; a bad record in the middle is skipped by scanning for the next record that checks out. A
+journal is written into a pre-allocated file (see ``_journal``): the file of a process that died ends
+in zeros after its last record, which is the end of the data, not bad bytes (no record starts with a
+zero byte). Older versions, which wrote journals with ``os.write``, count such a tail as bad bytes.
 Pure functions only: no I/O here.
 """
 
@@ -117,6 +120,7 @@ class Parsed(NamedTuple):
     records: list[Record]
     consumed: int  # bytes fully parsed (an incomplete tail is left for later)
     bad_bytes: int  # bytes skipped because they failed their checks
+    zero_tail: int = 0  # zeros after the last record (the unused, pre-allocated end of a file)
 
 
 def key_blob(consumer_id: str, api_id: str, metric: str) -> bytes:
@@ -269,7 +273,13 @@ def parse(buf: bytes, base: int = 0, *, final: bool = False) -> Parsed:
     bad = 0
     n = len(buf)
     hdr = _HDR.size
-    while pos + hdr <= n:
+    while pos < n:
+        if buf[pos] == 0 and buf.count(0, pos) == n - pos:  # zeros to the end: no more records
+            if not final:
+                return Parsed(out, pos, bad)
+            return Parsed(out, n, bad, n - pos)
+        if pos + hdr > n:
+            break
         magic, length, crc = _HDR.unpack_from(buf, pos)
         if magic == MAGIC and length <= _MAX_RECORD:
             end = pos + hdr + length
@@ -285,7 +295,12 @@ def parse(buf: bytes, base: int = 0, *, final: bool = False) -> Parsed:
                 continue
         # Not a record here: skip to the next magic byte that starts one that checks out.
         nxt = buf.find(bytes((MAGIC,)), pos + 1)
-        skip_to = n if nxt < 0 else nxt
-        bad += skip_to - pos
-        pos = skip_to
+        if nxt < 0:  # the rest is bad, but for the zeros it ends in (a torn last record)
+            kept = len(buf[pos:].rstrip(b"\0"))
+            bad += kept
+            if final or kept < n - pos:
+                return Parsed(out, n, bad, n - pos - kept)
+            return Parsed(out, n, bad)
+        bad += nxt - pos
+        pos = nxt
     return Parsed(out, pos, bad)

@@ -165,7 +165,9 @@ def _count_value(counter: Any) -> int:
 class JournalStore:
     """Usage in this process's append-only journal (see ``_journal``): on disk before ``put`` returns.
 
-    A write that fails (a full disk, an I/O error) falls back to memory for that record: counted
+    Each record is one ``Journal.append`` (a copy into the journal's file mapping, no lock, no
+    system call; ``os.write`` where it cannot be mapped). A write that fails (only without a
+    mapping: a full disk, an I/O error) falls back to memory for that record: counted
     in ``stats().journal_errors`` and warned about once. ``legacy``: the directory where versions
     before key fingerprints journaled this destination (``_paths.legacy_dir``); what dead
     processes left there is adopted too, as those versions did.
@@ -183,8 +185,9 @@ class JournalStore:
         self._fallback = MemoryStore(1 << 62)
         self._last_adopt = 0.0
         self.journal = Journal(directory)
+        self.journal.on_unmapped = self._unmapped
         self.token = self.journal.token
-        self._fd = self.journal.fd
+        self._write = self.journal.append  # a bound method: the journal object never changes
         self._full = False
         self._tails: dict[tuple[str, str | None, str | None, str, str, bytes], bytes] = {}
         self._held: list[RawUsage] = []  # U records this process cannot price (no price table)
@@ -206,7 +209,7 @@ class JournalStore:
             blob = self._blob((c, a, m))
         payload = b"E" + _pack_ev(ts, units, flags) + blob
         try:
-            os.write(self._fd, _pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
+            self._write(_pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
         except OSError as exc:
             self._write_failed(exc, [(c, a, m, units, flags)], ts)
 
@@ -219,7 +222,7 @@ class JournalStore:
             payload = b"E" + _pack_ev(ts, units, flags) + blob
             parts.append(_pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
         try:
-            os.write(self._fd, b"".join(parts))
+            self._write(b"".join(parts))
         except OSError as exc:
             self._write_failed(exc, events, ts)
 
@@ -246,7 +249,7 @@ class JournalStore:
         except Exception:  # an odd count or string: priced the old way, on the reporter thread
             return False
         try:
-            os.write(self._fd, _pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
+            self._write(_pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
         except OSError as exc:
             self._counters.add("journal_errors")
             log_once("journal_write", logging.WARNING,
@@ -255,6 +258,13 @@ class JournalStore:
                      self.dir, exc.strerror or type(exc).__name__)
             return False
         return True
+
+    def _unmapped(self, exc: OSError) -> None:
+        self._counters.add("journal_unmapped")
+        log_once("journal_unmapped", logging.WARNING,
+                 "aerostack_meter: cannot memory-map the usage journal in %s (%s); it is written "
+                 "with one write() per call instead (as durable, slower)",
+                 self.dir, exc.strerror or str(exc) or type(exc).__name__)
 
     def _write_failed(self, exc: OSError, events: Sequence[EventTuple], ts: float) -> None:
         self._fallback.put_many(events, ts)
@@ -352,7 +362,7 @@ class JournalStore:
         pos = self.journal.read_pos
         n = 0
         if size > pos:
-            buf = os.pread(self.journal._rfd, size - pos, pos)
+            buf = self.journal.read_range(pos, size)
             for r in parse(buf, pos).records:
                 if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P"):
                     n += 1
@@ -465,7 +475,6 @@ class JournalStore:
         self.journal.after_fork()
         self.token = self.journal.token
         self._held, self._unwritten, self._owed = [], [], []  # the parent's, in the parent's journal
-        self._fd = self.journal.fd
         self._fallback.after_fork()
 
 

@@ -1,0 +1,227 @@
+"""The journal written through a shared file mapping: what a killed process copied into it is on
+disk, the pre-allocated zero tail is the end of the data (not damage), the mapping grows past its
+pre-allocated end, a forked child never writes into its parent's mapping, and a mapping that cannot
+grow falls back to ``os.write`` without a gap."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from aerostack_meter import Meter
+from aerostack_meter._journal import MAPPED, Journal
+from aerostack_meter._journal_format import Event, encode_event, key_blob, parse
+from aerostack_meter._paths import destination_dir
+from aerostack_meter._secret import Secret
+from tests.standin import standin_server
+
+KEY = "ac_secret_mmap_key"
+pytestmark = pytest.mark.skipif(not MAPPED, reason="the journal is mapped only where posix_fallocate exists")
+
+
+def _event(consumer: str, units: int) -> bytes:
+    return encode_event(key_blob(consumer, "api", "units"), units, 0, 1.0)
+
+
+def _events(journal: Journal) -> list[Event]:
+    records, bad = journal.read_new()
+    assert bad == 0
+    return [r for r in records if isinstance(r, Event)]
+
+
+def test_a_process_killed_right_after_recording_is_adopted_and_delivered_exactly_once(tmp_path: Path) -> None:
+    with standin_server() as gw:
+        child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import os, signal, aerostack_meter as am
+            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
+                    flush_interval=30, instrument=False)
+            for i in range(500):
+                am.log(f"k{{i % 7}}", i + 1)
+            os.kill(os.getpid(), signal.SIGKILL)  # no exit handler, no flush, no close
+        """)], timeout=60)
+        assert child.returncode == -9
+        d = Path(destination_dir(str(tmp_path), gw.url, Secret(KEY).fingerprint()))
+        [journal] = d.glob("*.journal")
+        data = journal.read_bytes()
+        parsed = parse(data, final=True)
+        assert parsed.bad_bytes == 0 and parsed.zero_tail > 0  # a pre-allocated file, read to its data
+        assert sum(r.units for r in parsed.records if isinstance(r, Event)) == 500 * 501 // 2
+        m = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
+        assert m.flush(10)
+        st = m.stats()
+        m.shutdown()
+    assert sum(gw.units_by_consumer().values()) == 500 * 501 // 2
+    assert len({r.headers["idempotency-key"] for r in gw.accepted()}) == len(gw.accepted())
+    assert st.events_adopted == 500 and st.state_files_quarantined == 0
+    assert list(d.glob("*.corrupt-*")) == [] and list(d.glob("*.journal")) == []
+
+
+def test_a_zero_tail_is_the_end_and_a_torn_record_before_it_is_still_skipped() -> None:
+    good = [_event("a", 1), _event("b", 2)]
+    clean = parse(b"".join(good) + bytes(4096), final=True)
+    assert [r.units for r in clean.records] == [1, 2]  # type: ignore[union-attr]
+    assert clean.bad_bytes == 0 and clean.zero_tail == 4096 and clean.consumed == len(b"".join(good)) + 4096
+    torn = _event("c", 3)[:-5]  # a copy the kill cut short: the rest of the record is zeros
+    damaged = parse(b"".join(good) + torn + bytes(4096), final=True)
+    assert [r.units for r in damaged.records] == [1, 2]  # type: ignore[union-attr]
+    assert 0 < damaged.bad_bytes <= len(torn)
+    live = parse(b"".join(good) + bytes(64))  # a live reader stops at the zeros, consumes nothing of them
+    assert live.consumed == len(b"".join(good)) and live.bad_bytes == 0
+
+
+def test_the_mapping_grows_past_its_preallocated_end_and_a_clean_close_leaves_an_exact_file(
+        tmp_path: Path) -> None:
+    j = Journal(str(tmp_path))
+    first = os.path.getsize(j.path)
+    assert first > 0 and j.size() == 0  # pre-allocated; no data yet
+    per_thread, threads = 1500, 8
+    rec = _event("x" * 60, 1)
+
+    def write(n: int) -> None:
+        for _ in range(n):
+            j.append(rec)
+
+    workers = [threading.Thread(target=write, args=(per_thread,)) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    big = b"".join(_event(f"adopted{i}", 2) for i in range(20000))  # one append bigger than a step
+    j.append(big)
+    total = per_thread * threads * len(rec) + len(big)
+    assert total > 2 * first and j.size() == total
+    assert os.path.getsize(j.path) >= total
+    events = _events(j)
+    assert len(events) == per_thread * threads + 20000
+    assert sum(e.units for e in events) == per_thread * threads + 40000
+    path = j.path
+    j.close(delete=False)
+    assert os.path.getsize(path) == total  # cut to its data
+    parsed = parse(Path(path).read_bytes(), final=True)
+    assert parsed.bad_bytes == 0 and parsed.zero_tail == 0 and len(parsed.records) == len(events)
+
+
+def test_rotation_starts_a_new_mapped_segment(tmp_path: Path) -> None:
+    j = Journal(str(tmp_path))
+    j.append(_event("a", 1))
+    assert [e.units for e in _events(j)] == [1]
+    old = j.path
+    j.rotate()
+    j.append(_event("b", 2))
+    assert j.path != old and j.size() == len(_event("b", 2))
+    assert [e.units for e in _events(j)] == [2]
+    assert j.retire_old(grace=0) == [] and not os.path.exists(old)
+    j.close(delete=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_writes_into_its_own_journal_never_its_parents_mapping(tmp_path: Path) -> None:
+    j = Journal(str(tmp_path))
+    j.append(_event("parent-before", 1))
+    parent_path = j.path
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(r)
+            j.after_fork()
+            for _ in range(50):
+                j.append(_event("child", 10))
+            os.write(w, j.path.encode())
+            code = 0
+        finally:
+            os._exit(code)  # dies without closing: its file keeps its zero tail
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        child_path = f.read().decode()
+    assert os.waitpid(pid, 0)[1] == 0
+    j.append(_event("parent-after", 2))  # at the offset the child would have taken in our mapping
+    assert child_path != parent_path
+    assert [(e.consumer_id, e.units) for e in _events(j)] == [("parent-before", 1), ("parent-after", 2)]
+    child = parse(Path(child_path).read_bytes(), final=True)
+    assert child.bad_bytes == 0 and child.zero_tail > 0
+    assert [(e.consumer_id, e.units) for e in child.records] == [("child", 10)] * 50  # type: ignore[union-attr]
+    j.close(delete=True)
+
+
+def test_a_mapping_that_cannot_grow_falls_back_to_write_without_a_gap(tmp_path: Path) -> None:
+    # A file-size limit makes growing the pre-allocation past 256 KiB fail (EFBIG).
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import resource, signal
+        from aerostack_meter._journal import Journal
+        from aerostack_meter._journal_format import encode_event, key_blob
+        rec = encode_event(key_blob("c", "api", "units"), 1, 0, 1.0)
+        limit = ((1 << 18) // len(rec) + 1000) * len(rec)  # whole records: no short last write
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        j = Journal({str(tmp_path)!r})
+        seen = []
+        j.on_unmapped = lambda exc: seen.append(exc.errno)
+        n = 0
+        try:
+            while True:
+                j.append(rec)
+                n += 1
+        except OSError:
+            pass
+        print(n, len(rec), len(seen), j.path)
+    """)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    n, size, unmapped, path = out.stdout.split()
+    assert int(unmapped) == 1
+    assert int(n) * int(size) > 1 << 18  # past the first pre-allocation, through write()
+    parsed = parse(Path(path).read_bytes(), final=True)
+    assert parsed.bad_bytes == 0 and parsed.zero_tail == 0 and len(parsed.records) == int(n)
+
+
+def test_a_meter_on_a_mapped_journal_delivers_and_leaves_nothing(tmp_path: Path) -> None:
+    with standin_server() as gw:
+        m = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
+        for i in range(3000):  # past the first pre-allocated size
+            m.log(f"c{i % 3}", 1)
+        deadline = time.monotonic() + 10
+        while sum(gw.units_by_consumer().values()) < 3000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert m.flush(10)
+        st = m.stats()
+        m.shutdown()
+    assert gw.units_by_consumer() == {"c0": 1000, "c1": 1000, "c2": 1000}
+    assert st.journal_unmapped == 0 and st.journal_errors == 0 and st.durable
+    assert list(tmp_path.rglob("*.journal")) == []
+
+
+def test_appends_racing_rotations_are_all_read_once(tmp_path: Path) -> None:
+    j = Journal(str(tmp_path))
+    threads, per_thread = 4, 3000
+    done = threading.Event()
+
+    def write(t: int) -> None:
+        for i in range(per_thread):
+            j.append(_event(f"t{t}-{i}", 1))
+
+    workers = [threading.Thread(target=write, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    seen: list[str] = []
+    rotations = 0
+    while not done.is_set():
+        if not any(w.is_alive() for w in workers):
+            done.set()
+        seen.extend(e.consumer_id for e in _events(j))
+        j.rotate()  # what was appended after the read lands in the old segment: copied over
+        rotations += 1
+        j.retire_old(grace=0)
+    seen.extend(e.consumer_id for e in _events(j))
+    j.close(delete=True)
+    assert rotations > 1
+    assert len(seen) == threads * per_thread
+    assert set(seen) == {f"t{t}-{i}" for t in range(threads) for i in range(per_thread)}
