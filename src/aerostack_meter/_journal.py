@@ -78,10 +78,13 @@ _MAP_STEP = 1 << 22
 #: map segments where the platform can pre-allocate them (``posix_fallocate``; not Windows, macOS)
 MAPPED = os.name == "posix" and hasattr(os, "posix_fallocate")
 # A copy into the mapping never releases the GIL (an ``os.write`` did, each time): writers in a tight
-# loop would leave the reporter, while it reads and parses what they wrote, a small share of the GIL
-# and an ever longer backlog. While it reads and is this many bytes behind, each append yields the
-# GIL (a system call, as each ``os.write`` was). A process metering LLM calls is never this far behind.
+# loop would make the reporter and its senders wait for the GIL up to the switch interval (5 ms) at
+# each of their system calls, and leave them an ever longer backlog. So the append whose copy
+# crosses a 4 KiB boundary of the journal yields the GIL (one ``time.sleep(0)`` per ~50 records);
+# and while the reporter reads and is more than _BEHIND bytes behind, every append yields (a system
+# call, as each ``os.write`` was). A process metering LLM calls is never that far behind.
 _BEHIND = 1 << 20
+_PAGE_MASK = (1 << 12) - 1
 
 
 def _lock(path: str) -> int | None:
@@ -129,7 +132,7 @@ class Journal:
         self.fd = -1
         self.mapped = MAPPED if mapped is None else mapped
         self.on_unmapped: Callable[[OSError], None] | None = None
-        self._wlock = threading.Lock()  # growth, rotation, close, fallback (never a plain append)
+        self._wlock = threading.RLock()  # growth, rotation, close, fallback (never a plain append)
         self._mm: mmap.mmap | None = None  # the current segment's mapping; its position is the end
         self.reading = False  # the reporter is in read_new (see _BEHIND)
         self._open_owner()
@@ -233,8 +236,9 @@ class Journal:
             except ValueError:  # it does not fit (or the mapping was retired): the locked path
                 pass
             else:
-                if self.reading and mm.tell() - self.read_pos > _BEHIND:
-                    time.sleep(0)  # the reader is far behind: let it have the GIL (see _BEHIND)
+                pos = mm.tell()
+                if pos & _PAGE_MASK < len(data) or (self.reading and pos - self.read_pos > _BEHIND):
+                    time.sleep(0)  # let the other threads have the GIL (see _BEHIND)
                 return
         elif not self.mapped:  # never mapped (Windows, macOS): as before, no lock
             os.write(self.fd, data)
@@ -371,7 +375,8 @@ class Journal:
         """In a forked child: our own identity and files (the parent keeps its lock, journal and
         mapping: the child never writes into the parent's mapping; the inherited descriptors are
         closed in the child only, or re-pointed by ``dup2``)."""
-        self._wlock = threading.Lock()  # a lock another thread held at the fork stays held
+        self._wlock = threading.RLock()  # a lock another thread held at the fork stays held
+        self.reading = False
         self._mm = None  # the parent's mapping: unmapped in the child when its object goes
         for _path, rfd, _pos, _since in self._retiring:
             with contextlib.suppress(OSError):
