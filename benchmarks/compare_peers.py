@@ -66,23 +66,22 @@ WHY = [
     "### Reading the rows",
     "",
     "- Our per-call work: resolve the consumer (one context-variable read), build an `Attribution` "
-    "and a `Call`, read the usage from the response, append one tuple to the reporter's queue "
-    "(no lock, no logging). Events are built, coalesced and sent on the reporter's thread. No "
-    "prompt or completion text is kept or serialised. The peers build a span or an event per call "
-    "carrying the prompt and the completion and serialise it (OTLP protobuf for OpenLLMetry and "
-    "Langfuse, JSON for PostHog): that is most of their added time per call and per chunk.",
-    "- The 3% goal per non-streaming call is not met yet. Around a stub returning a pre-built "
-    "response (`benchmarks/profile_hot_paths.py`), our wrapper costs 13-19 µs per call with the "
-    "reporter running; the largest single part is the providers' usage readers: a field the "
-    "SDK's model does not declare (`audio_tokens` on responses' token details, `iterations` on "
-    "Anthropic's `Usage`) and `hasattr` probes on a pydantic model class (Anthropic's `kind()`) "
-    "go through pydantic's `__getattr__`, which raises internally (2-5 µs each). The reporter "
-    "thread spends ~3 µs of CPU per call record (building the event, coalescing); on 2 CPUs "
-    "that shares the GIL with the caller. The rest of the gap to these rows is not attributed yet.",
-    "- First chunk of a stream: all our per-call work (attribution, the stream proxy with its "
-    "`weakref.finalize` fallback, the reducer) happens before the first chunk; per chunk we add "
-    "a proxy `__next__` and the reducer's `observe` (~1 µs). A peer level with us on a "
-    "first-chunk row is within the row's noise.",
+    "and a `Call`, read the usage from the response model's own fields, and journal one "
+    "CRC-checked record (a copy into the journal's shared file mapping: on disk in the page cache "
+    "before the call returns, no system call, no lock, no logging). Events are coalesced and sent "
+    "on the reporter's thread. No prompt or completion text is kept or serialised. The peers build "
+    "a span or an event per call carrying the prompt and the completion and serialise it (OTLP "
+    "protobuf for OpenLLMetry and Langfuse, JSON for PostHog): that is most of their added time "
+    "per call and per chunk.",
+    "- The 3% goal per non-streaming call: by instruction count (`benchmarks/callgrind_overhead.py`, "
+    "load-independent) our ~55-80 k instructions per call are 1.01-1.03x of these calls; in "
+    "CPU and wall time they cost more than their share (our short, branchy code runs once per "
+    "call between the SDK's parts, with cold caches): see \"Overhead attribution (issue 16)\" "
+    "below for the attribution and the quiet-machine figures.",
+    "- First chunk of a stream: all our per-call work (attribution, the stream proxy and its "
+    "observer, the garbage-collection watch, the reducer) happens before the first chunk; per "
+    "chunk we add the observer's `__next__` and the reducer's `observe` (5-10 k instructions). A "
+    "peer level with us on a first-chunk row is within the row's noise.",
     "- Figure 3: no configuration blocks the app thread on the slow collector; the longest single "
     "call is where they differ (we did not profile the peers' stalls).",
     "- Figure 5 is bound by the mock server and the SDK sharing the 2 CPUs with the client: its "
@@ -582,7 +581,8 @@ def page(rows: list[Row], peers: tuple[str, ...], failures: dict[str, str], chec
         f"{args.tput_rounds} (5); configurations rotated each round; {elapsed / 60:.0f} min of runs.",
         f"- Machine: {machine()}; load average (1/5/15 min) at start {load_start}, at end {load_end}.",
         f"- Versions: {versions()}.",
-        "- Command: `.venv-peers/bin/python benchmarks/compare_peers.py` (the peers' venv, "
+        f"- Command: `.venv-peers/bin/python benchmarks/compare_peers.py"
+        f"{' --rounds ' + str(args.rounds) if args.rounds != 4 else ''}` (the peers' venv, "
         "made from `benchmarks/requirements-peers.txt`; see benchmarks/README.md).",
     ]
     return "\n".join(parts)
