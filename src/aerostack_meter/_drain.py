@@ -91,10 +91,9 @@ def drain(timeout: float | None = 60.0, *, retry_dead: bool = False,
     others = 0
     for journal in pathlib.Path(where).glob("*.journal"):
         try:
-            rec = recover(parse(journal.read_bytes(), final=True).records)
+            others += recover(parse(journal.read_bytes(), final=True).records).n_events
         except OSError:
             continue
-        others += len(rec.events) + sum(r.n_events for r in rec.requests) + len(rec.usages)
     dead = sum(len(letters.read()[0]) for letters in stores)
     waiting = (waiting_under_other_keys(os.path.dirname(where), destination, fp, Counters())
                if st.awaiting_key and isinstance(destination, str) else {})

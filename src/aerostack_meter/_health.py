@@ -177,7 +177,7 @@ def _destination_health(directory: Path) -> DeliveryHealth:
             records = units = None  # not a journal we can read: only its size is known
             continue
         rec = recover(parsed.records)
-        records += len(rec.events) + sum(r.n_events for r in rec.requests) + len(rec.usages)
+        records += rec.n_events
         # a call not priced yet (metrics="cost", ``U`` record) counts as a record of no known units
         units += sum(e.units for e in rec.events) + sum(r.units for r in rec.requests)
         ambiguous += sum(1 for r in rec.requests if r.flags & B_INFLIGHT)

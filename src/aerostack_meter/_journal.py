@@ -563,10 +563,7 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                 parsed = parse(data, 0, final=True)
                 markers.update(r.idempotency_key for r in parsed.records
                                if isinstance(r, Mark) and r.kind == "M")
-                rec = recover(parsed.records)
-                found.events.extend(rec.events)
-                found.requests.extend(rec.requests)
-                found.usages.extend(rec.usages)
+                found.add(recover(parsed.records))
                 if parsed.bad_bytes:
                     found.bad_bytes += parsed.bad_bytes
                     damaged.append(path)
@@ -582,13 +579,9 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                     continue
                 parsed_moves.append((name, recover(parsed.records), parsed.bad_bytes))
             for _name, rec, _bad in parsed_moves:
-                found.events.extend(rec.events)
-                found.requests.extend(rec.requests)
-                found.usages.extend(rec.usages)
+                found.add(rec)
             if sink is None:
-                total.events.extend(found.events)
-                total.requests.extend(found.requests)
-                total.usages.extend(found.usages)
+                total.add(found)
                 continue
             origins = [os.path.basename(p).rsplit(".adopting-", 1)[0] for p in sources]
             origins += [n.rsplit(".adopting-", 1)[0] for n, _r, _b in parsed_moves]
@@ -603,10 +596,7 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                     os.unlink(path)
             with contextlib.suppress(OSError):
                 os.unlink(lock_path)
-            total.events.extend(found.events)
-            total.requests.extend(found.requests)
-            total.usages.extend(found.usages)
-            total.bad_bytes += found.bad_bytes
+            total.add(found)
         finally:
             os.close(fd)
     return total

@@ -111,13 +111,7 @@ def refused_key_dirs(directory: str) -> list[str]:
     slug, dash, fp = name.rpartition("-")
     if not dash or not is_fingerprint(fp):
         return []
-    try:
-        names = sorted(os.listdir(parent))
-    except OSError:
-        return []
-    return [os.path.join(parent, n) for n in names
-            if n != name and n.startswith(slug + "-") and is_fingerprint(n[len(slug) + 1:])
-            and os.path.exists(os.path.join(parent, n, REFUSED))]
+    return [path for _fp, path in _key_dirs(parent, slug, fp) if os.path.exists(os.path.join(path, REFUSED))]
 
 
 def legacy_dir(state_dir: str, destination: str) -> str:
@@ -136,7 +130,13 @@ def other_key_dirs(state_dir: str, destination: str, key_fingerprint: str | None
     ``key_fingerprint`` (none for a destination without a key)."""
     if key_fingerprint is None:
         return []
-    prefix = destination_slug(destination) + "-"
+    return _key_dirs(state_dir, destination_slug(destination), key_fingerprint)
+
+
+def _key_dirs(state_dir: str, slug: str, other_than: str) -> list[tuple[str, str]]:
+    """``(fingerprint, path)`` of the key directories ``<slug>-<fingerprint>`` in ``state_dir``,
+    but ``other_than``'s, sorted by name."""
+    prefix = slug + "-"
     try:
         names = sorted(os.listdir(state_dir))
     except OSError:
@@ -144,7 +144,7 @@ def other_key_dirs(state_dir: str, destination: str, key_fingerprint: str | None
     out = []
     for name in names:
         fp = name[len(prefix):]
-        if name.startswith(prefix) and fp != key_fingerprint and is_fingerprint(fp):
+        if name.startswith(prefix) and fp != other_than and is_fingerprint(fp):
             path = os.path.join(state_dir, name)
             if os.path.isdir(path):
                 out.append((fp, path))

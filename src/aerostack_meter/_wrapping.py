@@ -47,6 +47,7 @@ __all__ = [
     "make_routed_wrapper",
     "make_wrapper",
     "metered_inside",
+    "plain_replacement",
     "prefetch",
 ]
 
@@ -259,11 +260,10 @@ def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGett
     manager that sends only when entered (``endpoint.returns_manager``) is entered under the same
     route. ``hooks``: the layer's, put back if ``uninstrument()`` removed them since."""
     route = Route(get_meter, defaults)
-    hooks = hooks if hooks is not None else _ALWAYS
     managers = endpoint.returns_manager
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if not hooks._active:
+        if hooks is not None and not hooks._active:
             hooks.patch()
         token = _route.set(route)
         try:
@@ -280,7 +280,7 @@ def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGett
 
     async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
                             kwargs: dict[str, Any]) -> Any:
-        if not hooks._active:
+        if hooks is not None and not hooks._active:
             hooks.patch()
         token = _route.set(route)
         try:
@@ -337,6 +337,14 @@ PlainFactory = Callable[[MeterGetter, Callable[..., Any]], Callable[..., Any]]
 def is_ours(fn: Any) -> bool:
     """Whether ``fn`` is a wrapper of ours: a :class:`MeterWrapper`, or a plain replacement."""
     return isinstance(fn, MeterWrapper) or getattr(fn, _OURS, False) is True
+
+
+def plain_replacement(fn: Callable[..., Any], original: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn``, a plain function put in place of ``original``: with its name, docstring and
+    ``__wrapped__``, and marked as ours (:func:`is_ours`)."""
+    functools.update_wrapper(fn, original)
+    setattr(fn, _OURS, True)
+    return fn
 
 
 @dataclass(frozen=True)
@@ -428,8 +436,7 @@ class PatchSet:
 
             wrapper: Any
             if target.plain is not None:
-                wrapper = functools.update_wrapper(target.plain(getter, original), original)
-                setattr(wrapper, _OURS, True)
+                wrapper = plain_replacement(target.plain(getter, original), original)
             else:
                 if target.hook is not None:
                     fn = target.hook(getter)
@@ -458,10 +465,6 @@ class PatchSet:
                 if _lookup(owner, attr) is wrapper:
                     setattr(owner, attr, original)
             self._applied.clear()
-
-
-_ALWAYS = PatchSet("nothing", list)  # no hooks to put back
-_ALWAYS._active = True
 
 
 def _lookup(owner: Any, attr: str) -> Any:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import _MAX_UNITS, Usage, to_count
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
 from ._base import fields_of, read_field
 
 __all__ = ["DELTA_REQUIRED", "Counts", "build_usage", "message_usage", "read_counts"]
@@ -138,9 +138,6 @@ def build_usage(c: Counts, model: str | None, response_id: str | None, *,
                  min(c.get("cache_write_1h", 0), write), c.get("service_tier"))
 
 
-_NO_TOOLS: dict[str, int] = {}  # (never mutated: Usage is read-only)
-
-
 def message_usage(message: Any) -> Usage | None:
     """Usage of a complete ``Message``/``BetaMessage`` (or its JSON body).
 
@@ -178,7 +175,7 @@ def message_usage(message: Any) -> Usage | None:
                         rid = md.get("id")
                         tier = ud.get("service_tier")
                         return Usage("anthropic", model if isinstance(model, str) else None, inp, out,
-                                     total, read, write, 0, 0, 0, _NO_TOOLS,
+                                     total, read, write, 0, 0, 0, _EMPTY,
                                      rid if isinstance(rid, str) else None, False, min(one_h, write),
                                      tier if isinstance(tier, str) else None)
     except (AttributeError, KeyError, TypeError):

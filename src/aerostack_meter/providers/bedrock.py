@@ -26,7 +26,6 @@ early is estimated once.
 from __future__ import annotations
 
 import contextvars
-import functools
 import json
 import sys
 from collections.abc import Callable, Mapping
@@ -56,9 +55,12 @@ _set_model = _MODEL.set
 _get_model = _MODEL.get
 
 
-def _model_id(kwargs: Mapping[str, Any]) -> str | None:
-    model = kwargs.get("modelId")
+def _model_name(model: Any) -> str | None:
     return model if isinstance(model, str) and model else None
+
+
+def _model_id(kwargs: Mapping[str, Any]) -> str | None:
+    return _model_name(kwargs.get("modelId"))
 
 
 Quick = Callable[[dict[str, Any]], "int | None"]
@@ -139,8 +141,7 @@ class BedrockCall(Endpoint):
     def usage(self, response: Any) -> Usage | None:
         if self._response is None:
             return None
-        model = _get_model()
-        return self._response(response, model if isinstance(model, str) and model else None)
+        return self._response(response, _model_name(_get_model()))
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         model = _model_id(kwargs)
@@ -179,7 +180,7 @@ def _getter() -> Any:
 
 def _on_client_class(class_attributes: dict[str, Any], **_: Any) -> None:
     """botocore's ``creating-client-class`` handler: wrap the four methods of the class."""
-    from .._wrapping import _OURS, MeterWrapper, is_async_callable, is_ours, make_wrapper
+    from .._wrapping import MeterWrapper, is_async_callable, is_ours, make_wrapper
 
     for call in _CALLS:
         method = class_attributes.get(call.name)
@@ -189,21 +190,22 @@ def _on_client_class(class_attributes: dict[str, Any], **_: Any) -> None:
             class_attributes[call.name] = MeterWrapper(
                 method, make_wrapper(call, True, _getter, returns=call.returns))
         else:
-            metered = _metered(method, make_wrapper(call, False, _getter, returns=call.returns))
-            setattr(metered, _OURS, True)
-            class_attributes[call.name] = metered
+            class_attributes[call.name] = _metered(method, make_wrapper(call, False, _getter,
+                                                                        returns=call.returns))
 
 
 def _metered(method: Any, meter: Callable[..., Any]) -> Any:
     """A client class's method that meters its call: a plain function (bound like any method of
     the class), not a ``wrapt`` wrapper bound anew on every attribute read (~8 k instructions per
     call). ``__wrapped__``, name and docstring are botocore's."""
+    from .._wrapping import plain_replacement
+
     bind = method.__get__
 
     def metered(self: Any, *args: Any, **kwargs: Any) -> Any:
         return meter(bind(self), self, args, kwargs)
 
-    return functools.update_wrapper(metered, method)
+    return plain_replacement(metered, method)
 
 
 class _ClientClassProvider(Provider):
