@@ -46,12 +46,15 @@ class _Frame:
     object may be entered concurrently from many tasks or threads (a module-level constant).
     """
 
-    __slots__ = ("owner", "parent", "scope")
+    __slots__ = ("attribution", "owner", "parent", "scope")
 
     def __init__(self, scope: Scope, parent: _Frame | None, owner: object) -> None:
         self.scope = scope
         self.parent = parent
         self.owner = owner
+        # (settings, default API id, defaults, Attribution): who a call in this scope was last
+        # billed to, reused while the same meter and defaults ask (see attribute())
+        self.attribution: tuple[object, object, object, Attribution] = _NOT_CACHED
 
 
 _frame: contextvars.ContextVar[_Frame | None] = contextvars.ContextVar("aerostack_meter_scope", default=None)
@@ -199,16 +202,32 @@ def _resolved(s: Settings, counters: Counters) -> str | None:
     return consumer_id
 
 
+_NOT_CACHED: tuple[object, object, object, Any] = (None, None, None, None)
+# The same for calls made outside any scope (one entry: one meter and no wrap() defaults is the
+# common case; anything else is resolved again, as before).
+_unscoped: tuple[object, object, object, Any] = _NOT_CACHED
+
+
 def attribute(s: Settings, default_api_id: str | None, defaults: Defaults | None, site: str,
               counters: Counters) -> Attribution | None:
     """Who a call made now is billed to, or ``None`` (counted, logged) when nobody is.
 
     Precedence as in the module docstring. Raises :class:`MissingConsumerError` when the policy
     is ``"raise"``: before the request.
+
+    Resolved once per scope: a scope remembers the attribution it last resolved with the same
+    settings, API id and defaults (compared by identity: all are immutable), and so does the
+    unscoped context. A ``consumer_resolver`` asked for the consumer makes it per call (user
+    code, which may answer differently each time).
     """
+    global _unscoped
     frame = _frame.get()
+    cached = _unscoped if frame is None else frame.attribution
+    if cached[0] is s and cached[2] is defaults and cached[1] is default_api_id:
+        return cached[3]
     scope = frame.scope if frame is not None else None
     consumer_id = scope.consumer_id if scope is not None else None
+    cacheable = consumer_id is not None or s.consumer_resolver is None
     if consumer_id is None and s.consumer_resolver is not None:
         consumer_id = _resolved(s, counters)
     if consumer_id is None and defaults is not None:
@@ -241,7 +260,13 @@ def attribute(s: Settings, default_api_id: str | None, defaults: Defaults | None
     metrics = (scope.metrics if scope is not None and scope.metrics is not None
                else defaults.metrics if defaults is not None and defaults.metrics is not None
                else s.metrics)
-    return Attribution(consumer_id, api_id, metrics)
+    attribution = Attribution(consumer_id, api_id, metrics)
+    if cacheable:
+        if frame is None:
+            _unscoped = (s, default_api_id, defaults, attribution)
+        else:
+            frame.attribution = (s, default_api_id, defaults, attribution)
+    return attribution
 
 
 def _caller_site() -> str:

@@ -19,7 +19,7 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import wrapt
 
@@ -59,6 +59,7 @@ ACTIVE: contextvars.ContextVar[object] = contextvars.ContextVar("aerostack_meter
 _active = ACTIVE
 
 MeterGetter = Callable[[], "Meter | None"]
+C = TypeVar("C", bound=Call)
 
 
 class Route(NamedTuple):
@@ -105,14 +106,15 @@ def _note_inner(call_id: str) -> None:
 
 def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance: Any,
           kwargs: Mapping[str, Any], site: str, prepare: bool | None = True,
-          wait: bool = True) -> tuple[Call | None, Any, Any]:
+          wait: bool = True, cls: type[C] = Call) -> tuple[C | None, Any, Any]:  # type: ignore[assignment]
     """The one place a metered call begins, before its request is sent: who is billed (may raise
     :class:`MissingConsumerError`), the endpoint's ``prepare`` (guarded; skipped when ``prepare``
     is False: the request then goes exactly as the caller wrote it, with the endpoint's
     ``passthrough`` hint; ``None``: as written, and no stream will need a hint), then the budget's reservation
     (may raise :class:`BudgetExceededError`: nothing is sent). ``wait=False`` on an event loop (the
     balance was prefetched). Returns the call (``None``: not billed, already counted), the
-    arguments to send and the reducer's hint. The call ends in ``Call.end`` (a response),
+    arguments to send and the reducer's hint (``cls``: a :class:`Call` subclass to build, for a
+    layer that keeps its own state on the call). The call ends in ``Call.end`` (a response),
     ``Call.end_stream`` (a stream) or ``Call.fail`` (no response)."""
     attribution = _attribute(meter.settings, meter._default_api_id, defaults, site, meter.counters)  # may raise
     if attribution is None:
@@ -126,7 +128,7 @@ def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance:
                 hint = endpoint.passthrough(kwargs)
         except Exception:
             _internal(meter, "prepare")
-    call = Call(meter, attribution, endpoint, kwargs)
+    call = cls(meter, attribution, endpoint, kwargs)
     outer = _outer.get()
     if outer is not None:
         _note_inner(outer)

@@ -100,3 +100,48 @@ def test_metric_policy_precedence(meter_factory: Any, gateway: Any, client: open
     assert rows(gateway) == {("init", "api_test", "init_metric"): 1,
                              ("wrap", "api_test", "wrap_metric"): 2,
                              ("scope", "api_test", "scope_metric"): 6}
+
+
+def test_a_scope_resolves_once_and_never_for_another_meter_or_client(
+        meter_factory: Any, gateway: Any, client: openai.OpenAI) -> None:
+    """Who is billed is resolved once per scope (and once outside any scope) and reused while the
+    same meter settings and ``wrap()`` defaults ask: interleaved calls through clients with other
+    defaults, a resolver that changes its answer, and a new ``init()`` each get their own."""
+    answer: list[Any] = [None]
+    meter_factory(default_consumer_id="init_a", consumer_resolver=lambda: answer[0])
+    a = am.wrap(client, api_id="api_a")
+    b = am.wrap(client, consumer_id="wrap_b", api_id="api_b")
+    expected: dict[tuple[str, str, str], int] = {}
+
+    def call(c: openai.OpenAI, who: str, api: str) -> None:
+        key = (who, api, "tokens")
+        expected[key] = expected.get(key, 0) + chat(c, len(expected) + 2)
+
+    with am.consumer("scoped"):
+        for _ in range(2):
+            call(client, "scoped", "api_test")
+            call(a, "scoped", "api_a")
+            call(b, "scoped", "api_b")
+            with am.consumer("inner", api_id="api_inner"):
+                call(client, "inner", "api_inner")
+                call(b, "inner", "api_inner")
+    for c, default, api in ((client, "init_a", "api_test"), (b, "wrap_b", "api_b")):
+        for who in (None, "resolved_1", "resolved_1", None, "resolved_2"):  # asked on every call
+            answer[0] = who
+            call(c, who or default, api)
+    assert rows(gateway) == expected
+
+    # New settings (another init()): nothing resolved before is reused, also inside a scope
+    meter_factory(default_consumer_id="init_b", api_id="api_b2")
+    gateway.client.reset()
+    expected.clear()
+    call(client, "init_b", "api_b2")
+    call(client, "init_b", "api_b2")
+    with am.consumer("scoped"):
+        call(client, "scoped", "api_b2")
+        meter_factory(default_consumer_id="init_c", api_id="api_b2", metrics="split")  # same API id
+        r = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        assert r.usage is not None
+        expected[("scoped", "api_b2", "input_tokens")] = r.usage.prompt_tokens
+        expected[("scoped", "api_b2", "output_tokens")] = r.usage.completion_tokens
+    assert rows(gateway) == expected

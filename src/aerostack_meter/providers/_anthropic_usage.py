@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count, usage_of
 from ._base import fields_of, read_field
 
 __all__ = ["DELTA_REQUIRED", "Counts", "build_usage", "message_usage", "read_counts"]
@@ -174,10 +174,10 @@ def message_usage(message: Any) -> Usage | None:
                         model = md.get("model")
                         rid = md.get("id")
                         tier = ud.get("service_tier")
-                        return Usage("anthropic", model if isinstance(model, str) else None, inp, out,
-                                     total, read, write, 0, 0, 0, _EMPTY,
-                                     rid if isinstance(rid, str) else None, False, min(one_h, write),
-                                     tier if isinstance(tier, str) else None)
+                        return usage_of(("anthropic", model if isinstance(model, str) else None, inp,
+                                         out, total, read, write, 0, 0, 0, _EMPTY,
+                                         rid if isinstance(rid, str) else None, False, min(one_h, write),
+                                         tier if isinstance(tier, str) else None))
     except (AttributeError, KeyError, TypeError):
         pass
     get = fields_of(message)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count, usage_of
 from ._base import fields_of, read_field
 
 __all__ = ["chat_usage", "get", "responses_usage"]
@@ -78,18 +78,18 @@ def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f:
                         dd = odet.__dict__
                         reasoning, audio_out = dd.get("reasoning_tokens"), dd.get("audio_tokens")
                     # a detail: a valid count, else 0 (as _details)
-                    return Usage("openai", model if isinstance(model, str) else None, inp, out, total,
-                                 cached if type(cached) is int and 0 <= cached < _MAX_UNITS else _detail(cached),
-                                 cache_write if type(cache_write) is int and 0 <= cache_write < _MAX_UNITS
-                                 else _detail(cache_write),
-                                 reasoning if type(reasoning) is int and 0 <= reasoning < _MAX_UNITS
-                                 else _detail(reasoning),
-                                 audio_in if type(audio_in) is int and 0 <= audio_in < _MAX_UNITS
-                                 else _detail(audio_in),
-                                 audio_out if type(audio_out) is int and 0 <= audio_out < _MAX_UNITS
-                                 else _detail(audio_out),
-                                 _EMPTY, response_id if isinstance(response_id, str) else None, False, 0,
-                                 service_tier if isinstance(service_tier, str) else None)
+                    return usage_of(("openai", model if isinstance(model, str) else None, inp, out, total,
+                                     cached if type(cached) is int and 0 <= cached < _MAX_UNITS else _detail(cached),
+                                     cache_write if type(cache_write) is int and 0 <= cache_write < _MAX_UNITS
+                                     else _detail(cache_write),
+                                     reasoning if type(reasoning) is int and 0 <= reasoning < _MAX_UNITS
+                                     else _detail(reasoning),
+                                     audio_in if type(audio_in) is int and 0 <= audio_in < _MAX_UNITS
+                                     else _detail(audio_in),
+                                     audio_out if type(audio_out) is int and 0 <= audio_out < _MAX_UNITS
+                                     else _detail(audio_out),
+                                     _EMPTY, response_id if isinstance(response_id, str) else None, False, 0,
+                                 service_tier if isinstance(service_tier, str) else None))
     except (AttributeError, KeyError, TypeError):
         pass
     get = fields_of(u)

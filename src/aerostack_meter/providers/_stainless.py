@@ -34,7 +34,7 @@ import sys
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from .._call import Call, Endpoint, Reducer
@@ -50,15 +50,22 @@ _MAX_URLS = 1024  # (method, url) pairs whose endpoint is remembered
 _UNKNOWN = object()
 
 
-@dataclass(slots=True)
-class _State:
-    """The call in flight between ``request`` and ``_process_response`` (one per call)."""
+class _State(Call):
+    """A call metered at the HTTP layer, in flight between ``request`` and ``_process_response``
+    (one object per call: the call itself, with the layer's state)."""
 
-    call: Call
-    endpoint: Endpoint
-    hint: Any
-    seen: bool = False  # _process_response took the call over
-    token: Any = None  # ACTIVE as it was before the call (reset after it)
+    __slots__ = ("hint", "seen", "token")
+    hint: Any  # the reducer's hint (begin())
+    seen: bool  # _process_response took the call over
+    token: Any  # ACTIVE as it was before the call (reset after it)
+
+
+class _Prefetch(NamedTuple):
+    """An async call with a budget: await :func:`prefetch` with these, then start again."""
+
+    meter: Meter
+    defaults: Any
+    site: str
 
 
 def _header(options: Any, name: str) -> Any:
@@ -175,8 +182,14 @@ class BaseClient:
         def factory(get_meter: Callable[[], Meter | None], wrapped: Any) -> Any:
             from .. import _global
 
-            def locate(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                """``None`` to call straight through, else what :func:`start` needs."""
+            def start(instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
+                      prefetched: bool = False) -> Any:
+                """The call begins: ``None`` to call straight through; else (state, args, kwargs to
+                call with, whether they differ from the caller's), the call then current until
+                the caller's ``finally`` resets ``state.token``. :func:`begin` does the
+                attribution, prepare and budget (it may raise before anything is sent). On an
+                event loop with a budget, a :class:`_Prefetch` first: await it, then start again
+                with ``prefetched``."""
                 if ACTIVE.get():
                     return None
                 route = ROUTE.get()
@@ -209,19 +222,15 @@ class BaseClient:
                     _internal(meter, "request")
                     return None
                 site = base._sites.get(id(endpoint)) or f"{endpoint.provider} {endpoint.name}"
-                return meter, defaults, endpoint, options, body, prepare, site
-
-            def start(found: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-                """The call begins (:func:`begin`: attribution, prepare, budget; may raise before
-                anything is sent). ``None`` to call straight through, else (state, args, kwargs
-                to call with, whether they differ from the caller's); the call is then current
-                until the caller's ``finally`` resets ``state.token``."""
-                meter, defaults, endpoint, options, body, prepare, site = found
-                call, new_body, hint = begin(meter, endpoint, defaults, instance, body, site, prepare,
-                                             wait=not is_async)
-                if call is None:
+                if is_async and not prefetched and (
+                        meter.settings.budget is not None or (defaults is not None and defaults.budget is not None)):
+                    return _Prefetch(meter, defaults, site)
+                state, new_body, hint = begin(meter, endpoint, defaults, instance, body, site, prepare,
+                                              wait=not is_async, cls=_State)
+                if state is None:
                     return None
-                state = _State(call, endpoint, hint)
+                state.hint = hint
+                state.seen = False
                 state.token = ACTIVE.set(state)
                 if new_body is body:
                     return state, args, kwargs, False
@@ -236,39 +245,36 @@ class BaseClient:
 
             def unseen(state: _State) -> None:
                 """The request returned without passing ``_process_response``: never invisible."""
-                if not state.call.done:
-                    state.call.end(None, reason="unprocessed")
+                if not state.done:
+                    state.end(None, reason="unprocessed")
 
             def retry(state: _State, instance: Any, exc: BaseException, changed: bool) -> bool:
                 """The call raised: retry as the caller wrote it (the server refused what
                 ``prepare`` changed)? If not, the call failed."""
                 if not changed or not rejected(state, instance, exc):
-                    state.call.fail(exc)
+                    state.fail(exc)
                     return False
                 return True
 
             def rejected(state: _State, instance: Any, exc: BaseException) -> bool:
                 """The server refused what ``prepare`` changed: retry as the caller wrote it?"""
                 try:
-                    hint = state.endpoint.rejected(state.call.meter, instance, exc, state.hint)
+                    hint = state.endpoint.rejected(state.meter, instance, exc, state.hint)
                 except Exception:
-                    _internal(state.call.meter, "rejected")
+                    _internal(state.meter, "rejected")
                     return False
                 if hint is None:
                     return False
                 state.hint = hint
-                state.call.meter.counters.add("stream_options_rejected")
+                state.meter.counters.add("stream_options_rejected")
                 return True
 
             if is_async:
                 async def async_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-                    found = locate(args, kwargs)
-                    if found is None:
-                        return await wrapped(self, *args, **kwargs)
-                    meter, defaults = found[0], found[1]
-                    if meter.settings.budget is not None or (defaults is not None and defaults.budget is not None):
-                        await prefetch(meter, defaults, found[6])  # a budget's balance, awaited
-                    plan = start(found, self, args, kwargs)
+                    plan = start(self, args, kwargs)
+                    if type(plan) is _Prefetch:  # a budget's balance, awaited
+                        await prefetch(*plan)
+                        plan = start(self, args, kwargs, True)
                     if plan is None:
                         return await wrapped(self, *args, **kwargs)
                     state, call_args, call_kwargs, changed = plan
@@ -283,7 +289,7 @@ class BaseClient:
                             unseen(state)
                         return result
                     except BaseException as exc:
-                        state.call.fail(exc)
+                        state.fail(exc)
                         raise
                     finally:
                         ACTIVE.reset(state.token)
@@ -291,10 +297,7 @@ class BaseClient:
                 return async_request
 
             def sync_request(self: Any, *args: Any, **kwargs: Any) -> Any:
-                found = locate(args, kwargs)
-                if found is None:
-                    return wrapped(self, *args, **kwargs)
-                plan = start(found, self, args, kwargs)
+                plan = start(self, args, kwargs)
                 if plan is None:
                     return wrapped(self, *args, **kwargs)
                 state, call_args, call_kwargs, changed = plan
@@ -309,7 +312,7 @@ class BaseClient:
                         unseen(state)
                     return result
                 except BaseException as exc:
-                    state.call.fail(exc)
+                    state.fail(exc)
                     raise
                 finally:
                     ACTIVE.reset(state.token)
@@ -331,8 +334,8 @@ class BaseClient:
                     if kwargs.get("cast_to") not in base.http_response_types():
                         return False
                 except Exception:
-                    _internal(state.call.meter, "raw")
-                    state.call.fail()
+                    _internal(state.meter, "raw")
+                    state.fail()
                     return True
                 observe_raw(state, kwargs)
                 return True
@@ -347,8 +350,8 @@ class BaseClient:
                     if kwargs["response"].request.headers.get(RAW_HEADER) is None:
                         return False
                 except Exception:
-                    _internal(state.call.meter, "raw")
-                    state.call.fail()
+                    _internal(state.meter, "raw")
+                    state.fail()
                     return True
                 observe_raw(state, kwargs)
                 return True
@@ -357,12 +360,12 @@ class BaseClient:
                 try:
                     observe_body(kwargs["response"], state, is_async)
                 except Exception:
-                    _internal(state.call.meter, "raw")
-                    state.call.fail()
+                    _internal(state.meter, "raw")
+                    state.fail()
 
             def failed(state: _State, kwargs: Mapping[str, Any]) -> None:
                 """The SDK raised after a 2xx (post-parse): bill the usage in the body, exactly."""
-                call = state.call
+                call = state
                 if call.done or raw_by_header(state, kwargs):
                     return
                 try:
@@ -376,7 +379,7 @@ class BaseClient:
             if is_async:
                 async def async_process(self: Any, *args: Any, **kwargs: Any) -> Any:
                     state = ACTIVE.get()
-                    if type(state) is not _State or state.call.done or args:
+                    if type(state) is not _State or state.done or args:
                         return await wrapped(self, *args, **kwargs)
                     state.seen = True
                     if (base._http_types is None or kwargs.get("cast_to") in base._http_types) and raw_by_cast(state, kwargs):
@@ -388,13 +391,13 @@ class BaseClient:
                         raise
                     if _MAY_BE_RAW.get(type(result), True) and _may_be_raw(result) and raw_by_header(state, kwargs):
                         return result
-                    return finish(state.call, state.hint, result)
+                    return finish(state, state.hint, result)
 
                 return async_process
 
             def sync_process(self: Any, *args: Any, **kwargs: Any) -> Any:
                 state = ACTIVE.get()
-                if type(state) is not _State or state.call.done or args:
+                if type(state) is not _State or state.done or args:
                     return wrapped(self, *args, **kwargs)
                 state.seen = True
                 if (base._http_types is None or kwargs.get("cast_to") in base._http_types) and raw_by_cast(state, kwargs):
@@ -406,7 +409,7 @@ class BaseClient:
                     raise
                 if _MAY_BE_RAW.get(type(result), True) and _may_be_raw(result) and raw_by_header(state, kwargs):
                     return result
-                return finish(state.call, state.hint, result)
+                return finish(state, state.hint, result)
 
             return sync_process
 
@@ -461,10 +464,10 @@ class _BodyObserver:
     usage at its end. Ends the call once: at the end of the body, on close, or when collected."""
 
     def __init__(self, state: _State, sse: bool) -> None:
-        self.call = state.call
+        self.call = state
         self.endpoint = state.endpoint
         self.sse = sse
-        self.reducer: Reducer | None = state.endpoint.reducer(state.call.kwargs, state.hint) if sse else None
+        self.reducer: Reducer | None = state.endpoint.reducer(state.kwargs, state.hint) if sse else None
         self.buf = bytearray()
         self.too_big = False
         self.failed = False
