@@ -138,7 +138,7 @@ def isolated(repeat: int) -> dict[str, float]:
     and per chunk (our stream proxy and reducer over already parsed ``ChatCompletionChunk`` s)."""
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-    from aerostack_meter._streams import StreamProxy
+    from aerostack_meter._streams import proxy_stream
     from aerostack_meter._wrapping import make_wrapper
     from aerostack_meter.providers.openai import CHAT_CREATE
 
@@ -173,7 +173,7 @@ def isolated(repeat: int) -> dict[str, float]:
         for _ in range(10):
             if metered:
                 call = _Call(meter)
-                for _c in StreamProxy(iter(chunks), call, CHAT_CREATE.reducer(kwargs, _HINT)):
+                for _c in proxy_stream(iter(chunks), call, CHAT_CREATE.reducer(kwargs, _HINT)):
                     pass
             else:
                 for _c in iter(chunks):

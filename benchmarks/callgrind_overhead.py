@@ -47,7 +47,12 @@ VARIANTS = ("bare", "patched", "wrap()")
 OPS = ("chat", "achat", "responses", "aresponses", "messages", "amessages",
        "chat_stream", "messages_stream", "gemini", "agemini", "converse", "invoke_model",
        "mistral", "amistral", "achat_stream", "responses_stream", "amessages_stream",
-       "gemini_stream", "converse_stream", "invoke_stream", "mistral_stream")
+       "gemini_stream", "converse_stream", "invoke_stream", "mistral_stream", "chat_usage_stream",
+       "chat_first", "responses_first", "messages_first", "gemini_first")
+# ``*_first``: a stream created and read to its first chunk only (the rest is read outside the
+# counted block): what a metered stream adds before its first chunk, to compare with the
+# non-streaming call's row. ``chat_usage_stream``: a chat stream whose caller asks for
+# ``include_usage`` itself (bare included): what the SDK spends on what the meter injects.
 # The other providers' SDK clients (built only when an op needs them): op -> client key.
 NEW = {"gemini": "gemini", "agemini": "gemini", "converse": "bedrock", "invoke_model": "bedrock",
        "mistral": "mistral", "amistral": "mistral"}
@@ -206,6 +211,18 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
         for _ in c.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True):
             pass
 
+    def chat_usage_stream(c):  # type: ignore[no-untyped-def]
+        for _ in c.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True,
+                                           stream_options={"include_usage": True}):
+            pass
+
+    def first(create):  # type: ignore[no-untyped-def]
+        def run(c):  # type: ignore[no-untyped-def]
+            it = iter(create(c))
+            next(it)
+            return it  # read to its end after the block (not counted)
+        return run
+
     def messages_stream(c):  # type: ignore[no-untyped-def]
         for _ in c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS,
                                    stream=True):
@@ -265,6 +282,15 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
         "converse_stream": ("bedrock", sync(converse_stream)),
         "invoke_stream": ("bedrock", sync(invoke_stream)),
         "mistral_stream": ("mistral", sync(mistral_stream)),
+        "chat_usage_stream": ("openai", sync(chat_usage_stream)),
+        "chat_first": ("openai", first(lambda c: c.chat.completions.create(
+            model="gpt-4o-mini", messages=MSGS, stream=True))),
+        "responses_first": ("openai", first(lambda c: c.responses.create(
+            model="gpt-4o-mini", input="Say hello.", stream=True))),
+        "messages_first": ("anthropic", first(lambda c: c.messages.create(
+            model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS, stream=True))),
+        "gemini_first": ("gemini", first(lambda c: c.models.generate_content_stream(
+            model="gemini-bench", contents="Say hello."))),
     }
     plain = clients(pw.make_handler())
     # other providers' clients; the patched Bedrock clients are built while instrumented (botocore
@@ -288,8 +314,9 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
         (am.instrument if variant == "patched" else am.uninstrument)()
         for name in ops:
             key, op = table[name]
-            sets = [(name, plain)] if not name.endswith("_stream") else [
-                (f"{name} {w}", by_words[w]) for w in STREAM_WORDS]
+            sets = ([(name, by_words[STREAM_WORDS[0]])] if name.endswith("_first") else
+                    [(name, plain)] if not name.endswith("_stream") else
+                    [(f"{name} {w}", by_words[w]) for w in STREAM_WORDS])
             for label, cs in sets:
                 c = (wrapped[id(cs)][key] if variant == "wrap()" else
                      patched_only.get((id(cs), key), cs[key]) if variant == "patched" else cs[key])
@@ -298,6 +325,15 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
                 print(f"BLOCK {variant}|{label}", flush=True)
                 gc.collect()
                 gc.disable()  # a collection's cost lands on whichever block crosses a threshold
+                if name.endswith("_first"):
+                    opened: list[object] = []
+                    functools.reduce(lambda acc, _i, op=op, c=c: acc.append(op(c)) or acc, range(calls),
+                                     opened)
+                    gc.enable()
+                    for it in opened:  # the rest of each stream, not counted
+                        for _ in it:  # type: ignore[attr-defined]
+                            pass
+                    continue
                 functools.reduce(lambda acc, _i, op=op, c=c: op(c), range(calls), None)
                 gc.enable()
     am.uninstrument()
@@ -330,7 +366,7 @@ def _other_clients(words: int, ops: list[str]) -> dict[str, object]:
             f.data for f in plan.frames)
 
     out: dict[str, object] = {}
-    if "gemini_stream" in ops:
+    if "gemini_stream" in ops or "gemini_first" in ops:
         import httpx
         from google import genai
         from google.genai import types

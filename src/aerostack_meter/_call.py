@@ -41,7 +41,8 @@ class Reducer:
         self.kwargs = kwargs
         self.exact: Usage | None = None  # complete usage, once the provider sent it
         self.chars = 0  # output characters seen (for estimates only; no text is kept)
-        self.model: str | None = kwargs.get("model") if isinstance(kwargs.get("model"), str) else None
+        model = kwargs.get("model")
+        self.model: str | None = model if isinstance(model, str) else None
         self.response_id: str | None = None
 
     def observe(self, event: Any) -> bool:

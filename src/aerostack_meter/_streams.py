@@ -31,6 +31,7 @@ _MAX_FAILURES = 8  # observer failures after which a stream is no longer observe
 # id: hashing a weak reference hashes its referent) until the stream ends.
 _open: dict[int, tuple[weakref.ref[Any], Call, Reducer]] = {}
 _exit_hooked = False
+_ref = weakref.ref
 
 
 def _collected(ref: weakref.ref[Any]) -> None:
@@ -53,14 +54,21 @@ def _end_open_streams() -> None:
         call.end_unfinished(reducer)
 
 
-def watch(obj: Any, call: Call, reducer: Reducer) -> int:
-    """Arrange for ``call`` to end (estimated) if ``obj`` is collected first; returns the key that
-    :func:`unwatch` takes once the stream ends."""
+def _hook_exit() -> None:
+    # Registered on the first stream, not at import: after init()'s own exit hook, so that it runs
+    # before the meter shuts down (exit hooks run last registered first).
     global _exit_hooked
     if not _exit_hooked:
         _exit_hooked = True
         atexit.register(_end_open_streams)
-    ref = weakref.ref(obj, _collected)
+
+
+def watch(obj: Any, call: Call, reducer: Reducer) -> int:
+    """Arrange for ``call`` to end (estimated) if ``obj`` is collected first; returns the key that
+    :func:`unwatch` takes once the stream ends."""
+    if not _exit_hooked:
+        _hook_exit()
+    ref = _ref(obj, _collected)
     key = id(ref)
     _open[key] = (ref, call, reducer)
     return key
@@ -85,7 +93,12 @@ class _Observer:
         self.observe = reducer.observe  # bound once; a no-op if it keeps raising
         self.failures = 0
         self.next = nxt
-        self.key = watch(self, call, reducer)
+        # watch(self, ...), inlined: this runs before every stream's first chunk
+        if not _exit_hooked:
+            _hook_exit()
+        ref = _ref(self, _collected)
+        self.key = key = id(ref)
+        _open[key] = (ref, call, reducer)
 
     def end(self, complete: bool) -> None:
         _open.pop(self.key, None)
@@ -158,12 +171,11 @@ class _AsyncObserver(_Observer):
 
 
 class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    """A synchronous SDK stream (``Stream``, a helper's stream object) observed chunk by chunk."""
+    """A synchronous SDK stream (``Stream``, a helper's stream object) observed chunk by chunk.
+    Built by :func:`proxy_stream` (``wrapt``'s own ``__init__``, then the observer: no Python
+    ``__init__`` of ours runs before the first chunk)."""
 
-    def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
-        super().__init__(wrapped)
-        nxt = getattr(wrapped, "__next__", None)
-        self._self_obs = _SyncObserver(call, reducer, nxt if nxt is not None else iter(wrapped).__next__)
+    _self_obs: _SyncObserver
 
     def __iter__(self) -> Any:
         return self._self_obs
@@ -186,13 +198,9 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
 
 class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    """An asynchronous SDK stream observed event by event."""
+    """An asynchronous SDK stream observed event by event (built by :func:`proxy_stream`)."""
 
-    def __init__(self, wrapped: Any, call: Call, reducer: Reducer) -> None:
-        super().__init__(wrapped)
-        nxt = getattr(wrapped, "__anext__", None)
-        self._self_obs = _AsyncObserver(call, reducer,
-                                        nxt if nxt is not None else wrapped.__aiter__().__anext__)
+    _self_obs: _AsyncObserver
 
     def __aiter__(self) -> Any:
         return self._self_obs
@@ -224,9 +232,20 @@ def _ignore(event: Any) -> bool:
 
 
 def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:
-    if hasattr(stream, "__anext__") or (hasattr(stream, "__aiter__") and not hasattr(stream, "__iter__")):
-        return AsyncStreamProxy(stream, call, reducer)
-    return StreamProxy(stream, call, reducer)
+    """The user's stream, observed: a :class:`StreamProxy` or :class:`AsyncStreamProxy`."""
+    nxt = getattr(stream, "__next__", None)
+    if nxt is not None and not hasattr(stream, "__anext__"):
+        proxy: Any = StreamProxy(stream)
+        proxy._self_obs = _SyncObserver(call, reducer, nxt)
+        return proxy
+    anxt = getattr(stream, "__anext__", None)
+    if anxt is not None or (hasattr(stream, "__aiter__") and not hasattr(stream, "__iter__")):
+        proxy = AsyncStreamProxy(stream)
+        proxy._self_obs = _AsyncObserver(call, reducer, anxt if anxt is not None else stream.__aiter__().__anext__)
+        return proxy
+    proxy = StreamProxy(stream)
+    proxy._self_obs = _SyncObserver(call, reducer, iter(stream).__next__)
+    return proxy
 
 
 class ManagerProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]

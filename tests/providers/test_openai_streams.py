@@ -128,6 +128,26 @@ async def test_early_end_is_estimated_and_metered_once(name: str, mode: str, end
     assert billed(gateway) == {"default": event.units} and am.stats().calls_metered == 1
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_stream_dropped_before_its_first_chunk_is_estimated_once(mode: str, mock_llm: Any, gateway: Any,
+                                                                         capture: Capture) -> None:
+    """The garbage-collection fallback is armed when the stream is handed out, not at its first
+    chunk: a stream nobody reads is still billed (the input estimated from the request)."""
+    c = client(mock_llm, mode)
+    s = await resolve(c.chat.completions.create(stream=True, **CHAT_KW))
+    assert isinstance(s, openai.AsyncStream if mode == "async" else openai.Stream)
+    del s
+    await collect_garbage()
+    totals = billed(gateway)  # flushed: the estimate is made on the reporter thread
+    [event] = capture.events
+    assert event.estimated is True and event.units >= estimate_input_tokens(CHAT_KW)
+    assert totals == {"default": event.units}
+    stats = am.stats()
+    assert (stats.calls_metered, stats.events_estimated, stats.usage_missing) == (1, 1, 0)
+    await collect_garbage()
+    assert am.stats().calls_metered == 1
+
+
 class _nothing:
     def __enter__(self) -> None:
         return None

@@ -225,7 +225,7 @@ class ChatReducer(Reducer):
     __slots__ = ("estimate_always", "expect", "fields_set", "hide", "seen")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any], hint: _ChatHint) -> None:
-        super().__init__(provider, kwargs)
+        Reducer.__init__(self, provider, kwargs)  # not super(): this runs before every first chunk
         self.fields_set = (_sdk or sdk()).fields_set
         self.hide = hint.hide
         self.expect = hint.expect

@@ -68,7 +68,7 @@ class GeminiReducer(Reducer):
     __slots__ = ("finished", "last", "prev", "slow")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any]) -> None:
-        super().__init__(provider, kwargs)
+        Reducer.__init__(self, provider, kwargs)  # not super(): this runs before every first chunk
         self.last: Any = None
         self.prev: Any = None
         self.finished = False
