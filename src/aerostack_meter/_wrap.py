@@ -7,8 +7,10 @@ are metered. ``isinstance`` checks and static types are kept (``wrap`` returns t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import operator
 from collections.abc import Callable, Mapping
 from types import MethodType
 from typing import Any, TypeVar
@@ -36,7 +38,19 @@ HELPER = "__helper__"
 Node = Mapping[str, Any]  # name -> Endpoint | Node | CLIENT
 
 
+_NOTHING = object()
+_CACHED = "_self_c_"  # + a listed name: the proxy's cached child (a resource's proxy, a bound helper)
+
+
 class _Proxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
+    # Every attribute read on a Python subclass of wrapt's proxy would otherwise go through
+    # wrapt's C ``__getattribute__`` called as a method (CPython makes and calls a method-wrapper
+    # per read when a class defines both hooks: ~1 k instructions). ``object``'s is the lookup
+    # wrapt's begins with; a name it does not find reaches ``__getattr__`` below, as wrapt's
+    # reached its own. The two names wrapt's intercepts, ``__doc__`` and ``__module__``, are
+    # forwarding properties on each node's class (see _proxy).
+    __getattribute__ = object.__getattribute__
+
     def __init__(self, wrapped: Any, node: Node, root: Node, get_meter: Any, defaults: Defaults,
                  factory: Any = make_wrapper) -> None:
         super().__init__(wrapped)
@@ -45,38 +59,68 @@ class _Proxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_root = root
         self._self_get_meter = get_meter
         self._self_defaults = defaults
-        self._self_cache: dict[str, tuple[Any, Any, Any]] = {}  # name -> (function, instance, wrapper)
-        self._self_helpers: dict[str, Any] = {}
+        self._self_cache: dict[str, tuple[Any, Any, Any]] = {}  # a listed method's name -> see _leaf
 
-    # Names the tree lists are _Listed descriptors on the node's subclass (see _proxy); any other
-    # name is wrapt's: forwarded to the wrapped object.
+    def __getattr__(self, name: str) -> Any:
+        """A name the node's class does not answer (yet): a listed resource or helper is made and
+        kept (``_self_c_<name>``, which the class's property for the name reads); any other
+        name is the wrapped object's, and the class learns a forwarding property for it, so the
+        next read (by the user, or by an SDK method running with the proxy as ``self``) finds
+        it without the failed lookup that reaching here costs (an ``AttributeError`` built and
+        dropped: ~4 k instructions)."""
+        if name.startswith("_self_"):
+            if name.startswith(_CACHED):  # not made yet: never the wrapped object's
+                raise AttributeError(name)
+            return getattr(self.__wrapped__, name)
+        spec = self._self_node.get(name)
+        if spec is not None and not _is_leaf(spec):
+            out = _child(self, name, spec)
+            setattr(self, _CACHED + name, out)
+            return out
+        value = getattr(self.__wrapped__, name)
+        cls = type(self)
+        if name[:2] != "__" and name.isidentifier() and not hasattr(cls, name):
+            setattr(cls, name, _forwarding(name))
+        return value
+
+    def __wrapped_setattr_fixups__(self) -> None:
+        """``proxy.__wrapped__`` was replaced (wrapt 2 calls this): forget what was made for the
+        object before."""
+        self._self_cache.clear()
+        for name in self._self_node:
+            _forget(self, _CACHED + name)
 
     def __repr__(self) -> str:
         return repr(self.__wrapped__)
 
 
-def _attr(proxy: _Proxy, name: str) -> Any:
-    """``proxy.name``: the wrapped object's attribute, metered where the provider's tree says."""
-    spec = proxy._self_node.get(name)
+def _is_leaf(spec: Any) -> bool:
+    """A listed method whose wrapper is checked against the wrapped object's method on each read
+    (an endpoint, or a method returning a client), rather than made once and kept."""
+    return isinstance(spec, Endpoint) or spec == CLIENT
+
+
+def _forget(proxy: _Proxy, key: str) -> None:
+    with contextlib.suppress(AttributeError):
+        delattr(proxy, key)
+
+
+def _child(proxy: _Proxy, name: str, spec: Any) -> Any:
+    """A listed resource's proxy, or a helper bound to the proxy: made once per proxy."""
     if spec == HELPER:
-        bound = proxy._self_helpers.get(name)
-        if bound is None:
-            bound = proxy._self_helpers[name] = _bind_helper(proxy, name)
-        return bound
-    value = getattr(proxy.__wrapped__, name)
-    if spec is None:
-        return value
-    # A method comes back as a new bound method on every getattr: compare what it binds (the
-    # function and the instance), not the bound method itself, or the cache never hits.
-    key = (value.__func__, value.__self__) if type(value) is MethodType else (value, None)
-    hit = proxy._self_cache.get(name)
-    if hit is not None and hit[0] is key[0] and hit[1] is key[1]:
-        return hit[2]
+        return _bind_helper(proxy, name)
+    return _proxy(getattr(proxy.__wrapped__, name), spec, proxy._self_root, proxy._self_get_meter,
+                  proxy._self_defaults, proxy._self_factory)
+
+
+def _leaf(proxy: _Proxy, name: str, spec: Any, value: Any) -> Any:
+    """The wrapper for ``value``, the wrapped object's method ``name`` now: made and kept until
+    the method read there is another one."""
     if isinstance(spec, Endpoint):
         is_async = is_async_callable(value)
         out: Any = wrapt.FunctionWrapper(
             value, proxy._self_factory(spec, is_async, proxy._self_get_meter, proxy._self_defaults))
-    elif spec == CLIENT:
+    else:  # CLIENT
         root, get_meter, defaults = proxy._self_root, proxy._self_get_meter, proxy._self_defaults
         factory = proxy._self_factory
 
@@ -84,44 +128,58 @@ def _attr(proxy: _Proxy, name: str) -> Any:
             return _proxy(wrapped(*args, **kwargs), root, root, get_meter, defaults, factory)
 
         out = wrapt.FunctionWrapper(value, rewrap)
-    else:
-        out = _proxy(value, spec, proxy._self_root, proxy._self_get_meter, proxy._self_defaults,
-                     proxy._self_factory)
-    proxy._self_cache[name] = (*key, out)
+    # (the bound method, or None; any other value, or _NOTHING; the wrapper): see _listed
+    proxy._self_cache[name] = (value, _NOTHING, out) if type(value) is MethodType else (None, value, out)
     return out
 
 
-class _Listed:
-    """A name the provider's tree lists, as a data descriptor on the proxy's class: read without the
-    failed ordinary lookup that reaching ``__getattr__`` costs (an ``AttributeError`` built and
-    dropped: most of the cost of ``client.messages.create`` through a proxy). Setting or deleting
-    it acts on the wrapped object, as for any other name."""
+def _setter(name: str, forget: str | None = None) -> tuple[Callable[[Any, Any], None], Callable[[Any], None]]:
+    """Setting or deleting a name on the proxy acts on the wrapped object (as for any name)."""
 
-    __slots__ = ("name",)
+    def fset(proxy: Any, value: Any) -> None:
+        setattr(proxy.__wrapped__, name, value)
+        if forget is not None:
+            _forget(proxy, forget)
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def fdel(proxy: Any) -> None:
+        delattr(proxy.__wrapped__, name)
+        if forget is not None:
+            _forget(proxy, forget)
 
-    def __get__(self, proxy: Any, owner: Any = None) -> Any:
-        if proxy is None:
-            return self
-        name = self.name
+    return fset, fdel
+
+
+def _listed(name: str, spec: Any) -> property:
+    """The property for a name the provider's tree lists. A resource or helper: its kept child,
+    read in C (``operator.attrgetter``; the first read reaches ``__getattr__``, which makes it).
+    A method: the wrapper made for the method the wrapped object has now: a method replaced
+    there (on the instance or its class) gets a new wrapper; a method read from a resource is
+    a new bound method on every read, so what it binds is compared."""
+    if not _is_leaf(spec):
+        key = _CACHED + name
+        return property(operator.attrgetter(key), *_setter(name, key))
+
+    def get(proxy: Any) -> Any:
+        value = getattr(proxy.__wrapped__, name)
         hit = proxy._self_cache.get(name)
-        if hit is not None:  # the wrapper made for what the wrapped object has now: reused
-            value = getattr(proxy.__wrapped__, name)
-            if type(value) is MethodType:
-                if value.__func__ is hit[0] and value.__self__ is hit[1]:
-                    return hit[2]
-            elif value is hit[0] and hit[1] is None:
-                return hit[2]
-        return _attr(proxy, name)
+        # two bound methods are == when they bind the same function to the same instance
+        if hit is not None and (hit[0] == value if type(value) is MethodType else hit[1] is value):
+            return hit[2]
+        return _leaf(proxy, name, spec, value)
 
-    def __set__(self, proxy: Any, value: Any) -> None:
-        setattr(proxy.__wrapped__, self.name, value)
+    return property(get, *_setter(name))
 
-    def __delete__(self, proxy: Any) -> None:
-        delattr(proxy.__wrapped__, self.name)
 
+@functools.cache
+def _forwarding(name: str) -> property:
+    """A property reading (setting, deleting) ``name`` on the wrapped object, in C."""
+    return property(operator.attrgetter("__wrapped__." + name), *_setter(name))
+
+
+_FORWARDED = {  # what wrapt's own __getattribute__ answered from the wrapped object
+    "__doc__": property(operator.attrgetter("__wrapped__.__doc__"), *_setter("__doc__")),
+    "__module__": property(operator.attrgetter("__wrapped__.__module__"), *_setter("__module__")),
+}
 
 _classes: dict[int, tuple[Node, type[_Proxy]]] = {}  # id(node) -> (node, its proxy class)
 
@@ -129,11 +187,12 @@ _classes: dict[int, tuple[Node, type[_Proxy]]] = {}  # id(node) -> (node, its pr
 def _proxy(wrapped: Any, node: Node, root: Node, get_meter: Any, defaults: Defaults,
            factory: Any = make_wrapper) -> _Proxy:
     """A proxy for ``wrapped`` at ``node`` of the tree: an instance of the node's own ``_Proxy``
-    subclass, whose listed names are :class:`_Listed` descriptors (made once per node)."""
+    subclass, whose listed names are properties (see :func:`_listed`; made once per node)."""
     entry = _classes.get(id(node))
     if entry is None or entry[0] is not node:
-        names = {n: _Listed(n) for n in node if isinstance(n, str) and not hasattr(_Proxy, n)}
-        entry = _classes[id(node)] = (node, type("_Proxy", (_Proxy,), names))
+        names = {n: _listed(n, spec) for n, spec in node.items()
+                 if isinstance(n, str) and not hasattr(_Proxy, n)}
+        entry = _classes[id(node)] = (node, type("_Proxy", (_Proxy,), {**_FORWARDED, **names}))
     return entry[1](wrapped, node, root, get_meter, defaults, factory)
 
 

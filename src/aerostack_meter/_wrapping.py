@@ -262,22 +262,23 @@ def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGett
     manager that sends only when entered (``endpoint.returns_manager``) is entered under the same
     route. ``hooks``: the layer's, put back if ``uninstrument()`` removed them since."""
     route = Route(get_meter, defaults)
-    managers = endpoint.returns_manager
 
     def sync_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if hooks is not None and not hooks._active:
             hooks.patch()
         token = _route.set(route)
         try:
-            result = wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs)
         finally:
             _route.reset(token)
-        if managers:
-            try:
-                if endpoint.kind(result) == "manager":
-                    return RoutedManager(result, route)
-            except Exception:
-                pass
+
+    def manager_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = sync_wrapper(wrapped, instance, args, kwargs)
+        try:
+            if endpoint.kind(result) == "manager":
+                return RoutedManager(result, route)
+        except Exception:
+            pass
         return result
 
     async def async_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...],
@@ -290,7 +291,9 @@ def make_routed_wrapper(endpoint: Endpoint, is_async: bool, get_meter: MeterGett
         finally:
             _route.reset(token)
 
-    return async_wrapper if is_async else sync_wrapper
+    if is_async:
+        return async_wrapper
+    return manager_wrapper if endpoint.returns_manager else sync_wrapper
 
 
 class RoutedManager(wrapt.ObjectProxy):  # type: ignore[type-arg]

@@ -165,6 +165,33 @@ async def test_wrap_one_client(meter_factory: Any, gateway: Any, mock_llm: Any, 
     assert stats().calls_metered == 3
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrapped_clients_send_through_their_own_api_client(meter_factory: Any, gateway: Any,
+                                                                 mock_llm: Any, mode: str) -> None:
+    """The SDK's public methods run with the proxy as ``self``: what they read there
+    (``self._api_client``) is the wrapped object's, read each time, never kept. Two wrapped
+    clients (one proxy class) each send through their own API client; one replaced is seen."""
+    meter_factory(instrument=False)
+    first, second = make(mock_llm), make(mock_llm)
+    one, two = am.wrap(first, consumer_id="usr_1"), am.wrap(second, consumer_id="usr_2")
+    for _ in range(2):
+        await resolve(models(one, mode).generate_content(model=MODEL, contents=TEXT))
+        await resolve(models(two, mode).generate_content(model=MODEL, contents=TEXT))
+        assert type(models(one, mode)) is type(models(two, mode))
+        assert models(one, mode)._api_client is models(first, mode)._api_client
+        assert models(two, mode)._api_client is models(second, mode)._api_client
+    assert models(first, mode)._api_client is not models(second, mode)._api_client
+    own = models(second, mode)._api_client
+    models(second, mode)._api_client = models(first, mode)._api_client
+    try:
+        assert models(two, mode)._api_client is models(first, mode)._api_client
+        await resolve(models(two, mode).generate_content(model=MODEL, contents=TEXT))
+    finally:
+        models(second, mode)._api_client = own
+    assert billed(gateway) == {"usr_1": 32, "usr_2": 48}
+    assert stats().calls_metered == 5
+
+
 def test_patched_and_wrapped_is_billed_once(meter: Any, gateway: Any, mock_llm: Any) -> None:
     client = am.wrap(make(mock_llm))
     client.models.generate_content(model=MODEL, contents=TEXT)

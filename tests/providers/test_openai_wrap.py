@@ -10,6 +10,7 @@ from typing import Any
 
 import openai
 import pytest
+import wrapt
 
 import aerostack_meter as am
 from aerostack_meter.providers.openai import PROVIDER
@@ -254,3 +255,73 @@ async def test_wrap_reuses_its_method_wrappers(mode: str, mock_llm: Any, gateway
         del completions.create
     assert am.flush(5)
     assert billed(gateway) == {"acme": 2 * reply.usage.total_tokens}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrap_keeps_its_resource_proxies(mode: str, mock_llm: Any, gateway: Any, meter_factory: Any) -> None:
+    """A listed resource's proxy is made once per wrapped client (a repeated
+    ``wrapped.chat.completions`` is the same object, read without code of ours); a resource
+    assigned through the proxy replaces the client's, and is the one proxied (and metered) from
+    then on."""
+    meter_factory(instrument=False)
+    plain = client(mock_llm, mode)
+    wrapped = am.wrap(plain, consumer_id="acme")
+    chat = wrapped.chat
+    assert wrapped.chat is chat and wrapped.chat.completions is chat.completions
+    assert chat.__wrapped__ is plain.chat and chat.completions.__wrapped__ is plain.chat.completions
+    original = plain.chat
+    replacement = type(original)(plain)
+    wrapped.chat = replacement
+    try:
+        assert plain.chat is replacement
+        assert wrapped.chat is not chat and wrapped.chat.__wrapped__ is replacement
+        reply = await resolve(wrapped.chat.completions.create(model=MODEL, messages=USER))
+        assert wrapped.chat.completions.create.__self__ is replacement.completions
+    finally:
+        wrapped.chat = original
+    assert wrapped.chat.__wrapped__ is original
+    assert am.flush(5)
+    assert billed(gateway) == {"acme": reply.usage.total_tokens}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_wrap_forwards_every_other_name_live(mode: str, mock_llm: Any, meter_factory: Any) -> None:
+    """A name the tree does not list is the client's, read, set and deleted there each time:
+    after the first read the proxy's class answers it without a failed lookup, but keeps no
+    value (each proxy reads its own client; a change on the client is seen)."""
+    meter_factory(instrument=False)
+    plain, other = client(mock_llm, mode), client(mock_llm, mode, organization="org-2")
+    wrapped, wrapped_other = am.wrap(plain), am.wrap(other)
+    for _ in range(2):  # the first read, then the class's
+        assert (wrapped.organization, wrapped_other.organization) == (None, "org-2")
+        assert wrapped.max_retries == 0
+    plain.max_retries = 3
+    assert wrapped.max_retries == 3
+    wrapped.max_retries = 4
+    assert plain.max_retries == 4 and wrapped_other.max_retries == 0
+    plain.marker = "x"
+    assert wrapped.marker == "x"
+    del wrapped.marker
+    assert not hasattr(plain, "marker")
+    for _ in range(2):
+        with pytest.raises(AttributeError, match="marker"):
+            wrapped.marker  # noqa: B018
+    assert (wrapped.__doc__, wrapped.__module__) == (plain.__doc__, plain.__module__)
+    assert wrapped.chat.completions.__doc__ == plain.chat.completions.__doc__
+
+
+@pytest.mark.skipif(int(wrapt.__version__.split(".")[0]) < 2, reason="wrapt 1 tells a proxy nothing")
+@pytest.mark.parametrize("mode", MODES)
+async def test_replacing_the_wrapped_client_forgets_what_was_made(mode: str, mock_llm: Any, gateway: Any,
+                                                                  meter_factory: Any) -> None:
+    meter_factory(instrument=False)
+    plain, other = client(mock_llm, mode), client(mock_llm, mode)
+    wrapped = am.wrap(plain, consumer_id="acme")
+    create = wrapped.chat.completions.create
+    wrapped.__wrapped__ = other
+    assert wrapped.chat.__wrapped__ is other.chat
+    assert wrapped.chat.completions.create is not create
+    reply = await resolve(wrapped.chat.completions.create(model=MODEL, messages=USER))
+    assert wrapped.chat.completions.create.__self__ is other.chat.completions
+    assert am.flush(5)
+    assert billed(gateway) == {"acme": reply.usage.total_tokens}
