@@ -4,6 +4,7 @@ invoke_model, invoke_model_with_response_stream on clients from ``boto3.client``
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 from collections.abc import Iterator
@@ -120,6 +121,29 @@ def test_stream_left_early_is_estimated_once(meter: Any, gateway: Any, mock_llm:
     assert (s.calls_metered, s.events_estimated, s.usage_missing) == (1, 1, 0)
 
 
+@pytest.mark.parametrize("client_of", ["patched", "wrap"])
+def test_invoke_stream_left_early_is_estimated_from_the_text_read(
+        meter: Any, gateway: Any, mock_llm: Any, client_of: str) -> None:
+    """The text deltas' characters are counted as the chunks pass (only the count is kept): a
+    stream left after three of them bills the request's estimate plus theirs, once."""
+    client = make(mock_llm) if client_of == "patched" else am.wrap(make(mock_llm))
+    body = client.invoke_model_with_response_stream(modelId=MODEL, body=CLAUDE_BODY)["body"]
+    texts: list[str] = []
+    for event in body:
+        data = json.loads(event["chunk"]["bytes"])
+        if data["type"] == "content_block_delta":
+            texts.append(data["delta"]["text"])
+            if len(texts) == 3:
+                break
+    body.close()
+    chars = sum(map(len, texts))
+    assert 4 < chars <= 24  # three words of the mock's reply
+    # input estimated from the request text (15 characters: 4 tokens); output: a token per 4 characters
+    assert billed(gateway) == {"default": 4 + -(-chars // 4)}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing, s.internal_errors) == (1, 1, 0, 0)
+
+
 def test_stream_dropped_unread_is_estimated_once(meter: Any, gateway: Any, mock_llm: Any) -> None:
     client = make(mock_llm)
     response = client.invoke_model_with_response_stream(modelId=MODEL, body=CLAUDE_BODY)
@@ -209,6 +233,58 @@ def test_methods_and_hook_are_plain_functions_restored_exactly(meter: Any, mock_
     am.uninstrument()
     assert not is_ours(BaseClient.__dict__["_make_api_call"])
     assert BaseClient.__dict__["_make_api_call"] is original.__wrapped__
+
+
+def test_api_call_hook_takes_botocore_parameters_and_keyword_calls(meter_factory: Any, gateway: Any,
+                                                                   mock_llm: Any) -> None:
+    """The hook on ``BaseClient._make_api_call`` has botocore's own two parameters (nothing packed
+    per call on every botocore call); a client built before ``init()`` is metered through it,
+    positional or keyword, and a call of another service passes through."""
+    import inspect
+
+    from botocore.client import BaseClient
+
+    early = make(mock_llm)
+    meter_factory(default_consumer_id="usr_h")
+    hook = BaseClient.__dict__["_make_api_call"]
+    assert list(inspect.signature(hook).parameters) == ["self", "operation_name", "api_params"]
+    params = {"modelId": MODEL, "messages": MESSAGES}
+    assert early._make_api_call("Converse", params)["usage"]["totalTokens"] == 16
+    early._make_api_call(operation_name="Converse", api_params=params)
+    other = boto3.client("s3", endpoint_url=mock_llm.base_url, region_name="us-east-1",
+                         aws_access_key_id="AKIDTEST", aws_secret_access_key="secret")
+    with contextlib.suppress(Exception):  # the mock is no S3: whatever it answers, unmetered
+        other.list_buckets()
+    assert billed(gateway) == {"usr_h": 32}
+    s = stats()
+    assert (s.calls_metered, s.usage_missing, s.internal_errors) == (2, 0, 0)
+
+
+def test_api_call_hook_of_another_signature_takes_the_general_form(meter: Any, gateway: Any,
+                                                                    mock_llm: Any) -> None:
+    """A botocore whose ``_make_api_call`` takes other parameters gets the general hook: the
+    two-argument call is metered, any other is passed through as it came."""
+    from botocore.client import BaseClient
+
+    from aerostack_meter._global import get_meter
+    from aerostack_meter.providers.bedrock import _api_call_hook
+
+    botocore_own = BaseClient.__dict__["_make_api_call"].__wrapped__
+    seen: list[Any] = []
+
+    def newer(self: Any, operation_name: Any, api_params: Any, context: Any = None) -> Any:
+        seen.append(context)
+        return botocore_own(self, operation_name, api_params)
+
+    hook = _api_call_hook(get_meter, newer)
+    early = make(mock_llm)
+    am.uninstrument()  # the client's class and BaseClient without ours: only this hook meters
+    params = {"modelId": MODEL, "messages": MESSAGES}
+    hook(early, "Converse", params)
+    hook(early, "Converse", params, {"x": 1})
+    hook(early, "Converse", params, context={"y": 2})
+    assert seen == [None, {"x": 1}, {"y": 2}]
+    assert billed(gateway) == {"default": 16}
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -33,17 +33,17 @@ from typing import Any
 
 from .._call import Endpoint, Kind, Reducer
 from .._estimate import estimate_input_tokens
+from .._global import get_meter as _get_meter
 from .._usage import Usage
 from ._base import Provider, ReaderReducer, Target
 from ._bedrock_usage import (
-    bytes_text_chars,
     chunk_text_chars,
     chunk_usage,
     converse_event_chars,
     converse_event_usage,
     converse_usage,
     header_usage,
-    without_usage,
+    quick_chunk_chars,
 )
 
 __all__ = ["PROVIDER"]
@@ -56,7 +56,7 @@ _get_model = _MODEL.get
 
 
 def _model_name(model: Any) -> str | None:
-    return model if isinstance(model, str) and model else None
+    return model if isinstance(model, str) and model else None  # usage() has it inline
 
 
 def _model_id(kwargs: Mapping[str, Any]) -> str | None:
@@ -69,12 +69,6 @@ Quick = Callable[[dict[str, Any]], "int | None"]
 def _converse_quick(event: dict[str, Any]) -> int | None:
     """The characters of a ``converse_stream`` event that carries no usage (all but ``metadata``)."""
     return None if "metadata" in event else converse_event_chars(event)
-
-
-def _invoke_quick(event: dict[str, Any]) -> int | None:
-    """The characters of a response-stream chunk that carries no usage (all but the last)."""
-    raw = without_usage(event)
-    return None if raw is None else bytes_text_chars(raw)
 
 
 class _BedrockReducer(ReaderReducer):
@@ -139,9 +133,11 @@ class BedrockCall(Endpoint):
         return self.returns
 
     def usage(self, response: Any) -> Usage | None:
-        if self._response is None:
+        read = self._response
+        if read is None:
             return None
-        return self._response(response, _model_name(_get_model()))
+        model = _get_model()
+        return read(response, model if isinstance(model, str) and model else None)
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         model = _model_id(kwargs)
@@ -165,17 +161,21 @@ INVOKE = BedrockCall("invoke_model", "response", response=header_usage)
 CONVERSE_STREAM = BedrockCall("converse_stream", "stream", event=converse_event_usage,
                               event_chars=converse_event_chars, slot="stream", quick=_converse_quick)
 INVOKE_STREAM = BedrockCall("invoke_model_with_response_stream", "stream", event=chunk_usage,
-                            event_chars=chunk_text_chars, slot="body", quick=_invoke_quick)
+                            event_chars=chunk_text_chars, slot="body", quick=quick_chunk_chars)
 _CALLS = (CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM)
 
 _EVENT = "creating-client-class.bedrock-runtime"
 _UNIQUE_ID = "aerostack_meter.bedrock"
 
 
-def _getter() -> Any:
-    from .._global import get_meter
+_on = False  # PROVIDER.patched, as one global read per call (set in patch(), cleared in unpatch())
 
-    return get_meter() if PROVIDER.patched else None
+
+def _getter() -> Any:
+    """The meter of a client method wrapped in a class: the process-wide one while the provider is
+    patched. ``get_meter`` is imported once, not per call (an import statement here cost ~13 k
+    instructions)."""
+    return _get_meter() if _on else None
 
 
 def _on_client_class(class_attributes: dict[str, Any], **_: Any) -> None:
@@ -211,8 +211,19 @@ def _metered(method: Any, meter: Callable[..., Any]) -> Any:
 class _ClientClassProvider(Provider):
     """A provider whose patch registers a botocore event handler instead of patch targets."""
 
+    def wrapper_factory(self) -> Callable[..., Any]:
+        """``wrap()``'s wrappers say what each method returns (no ``kind()`` asked per call)."""
+        from .._wrapping import make_wrapper
+
+        def factory(endpoint: BedrockCall, is_async: bool, get_meter: Any, defaults: Any = None) -> Any:
+            return make_wrapper(endpoint, is_async, get_meter, defaults, returns=endpoint.returns)
+
+        return factory
+
     def patch(self) -> int:
+        global _on
         n = super().patch()
+        _on = True
         from botocore import handlers
 
         if (_EVENT, _on_client_class) not in handlers.BUILTIN_HANDLERS:
@@ -224,6 +235,8 @@ class _ClientClassProvider(Provider):
         return n
 
     def unpatch(self) -> None:
+        global _on
+        _on = False
         super().unpatch()  # the wrapped methods of classes already built go inert (_getter)
         handlers = sys.modules.get("botocore.handlers")
         if handlers is not None and (_EVENT, _on_client_class) in handlers.BUILTIN_HANDLERS:
@@ -245,22 +258,43 @@ def _is_runtime(client: Any) -> bool:
 def _api_call_hook(get_meter: Any, original: Callable[..., Any]) -> Callable[..., Any]:
     """``BaseClient._make_api_call(operation_name, api_params)``, as a plain function in its place
     (every botocore call of every service passes through it): the four operations of a
-    ``bedrock-runtime`` client, metered with ``api_params`` as the call's keyword arguments."""
+    ``bedrock-runtime`` client, metered with ``api_params`` as the call's keyword arguments. It
+    takes botocore's own two parameters (no ``*args``/``**kwargs`` to pack and unpack on every
+    call: ~2 k instructions); a botocore whose method takes others gets the general form."""
     from .._wrapping import ACTIVE, make_wrapper
 
     meters = {op: make_wrapper(call, False, get_meter, returns=call.returns) for op, call in _OPERATIONS.items()}
     active = ACTIVE.get
 
-    def _make_api_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if active():  # metered already, at the client's method or by wrap(): the common case
-            return original(self, *args, **kwargs)
-        meter = meters.get(args[0]) if len(args) == 2 and not kwargs and type(args[0]) is str else None
-        if meter is None or not isinstance(args[1], Mapping) or not _is_runtime(self):
-            return original(self, *args, **kwargs)
-        operation = args[0]
-        return meter(lambda **params: original(self, operation, params), self, (), dict(args[1]))
+    def meter_call(self: Any, operation: Any, params: Any) -> Any:
+        meter = meters.get(operation) if type(operation) is str else None
+        if meter is None or not isinstance(params, Mapping) or not _is_runtime(self):
+            return original(self, operation, params)
+        return meter(lambda **kw: original(self, operation, kw), self, (), dict(params))
 
-    return _make_api_call
+    def _make_api_call(self: Any, operation_name: Any, api_params: Any) -> Any:
+        if active():  # metered already, at the client's method or by wrap(): the common case
+            return original(self, operation_name, api_params)
+        return meter_call(self, operation_name, api_params)
+
+    def _make_api_call_general(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if active() or len(args) != 2 or kwargs:
+            return original(self, *args, **kwargs)
+        return meter_call(self, args[0], args[1])
+
+    return _make_api_call if _two_parameters(original) else _make_api_call_general
+
+
+def _two_parameters(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` is ``(self, operation_name, api_params)``, as botocore has it."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return ([p.name for p in params] == ["self", "operation_name", "api_params"]
+            and all(p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty for p in params))
 
 
 def _targets() -> list[Target]:
