@@ -15,6 +15,7 @@ from aerostack_meter._usage import apply_policy
 from aerostack_meter.providers._bedrock_usage import (
     _converse_usage,
     _header_usage,
+    chunk_reading,
     chunk_text_chars,
     chunk_usage,
     converse_event_chars,
@@ -232,3 +233,20 @@ def test_quick_chunk_chars_leaves_the_metrics_chunk_and_other_events_to_the_gene
     assert quick_chunk_chars(last) is None and chunk_usage(last) is not None
     assert quick_chunk_chars({"chunk": {"bytes": bytearray(b"{}")}}) is None
     assert quick_chunk_chars({"internalServerException": {"message": "x"}}) is None
+
+
+@pytest.mark.parametrize("event", [
+    _raw(json.dumps({"type": "message_stop", "amazon-bedrock-invocationMetrics": {
+        "inputTokenCount": 4, "outputTokenCount": 10, "cacheReadInputTokenCount": 2}}).encode()),
+    _raw(json.dumps({"outputText": "abc", "amazon-bedrock-invocationMetrics": {
+        "inputTokenCount": 4, "outputTokenCount": 10}}).encode()),
+    _raw(b'{"amazon-bedrock-invocationMetrics": {"inputTokenCount": "4"}}'),
+    _raw(b'{"amazon-bedrock-invocation\\u004detrics": {"inputTokenCount": 4, "outputTokenCount": 1}}'),
+    _raw(b'{"amazon-bedrock-invocationMetrics" nope'),
+    {"chunk": {"bytes": bytearray(b'{"generation": "ab", "amazon-bedrock-invocationMetrics": {'
+                                  b'"inputTokenCount": 1, "outputTokenCount": 2}}')}},
+    _raw(b"[1]"), {"chunk": {}}, {"internalServerException": {"message": "x"}},
+], ids=["anthropic-last", "titan-last-with-text", "hostile-count", "escaped-key", "not-json",
+        "bytearray", "not-object", "no-bytes", "exception"])
+def test_chunk_reading_is_both_readers_from_one_parse(event: dict[str, Any]) -> None:
+    assert chunk_reading(event, "m") == (chunk_usage(event, "m"), chunk_text_chars(event))

@@ -29,6 +29,7 @@ from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
 
 __all__ = [
     "bytes_text_chars",
+    "chunk_reading",
     "chunk_text_chars",
     "chunk_usage",
     "converse_event_chars",
@@ -239,6 +240,24 @@ def chunk_usage(event: Any, model: str | None = None) -> Usage | None:
         return None
     data = _chunk_json(event)
     return metrics_usage(data.get(_METRICS), model) if isinstance(data, Mapping) else None
+
+
+def chunk_reading(event: Any, model: str | None = None) -> tuple[Usage | None, int]:
+    """One ``invoke_model_with_response_stream`` event's usage and output characters from one
+    parse of its bytes: ``(chunk_usage(event, model), chunk_text_chars(event))``, for the chunks
+    :func:`quick_chunk_chars` leaves (the last one names the invocation metrics: parsed once, not
+    once per reader)."""
+    chunk = event.get("chunk") if isinstance(event, Mapping) else None
+    raw = chunk.get("bytes") if isinstance(chunk, Mapping) else None
+    if not isinstance(raw, (bytes, bytearray)):
+        return None, 0
+    try:
+        data = _loads(raw)
+    except ValueError:
+        return None, 0
+    if _METRICS_BYTES in raw and isinstance(data, Mapping):
+        return metrics_usage(data.get(_METRICS), model), json_text_chars(data)
+    return None, json_text_chars(data)
 
 
 def quick_chunk_chars(event: dict[str, Any]) -> int | None:

@@ -37,6 +37,7 @@ from .._global import get_meter as _get_meter
 from .._usage import Usage
 from ._base import Provider, ReaderReducer, Target
 from ._bedrock_usage import (
+    chunk_reading,
     chunk_text_chars,
     chunk_usage,
     converse_event_chars,
@@ -71,17 +72,23 @@ def _converse_quick(event: dict[str, Any]) -> int | None:
     return None if "metadata" in event else converse_event_chars(event)
 
 
+Whole = Callable[[Any, "str | None"], "tuple[Usage | None, int]"]
+
+
 class _BedrockReducer(ReaderReducer):
     """A Bedrock event stream; estimates read ``invoke_model``'s JSON ``body`` for the input.
-    ``quick`` reads the common event (a dict that carries no usage) in one call; any other event
-    goes through the endpoint's readers."""
+    ``quick`` reads the common event (a dict that carries no usage) in one call; ``whole`` (where
+    the endpoint has one) reads any other dict's usage and characters together; anything else goes
+    through the endpoint's readers."""
 
-    __slots__ = ("_quick",)
+    __slots__ = ("_quick", "_whole")
 
     def __init__(self, provider: str, kwargs: Mapping[str, Any], usage_of: Callable[[Any], Usage | None],
-                 chars_of: Callable[[Any], int] | None, quick: Quick | None) -> None:
+                 chars_of: Callable[[Any], int] | None, quick: Quick | None,
+                 whole: Whole | None = None) -> None:
         super().__init__(provider, kwargs, usage_of, chars_of)
         self._quick = quick
+        self._whole = whole
 
     def observe(self, event: Any) -> bool:
         quick = self._quick
@@ -89,6 +96,12 @@ class _BedrockReducer(ReaderReducer):
             chars = quick(event)
             if chars is not None:
                 self.chars += chars
+                return False
+            if self._whole is not None:
+                usage, chars = self._whole(event, self.model)
+                self.chars += chars
+                if usage is not None:
+                    self.exact = usage  # the last value wins, as in ReaderReducer
                 return False
         return ReaderReducer.observe(self, event)
 
@@ -116,7 +129,7 @@ class BedrockCall(Endpoint):
                  response: Callable[[Any, str | None], Usage | None] | None = None,
                  event: Callable[[Any, str | None], Usage | None] | None = None,
                  event_chars: Callable[[Any], int] | None = None, slot: str = "",
-                 quick: Quick | None = None) -> None:
+                 quick: Quick | None = None, whole: Whole | None = None) -> None:
         self.name = name
         self.returns: Kind = kind
         self._response = response
@@ -124,6 +137,7 @@ class BedrockCall(Endpoint):
         self._event_chars = event_chars
         self._slot = slot
         self._quick = quick
+        self._whole = whole
 
     def prepare_call(self, meter: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         _set_model(kwargs.get("modelId"))  # checked when read: most calls never need it checked
@@ -144,7 +158,7 @@ class BedrockCall(Endpoint):
         read = self._event
         assert read is not None
         reducer = _BedrockReducer(self.provider, kwargs, lambda event: read(event, model),
-                                  self._event_chars, self._quick)
+                                  self._event_chars, self._quick, self._whole)
         reducer.model = model
         return reducer
 
@@ -161,7 +175,8 @@ INVOKE = BedrockCall("invoke_model", "response", response=header_usage)
 CONVERSE_STREAM = BedrockCall("converse_stream", "stream", event=converse_event_usage,
                               event_chars=converse_event_chars, slot="stream", quick=_converse_quick)
 INVOKE_STREAM = BedrockCall("invoke_model_with_response_stream", "stream", event=chunk_usage,
-                            event_chars=chunk_text_chars, slot="body", quick=quick_chunk_chars)
+                            event_chars=chunk_text_chars, slot="body", quick=quick_chunk_chars,
+                            whole=chunk_reading)
 _CALLS = (CONVERSE, CONVERSE_STREAM, INVOKE, INVOKE_STREAM)
 
 _EVENT = "creating-client-class.bedrock-runtime"
