@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
+from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count, usage_of
 
 __all__ = [
     "bytes_text_chars",
@@ -94,17 +94,9 @@ def converse_usage(response: Any, model: str | None = None) -> Usage | None:
                     total = inp + output
                     if total >= _MAX_UNITS:
                         return None
-                return _new(Usage, ("bedrock", model, inp, output, total, read, write, 0, 0, 0, _EMPTY, None,
-                                    False, 0, None))
+                return usage_of(("bedrock", model, inp, output, total, read, write, 0, 0, 0, _EMPTY, None,
+                                 False, 0, None))
     return _converse_usage(response, model)
-
-
-# Usage built without its Python-level constructor (~2 k instructions less per call), from all
-# its fields in order: the seven read here, then every later field's default (checked here).
-_new = tuple.__new__
-assert Usage._fields[:7] == ("provider", "model", "input_tokens", "output_tokens", "total_tokens",
-                             "cached_input_tokens", "cache_write_tokens")
-assert tuple(Usage._field_defaults[f] for f in Usage._fields[7:]) == (0, 0, 0, _EMPTY, None, False, 0, None)
 
 
 def _converse_usage(response: Any, model: str | None) -> Usage | None:
@@ -161,8 +153,8 @@ def header_usage(response: Any, model: str | None = None) -> Usage | None:
                     and _CACHE_READ not in headers and _CACHE_WRITE not in headers):
                 inp = int(fresh)
                 out = int(output)  # under 10**15 each: their sum is a count (< 2**53)
-                return _new(Usage, ("bedrock", model, inp, out, inp + out, 0, 0, 0, 0, 0, _EMPTY, None, False,
-                                    0, None))
+                return usage_of(("bedrock", model, inp, out, inp + out, 0, 0, 0, 0, 0, _EMPTY, None, False,
+                                 0, None))
     return _header_usage(response, model)
 
 
