@@ -8,6 +8,7 @@ close hooks of the SDK's stream helpers.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -16,8 +17,14 @@ from .._call import Endpoint, Kind, Reducer
 from .._log import log_limited
 from .._streams import AsyncStreamProxy, StreamProxy
 from .._usage import Usage
-from ._base import fields_of
-from ._openai_usage import chat_usage, get, responses_usage
+from ._openai_usage import (
+    CHAT_FIELDS,
+    RESPONSES_FIELDS,
+    chat_usage,
+    get,
+    response_usage,
+    responses_usage,
+)
 
 if TYPE_CHECKING:
     from .._meter import Meter
@@ -69,26 +76,33 @@ def _bad_event(where: str) -> None:
                 "event; this stream's usage will be estimated", exc_info=True)
 
 
+_KINDS: dict[type, Kind] = {}  # the SDK's model and stream classes: their kind, once per class
+
+
 class OpenAIEndpoint(Endpoint):
     provider = "openai"
-    _usage_of: Callable[[Any, Any, Any, Any], Usage | None] = staticmethod(chat_usage)
+    # usage of a complete response: a function of the response alone (no bound-method frame)
+    usage: Callable[[Any], Usage | None] = staticmethod(  # type: ignore[assignment]
+        functools.partial(response_usage, CHAT_FIELDS))
 
     def __init__(self, name: str) -> None:
         self.name = name
 
     def kind(self, result: Any) -> Kind:
+        kind = _KINDS.get(type(result))
+        if kind is not None:
+            return kind
         t = _sdk or sdk()
         if isinstance(result, t.model):
-            return "response"
-        if isinstance(result, t.streams):
-            return "stream"
-        if hasattr(result, "http_response") and hasattr(result, "parse"):
+            kind = "response"
+        elif isinstance(result, t.streams):
+            kind = "stream"
+        elif hasattr(result, "http_response") and hasattr(result, "parse"):
             return "raw"  # .with_raw_response (LegacyAPIResponse) / .with_streaming_response (APIResponse)
-        return "response"
-
-    def usage(self, response: Any) -> Usage | None:
-        f = fields_of(response)
-        return self._usage_of(f("usage"), f("model"), f("id"), f("service_tier"))
+        else:
+            return "response"
+        _KINDS[type(result)] = kind
+        return kind
 
     def parse_raw(self, raw: Any) -> Any:
         """A ``.with_raw_response`` result of a non-streaming call has its body read already: its
@@ -319,7 +333,7 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 class ResponsesEndpoint(OpenAIEndpoint):
     """Responses API (create, parse, the stream helper's create). Nothing to inject."""
 
-    _usage_of = staticmethod(responses_usage)
+    usage = staticmethod(functools.partial(response_usage, RESPONSES_FIELDS))
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         return ResponsesReducer(self.provider, kwargs)

@@ -15,7 +15,7 @@ from typing import Any
 from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count, usage_of
 from ._base import fields_of, read_field
 
-__all__ = ["chat_usage", "get", "responses_usage"]
+__all__ = ["CHAT_FIELDS", "RESPONSES_FIELDS", "chat_usage", "get", "response_usage", "responses_usage"]
 
 
 class _Invalid(Exception):
@@ -54,10 +54,31 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f: str,
-           odet_f: str, service_tier: Any) -> Usage | None:
+#: the fields of a usage object: input, output, their details objects
+CHAT_FIELDS = ("prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details")
+RESPONSES_FIELDS = ("input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details")
+
+
+def response_usage(names: tuple[str, str, str, str], response: Any) -> Usage | None:
+    """Usage of a complete response (the SDK's model, or its body read as JSON) whose usage object
+    has the fields ``names`` (:data:`CHAT_FIELDS`, :data:`RESPONSES_FIELDS`). The SDK's models are
+    read from their ``__dict__`` (two frames in all); anything else by name, by the same rules."""
+    try:
+        if response.__pydantic_extra__:
+            raise TypeError
+        d = response.__dict__
+        u, model, rid, tier = d["usage"], d.get("model"), d.get("id"), d.get("service_tier")
+    except (AttributeError, KeyError, TypeError):
+        f = fields_of(response)
+        u, model, rid, tier = f("usage"), f("model"), f("id"), f("service_tier")
+    return _usage(u, model, rid, tier, names)
+
+
+def _usage(u: Any, model: Any, response_id: Any, service_tier: Any,
+           names: tuple[str, str, str, str]) -> Usage | None:
     if u is None:
         return None
+    inp_f, out_f, idet_f, odet_f = names
     try:  # the SDK's own models (pydantic 2), declared fields only, valid counts: in this frame
         if not u.__pydantic_extra__:
             d = u.__dict__
@@ -69,14 +90,15 @@ def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f:
                 idet = d.get(idet_f)
                 odet = d.get(odet_f)
                 if (idet is None or not idet.__pydantic_extra__) and (odet is None or not odet.__pydantic_extra__):
-                    cached = cache_write = audio_in = reasoning = audio_out = None
-                    if idet is not None:
+                    cached = cache_write = audio_in = reasoning = audio_out = 0
+                    if idet is not None:  # (`or 0`: None and the falsy values _detail reads as 0)
                         dd = idet.__dict__
-                        cached, cache_write, audio_in = (
-                            dd.get("cached_tokens"), dd.get("cache_write_tokens"), dd.get("audio_tokens"))
+                        cached, cache_write, audio_in = (dd.get("cached_tokens") or 0,
+                                                         dd.get("cache_write_tokens") or 0,
+                                                         dd.get("audio_tokens") or 0)
                     if odet is not None:
                         dd = odet.__dict__
-                        reasoning, audio_out = dd.get("reasoning_tokens"), dd.get("audio_tokens")
+                        reasoning, audio_out = dd.get("reasoning_tokens") or 0, dd.get("audio_tokens") or 0
                     # a detail: a valid count, else 0 (as _details)
                     return usage_of(("openai", model if isinstance(model, str) else None, inp, out, total,
                                      cached if type(cached) is int and 0 <= cached < _MAX_UNITS else _detail(cached),
@@ -117,11 +139,9 @@ def _usage(u: Any, model: Any, response_id: Any, inp_f: str, out_f: str, idet_f:
 def chat_usage(u: Any, model: Any, response_id: Any, service_tier: Any = None) -> Usage | None:
     """``CompletionUsage`` (chat, legacy completions, their chunks) and embeddings' ``Usage``:
     ``prompt_tokens`` include cached tokens, ``completion_tokens`` include reasoning tokens."""
-    return _usage(u, model, response_id, "prompt_tokens", "completion_tokens",
-                  "prompt_tokens_details", "completion_tokens_details", service_tier)
+    return _usage(u, model, response_id, service_tier, CHAT_FIELDS)
 
 
 def responses_usage(u: Any, model: Any, response_id: Any, service_tier: Any = None) -> Usage | None:
     """``ResponseUsage``: ``input_tokens`` include cached, ``output_tokens`` include reasoning."""
-    return _usage(u, model, response_id, "input_tokens", "output_tokens",
-                  "input_tokens_details", "output_tokens_details", service_tier)
+    return _usage(u, model, response_id, service_tier, RESPONSES_FIELDS)
