@@ -1,6 +1,6 @@
 """Instructions a metered call adds, counted by valgrind's callgrind (robust to a loaded machine).
 
-    python benchmarks/callgrind_overhead.py [--calls 100] [--ops chat,messages,...] [--annotate]
+    python benchmarks/callgrind_overhead.py [--calls 100] [--ops chat,messages,...] [--annotate] [--cache-sim]
 
 Runs ONE process under ``valgrind --tool=callgrind`` with collection off, except inside
 ``functools.reduce`` (``--toggle-collect``), and a profile dump after each ``reduce`` call: each
@@ -24,6 +24,12 @@ calling thread enters ``reduce``): the reporter thread's share of the work is no
 figures (``attribute_overhead.py`` measures it in CPU time). The garbage collector is paused
 inside each block (and run between blocks): a collection's cost would otherwise land on
 whichever block crosses a threshold, some tens of thousands of instructions per call of noise.
+
+``--cache-sim`` adds callgrind's cache and branch-predictor simulation (about twice as slow) and a
+second table of estimated cycles per call: instructions weighted by the L1 and last-level misses and
+mispredicted branches they cause. The metered call's own code runs once per call between the SDK's
+parts, with caches the SDK has just filled with its own data: by instructions alone it looks cheaper
+than it runs. The estimate does not depend on the machine's load either.
 
 Printed: instructions per call for each operation and variant, the ratio to bare, and (with
 ``--annotate``) the functions of ours that the patched and wrap() blocks spend the most in.
@@ -423,12 +429,31 @@ def _other_clients(words: int, ops: list[str]) -> dict[str, object]:
     return out
 
 
-def _total(path: str) -> int:
+def _events(path: str) -> dict[str, int]:
+    """The dump's totals by event name (``Ir``; with the cache simulation also the L1 / last-level
+    misses and the branch mispredictions)."""
+    names: list[str] = []
     with open(path) as f:
         for line in f:
+            if line.startswith("events:"):
+                names = line.split()[1:]
             if line.startswith("summary:") or line.startswith("totals:"):
-                return int(line.split()[1])
+                return dict(zip(names, (int(x) for x in line.split()[1:]), strict=False))
     raise ValueError(f"no totals in {path}")
+
+
+def _total(path: str) -> int:
+    return _events(path)["Ir"]
+
+
+def _cycles(path: str) -> int:
+    """An estimate of the cycles, with KCachegrind's weights (``Ir + 10 * (L1 misses + branch
+    mispredictions) + 100 * last-level misses``): the instructions, plus what running them with
+    cold caches and predictors costs."""
+    e = _events(path)
+    l1 = e["I1mr"] + e["D1mr"] + e["D1mw"]
+    last = e["ILmr"] + e["DLmr"] + e["DLmw"]
+    return e["Ir"] + 10 * (l1 + e["Bcm"] + e["Bim"]) + 100 * last
 
 
 def _ours(path: str, top: int) -> str:
@@ -444,6 +469,8 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=20)
     ap.add_argument("--ops", default="chat,achat,responses,aresponses,messages,amessages")
     ap.add_argument("--annotate", action="store_true")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="also simulate the caches and branch predictors: estimated cycles per call")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     ops = [o for o in args.ops.split(",") if o]
@@ -457,6 +484,7 @@ def main() -> None:
     out = os.path.join(work, "cg.out")
     cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
            "--dump-after=functools_reduce", f"--callgrind-out-file={out}",
+           *(["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim else []),
            sys.executable, __file__, "--inner", "--calls", str(args.calls), "--warm", str(args.warm),
            "--ops", ",".join(ops)]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
@@ -470,10 +498,13 @@ def main() -> None:
     if len(dumps) != len(blocks):
         raise SystemExit(f"{len(dumps)} dumps for {len(blocks)} blocks (another functools.reduce ran)")
     per: dict[str, dict[str, float]] = {}
+    cycles: dict[str, dict[str, float]] = {}
     files: dict[tuple[str, str], str] = {}
     for block, path in zip(blocks, dumps, strict=True):
         variant, label = block.split("|", 1)
         per.setdefault(label, {})[variant] = _total(path) / args.calls
+        if args.cache_sim:
+            cycles.setdefault(label, {})[variant] = _cycles(path) / args.calls
         files[(variant, label)] = path
     print(f"callgrind instructions per call ({args.calls} calls per block after {args.warm} warm-up; "
           "durable store on)\n")
@@ -483,6 +514,15 @@ def main() -> None:
         b = v["bare"]
         cells = [f"{b / 1e6:.3f} M"] + [f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" for x in ("patched", "wrap()")]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if cycles:
+        print("\nestimated cycles per call (callgrind's cache and branch simulation, KCachegrind's weights: "
+              "Ir + 10 * (L1 misses + mispredicted branches) + 100 * last-level misses)\n")
+        print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
+        print("|---|---:|---:|---:|")
+        for label, v in cycles.items():
+            b = v["bare"]
+            cells = [f"{b / 1e6:.3f} M"] + [f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" for x in ("patched", "wrap()")]
+            print(f"| {label} | " + " | ".join(cells) + " |")
     streams = sorted({lbl.rsplit(" ", 1)[0] for lbl in per if " " in lbl})
     for s in streams:
         lo, hi = per[f"{s} {STREAM_WORDS[0]}"], per[f"{s} {STREAM_WORDS[1]}"]

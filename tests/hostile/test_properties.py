@@ -260,7 +260,7 @@ def test_anthropic_usage_from_the_sdk_model_equals_usage_from_its_json(raw: dict
     from anthropic.types import Message
 
     body = {"id": "msg_1", "type": "message", "role": "assistant", "model": model, "content": [],
-            "usage": raw, **({"container": None, "not_declared": 1} if extra else {})}
+            "usage": raw, **({"container": None, "not_declared": 1, "store": True} if extra else {})}
     parsed = anthropic_models.construct_type(type_=Message, value=body)
     assert message_usage(parsed) == message_usage(_as_json(parsed))
 
@@ -316,3 +316,28 @@ def test_openai_usage_from_the_sdk_models_equals_usage_from_their_json(chat: dic
     resp_model = openai_models.construct_type(type_=ResponseUsage, value=resp)
     assert responses_usage(resp_model, model, "id", tier) == responses_usage(_as_json(resp_model), model, "id",
                                                                              tier)
+
+
+@given(st.one_of(openai_chat, _openai_sound("prompt_tokens", "completion_tokens", "prompt_tokens_details",
+                                             "completion_tokens_details")),
+       st.one_of(openai_responses, _openai_sound("input_tokens", "output_tokens", "input_tokens_details",
+                                                  "output_tokens_details")),
+       st.one_of(st.just("gpt"), wire_number), st.one_of(st.just("flex"), st.none(), wire_number),
+       st.fixed_dictionaries({}, optional={"store": st.booleans(), "not_declared": wire_number}))
+@example({"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}, {"input_tokens": 1,
+         "output_tokens": 0, "total_tokens": 1}, "gpt", "flex", {"store": True})
+def test_openai_usage_of_a_whole_response_from_the_sdk_model_equals_its_json(
+        chat: dict[str, Any], resp: dict[str, Any], model: Any, tier: Any, extra: dict[str, Any]) -> None:
+    """A complete response read in one frame (``response_usage``), also with fields the SDK's model
+    does not declare (a real response's ``store``), agrees with its JSON body read by name."""
+    openai_models = pytest.importorskip("openai._models")
+    from openai.types.chat import ChatCompletion
+    from openai.types.responses import Response
+
+    from aerostack_meter.providers._openai_usage import CHAT_FIELDS, RESPONSES_FIELDS, response_usage
+
+    for cls, names, usage in ((ChatCompletion, CHAT_FIELDS, chat), (Response, RESPONSES_FIELDS, resp)):
+        body = {"id": "r_1", "object": "x", "created": 1, "model": model, "usage": usage,
+                **({"service_tier": tier} if tier is not None else {}), **extra}
+        parsed = openai_models.construct_type(type_=cls, value=body)
+        assert response_usage(names, parsed) == response_usage(names, _as_json(parsed))

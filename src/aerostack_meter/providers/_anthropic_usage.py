@@ -22,6 +22,11 @@ Counts = dict[str, Any]  # field -> int, plus "server_tool_use" -> dict, "compac
 _FIELDS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens", "output_tokens")
 _START_REQUIRED = ("input_tokens", "output_tokens")
 DELTA_REQUIRED = ("output_tokens",)  # a message_delta must say its cumulative output
+# What the readers read of a message and of its usage: an extra field (one the SDK's model does
+# not declare) by another name cannot change the result, so the one-frame path takes it too.
+_MESSAGE_READ = frozenset({"usage", "model", "id"})
+_USAGE_READ = frozenset({*_FIELDS, "output_tokens_details", "cache_creation", "service_tier",
+                         "server_tool_use", "iterations"})
 
 
 _get = read_field
@@ -143,13 +148,15 @@ def message_usage(message: Any) -> Usage | None:
 
     The SDK's own models with the common fields (the four counts, the cache TTL breakdown, the
     service tier) are read straight from their ``__dict__`` in one frame; anything else (a dict,
-    extra fields, thinking, server tools, iterations, a value that is not a plain count) takes the
+    extra fields by a name it reads, thinking, server tools, iterations, a value that is not a plain count) takes the
     general path below, which gives the same result."""
     try:
-        if not message.__pydantic_extra__:
+        extra = message.__pydantic_extra__
+        if not extra or _MESSAGE_READ.isdisjoint(extra):  # (extras it does not read change nothing)
             md = message.__dict__
             u = md["usage"]
-            if not u.__pydantic_extra__:
+            extra = u.__pydantic_extra__
+            if not extra or _USAGE_READ.isdisjoint(extra):
                 ud = u.__dict__
                 fresh = ud["input_tokens"]
                 out = ud["output_tokens"]
@@ -165,7 +172,8 @@ def message_usage(message: Any) -> Usage | None:
                     one_h = 0
                 if (type(fresh) is int and type(out) is int and type(write) is int and type(read) is int
                         and type(one_h) is int and fresh >= 0 and out >= 0 and write >= 0 and read >= 0
-                        and 0 <= one_h < _MAX_UNITS and (cc is None or not cc.__pydantic_extra__)
+                        and 0 <= one_h < _MAX_UNITS and (cc is None or not cc.__pydantic_extra__
+                                                             or "ephemeral_1h_input_tokens" not in cc.__pydantic_extra__)
                         and ud.get("output_tokens_details") is None and ud.get("server_tool_use") is None
                         and ud.get("iterations") is None):
                     inp = fresh + write + read

@@ -57,6 +57,12 @@ def _str(value: Any) -> str | None:
 #: the fields of a usage object: input, output, their details objects
 CHAT_FIELDS = ("prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details")
 RESPONSES_FIELDS = ("input_tokens", "output_tokens", "input_tokens_details", "output_tokens_details")
+# What the readers read of each object: an extra field (one the SDK's model does not declare) by
+# another name cannot change the result, so the models' one-frame path takes such an object too.
+_RESPONSE_READ = frozenset({"usage", "model", "id", "service_tier"})
+_READ = {names: frozenset({*names, "total_tokens"}) for names in (CHAT_FIELDS, RESPONSES_FIELDS)}
+_IDET_READ = frozenset({"cached_tokens", "cache_write_tokens", "audio_tokens"})
+_ODET_READ = frozenset({"reasoning_tokens", "audio_tokens"})
 
 
 def response_usage(names: tuple[str, str, str, str], response: Any) -> Usage | None:
@@ -64,7 +70,8 @@ def response_usage(names: tuple[str, str, str, str], response: Any) -> Usage | N
     has the fields ``names`` (:data:`CHAT_FIELDS`, :data:`RESPONSES_FIELDS`). The SDK's models are
     read from their ``__dict__`` (two frames in all); anything else by name, by the same rules."""
     try:
-        if response.__pydantic_extra__:
+        extra = response.__pydantic_extra__
+        if extra and not _RESPONSE_READ.isdisjoint(extra):  # (extras it does not read change nothing)
             raise TypeError
         d = response.__dict__
         u, model, rid, tier = d["usage"], d.get("model"), d.get("id"), d.get("service_tier")
@@ -80,7 +87,8 @@ def _usage(u: Any, model: Any, response_id: Any, service_tier: Any,
         return None
     inp_f, out_f, idet_f, odet_f = names
     try:  # the SDK's own models (pydantic 2), declared fields only, valid counts: in this frame
-        if not u.__pydantic_extra__:
+        extra = u.__pydantic_extra__
+        if not extra or _READ[names].isdisjoint(extra):
             d = u.__dict__
             inp = d[inp_f]
             out = d[out_f]
@@ -89,7 +97,9 @@ def _usage(u: Any, model: Any, response_id: Any, service_tier: Any,
                     and 0 <= out < _MAX_UNITS and 0 <= total < _MAX_UNITS):
                 idet = d.get(idet_f)
                 odet = d.get(odet_f)
-                if (idet is None or not idet.__pydantic_extra__) and (odet is None or not odet.__pydantic_extra__):
+                if ((idet is None or not idet.__pydantic_extra__ or _IDET_READ.isdisjoint(idet.__pydantic_extra__))
+                        and (odet is None or not odet.__pydantic_extra__
+                             or _ODET_READ.isdisjoint(odet.__pydantic_extra__))):
                     cached = cache_write = audio_in = reasoning = audio_out = 0
                     if idet is not None:  # (`or 0`: None and the falsy values _detail reads as 0)
                         dd = idet.__dict__
