@@ -334,7 +334,11 @@ def test_openai_usage_of_a_whole_response_from_the_sdk_model_equals_its_json(
     from openai.types.chat import ChatCompletion
     from openai.types.responses import Response
 
-    from aerostack_meter.providers._openai_usage import CHAT_FIELDS, RESPONSES_FIELDS, response_usage
+    from aerostack_meter.providers._openai_usage import (
+        CHAT_FIELDS,
+        RESPONSES_FIELDS,
+        response_usage,
+    )
 
     for cls, names, usage in ((ChatCompletion, CHAT_FIELDS, chat), (Response, RESPONSES_FIELDS, resp)):
         body = {"id": "r_1", "object": "x", "created": 1, "model": model, "usage": usage,

@@ -148,8 +148,8 @@ def message_usage(message: Any) -> Usage | None:
 
     The SDK's own models with the common fields (the four counts, the cache TTL breakdown, the
     service tier) are read straight from their ``__dict__`` in one frame; anything else (a dict,
-    extra fields by a name it reads, thinking, server tools, iterations, a value that is not a plain count) takes the
-    general path below, which gives the same result."""
+    an extra field by a name it reads, thinking, server tools, iterations, a value that is not a
+    plain count) takes the general path below, which gives the same result."""
     try:
         extra = message.__pydantic_extra__
         if not extra or _MESSAGE_READ.isdisjoint(extra):  # (extras it does not read change nothing)
