@@ -3,6 +3,9 @@
 The proxy forwards every attribute; the resource paths a provider lists (``chat.completions``,
 ``messages``, their ``with_raw_response`` variants, ...) come back as proxies whose listed methods
 are metered. ``isinstance`` checks and static types are kept (``wrap`` returns the client's type).
+A listed resource's proxy is made on its first read and kept: a resource assigned through the proxy
+replaces it; one replaced on the client behind the proxy is not seen (its methods are: a method
+replaced on a resource or its class gets a new wrapper on its next read).
 """
 
 from __future__ import annotations
