@@ -366,6 +366,7 @@ class Journal:
         for fd in (self._rfd, self._lock_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self._rfd = self._lock_fd = -1  # closed: never closed again (the numbers get reused)
 
     def reopen(self) -> None:
         """After ``close()``: a new identity and segment in the same directory."""
@@ -374,10 +375,14 @@ class Journal:
     def after_fork(self) -> None:
         """In a forked child: our own identity and files (the parent keeps its lock, journal and
         mapping: the child never writes into the parent's mapping; the inherited descriptors are
-        closed in the child only, or re-pointed by ``dup2``)."""
+        closed in the child only, or re-pointed by ``dup2``). A closed journal (its meter shut
+        down) gets nothing: its descriptors were closed already, and their numbers may name other
+        files by now (the child's own); ``reopen()`` makes it a new identity if it is used again."""
         self._wlock = threading.RLock()  # a lock another thread held at the fork stays held
         self.reading = False
         self._mm = None  # the parent's mapping: unmapped in the child when its object goes
+        if self.closed:
+            return
         for _path, rfd, _pos, _since in self._retiring:
             with contextlib.suppress(OSError):
                 os.close(rfd)

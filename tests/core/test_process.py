@@ -9,6 +9,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -233,3 +234,38 @@ def test_fork_that_skips_python_fork_hooks_is_caught_by_the_pid_check() -> None:
         assert proc.returncode == 0, proc.stderr
         assert gw.units_by_consumer() == {"parent": 5, "child": 7}
         assert len(gw.accepted()) == 2
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_after_shutdown_closes_none_of_the_childs_files(tmp_path: Path) -> None:
+    """A meter shut down before the fork (still alive: its at-fork hook runs in the child) closed its
+    journal's descriptors; their numbers are free, and the next files opened take them. The child's
+    hook must leave them alone, and make no files for the closed journal: closing a number twice
+    closes whatever file has it now (here the pipe the child reports through)."""
+    with standin_server() as gw:
+        m = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
+        m.log("before", 3)
+        assert m.flush(5)
+        m.shutdown()
+        before = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())
+        r, w = os.pipe()  # the lowest free numbers: the journal's closed ones
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.close(r)
+                os.write(w, b"child ok")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        with os.fdopen(r, "rb") as f:
+            said = f.read()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert said == b"child ok"
+        assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == before
+        m.log("after", 4)  # a shut-down meter starts again when used (a new journal)
+        assert m.flush(5)
+        m.shutdown()
+        assert gw.units_by_consumer() == {"before": 3, "after": 4}
