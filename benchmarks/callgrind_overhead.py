@@ -466,6 +466,16 @@ def _ours(path: str, top: int) -> str:
     return "\n".join(keep[:top])
 
 
+def _table(per: dict[str, dict[str, float]]) -> None:
+    """One row per call: the bare figure, then what patched and wrap() add to it, and the ratios."""
+    print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
+    print("|---|---:|---:|---:|")
+    for label, v in per.items():
+        b = v["bare"]
+        cells = [f"{b / 1e6:.3f} M"] + [f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" for x in ("patched", "wrap()")]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=100)
@@ -511,21 +521,11 @@ def main() -> None:
         files[(variant, label)] = path
     print(f"callgrind instructions per call ({args.calls} calls per block after {args.warm} warm-up; "
           "durable store on)\n")
-    print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
-    print("|---|---:|---:|---:|")
-    for label, v in per.items():
-        b = v["bare"]
-        cells = [f"{b / 1e6:.3f} M"] + [f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" for x in ("patched", "wrap()")]
-        print(f"| {label} | " + " | ".join(cells) + " |")
+    _table(per)
     if cycles:
         print("\nestimated cycles per call (callgrind's cache and branch simulation, KCachegrind's weights: "
               "Ir + 10 * (L1 misses + mispredicted branches) + 100 * last-level misses)\n")
-        print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
-        print("|---|---:|---:|---:|")
-        for label, v in cycles.items():
-            b = v["bare"]
-            cells = [f"{b / 1e6:.3f} M"] + [f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" for x in ("patched", "wrap()")]
-            print(f"| {label} | " + " | ".join(cells) + " |")
+        _table(cycles)
     streams = sorted({lbl.rsplit(" ", 1)[0] for lbl in per if " " in lbl})
     for s in streams:
         lo, hi = per[f"{s} {STREAM_WORDS[0]}"], per[f"{s} {STREAM_WORDS[1]}"]
