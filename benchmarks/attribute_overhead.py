@@ -1,8 +1,11 @@
 """Where a metered non-streaming call's added time goes: the caller's thread or the reporter's.
 
-    python benchmarks/attribute_overhead.py [--rounds 8] [--calls 100] [--profile]
+    python benchmarks/attribute_overhead.py [--rounds 8] [--calls 100] [--ops chat,...] [--profile]
 
-Real SDKs on an in-process ``MockTransport`` (the peers' canned bodies), the default durable store
+Real SDKs on an in-process ``MockTransport`` (the peers' canned bodies; Gemini, Bedrock and Mistral
+the mock LLM server's own bodies, as ``callgrind_overhead.py`` builds them: Bedrock through a
+botocore ``before-send`` handler, its patched client built after ``instrument()`` as in an
+application that calls ``init()`` first), the default durable store
 on (a journal in a temporary ``state_dir``), the reporter running into a sink that drops batches.
 ``bare``, ``patched`` (``instrument()``) and ``wrap()`` blocks are interleaved round by round; each
 block records the process CPU time and the calling thread's CPU time, so
@@ -13,7 +16,9 @@ block records the process CPU time and the calling thread's CPU time, so
 
 Figures are medians over rounds of the per-call means, in µs, with ratios to ``bare``. CPU time
 is what a loaded shared machine disturbs least; the load average is printed with the figures.
-``--profile`` adds a cProfile table of patched ``chat.completions.create`` calls (our functions
+``--ops`` picks the calls (default: the OpenAI and Anthropic ones): ``chat``, ``achat``,
+``responses``, ``aresponses``, ``messages``, ``amessages``, ``gemini``, ``agemini``, ``converse``,
+``invoke_model``, ``mistral``, ``amistral`` (``new``: the last six). ``--profile`` adds a cProfile table of patched ``chat.completions.create`` calls (our functions
 only, per call). Prints only; nothing is written.
 """
 
@@ -40,6 +45,7 @@ import httpx2
 import openai
 from _peers_worker import MSGS, anthropic_options, make_handler
 from _timing import DurableNullSink
+from callgrind_overhead import BEDROCK_MODEL, BEDROCK_MSGS, NEW, _new_clients
 
 import aerostack_meter as am
 
@@ -64,7 +70,7 @@ def _clients(handler: Any) -> dict[str, Any]:
 Op = Callable[[Any, int], None]
 
 
-def _ops(loop: asyncio.AbstractEventLoop) -> dict[str, tuple[str, Op]]:
+def _ops(loop: asyncio.AbstractEventLoop) -> dict[str, tuple[str, str, Op]]:
     def chat(c: Any, n: int) -> None:
         for _ in range(n):
             c.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
@@ -85,16 +91,34 @@ def _ops(loop: asyncio.AbstractEventLoop) -> dict[str, tuple[str, Op]]:
             loop.run_until_complete(many())
         return op
 
+    def sync(body: Callable[[Any], Any]) -> Op:
+        def op(c: Any, n: int) -> None:
+            for _ in range(n):
+                body(c)
+        return op
+
     return {
-        "OpenAI chat, sync": ("openai", chat),
-        "OpenAI chat, async": ("aopenai", run_async(
+        "chat": ("OpenAI chat, sync", "openai", chat),
+        "achat": ("OpenAI chat, async", "aopenai", run_async(
             lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MSGS))),
-        "OpenAI responses, sync": ("openai", responses),
-        "OpenAI responses, async": ("aopenai", run_async(
+        "responses": ("OpenAI responses, sync", "openai", responses),
+        "aresponses": ("OpenAI responses, async", "aopenai", run_async(
             lambda c: c.responses.create(model="gpt-4o-mini", input="Say hello."))),
-        "Anthropic messages, sync": ("anthropic", messages),
-        "Anthropic messages, async": ("aanthropic", run_async(
+        "messages": ("Anthropic messages, sync", "anthropic", messages),
+        "amessages": ("Anthropic messages, async", "aanthropic", run_async(
             lambda c: c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS))),
+        "gemini": ("Gemini generate_content, sync", "gemini", sync(
+            lambda c: c.models.generate_content(model="gemini-2.5-flash", contents="Say hello."))),
+        "agemini": ("Gemini generate_content, async", "gemini", run_async(
+            lambda c: c.aio.models.generate_content(model="gemini-2.5-flash", contents="Say hello."))),
+        "converse": ("Bedrock converse", "bedrock", sync(
+            lambda c: c.converse(modelId=BEDROCK_MODEL, messages=BEDROCK_MSGS))),
+        "invoke_model": ("Bedrock invoke_model", "bedrock", sync(lambda c: c.invoke_model(
+            modelId=BEDROCK_MODEL, body=b'{"messages": [], "max_tokens": 10}')["body"].read())),
+        "mistral": ("Mistral chat.complete, sync", "mistral", sync(
+            lambda c: c.chat.complete(model="mistral-small-latest", messages=MSGS))),
+        "amistral": ("Mistral chat.complete_async", "mistral", run_async(
+            lambda c: c.chat.complete_async(model="mistral-small-latest", messages=MSGS))),
     }
 
 
@@ -111,21 +135,37 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--calls", type=int, default=100)
+    ap.add_argument("--ops", default="chat,achat,responses,aresponses,messages,amessages",
+                    help="comma-separated calls; 'new': Gemini, Bedrock and Mistral")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
+    chosen = [o for o in args.ops.replace("new", ",".join(NEW)).split(",") if o]
     state = tempfile.mkdtemp(prefix="aerostack-attr-")
     am.init(sink=DurableNullSink(), api_id="api_bench", default_consumer_id="bench", state_dir=state)
     print(f"durable: {am.stats().durable}; load before "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     loop = asyncio.new_event_loop()
+    every = _ops(loop)
+    unknown = [o for o in chosen if o not in every]
+    if unknown:
+        ap.error(f"unknown ops {unknown}; known: {', '.join(every)}")
+    ops = {every[o][0]: every[o][1:] for o in chosen}
+    am.uninstrument()  # the bare clients are built, and first called, before anything is patched
     clients = _clients(make_handler())
+    for key in sorted({NEW[o] for o in chosen if o in NEW}):
+        clients[key] = _new_clients(key)
     wrapped = {k: am.wrap(v) for k, v in clients.items()}
-    ops = _ops(loop)
+    patched = dict(clients)
+    if "bedrock" in clients:  # botocore meters a client at the class it builds after init()
+        am.instrument(("bedrock",))
+        patched["bedrock"] = _new_clients("bedrock")
+        am.uninstrument()
     variants = ("bare", "patched", "wrap()")
     got: dict[str, dict[str, list[tuple[float, float, float]]]] = {k: {v: [] for v in variants} for k in ops}
     for key, op in ops.values():  # warm-up: lazy SDK imports, first-call caches
-        am.instrument()
         op(clients[key], 20)
+        am.instrument()
+        op(patched[key], 20)
         am.uninstrument()
         op(clients[key], 20)
         op(wrapped[key], 20)
@@ -134,9 +174,13 @@ def main() -> None:
         for variant in order:
             (am.instrument if variant == "patched" else am.uninstrument)()
             for name, (key, op) in ops.items():
-                c = wrapped[key] if variant == "wrap()" else clients[key]
+                c = (wrapped if variant == "wrap()" else patched if variant == "patched" else clients)[key]
                 got[name][variant].append(_block(op, c, args.calls))
     am.uninstrument()
+    assert am.flush(30)
+    st = am.stats()  # every patched and wrap() call metered, exactly
+    assert st.usage_missing == 0 and st.internal_errors == 0 and not st.events_estimated, st
+    assert st.calls_metered >= 2 * args.rounds * args.calls * len(ops), st.calls_metered
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\n{args.rounds} rounds x {args.calls} calls; load after {load}; µs per call (CPU time)\n")
     print("| call | bare process | patched: process, ratio | caller | reporter | wrap(): process, ratio "

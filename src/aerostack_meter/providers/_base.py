@@ -71,7 +71,17 @@ from .._log import log_once
 from .._usage import Usage
 from .._wrapping import PatchSet, Target, make_routed_wrapper, make_wrapper
 
-__all__ = ["Provider", "ReaderEndpoint", "ReaderReducer", "Target", "fields_of", "in_range", "read_field"]
+__all__ = [
+    "Provider",
+    "ReaderEndpoint",
+    "ReaderReducer",
+    "Target",
+    "fields_of",
+    "in_range",
+    "metered_method",
+    "method_target",
+    "read_field",
+]
 
 UsageReader = Callable[[Any], "Usage | None"]
 
@@ -145,6 +155,36 @@ class Provider:
             log_once(f"version:{self.name}:{version}", logging.WARNING,
                      "aerostack_meter: %s %s is outside the tested range %s; metering it anyway "
                      "(surfaces are detected at run time)", self.distribution, version, self.versions)
+
+
+def metered_method(original: Callable[..., Any], meter: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
+    """A method that meters its call: a plain function in the class in place of ``original``
+    (bound like any method), calling ``meter``, a :func:`make_wrapper` wrapper, with the original
+    bound to the instance. Not a ``wrapt`` wrapper, which is bound anew on every attribute read and
+    re-packs the arguments (~1 µs per call more, measured on the SDKs' per-request methods).
+    ``__wrapped__``, name and docstring are the original's; an ``async def`` stays one."""
+    from .._wrapping import plain_replacement
+
+    bind = original.__get__
+    metered: Callable[..., Any]
+    if is_async:
+        async def metered(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return await meter(bind(self), self, args, kwargs)
+    else:
+        def metered(self: Any, *args: Any, **kwargs: Any) -> Any:
+            return meter(bind(self), self, args, kwargs)
+    return plain_replacement(metered, original)
+
+
+def method_target(module: str, path: str, endpoint: Endpoint, is_async: bool,
+                  returns: Kind | None = None) -> Target:
+    """A :class:`Target` for a metered method of a class (a plain function, as the SDKs define
+    their methods), replaced by :func:`metered_method`."""
+
+    def plain(get_meter: Callable[[], Any], original: Callable[..., Any]) -> Callable[..., Any]:
+        return metered_method(original, make_wrapper(endpoint, is_async, get_meter, None, returns), is_async)
+
+    return Target(module, path, endpoint, is_async, returns, plain=plain)
 
 
 _NUM = re.compile(r"\d+")

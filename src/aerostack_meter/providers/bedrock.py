@@ -35,7 +35,7 @@ from .._call import Endpoint, Kind, Reducer
 from .._estimate import estimate_input_tokens
 from .._global import get_meter as _get_meter
 from .._usage import Usage
-from ._base import Provider, ReaderReducer, Target
+from ._base import Provider, ReaderReducer, Target, metered_method
 from ._bedrock_usage import (
     chunk_reading,
     chunk_text_chars,
@@ -194,33 +194,17 @@ def _getter() -> Any:
 
 
 def _on_client_class(class_attributes: dict[str, Any], **_: Any) -> None:
-    """botocore's ``creating-client-class`` handler: wrap the four methods of the class."""
-    from .._wrapping import MeterWrapper, is_async_callable, is_ours, make_wrapper
+    """botocore's ``creating-client-class`` handler: wrap the four methods of the class (plain
+    functions in the class botocore builds: :func:`metered_method`)."""
+    from .._wrapping import is_async_callable, is_ours, make_wrapper
 
     for call in _CALLS:
         method = class_attributes.get(call.name)
         if method is None or is_ours(method):
             continue
-        if is_async_callable(method):  # a botocore-based async SDK builds the class
-            class_attributes[call.name] = MeterWrapper(
-                method, make_wrapper(call, True, _getter, returns=call.returns))
-        else:
-            class_attributes[call.name] = _metered(method, make_wrapper(call, False, _getter,
-                                                                        returns=call.returns))
-
-
-def _metered(method: Any, meter: Callable[..., Any]) -> Any:
-    """A client class's method that meters its call: a plain function (bound like any method of
-    the class), not a ``wrapt`` wrapper bound anew on every attribute read (~8 k instructions per
-    call). ``__wrapped__``, name and docstring are botocore's."""
-    from .._wrapping import plain_replacement
-
-    bind = method.__get__
-
-    def metered(self: Any, *args: Any, **kwargs: Any) -> Any:
-        return meter(bind(self), self, args, kwargs)
-
-    return plain_replacement(metered, method)
+        is_async = is_async_callable(method)  # a botocore-based async SDK builds the class
+        class_attributes[call.name] = metered_method(
+            method, make_wrapper(call, is_async, _getter, returns=call.returns), is_async)
 
 
 class _ClientClassProvider(Provider):

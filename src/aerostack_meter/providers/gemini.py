@@ -20,7 +20,7 @@ from .._call import Reducer
 from .._estimate import estimate_input_tokens, tokens_from_chars
 from .._usage import Usage
 from .._wrap import HELPER
-from ._base import Provider, ReaderEndpoint, Target, read_field
+from ._base import Provider, ReaderEndpoint, Target, method_target, read_field
 from ._gemini_usage import (
     Counts,
     build_usage,
@@ -166,9 +166,9 @@ _MODELS = "google.genai.models"
 def _targets() -> list[Target]:
     out = []
     for cls, is_async in (("Models", False), ("AsyncModels", True)):
-        out.append(Target(_MODELS, f"{cls}._generate_content", GENERATE, is_async, "response"))
-        out.append(Target(_MODELS, f"{cls}._generate_content_stream", GENERATE_STREAM, is_async,
-                          "stream"))
+        out.append(method_target(_MODELS, f"{cls}._generate_content", GENERATE, is_async, "response"))
+        out.append(method_target(_MODELS, f"{cls}._generate_content_stream", GENERATE_STREAM, is_async,
+                                 "stream"))
     return out
 
 

@@ -16,7 +16,7 @@ import importlib.util
 from typing import Any
 
 from .._wrap import HELPER
-from ._base import Provider, ReaderEndpoint, Target
+from ._base import Provider, ReaderEndpoint, Target, method_target
 from ._mistral_usage import chunk_chars, chunk_usage, response_usage
 
 __all__ = ["PROVIDER"]
@@ -41,10 +41,10 @@ def _targets() -> list[Target]:
     for prefix in ("mistralai.client.", "mistralai."):
         for module, cls, complete, stream in _RESOURCES:
             out += [
-                Target(prefix + module, f"{cls}.complete", complete, False, "response"),
-                Target(prefix + module, f"{cls}.complete_async", complete, True, "response"),
-                Target(prefix + module, f"{cls}.stream", stream, False, "stream"),
-                Target(prefix + module, f"{cls}.stream_async", stream, True, "stream"),
+                method_target(prefix + module, f"{cls}.complete", complete, False, "response"),
+                method_target(prefix + module, f"{cls}.complete_async", complete, True, "response"),
+                method_target(prefix + module, f"{cls}.stream", stream, False, "stream"),
+                method_target(prefix + module, f"{cls}.stream_async", stream, True, "stream"),
             ]
     return out
 
