@@ -235,6 +235,34 @@ def test_methods_and_hook_are_plain_functions_restored_exactly(meter: Any, mock_
     assert BaseClient.__dict__["_make_api_call"] is original.__wrapped__
 
 
+def test_async_client_class_methods_are_metered_coroutine_functions(meter: Any, gateway: Any) -> None:
+    """A botocore-based async SDK (aiobotocore) builds its client class through the same
+    ``creating-client-class`` event with ``async def`` methods: each is replaced by an ``async def``
+    of ours (still a coroutine function to ``inspect``) that meters the awaited response."""
+    import asyncio
+    import inspect
+
+    from aerostack_meter._wrapping import is_ours
+    from aerostack_meter.providers import bedrock
+
+    async def converse(self: Any, **kwargs: Any) -> dict[str, Any]:
+        """Converse, the async SDK's."""
+        return {"output": {"message": {"role": "assistant", "content": [{"text": "hi"}]}},
+                "usage": {"inputTokens": 5, "outputTokens": 7, "totalTokens": 12}}
+
+    attributes: dict[str, Any] = {"converse": converse}
+    bedrock._on_client_class(attributes)  # as botocore's event emitter calls it
+    method = attributes["converse"]
+    assert is_ours(method) and inspect.iscoroutinefunction(method) and method.__wrapped__ is converse
+    client = type("AsyncBedrockRuntime", (), attributes)()
+    response = asyncio.run(client.converse(modelId=MODEL, messages=MESSAGES))
+    assert response["usage"]["totalTokens"] == 12
+    assert am.flush(10)
+    assert billed(gateway) == {"default": 12}
+    s = am.stats()
+    assert (s.calls_metered, s.usage_missing, s.internal_errors) == (1, 0, 0)
+
+
 def test_api_call_hook_takes_botocore_parameters_and_keyword_calls(meter_factory: Any, gateway: Any,
                                                                    mock_llm: Any) -> None:
     """The hook on ``BaseClient._make_api_call`` has botocore's own two parameters (nothing packed
