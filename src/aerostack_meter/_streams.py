@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import logging
 import weakref
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
@@ -79,11 +80,12 @@ def unwatch(key: int) -> None:
 
 
 class _Observer:
-    """One stream's metering state and its per-event path: a plain object with slots (attribute
-    reads through a ``wrapt`` proxy cost several times more). The proxy the user holds hands it
-    out as its iterator (``for``/``async for`` run it directly) and forwards ``next()``, ``close()``
-    and the context-manager exits to it. It is what the garbage-collection fallback watches: it
-    lives as long as the proxy or a loop iterating it."""
+    """One stream's metering state: a plain object with slots (attribute reads through a ``wrapt``
+    proxy cost several times more). ``next`` is the SDK's stream (sync: iterated by
+    :func:`_observed`, the generator a sync proxy hands out as its iterator) or its ``__anext__``
+    (async: this object's subclass is the iterator). The proxy forwards ``next()``, ``close()`` and
+    the context-manager exits. It is what the garbage-collection fallback watches: it lives as long
+    as the proxy or a loop iterating it."""
 
     __slots__ = ("__weakref__", "call", "failures", "key", "next", "observe", "reducer")
 
@@ -120,29 +122,29 @@ class _Observer:
             self.observe = _ignore
 
 
-class _SyncObserver(_Observer):
-    __slots__ = ()
-
-    def __iter__(self) -> _SyncObserver:
-        return self
-
-    def __next__(self) -> Any:
-        nxt = self.next
-        while True:
+def _observed(obs: _Observer, it: Iterator[Any]) -> Iterator[Any]:
+    """A synchronous stream's per-chunk path, as a generator: the user's loop resumes it in C and
+    it iterates the SDK's own iterator in C (a Python ``__next__`` would add a call per chunk, and
+    a call of the SDK's ``__next__`` where the user's loop resumes its generator). It references
+    the observer, never the reverse (no cycle: a dropped stream is freed at once, and the observer's
+    weak reference ends its call). Closed or dropped mid-way (``GeneratorExit``): the proxy's
+    ``close()`` / ``__exit__`` or that weak reference ends the call, not this."""
+    observe = obs.observe
+    try:
+        for item in it:
             try:
-                item = nxt()
-            except StopIteration:
-                self.end(True)
-                raise
-            except BaseException:
-                self.end(False)
-                raise
-            try:
-                if not self.observe(item):  # hide injected events (an extra usage-only chunk)
-                    return item
+                if observe(item):  # hide injected events (an extra usage-only chunk)
+                    continue
             except Exception:
-                self.failed()
-                return item
+                obs.failed()
+                observe = obs.observe  # a no-op once it keeps raising
+            yield item
+    except GeneratorExit:
+        raise
+    except BaseException:
+        obs.end(False)
+        raise
+    obs.end(True)
 
 
 class _AsyncObserver(_Observer):
@@ -173,15 +175,21 @@ class _AsyncObserver(_Observer):
 class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """A synchronous SDK stream (``Stream``, a helper's stream object) observed chunk by chunk.
     Built by :func:`proxy_stream` (``wrapt``'s own ``__init__``, then the observer: no Python
-    ``__init__`` of ours runs before the first chunk)."""
+    ``__init__`` of ours runs before the first chunk). Its iterator, made on first use, is
+    :func:`_observed` over the SDK's own iterator (``iter(stream)``, what a bare loop runs)."""
 
-    _self_obs: _SyncObserver
+    _self_obs: _Observer
+    _self_it: Iterator[Any] | None = None
 
-    def __iter__(self) -> Any:
-        return self._self_obs
+    def __iter__(self) -> Iterator[Any]:
+        it = self._self_it
+        if it is None:
+            obs = self._self_obs
+            self._self_it = it = _observed(obs, _iterate(obs.next))
+        return it
 
     def __next__(self) -> Any:
-        return self._self_obs.__next__()
+        return next(self._self_it or self.__iter__())
 
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
@@ -231,12 +239,23 @@ def _ignore(event: Any) -> bool:
     return False
 
 
+_END = object()
+
+
+def _iterate(stream: Any) -> Iterator[Any]:
+    """What a ``for`` loop over ``stream`` iterates (an object with ``__next__`` and no
+    ``__iter__``: its ``__next__`` until ``StopIteration``)."""
+    try:
+        return iter(stream)
+    except TypeError:
+        return iter(stream.__next__, _END)
+
+
 def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:
     """The user's stream, observed: a :class:`StreamProxy` or :class:`AsyncStreamProxy`."""
-    nxt = getattr(stream, "__next__", None)
-    if nxt is not None and not hasattr(stream, "__anext__"):
+    if hasattr(stream, "__next__") and not hasattr(stream, "__anext__"):
         proxy: Any = StreamProxy(stream)
-        proxy._self_obs = _SyncObserver(call, reducer, nxt)
+        proxy._self_obs = _Observer(call, reducer, stream)  # iterated on first use
         return proxy
     anxt = getattr(stream, "__anext__", None)
     if anxt is not None or (hasattr(stream, "__aiter__") and not hasattr(stream, "__iter__")):
@@ -244,7 +263,7 @@ def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:
         proxy._self_obs = _AsyncObserver(call, reducer, anxt if anxt is not None else stream.__aiter__().__anext__)
         return proxy
     proxy = StreamProxy(stream)
-    proxy._self_obs = _SyncObserver(call, reducer, iter(stream).__next__)
+    proxy._self_obs = _Observer(call, reducer, stream)
     return proxy
 
 

@@ -186,6 +186,27 @@ async def _chunks(c: Any, **kw: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_a_loop_left_and_resumed_reads_one_stream_billed_once(mode: str, mock_llm: Any, gateway: Any,
+                                                                    capture: Capture) -> None:
+    """``next()``, a loop left by ``break`` and a second loop over the same stream read it on
+    from where it stopped (the proxy keeps one iterator): every chunk once, usage exact, once."""
+    c = client(mock_llm, mode)
+    before = served_tokens(mock_llm)
+    s = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
+    first = [await (s.__anext__() if mode == "async" else _sync(next, s))]
+    head = await drain(s, limit=2)
+    rest = await drain(s)
+    am.uninstrument()
+    bare = await drain(await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True)))
+    assert dump(first + head + rest) == dump(bare)  # no chunk lost, repeated or reordered
+    served = served_tokens(mock_llm) - before
+    assert served > 0 and billed(gateway) == {"default": served}
+    assert [e.estimated for e in capture.events] == [False]
+    await collect_garbage()
+    assert billed(gateway) == {"default": served} and am.stats().calls_metered == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_injected_usage_chunk_is_hidden(mode: str, mock_llm: Any, gateway: Any, capture: Capture) -> None:
     options = {"include_obfuscation": False}  # the caller's stream_options, without include_usage
     before = served_tokens(mock_llm)
