@@ -272,6 +272,11 @@ class ReaderEndpoint(Endpoint):
         self._event = event
         self._event_chars = event_chars
         self._snapshot = snapshot
+        # Per call, the core asks ``kind()`` (of a method that does not declare what it returns)
+        # and ``usage()``: the functions themselves, not methods that call them (a frame fewer each).
+        self.kind = probe_kind  # type: ignore[method-assign]
+        if response is not None:
+            self.usage = response  # type: ignore[method-assign,assignment]
 
     def kind(self, result: Any) -> Kind:
         return probe_kind(result)
