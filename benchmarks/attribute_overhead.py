@@ -7,7 +7,7 @@ the mock LLM server's own bodies, as ``callgrind_overhead.py`` builds them: Bedr
 botocore ``before-send`` handler, its patched client built after ``instrument()`` as in an
 application that calls ``init()`` first), the default durable store
 on (a journal in a temporary ``state_dir``), the reporter running into a sink that drops batches.
-``bare``, ``patched`` (``instrument()``) and ``wrap()`` blocks are interleaved round by round; each
+``bare``, ``patched`` (``instrument()``), ``wrap()`` and ``bare again`` blocks are interleaved round by round; each
 block records the process CPU time and the calling thread's CPU time, so
 
 * caller:   what the calling thread spends (our wrapper, the journal write, the SDK's own code);
@@ -18,7 +18,9 @@ Figures are medians over rounds of the per-call means, in µs, with ratios to ``
 is what a loaded shared machine disturbs least; the load average is printed with the figures.
 ``--ops`` picks the calls (default: the OpenAI and Anthropic ones): ``chat``, ``achat``,
 ``responses``, ``aresponses``, ``messages``, ``amessages``, ``gemini``, ``agemini``, ``converse``,
-``invoke_model``, ``mistral``, ``amistral`` (``new``: the last six). ``--profile`` adds a cProfile table of patched ``chat.completions.create`` calls (our functions
+``invoke_model``, ``mistral``, ``amistral`` (``new``: the last six).
+A last table pairs each block with the same round's bare block: the median ratio and its interquartile
+range, with ``bare again`` (the bare SDK against itself) as the noise floor. ``--profile`` adds a cProfile table of patched ``chat.completions.create`` calls (our functions
 only, per call). Prints only; nothing is written.
 """
 
@@ -131,6 +133,24 @@ def _block(op: Op, client: Any, n: int) -> tuple[float, float, float]:
     return (p1 - p0) / n / 1000, (t1 - t0) / n / 1000, (w1 - w0) / n / 1000
 
 
+def _paired(ops: dict[str, tuple[str, Op]], got: dict[str, dict[str, list[tuple[float, float, float]]]]) -> None:
+    """Ratios paired round by round (each block against the same round's bare block), median and
+    interquartile range: the ``bare again`` column (the bare SDK against itself) is the noise."""
+    print("\nratios paired by round, median [IQR] (process CPU time | wall time)\n")
+    print("| call | patched | wrap() | bare again (A/A) |")
+    print("|---|---:|---:|---:|")
+    for name in ops:
+        cells = []
+        for v in ("patched", "wrap()", "bare again"):
+            parts = []
+            for i in (0, 2):
+                ratios = [x[i] / b[i] for x, b in zip(got[name][v], got[name]["bare"], strict=True)]
+                q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+                parts.append(f"{statistics.median(ratios):.3f}x [{q[0]:.3f}-{q[2]:.3f}]")
+            cells.append(" \\| ".join(parts))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=8)
@@ -160,7 +180,7 @@ def main() -> None:
         am.instrument(("bedrock",))
         patched["bedrock"] = _new_clients("bedrock")
         am.uninstrument()
-    variants = ("bare", "patched", "wrap()")
+    variants = ("bare", "patched", "wrap()", "bare again")
     got: dict[str, dict[str, list[tuple[float, float, float]]]] = {k: {v: [] for v in variants} for k in ops}
     for key, op in ops.values():  # warm-up: lazy SDK imports, first-call caches
         op(clients[key], 20)
@@ -170,7 +190,7 @@ def main() -> None:
         op(clients[key], 20)
         op(wrapped[key], 20)
     for r in range(args.rounds):
-        order = variants[r % 3:] + variants[:r % 3]
+        order = variants[r % 4:] + variants[:r % 4]
         for variant in order:
             (am.instrument if variant == "patched" else am.uninstrument)()
             for name, (key, op) in ops.items():
@@ -202,6 +222,7 @@ def main() -> None:
     print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
     print("|---|---:|---:|---:|")
     print("\n".join(walls))
+    _paired(ops, got)
     if args.profile:
         am.instrument()
         c = clients["openai"]
