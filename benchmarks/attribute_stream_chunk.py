@@ -14,6 +14,12 @@ benchmarks' own clients, bodies and stream sizes) of:
 * ``bare+usage``      - OpenAI chat only: the bare SDK asked for ``include_usage`` by the caller,
   so the server sends ``"usage": null`` on every chunk and one usage-only chunk at the end: what
   the SDK itself spends on what the meter injects;
+* ``+loop``            - the bare SDK (OpenAI: with ``include_usage``, as metered) read through a
+  pass-through generator, the shape of the meter's per-chunk path (``_streams._observed``): what a
+  layer between the user's loop and the SDK's iterator costs by itself;
+* ``+reducer``         - the same generator calling the provider's own stream reducer
+  (``ChatReducer`` / ``GeminiReducer``, as metered) on each chunk: ``+reducer`` minus ``+loop`` is
+  the reducer's reads, ``patched`` minus ``+reducer`` whatever else metering does per chunk;
 * ``patched``         - after ``init()``;
 
 each with the collector on (as users run) and paused (as callgrind counts), plus the collections
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import itertools
 import os
 import statistics
 import sys
@@ -70,29 +77,74 @@ def _block(fn: Callable[[Any], None], client: Any, n: int, collector: bool) -> t
     return cpu, gc_us, counts
 
 
+def _layer(reducer: Callable[[], Any] | None) -> Callable[[Any], Any]:
+    """A pass-through generator between the loop and the SDK's iterator (``+loop``), calling a
+    fresh reducer's ``observe`` on each chunk when given (``+reducer``)."""
+    def loop(it: Any) -> Any:
+        for item in it:  # noqa: UP028 - the shape of the meter's generator, not ``yield from``
+            yield item
+
+    def observed(it: Any) -> Any:
+        observe = reducer().observe  # type: ignore[misc]
+        for item in it:
+            if observe(item):
+                continue
+            yield item
+
+    return loop if reducer is None else observed
+
+
 def _openai() -> tuple[dict[str, Callable[[Any], None]], Callable[[], Any], int, int, str]:
     import bench_openai_overhead as b
 
-    def stream(chunks: int, usage: bool) -> Callable[[Any], None]:
+    from aerostack_meter.providers._openai_endpoints import _INJECTED, ChatReducer
+
+    kwargs = {"model": "gpt-bench", "messages": b.MESSAGES, "stream": True}
+    layers = {"bare+usage+loop": _layer(None),
+              "bare+usage+reducer": _layer(lambda: ChatReducer("openai", kwargs, _INJECTED))}
+
+    def stream(chunks: int, variant: str) -> Callable[[Any], None]:
         headers = {"x-bench-chunks": str(chunks)}
-        extra: dict[str, Any] = {"stream_options": {"include_usage": True}} if usage else {}
+        extra: dict[str, Any] = ({"stream_options": {"include_usage": True}} if variant.startswith("bare+usage")
+                                 else {})
+        layer = layers.get(variant)
 
         def run(c: Any) -> None:
-            for _ in c.chat.completions.create(model="gpt-bench", messages=b.MESSAGES, stream=True,
-                                               extra_headers=headers, **extra):
+            s = c.chat.completions.create(**kwargs, extra_headers=headers, **extra)
+            for _ in (s if layer is None else layer(s)):
                 pass
 
         return run
 
-    ops = {f"{v} {n}": stream(n, v == "bare+usage") for v in ("bare", "bare again", "bare+usage", "patched")
+    ops = {f"{v} {n}": stream(n, v) for v in ("bare", "bare again", "bare+usage", *layers, "patched")
            for n in (b.SMALL, b.LARGE)}
     return ops, b.make_client, b.SMALL, b.LARGE, "openai"
 
 
 def _gemini() -> tuple[dict[str, Callable[[Any], None]], Callable[[], Any], int, int, str]:
     import bench_gemini_overhead as b
+    from google.genai import types
 
-    ops = {f"{v} {n}": b.op_stream(n) for v in ("bare", "bare again", "patched") for n in (b.SMALL, b.LARGE)}
+    from aerostack_meter.providers.gemini import GeminiReducer
+
+    layers = {"bare+loop": _layer(None),
+              "bare+reducer": _layer(lambda: GeminiReducer("gemini", {"model": b.MODEL}))}
+
+    def stream(chunks: int, variant: str) -> Callable[[Any], None]:
+        if variant not in layers:
+            return b.op_stream(chunks)
+        layer = layers[variant]
+        config = types.GenerateContentConfig(
+            http_options=types.HttpOptions(headers={"x-bench-chunks": str(chunks)}))
+
+        def run(c: Any) -> None:
+            for _ in layer(c.models.generate_content_stream(model=b.MODEL, contents="hello there", config=config)):
+                pass
+
+        return run
+
+    ops = {f"{v} {n}": stream(n, v) for v in ("bare", "bare again", *layers, "patched")
+           for n in (b.SMALL, b.LARGE)}
     return ops, b.make_client, b.SMALL, b.LARGE, "gemini"
 
 
@@ -143,14 +195,20 @@ def run(which: str, rounds: int, streams: int) -> list[str]:
              "|---|---:|---:|---:|---:|"]
     for v in variants:
         lines.append(f"| {v} | {med(v, True, 0):.2f} | {med(v, False, 0):.2f} | {med(v, True, 1):.2f} | {cols(v)} |")
-    def added(v: str, c: bool) -> str:
-        """The median of the per-round differences to bare, with their interquartile range."""
-        d = sorted(x[0] - b[0] for x, b in zip(samples[(v, c)], samples[("bare", c)], strict=True))
+    def added(v: str, c: bool, ref: str = "bare") -> str:
+        """The median of the per-round differences to ``ref``, with their interquartile range."""
+        d = sorted(x[0] - b[0] for x, b in zip(samples[(v, c)], samples[(ref, c)], strict=True))
         q = statistics.quantiles(d, n=4) if len(d) > 1 else [d[0]] * 3
         return f"{q[1]:+.2f} µs (IQR {q[0]:+.2f} to {q[2]:+.2f})"
 
     for v in variants[1:]:
         lines.append(f"- {v} adds per chunk: collector on {added(v, True)}, paused {added(v, False)}")
+    # the layers, each over the one below it
+    chain = [v for v in variants if v != "bare again" and (v == "bare" or v.startswith("bare+") or v == "patched")]
+    if len(chain) > 2:
+        lines.append("Layer by layer (each over the one before):")
+        for below, v in itertools.pairwise(chain):
+            lines.append(f"- {v} over {below}: collector on {added(v, True, below)}, paused {added(v, False, below)}")
     return lines
 
 
