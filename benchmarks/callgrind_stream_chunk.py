@@ -1,12 +1,14 @@
 """Instructions and simulated cache and branch misses per streamed chunk, on the CPU-time
 benchmarks' own clients and streams (so the two kinds of figure can be set side by side).
 
-    python benchmarks/callgrind_stream_chunk.py [--only openai|gemini] [--no-sim]
+    python benchmarks/callgrind_stream_chunk.py [--only openai|gemini] [--no-sim] [--reps 1]
 
 Runs itself under ``valgrind --tool=callgrind --cache-sim=yes --branch-sim=yes`` (collection inside
 ``functools.reduce`` only; the collector paused inside the blocks). Per chunk is the slope between
 the short and the long stream of ``bench_openai_overhead.py`` (10 and 500 content chunks) and
-``bench_gemini_overhead.py`` (10 and 300). Variants: ``bare``; for OpenAI chat ``bare+usage`` (the
+``bench_gemini_overhead.py`` (10 and 300; ``--reps N`` reads N times as many streams per block: the
+slope moves by up to ~1-2 k instructions per chunk between single runs, so compare runs, not one).
+Variants: ``bare``; for OpenAI chat ``bare+usage`` (the
 bare SDK whose caller asks for ``include_usage``: the server adds ``"usage": null`` to every chunk,
 as it does for the meter's injected option); ``patched`` (after ``init()``).
 
@@ -32,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 REPS = {"small": 10, "large": 1}  # streams per block
 
 
-def _inner(which: str) -> None:
+def _inner(which: str, reps_factor: int) -> None:
     sys.path.insert(0, str(HERE))
     from _timing import init_durable
 
@@ -64,7 +66,7 @@ def _inner(which: str) -> None:
         if v == "patched":
             am.instrument((which,))
         for n, op in ops.items():
-            reps = REPS["small" if n == b.SMALL else "large"]
+            reps = REPS["small" if n == b.SMALL else "large"] * reps_factor
             for _ in range(2):
                 op(client)
             gc.collect()
@@ -94,13 +96,13 @@ def _cest(d: dict[str, float]) -> float:
             + 100 * (g("ILmr", 0) + g("DLmr", 0) + g("DLmw", 0)))
 
 
-def run(which: str, sim: bool) -> None:
+def run(which: str, sim: bool, reps: int = 1) -> None:
     out = os.path.join(tempfile.mkdtemp(prefix="aerostack-cg-chunk-"), "cg.out")
     cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
            "--dump-after=functools_reduce", f"--callgrind-out-file={out}"]
     if sim:
         cmd += ["--cache-sim=yes", "--branch-sim=yes"]
-    proc = subprocess.run([*cmd, sys.executable, __file__, "--inner", which], capture_output=True, text=True,
+    proc = subprocess.run([*cmd, sys.executable, __file__, "--inner", which, str(reps)], capture_output=True, text=True,
                           env={**os.environ, "PYTHONHASHSEED": "0"})
     blocks = [ln.split(" ", 1)[1].split("|") for ln in proc.stdout.splitlines() if ln.startswith("BLOCK ")]
     dumps = sorted(Path(out).parent.glob("cg.out.*"), key=lambda p: int(re.sub(r".*\.", "", p.name)))
@@ -133,17 +135,19 @@ def run(which: str, sim: bool) -> None:
 
 def main() -> None:
     if "--inner" in sys.argv:
-        _inner(sys.argv[sys.argv.index("--inner") + 1])
+        i = sys.argv.index("--inner")
+        _inner(sys.argv[i + 1], int(sys.argv[i + 2]))
         return
     import argparse
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--only", choices=("openai", "gemini"))
     ap.add_argument("--no-sim", action="store_true", help="instructions only (faster)")
+    ap.add_argument("--reps", type=int, default=1, help="streams per block, times 10 (short) and 1 (long)")
     args = ap.parse_args()
     for which in ("openai", "gemini"):
         if args.only in (None, which):
-            run(which, not args.no_sim)
+            run(which, not args.no_sim, args.reps)
 
 
 if __name__ == "__main__":

@@ -113,6 +113,12 @@ class Endpoint:
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         return Reducer(self.provider, kwargs)
 
+    def events(self, stream: Any) -> Any:
+        """What the meter iterates of an SDK stream it proxies: the stream itself, as the user's
+        loop would, or an iterator that the stream's own ``__iter__``/``__aiter__`` (and
+        ``__next__``/``__anext__``) only re-yield (one layer less per event; OpenAI's ``Stream``)."""
+        return stream
+
     def stream_in(self, result: Any) -> Any:
         """The stream of a ``"stream"`` result: the result itself, or the stream a response object
         holds (an SDK that returns ``{"stream": <events>, ...}``)."""

@@ -185,7 +185,7 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         it = self._self_it
         if it is None:
             obs = self._self_obs
-            self._self_it = it = _observed(obs, _iterate(obs.next))
+            self._self_it = it = _observed(obs, _iterate(obs.call.endpoint.events(obs.next)))
         return it
 
     def __next__(self) -> Any:
@@ -259,6 +259,9 @@ def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:
         return proxy
     anxt = getattr(stream, "__anext__", None)
     if anxt is not None or (hasattr(stream, "__aiter__") and not hasattr(stream, "__iter__")):
+        events = call.endpoint.events(stream)
+        if events is not stream:
+            anxt = events.__anext__
         proxy = AsyncStreamProxy(stream)
         proxy._self_obs = _AsyncObserver(call, reducer, anxt if anxt is not None else stream.__aiter__().__anext__)
         return proxy

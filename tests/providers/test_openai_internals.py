@@ -96,6 +96,31 @@ def test_model_fields_set_is_the_models_own_set() -> None:
 
 
 @pytest.mark.parametrize("mode", MODES)
+async def test_a_stream_iterates_as_its_private_iterator(mode: str, mock_llm: Any, meter: Any) -> None:
+    """``Stream``/``AsyncStream`` re-yield the generator they keep in ``_iterator``: the meter
+    iterates that one (``OpenAIEndpoint.events``), one layer less per chunk. A stream class that
+    does more per event is iterated as it is (a subclass that overrides ``__iter__``)."""
+    from aerostack_meter.providers._openai_endpoints import _reyields
+    from aerostack_meter.providers.openai import CHAT_CREATE
+
+    assert _reyields(openai.AsyncStream if mode == "async" else openai.Stream)
+    s = await resolve(client(mock_llm, mode).chat.completions.create(model=MODEL, messages=USER, stream=True))
+    inner = s.__wrapped__
+    assert CHAT_CREATE.events(inner) is inner.__dict__["_iterator"]
+    got = [c async for c in s] if mode == "async" else list(s)
+    assert got and got[-1].choices[0].finish_reason == "stop"
+    assert am.flush(5) and am.stats().calls_metered == 1
+
+    class Observed(openai.Stream):  # type: ignore[type-arg]
+        def __iter__(self) -> Any:
+            for item in self._iterator:
+                print(item)
+                yield item
+
+    assert not _reyields(Observed)
+
+
+@pytest.mark.parametrize("mode", MODES)
 async def test_legacy_raw_response_parse_is_cached(mode: str, mock_llm: Any) -> None:
     """``.with_raw_response`` of a non-streaming call: ``parse()`` returns the same object every time
     (the meter parses first, the user gets that object)."""

@@ -77,6 +77,28 @@ def _bad_event(where: str) -> None:
 
 
 _KINDS: dict[type, Kind] = {}  # the SDK's model and stream classes: their kind, once per class
+_REYIELDS: dict[type, bool] = {}  # stream classes whose iteration only re-yields ``_iterator``
+
+
+def _reyields(cls: type) -> bool:
+    """Whether ``cls`` (a ``Stream``/``AsyncStream``) iterates as its ``_iterator`` does: its
+    ``__iter__``/``__aiter__`` and ``__next__``/``__anext__`` read nothing but ``_iterator``
+    (``for item in self._iterator: yield item``, ``return self._iterator.__next__()``). An SDK
+    whose stream does more per event (a subclass, an observer hook) is iterated as it is."""
+    ok = _REYIELDS.get(cls)
+    if ok is None:
+        ok = True
+        for names in (("__iter__", "__next__"), ("__aiter__", "__anext__")):
+            fns = [getattr(cls, n, None) for n in names]
+            if fns[0] is None and fns[1] is None:
+                continue
+            for fn in fns:
+                code = getattr(fn, "__code__", None)
+                if (code is None or "_iterator" not in code.co_names
+                        or set(code.co_names) - {"_iterator", "__next__", "__anext__"}):
+                    ok = False
+        _REYIELDS[cls] = ok
+    return ok
 
 
 class OpenAIEndpoint(Endpoint):
@@ -103,6 +125,15 @@ class OpenAIEndpoint(Endpoint):
             return "response"
         _KINDS[type(result)] = kind
         return kind
+
+    def events(self, stream: Any) -> Any:
+        # The SDK's Stream re-yields its ``_iterator`` (a generator made in __init__): the meter
+        # iterates that, one generator layer less per chunk than the user's loop over the stream.
+        if isinstance(stream, (_sdk or sdk()).streams) and _reyields(type(stream)):
+            events = stream.__dict__.get("_iterator")
+            if events is not None:
+                return events
+        return stream
 
     def parse_raw(self, raw: Any) -> Any:
         """A ``.with_raw_response`` result of a non-streaming call has its body read already: its
