@@ -54,10 +54,11 @@ OPS = ("chat", "achat", "responses", "aresponses", "messages", "amessages",
        "chat_stream", "messages_stream", "gemini", "agemini", "converse", "invoke_model",
        "mistral", "amistral", "achat_stream", "responses_stream", "amessages_stream",
        "gemini_stream", "converse_stream", "invoke_stream", "mistral_stream", "chat_usage_stream",
-       "chat_first", "responses_first", "messages_first", "gemini_first")
+       "chat_first", "chat_usage_first", "responses_first", "messages_first", "gemini_first")
 # ``*_first``: a stream created and read to its first chunk only (the rest is read outside the
 # counted block): what a metered stream adds before its first chunk, to compare with the
-# non-streaming call's row. ``chat_usage_stream``: a chat stream whose caller asks for
+# non-streaming call's row (``chat_usage_first``: the caller asks for ``include_usage``, nothing
+# injected). ``chat_usage_stream``: a chat stream whose caller asks for
 # ``include_usage`` itself (bare included): what the SDK spends on what the meter injects.
 # The other providers' SDK clients (built only when an op needs them): op -> client key.
 NEW = {"gemini": "gemini", "agemini": "gemini", "converse": "bedrock", "invoke_model": "bedrock",
@@ -291,6 +292,8 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
         "chat_usage_stream": ("openai", sync(chat_usage_stream)),
         "chat_first": ("openai", first(lambda c: c.chat.completions.create(
             model="gpt-4o-mini", messages=MSGS, stream=True))),
+        "chat_usage_first": ("openai", first(lambda c: c.chat.completions.create(
+            model="gpt-4o-mini", messages=MSGS, stream=True, stream_options={"include_usage": True}))),
         "responses_first": ("openai", first(lambda c: c.responses.create(
             model="gpt-4o-mini", input="Say hello.", stream=True))),
         "messages_first": ("anthropic", first(lambda c: c.messages.create(

@@ -82,6 +82,32 @@ async def test_client_post_is_metered(mode: str, mock_llm: Any, gateway: Any, me
     assert (st.calls_metered, st.usage_missing, st.internal_errors) == (2, 0, 0)
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_callers_request_options_keep_their_body(mode: str, mock_llm: Any, gateway: Any,
+                                                            meter: Any) -> None:
+    """``include_usage`` goes on the SDK's request options for the call only (no copy of them):
+    options a caller built and passes to ``client.request()`` again still carry the body they
+    were given, unchanged, and each call is billed exactly with its usage chunk hidden."""
+    from openai._models import FinalRequestOptions
+    from openai.types.chat import ChatCompletionChunk
+
+    c = client(mock_llm, mode)
+    body = {"model": MODEL, "messages": USER, "stream": True}
+    written = json.dumps(body)
+    opts = FinalRequestOptions.construct(method="post", url="/chat/completions", json_data=body)
+    given = opts.json_data
+    stream_cls = (openai.AsyncStream if mode == "async" else openai.Stream)[ChatCompletionChunk]
+    before = served_tokens(mock_llm)
+    for _ in range(2):
+        s = await resolve(c.request(ChatCompletionChunk, opts, stream=True, stream_cls=stream_cls))
+        assert opts.json_data is given and json.dumps(given) == json.dumps(body) == written
+        chunks = await drain(s)
+        assert chunks and all(ch.choices for ch in chunks)  # the injected usage chunk is hidden
+    assert billed(gateway) == {"default": served_tokens(mock_llm) - before}
+    st = _stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (2, 0, 0, 0)
+
+
 # -- usage the server reported is billed even when the SDK raises afterwards -------------------
 
 class Answer(pydantic.BaseModel):

@@ -184,6 +184,8 @@ def base_url(instance: Any) -> str:
 
 
 def _refused(instance: Any) -> bool:
+    if not _rejected:
+        return False
     try:
         return base_url(instance) in _rejected
     except Exception:
@@ -204,6 +206,8 @@ def stream_usage_allowed(meter: Meter, instance: Any) -> bool:
     setting = meter.settings.stream_usage
     if setting is False:
         return False
+    if setting is True and not _rejected:
+        return True  # nothing refused the option yet: no base URL to build (~1 us per stream)
     try:
         base = base_url(instance)
         if base in _rejected:
