@@ -9,8 +9,12 @@ call, thread CPU time and wall time: from ``create(stream=True)`` to the first c
 the stream is read, untimed), and a non-streaming ``create`` for comparison. OpenAI chat is timed
 twice: as a caller writes it (the meter injects ``stream_options.include_usage``: a copy of the
 request options, and a server that adds ``"usage": null`` to every chunk) and with the caller
-asking for the usage itself (nothing injected). Medians per call, µs. Prints only; figures go to
-docs/performance.md ("Streams" under "Overhead attribution (issue 16)").
+asking for the usage itself (nothing injected); and, bare only, with ``include_usage`` sent in
+``extra_body`` (the SDK's own cost of the option without its transform of the caller's
+``stream_options``: what an injected request costs the SDK). Medians per call, µs; then the
+attribution lines: the SDK's own cost of the option, and each first chunk beyond the per-call
+figure. Prints only; figures go to docs/performance.md ("Streams" under "Overhead attribution
+(issue 16)"). Run it on a quiet machine (``uptime``): the cells move by ~15 µs between runs.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ def main() -> None:
         "OpenAI chat, first chunk": lambda: _first(lambda: o.chat.completions.create(**chat, stream=True)),
         "OpenAI chat, first chunk, caller asks include_usage": lambda: _first(
             lambda: o.chat.completions.create(**chat, stream=True, stream_options={"include_usage": True})),
+        "OpenAI chat, first chunk, include_usage in extra_body": lambda: _first(
+            lambda: o.chat.completions.create(**chat, stream=True, extra_body={"stream_options": {"include_usage": True}})),
         "OpenAI chat, non-streaming call": lambda: _whole(lambda: o.chat.completions.create(**chat)),
         "Anthropic messages, first chunk": lambda: _first(lambda: a.messages.create(**msg, stream=True)),
         "Anthropic messages, non-streaming call": lambda: _whole(lambda: a.messages.create(**msg)),
@@ -100,6 +106,28 @@ def main() -> None:
             bc = statistics.median(x[1] for x in bare)
             pc = statistics.median(x[1] for x in patched)
             print(f"| {name} | {'on' if collector else 'paused'} | {bw:.1f} | {pw - bw:+.1f} | {pc - bc:+.1f} |")
+
+    def med(name: str, collector: bool, variant: str, i: int = 0) -> float:
+        return statistics.median(x[i] for x in got[(name, collector, variant)])
+
+    def added(name: str, collector: bool) -> float:
+        return med(name, collector, "patched") - med(name, collector, "bare")
+
+    first = "OpenAI chat, first chunk"
+    print("\nattribution (wall, µs; collector on / paused):")
+    for label, name in (("the bare SDK's own include_usage, the caller's stream_options (its transform "
+                         "included)", f"{first}, caller asks include_usage"),
+                        ("the bare SDK's own include_usage, sent in extra_body (no transform)",
+                         f"{first}, include_usage in extra_body")):
+        print(f"- {label}: " + " / ".join(f"{med(name, c, 'bare') - med(first, c, 'bare'):+.1f}"
+                                          for c in (True, False)))
+    for label, name, call in (("OpenAI chat first chunk, injected", first, "OpenAI chat, non-streaming call"),
+                              ("OpenAI chat first chunk, the caller asks", f"{first}, caller asks include_usage",
+                               "OpenAI chat, non-streaming call"),
+                              ("Anthropic first chunk", "Anthropic messages, first chunk",
+                               "Anthropic messages, non-streaming call")):
+        print(f"- {label}, added beyond the per-call figure: "
+              + " / ".join(f"{added(name, c) - added(call, c):+.1f}" for c in (True, False)))
     am.shutdown()
 
 
