@@ -16,6 +16,9 @@ default durable store on). Per part, the median over all probed calls, in µs:
 * record: ``Meter.record`` (checks, then the journal record), inside finish;
 * put:    the journal record itself (encode, copy into the mapped file), inside record.
 
+"hot" repeats the last probed call of the usage reader, ``Meter.record`` and the journal record 2000 times
+in a loop (the same objects, caches warm; the median of single calls, a timed no-op subtracted): the same
+work without the SDK's in between.
 "bare" and "added" (patched minus bare) are the calling thread's CPU time (median of the rounds'
 block means); the parts are wall time, medians over single calls. "rest" is added minus begin and
 finish: the hooks' own code around them and whatever the SDK pays for our being there. Prints only.
@@ -48,8 +51,12 @@ PARTS = ("begin", "finish", "usage", "record", "put")
 NESTED = {"begin": 1, "finish": 4, "usage": 1, "record": 2, "put": 1}  # probes inside each part, its own too
 
 
+LAST: dict[int, tuple[Callable[..., Any], tuple[Any, ...]]] = {}  # id(samples) -> the last call probed
+
+
 def _probe(fn: Callable[..., Any], samples: list[int]) -> Callable[..., Any]:
     def probe(*args: Any, **kwargs: Any) -> Any:
+        LAST[id(samples)] = (fn, args)
         t0 = _pc()
         try:
             return fn(*args, **kwargs)
@@ -152,6 +159,16 @@ def main() -> None:
                         parts[name][p] += probes.samples[p]
                 else:
                     blocks[name][variant].append((t1 - t0) / args.calls / 1000)
+    hot = {}
+    for p in ("usage", "record", "put", "no-op"):
+        fn, fargs = LAST[id(probes.samples[p])] if p != "no-op" else (_noop, ())
+        single = []
+        for _ in range(2000):  # single calls: a median, like the parts' (a block's mean would
+            t0 = _pc()         # include the journal's GIL hand-off at each 4 KiB page it fills)
+            fn(*fargs)
+            single.append(_pc() - t0)
+        hot[p] = statistics.median(single) / 1000
+    hot = {p: t - hot["no-op"] for p, t in hot.items()}
     am.uninstrument()
     assert am.flush(30)
     st = am.stats()
@@ -168,6 +185,8 @@ def main() -> None:
         rest = added - med["begin"] - med["finish"]
         print(f"| {name} | {bare:.1f} | +{added:.1f} | {med['begin']:.2f} | {med['finish']:.2f} | "
               f"{med['usage']:.2f} | {med['record']:.2f} | {med['put']:.2f} | {rest:+.1f} |")
+    print(f"\nhot (the last probed call repeated in a loop, the last op's objects; medians): usage reader {hot['usage']:.2f} µs, "
+          f"Meter.record {hot['record']:.2f} µs, the journal record {hot['put']:.2f} µs")
     am.shutdown()
 
 

@@ -80,8 +80,16 @@ WHY = [
     "below for the attribution and the quiet-machine figures.",
     "- First chunk of a stream: all our per-call work (attribution, the stream proxy and its "
     "observer, the garbage-collection watch, the reducer) happens before the first chunk; per "
-    "chunk we add the observer's `__next__` and the reducer's `observe` (5-10 k instructions). A "
-    "peer level with us on a first-chunk row is within the row's noise.",
+    "chunk we add one generator step (sync streams; on OpenAI's the SDK's own re-yield layer is "
+    "skipped) and the reducer's `observe` (4-7 k instructions). A peer level with us on a "
+    "first-chunk row is within the row's noise.",
+    "- Figure 1's configuration is `import aerostack_meter.auto` with a key and the gateway emulator "
+    "(delivery over loopback HTTP on the reporter thread), calls inside a `consumer()` scope; "
+    "`benchmarks/attribute_overhead.py` times the same calls with a sink that drops batches and "
+    "reads lower (see \"Overhead attribution (issue 16)\").",
+    "- Figure 4 moves by tens of ms between runs although its `± noise` reads 0.0 (its noise is "
+    "the spread of the bare configuration's empty enabling step): timed side by side, `import aerostack_meter.auto` after the SDKs "
+    "loads the same 108 modules at 30b94b6 and at 050a831, in 81-90 ms both.",
     "- Figure 3: no configuration blocks the app thread on the slow collector; the longest single "
     "call is where they differ (we did not profile the peers' stalls).",
     "- Figure 5 is bound by the mock server and the SDK sharing the 2 CPUs with the client: its "
