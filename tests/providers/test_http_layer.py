@@ -108,6 +108,35 @@ async def test_the_callers_request_options_keep_their_body(mode: str, mock_llm: 
     assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (2, 0, 0, 0)
 
 
+async def test_one_options_object_in_concurrent_calls_shows_no_injected_chunk(mock_llm: Any, gateway: Any,
+                                                                             meter: Any) -> None:
+    """Calls that share one request-options object at once (a caller's own, passed to
+    ``client.request()`` from several tasks) each read the caller's body, not the body another call
+    has on it in flight: none of them sees the usage chunk the meter asked for, and each is billed
+    exactly."""
+    import asyncio
+
+    from openai._models import FinalRequestOptions
+    from openai.types.chat import ChatCompletionChunk
+
+    c = client(mock_llm, "async")
+    body = {"model": MODEL, "messages": USER, "stream": True}
+    opts = FinalRequestOptions.construct(method="post", url="/chat/completions", json_data=body)
+    stream_cls = openai.AsyncStream[ChatCompletionChunk]
+    before = served_tokens(mock_llm)
+
+    async def one() -> list[Any]:
+        return await drain(await c.request(ChatCompletionChunk, opts, stream=True, stream_cls=stream_cls))
+
+    outs = await asyncio.gather(one(), one(), one())
+    assert all(chunks and all(ch.choices for ch in chunks) for chunks in outs)
+    assert len({len(chunks) for chunks in outs}) == 1
+    assert json.dumps(opts.json_data) == json.dumps(body)
+    assert billed(gateway) == {"default": served_tokens(mock_llm) - before}
+    st = _stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (3, 0, 0, 0)
+
+
 # -- usage the server reported is billed even when the SDK raises afterwards -------------------
 
 class Answer(pydantic.BaseModel):

@@ -56,12 +56,19 @@ class _State(Call):
     """A call metered at the HTTP layer, in flight between ``request`` and ``_process_response``
     (one object per call: the call itself, with the layer's state)."""
 
-    __slots__ = ("body", "hint", "options", "seen", "token")
+    __slots__ = ("body", "hint", "options", "prepared", "seen", "token")
     hint: Any  # the reducer's hint (begin())
     seen: bool  # _process_response took the call over
     token: Any  # ACTIVE as it was before the call (reset after it)
     options: Any  # the SDK's request options carrying the prepared body (None: sent as written)
     body: Any  # their body as the caller's call built it (put back by _restore)
+    prepared: Any  # the body prepare made, on ``options`` while the call is in flight
+
+
+# The prepared bodies on request options in flight: id -> (the prepared body, the caller's). A call
+# that starts on options another call has in flight (one options object a caller passes to
+# client.request() from several threads or tasks) reads the caller's body there, never ours.
+_PREPARED: dict[int, tuple[Any, Any]] = {}
 
 
 class _Prefetch(NamedTuple):
@@ -86,6 +93,7 @@ def _restore(state: _State) -> bool:
     if options is None:
         return True
     state.options = None
+    _PREPARED.pop(id(state.prepared), None)
     try:
         options.json_data = state.body
     except Exception:
@@ -223,6 +231,10 @@ class BaseClient:
                     if endpoint is None:
                         return None
                     body = getattr(options, "json_data", None)
+                    if _PREPARED:  # another call's prepared body, in flight on these options
+                        held = _PREPARED.get(id(body))
+                        if held is not None and held[0] is body:
+                            body = held[1]
                     if type(body) is not dict and not isinstance(body, Mapping):
                         return None
                     # Change the request only where the user gets the SDK's stream object (an
@@ -253,6 +265,8 @@ class BaseClient:
                     state.body = body
                     try:
                         options.json_data = new_body
+                        state.prepared = new_body
+                        _PREPARED[id(new_body)] = (new_body, body)
                         state.options = options
                     except Exception:  # sent as written
                         _internal(meter, "request")
