@@ -127,3 +127,16 @@ async def test_legacy_raw_response_parse_is_cached(mode: str, mock_llm: Any) -> 
     c = client(mock_llm, mode)
     raw = await resolve(c.chat.completions.with_raw_response.create(model=MODEL, messages=USER))
     assert raw.parse() is raw.parse()
+
+
+def test_base_url_text_follows_the_clients_current_url() -> None:
+    """The base URL's text is built once per client URL object, and a client given a new base URL
+    is looked up by the new one (``stream_usage`` and refused destinations are keyed by it)."""
+    from aerostack_meter.providers._openai_endpoints import base_url
+
+    c = openai.OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1/")
+    assert base_url(c) == base_url(c.chat.completions) == "http://127.0.0.1:9/v1"
+    c.base_url = "http://127.0.0.1:9/other/v2"  # type: ignore[assignment]
+    assert base_url(c) == base_url(c.chat.completions) == "http://127.0.0.1:9/other/v2"
+    other = openai.OpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/third")
+    assert base_url(other) == "http://127.0.0.1:9/third" and base_url(c) == "http://127.0.0.1:9/other/v2"

@@ -176,11 +176,25 @@ _ESTIMATE = _ChatHint(False, True, True)  # sent without include_usage by the me
 _rejected: set[str] = set()
 
 
+# A client's base URL as text, by the ``httpx.URL`` object it is (kept, so its id stays its own):
+# built once per client URL, not per stream (``str()`` of a URL is ~30 k instructions).
+_base_text: dict[int, tuple[Any, str]] = {}
+_BASE_TEXT_MAX = 256
+
+
 def base_url(instance: Any) -> str:
     """The base URL of a client (the HTTP layer's ``instance``) or of a resource's client (no public
-    seam from a resource to its client: ``SyncAPIResource._client``)."""
+    seam from a resource to its client: ``SyncAPIResource._client``), without its trailing ``/``."""
     client = instance if hasattr(instance, "base_url") else instance._client
-    return str(client.base_url).rstrip("/")
+    url = client.base_url
+    known = _base_text.get(id(url))
+    if known is not None and known[0] is url:
+        return known[1]
+    text = str(url).rstrip("/")
+    if len(_base_text) >= _BASE_TEXT_MAX:
+        _base_text.clear()
+    _base_text[id(url)] = (url, text)
+    return text
 
 
 def _refused(instance: Any) -> bool:
@@ -207,7 +221,7 @@ def stream_usage_allowed(meter: Meter, instance: Any) -> bool:
     if setting is False:
         return False
     if setting is True and not _rejected:
-        return True  # nothing refused the option yet: no base URL to build (~1 us per stream)
+        return True  # nothing refused the option yet: no base URL to look up
     try:
         base = base_url(instance)
         if base in _rejected:
