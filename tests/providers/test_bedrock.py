@@ -188,8 +188,9 @@ def test_client_built_before_init_is_metered(meter_factory: Any, gateway: Any, m
                                              how: str) -> None:
     """What an app does: its boto3 client is built at import, ``init()`` runs later."""
     early = make(mock_llm, boto3.Session() if how == "session" else None)
+    converse = early.converse  # a method bound before init(): sends through _make_api_call too
     meter_factory(default_consumer_id="usr_e")
-    early.converse(modelId=MODEL, messages=MESSAGES)
+    converse(modelId=MODEL, messages=MESSAGES)
     list(early.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"])
     early.invoke_model(modelId=MODEL, body=CLAUDE_BODY)["body"].read()
     list(early.invoke_model_with_response_stream(modelId=MODEL, body=CLAUDE_BODY)["body"])

@@ -235,3 +235,26 @@ async def test_automatic_function_calling_bills_every_round(meter: Any, gateway:
     assert tally["requests"] == 2 and tally["total_tokens"] == 9 + 22
     assert billed(gateway) == {"default": 31}
     assert stats().calls_metered == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_methods_and_chats_taken_before_init_are_metered(meter_factory: Any, gateway: Any,
+                                                               mock_llm: Any, mode: str) -> None:
+    """A bound ``generate_content`` / ``generate_content_stream`` and a chat session, all taken
+    before ``init()``: their calls reach the per-request methods through ``self`` (looked up at
+    call time), where they are metered, each once."""
+    client = make(mock_llm)
+    generate = models(client, mode).generate_content
+    generate_stream = models(client, mode).generate_content_stream
+    chat = (client.aio.chats if mode == "async" else client.chats).create(model=MODEL)
+    send = chat.send_message
+    meter_factory(default_consumer_id="default")
+    await resolve(generate(model=MODEL, contents=TEXT))
+    await drain(await resolve(generate_stream(model=MODEL, contents=TEXT)))
+    await resolve(send(TEXT))
+    await drain(await resolve(chat.send_message_stream(TEXT)))
+    usage = mock_llm.usage()["total"]
+    assert usage["requests"] == 4
+    assert billed(gateway) == {"default": usage["total_tokens"]}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing, s.internal_errors) == (4, 0, 0, 0)

@@ -163,3 +163,35 @@ async def test_fim_and_agents(meter_factory: Any, gateway: Any, mock_llm: Any, m
     assert billed(gateway) == {"default": 2 * total, "usr_w": 2 * total}
     s = stats()
     assert (s.calls_metered, s.events_estimated, s.usage_missing, s.internal_errors) == (4, 0, 0, 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_methods_bound_before_init_are_metered(meter_factory: Any, gateway: Any, mock_llm: Any,
+                                                     mode: str) -> None:
+    """``complete = client.chat.complete`` (and the rest) taken before ``init()`` still hold the
+    SDK's own functions: metered where every call sends (``BaseSDK.do_request``), each exactly
+    once, and the stream the caller reads is the SDK's, unchanged."""
+    client = make(mock_llm)
+    suffix = "_async" if mode == "async" else ""
+    chat_complete = getattr(client.chat, "complete" + suffix)
+    chat_stream = getattr(client.chat, "stream" + suffix)
+    fim_complete = getattr(client.fim, "complete" + suffix)
+    agents_stream = getattr(client.agents, "stream" + suffix)
+    meter_factory(default_consumer_id="default")
+    r = await resolve(chat_complete(model=MODEL, messages=MESSAGES))
+    events = await drain(await resolve(chat_stream(model=MODEL, messages=MESSAGES)))
+    assert r.usage.total_tokens == 16 and events[-1].data.usage.total_tokens == 16
+    assert "".join(e.data.choices[0].delta.content or "" for e in events).startswith("hello big world")
+    await resolve(fim_complete(**FIM))
+    await drain(await resolve(agents_stream(**AGENT)))
+    early = await resolve(chat_stream(model=MODEL, messages=MESSAGES))  # left after 4 events
+    if mode == "async":
+        async with early:
+            await drain(early, limit=4)
+    else:
+        with early:
+            await drain(early, limit=4)
+    await complete(client, mode)  # through the class: metered at the method, once
+    assert billed(gateway) == {"default": 16 + 16 + 17 + 16 + (4 + 4) + 16}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing, s.internal_errors) == (6, 1, 0, 0)

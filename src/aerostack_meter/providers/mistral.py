@@ -6,7 +6,9 @@ Metered: ``complete`` and ``stream`` and their ``_async`` twins on ``Chat`` (``c
 used are covered: ``from mistralai import Mistral`` (1.x, modules ``mistralai.chat`` ...) and
 ``from mistralai.client import Mistral`` (2.x and later, ``mistralai.client.chat`` ...). All three
 answer in the same shapes: ``usage`` of the response, and of the stream's last event
-(:mod:`._mistral_usage`); a stream left early is estimated once. Not metered:
+(:mod:`._mistral_usage`); a stream left early is estimated once. A method bound before ``init()``
+(the SDK's own function) is metered at ``BaseSDK.do_request`` instead (:mod:`._mistral_http`). Not
+metered:
 ``beta.conversations``, embeddings, OCR (docs/providers/mistral.md).
 """
 
@@ -37,8 +39,13 @@ _RESOURCES = (("chat", "Chat", COMPLETE, STREAM), ("fim", "Fim", FIM_COMPLETE, F
 
 
 def _targets() -> list[Target]:
+    from ._mistral_http import request_hook
+
     out = []
     for prefix in ("mistralai.client.", "mistralai."):
+        # a call that escaped its method's meter (a method bound before init()): _mistral_http
+        out += [Target(prefix + "basesdk", "BaseSDK.do_request", None, False, plain=request_hook(False)),
+                Target(prefix + "basesdk", "BaseSDK.do_request_async", None, True, plain=request_hook(True))]
         for module, cls, complete, stream in _RESOURCES:
             out += [
                 method_target(prefix + module, f"{cls}.complete", complete, False, "response"),
