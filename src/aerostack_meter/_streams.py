@@ -82,10 +82,10 @@ def unwatch(key: int) -> None:
 class _Observer:
     """One stream's metering state: a plain object with slots (attribute reads through a ``wrapt``
     proxy cost several times more). ``next`` is the SDK's stream (sync: iterated by
-    :func:`_observed`, the generator a sync proxy hands out as its iterator) or its ``__anext__``
-    (async: this object's subclass is the iterator). The proxy forwards ``next()``, ``close()`` and
-    the context-manager exits. It is what the garbage-collection fallback watches: it lives as long
-    as the proxy or a loop iterating it."""
+    :func:`_observed`, the generators a sync proxy hands out as its iterators) or its ``__anext__``
+    (async: called by :class:`_AsyncLoop`, the iterators an async proxy hands out). The proxy
+    forwards ``next()``, ``close()`` and the context-manager exits. It is what the
+    garbage-collection fallback watches: it lives as long as the proxy or a loop iterating it."""
 
     __slots__ = ("__weakref__", "call", "failures", "key", "next", "observe", "reducer")
 
@@ -147,10 +147,21 @@ def _observed(obs: _Observer, it: Iterator[Any]) -> Iterator[Any]:
     obs.end(True)
 
 
-class _AsyncObserver(_Observer):
-    __slots__ = ()
+class _AsyncLoop:
+    """One ``async for`` over an asynchronous stream (what ``aiter(proxy)`` gives): as the SDK's
+    own ``__aiter__`` gives a new async generator per call over the one stream, each is a new
+    object over the one observer, and closing it (``aclose()``) leaves the stream open for the
+    next loop. Its per-event path reads only its own slots (``next``, ``observe``: the observer's,
+    copied when it is made and again after a failure)."""
 
-    def __aiter__(self) -> _AsyncObserver:
+    __slots__ = ("next", "obs", "observe")
+
+    def __init__(self, obs: _Observer) -> None:
+        self.obs = obs
+        self.next = obs.next
+        self.observe = obs.observe
+
+    def __aiter__(self) -> _AsyncLoop:
         return self
 
     async def __anext__(self) -> Any:
@@ -159,37 +170,58 @@ class _AsyncObserver(_Observer):
             try:
                 item = await nxt()
             except StopAsyncIteration:
-                self.end(True)
+                self.obs.end(True)
                 raise
             except BaseException:  # includes CancelledError
-                self.end(False)
+                self.obs.end(False)
                 raise
             try:
                 if not self.observe(item):  # hide injected events (an extra usage-only chunk)
                     return item
             except Exception:
-                self.failed()
+                self.obs.failed()
+                self.observe = self.obs.observe  # a no-op once it keeps raising
                 return item
+
+    async def aclose(self) -> None:
+        """What closing the SDK's loop generator does to the stream: nothing (it stays open)."""
 
 
 class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """A synchronous SDK stream (``Stream``, a helper's stream object) observed chunk by chunk.
     Built by :func:`proxy_stream` (``wrapt``'s own ``__init__``, then the observer: no Python
-    ``__init__`` of ours runs before the first chunk). Its iterator, made on first use, is
-    :func:`_observed` over the SDK's own iterator (``iter(stream)``, what a bare loop runs)."""
+    ``__init__`` of ours runs before the first chunk). ``iter(proxy)`` is as the bare stream's:
+    where the SDK's ``__iter__`` makes a new generator over the stream's events per call (OpenAI's
+    and Anthropic's ``Stream``), each call gives a new :func:`_observed` over those same events
+    (closing one, or leaving its loop, leaves the stream open for the next); a stream that is its
+    own iterator (a generator, an object whose ``__iter__`` returns itself) gets one generator for
+    every loop. ``next(proxy)`` resumes one generator of its own."""
 
     _self_obs: _Observer
-    _self_it: Iterator[Any] | None = None
+    _self_it: Iterator[Any] | None = None  # next()'s generator (every loop's: an own-iterator stream)
+    _self_own = False  # the SDK's stream is its own iterator
 
     def __iter__(self) -> Iterator[Any]:
-        it = self._self_it
-        if it is None:
-            obs = self._self_obs
-            self._self_it = it = _observed(obs, _iterate(obs.call.endpoint.events(obs.next)))
-        return it
+        if self._self_own:
+            return self._self_it  # type: ignore[return-value]
+        obs = self._self_obs
+        stream = obs.next
+        events = obs.call.endpoint.events(stream)
+        if events is stream:
+            events = _iterate(stream)
+            if events is stream:
+                self._self_own = True
+                it = self._self_it
+                if it is None:
+                    self._self_it = it = _observed(obs, events)
+                return it
+        return _observed(obs, events)
 
     def __next__(self) -> Any:
-        return next(self._self_it or self.__iter__())
+        it = self._self_it
+        if it is None:
+            self._self_it = it = self.__iter__()
+        return next(it)
 
     def __enter__(self) -> StreamProxy:
         self.__wrapped__.__enter__()
@@ -206,15 +238,28 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
 
 
 class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
-    """An asynchronous SDK stream observed event by event (built by :func:`proxy_stream`)."""
+    """An asynchronous SDK stream observed event by event (built by :func:`proxy_stream`).
+    ``aiter(proxy)`` is as the bare stream's: a new :class:`_AsyncLoop` per call over the one
+    stream (the SDK's ``__aiter__`` makes a new async generator per call), or one for every loop
+    where the SDK's stream is its own async iterator. ``anext(proxy)`` resumes a loop of its own."""
 
-    _self_obs: _AsyncObserver
+    _self_obs: _Observer
+    _self_loop: _AsyncLoop | None = None  # anext()'s loop (every loop's: an own-iterator stream)
+    _self_own = False
 
     def __aiter__(self) -> Any:
-        return self._self_obs
+        if self._self_own:
+            loop = self._self_loop
+            if loop is None:
+                self._self_loop = loop = _AsyncLoop(self._self_obs)
+            return loop
+        return _AsyncLoop(self._self_obs)
 
     def __anext__(self) -> Any:
-        return self._self_obs.__anext__()
+        loop = self._self_loop
+        if loop is None:
+            self._self_loop = loop = _AsyncLoop(self._self_obs)
+        return loop.__anext__()
 
     async def __aenter__(self) -> AsyncStreamProxy:
         await self.__wrapped__.__aenter__()
@@ -263,7 +308,9 @@ def proxy_stream(stream: Any, call: Call, reducer: Reducer) -> Any:
         if events is not stream:
             anxt = events.__anext__
         proxy = AsyncStreamProxy(stream)
-        proxy._self_obs = _AsyncObserver(call, reducer, anxt if anxt is not None else stream.__aiter__().__anext__)
+        proxy._self_obs = _Observer(call, reducer, anxt if anxt is not None else stream.__aiter__().__anext__)
+        if events is stream and anxt is not None:  # its own async iterator: one loop for all, as bare
+            proxy._self_own = True
         return proxy
     proxy = StreamProxy(stream)
     proxy._self_obs = _Observer(call, reducer, stream)

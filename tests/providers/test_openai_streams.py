@@ -189,7 +189,7 @@ async def _chunks(c: Any, **kw: Any) -> list[Any]:
 async def test_a_loop_left_and_resumed_reads_one_stream_billed_once(mode: str, mock_llm: Any, gateway: Any,
                                                                     capture: Capture) -> None:
     """``next()``, a loop left by ``break`` and a second loop over the same stream read it on
-    from where it stopped (the proxy keeps one iterator): every chunk once, usage exact, once."""
+    from where it stopped (every loop reads the one stream): every chunk once, usage exact, once."""
     c = client(mock_llm, mode)
     before = served_tokens(mock_llm)
     s = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
@@ -199,6 +199,47 @@ async def test_a_loop_left_and_resumed_reads_one_stream_billed_once(mode: str, m
     am.uninstrument()
     bare = await drain(await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True)))
     assert dump(first + head + rest) == dump(bare)  # no chunk lost, repeated or reordered
+    served = served_tokens(mock_llm) - before
+    assert served > 0 and billed(gateway) == {"default": served}
+    assert [e.estimated for e in capture.events] == [False]
+    await collect_garbage()
+    assert billed(gateway) == {"default": served} and am.stats().calls_metered == 1
+
+
+def _loop_of(s: Any, mode: str) -> Any:
+    return s.__aiter__() if mode == "async" else iter(s)
+
+
+async def _next_of(it: Any, mode: str) -> Any:
+    return await it.__anext__() if mode == "async" else next(it)
+
+
+async def _close_loop(it: Any, mode: str) -> None:
+    await (it.aclose() if mode == "async" else _sync(it.close))
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_each_loop_over_a_stream_is_its_own_as_bare(mode: str, mock_llm: Any, gateway: Any,
+                                                           capture: Capture) -> None:
+    """As the SDK's ``Stream.__iter__`` / ``__aiter__`` (a new generator per call over the one
+    stream), each ``iter(stream)`` of a metered stream is a new iterator, and closing one leaves
+    the stream open: a later loop reads on where it stopped. Billed exactly, once."""
+    c = client(mock_llm, mode)
+    before = served_tokens(mock_llm)
+    s = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
+    one, two = _loop_of(s, mode), _loop_of(s, mode)
+    first = [await _next_of(one, mode), await _next_of(two, mode)]
+    await _close_loop(one, mode)
+    await _close_loop(two, mode)
+    rest = await drain(s)
+    am.uninstrument()
+    b = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
+    assert (one is two) == (_loop_of(b, mode) is _loop_of(b, mode)) is False
+    loop = _loop_of(b, mode)
+    bare_first = [await _next_of(loop, mode)]
+    await _close_loop(loop, mode)
+    bare = bare_first + await drain(b)
+    assert len(rest) > 2 and dump(first + rest) == dump(bare)  # no chunk lost, repeated or reordered
     served = served_tokens(mock_llm) - before
     assert served > 0 and billed(gateway) == {"default": served}
     assert [e.estimated for e in capture.events] == [False]
