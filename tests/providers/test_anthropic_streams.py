@@ -288,3 +288,33 @@ def client_with_http(mode: str, http: Any) -> Any:
 
     cls = anthropic.AsyncAnthropic if mode == "async" else anthropic.Anthropic
     return cls(api_key="sk-test", base_url="http://127.0.0.1:9", max_retries=0, http_client=http)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_create_stream_left_at_message_delta_is_estimated_once(meter: Any, gateway: Any, mock_llm: Any,
+                                                                     mode: str) -> None:
+    """A loop that stops at the ``message_delta`` carrying ``stop_reason`` and its usage, then
+    ``close()``: ``message_stop`` (which says no more deltas follow: a stream may repeat running
+    totals) is never read, so the bill is an estimate, once: input exact from ``message_start``,
+    output the larger of the delta's count and the text read (one token per four characters)."""
+    stream = await resolve(client(mock_llm, mode).messages.create(**ARGS, stream=True))
+    got: list[Any] = []
+    async for event in _events(stream, mode):
+        got.append(event)
+        if event.type == "message_delta":
+            break
+    await close(stream)
+    start, delta = got[0].message.usage, got[-1].usage
+    assert got[-1].delta.stop_reason == "end_turn"
+    output = max(delta.output_tokens, estimate_output(text_chars(got)))
+    assert billed(gateway) == {"default": input_units(start) + output}
+    assert_once(estimated=True)
+
+
+async def _events(stream: Any, mode: str) -> Any:
+    if mode == "async":
+        async for event in stream:
+            yield event
+    else:
+        for event in stream:
+            yield event

@@ -247,6 +247,50 @@ async def test_each_loop_over_a_stream_is_its_own_as_bare(mode: str, mock_llm: A
     assert billed(gateway) == {"default": served} and am.stats().calls_metered == 1
 
 
+@pytest.mark.parametrize("how", ["close", "with"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_chat_stream_left_at_finish_reason_is_estimated_once(mode: str, how: str, mock_llm: Any,
+                                                                     gateway: Any, capture: Capture) -> None:
+    """A loop that stops at the chunk with ``finish_reason``, then ``close()`` or the end of a
+    ``with`` block: the usage chunk the meter asked for comes after it and is never read (reading
+    on would make ``close()`` wait on the network; no transport says the body is all received).
+    Billed once, as an estimate, counted in ``stats().events_estimated`` (docs/providers/openai.md)."""
+    c = client(mock_llm, mode)
+    before = served_tokens(mock_llm)
+    s = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
+
+    async def read_to_finish() -> list[Any]:
+        got = []
+        async for chunk in _as_async(s, mode):
+            got.append(chunk)
+            if chunk.choices and chunk.choices[0].finish_reason is not None:
+                break
+        return got
+
+    if how == "with":
+        async with enter(s):
+            got = await read_to_finish()
+    else:
+        got = await read_to_finish()
+        await close(s)
+    assert got[-1].choices[0].finish_reason == "stop"
+    served = served_tokens(mock_llm) - before
+    units = billed(gateway)["default"]
+    assert served > 0 and units != served  # the exact count never arrived
+    assert [(e.units, e.estimated) for e in capture.events] == [(units, True)]
+    st = am.stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (1, 1, 0, 0)
+
+
+async def _as_async(s: Any, mode: str) -> Any:
+    if mode == "async":
+        async for chunk in s:
+            yield chunk
+    else:
+        for chunk in s:
+            yield chunk
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_injected_usage_chunk_is_hidden(mode: str, mock_llm: Any, gateway: Any, capture: Capture) -> None:
     options = {"include_obfuscation": False}  # the caller's stream_options, without include_usage
