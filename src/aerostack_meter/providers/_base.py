@@ -133,7 +133,7 @@ class Provider:
         """How ``wrap()`` meters a leaf of ``client_tree``: at the method, or (with a base client)
         by routing the call to the HTTP layer with the proxy's meter and defaults."""
         if self.base_client is None:
-            return make_wrapper
+            return _declared_wrapper
         base = self.base_client
         base.install()
         # uninstrument() removed the hooks since: a wrapped client keeps working
@@ -155,6 +155,13 @@ class Provider:
             log_once(f"version:{self.name}:{version}", logging.WARNING,
                      "aerostack_meter: %s %s is outside the tested range %s; metering it anyway "
                      "(surfaces are detected at run time)", self.distribution, version, self.versions)
+
+
+def _declared_wrapper(endpoint: Endpoint, is_async: bool, get_meter: Callable[[], Any],
+                      defaults: Any = None) -> Callable[..., Any]:
+    """``wrap()``'s :func:`make_wrapper`, told what the endpoint's methods return when the endpoint
+    says (its ``returns``: no ``kind()`` asked of each result)."""
+    return make_wrapper(endpoint, is_async, get_meter, defaults, getattr(endpoint, "returns", None))
 
 
 def metered_method(original: Callable[..., Any], meter: Callable[..., Any], is_async: bool) -> Callable[..., Any]:
@@ -265,9 +272,12 @@ class ReaderEndpoint(Endpoint):
 
     def __init__(self, provider: str, name: str, *, response: UsageReader | None = None,
                  event: UsageReader | None = None, event_chars: Callable[[Any], int] | None = None,
-                 snapshot: UsageReader | None = None) -> None:
+                 snapshot: UsageReader | None = None, returns: Kind | None = None) -> None:
         self.provider = provider
         self.name = name
+        #: what every method metered with this endpoint returns (``wrap()`` then asks no ``kind()``
+        #: per call); ``None``: ``kind()`` decides per result
+        self.returns = returns
         self._response = response
         self._event = event
         self._event_chars = event_chars

@@ -25,7 +25,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count, usage_of
+from .._usage import _EMPTY, Usage, to_count, usage_of
 
 __all__ = [
     "bytes_text_chars",
@@ -70,33 +70,43 @@ def _build(fresh: int | None, output: int | None, read: int | None, write: int |
 def converse_usage(response: Any, model: str | None = None) -> Usage | None:
     """A ``converse`` response (or a ``converse_stream`` ``metadata`` event body): its ``usage``.
 
-    What botocore returns (dicts, every count an int) is read in this one frame; anything else
-    takes :func:`_converse_usage`, whose rules are the same."""
+    What botocore returns (dicts, every count an int) is read in this one frame, by subscripts
+    (no method call per field) and one range check of all the counts at once; anything else takes
+    :func:`_converse_usage`, whose rules are the same."""
     if response.__class__ is dict:
         u = response.get("usage")
         if u.__class__ is dict:
-            fresh = u.get("inputTokens")
-            output = u.get("outputTokens")
-            read = u.get("cacheReadInputTokens")
-            write = u.get("cacheWriteInputTokens")
-            total = u.get("totalTokens")
-            if read is None:
-                read = 0
-            if write is None:
-                write = 0
-            if total is None:
-                total = 0
-            if (type(fresh) is int and type(output) is int and type(read) is int and type(write) is int
-                    and type(total) is int and 0 <= fresh < _MAX_UNITS and 0 <= output < _MAX_UNITS
-                    and 0 <= read < _MAX_UNITS and 0 <= write < _MAX_UNITS and 0 <= total < _MAX_UNITS):
+            try:
+                fresh = u["inputTokens"]
+                output = u["outputTokens"]
+                total = u["totalTokens"]
+            except KeyError:  # no total: the general rules compute it
+                return _converse_usage(response, model)
+            read: Any = 0
+            write: Any = 0
+            if _CACHE_READ_KEY in u or _CACHE_WRITE_KEY in u:  # prompt caching: None counts as absent
+                read = u.get(_CACHE_READ_KEY)
+                write = u.get(_CACHE_WRITE_KEY)
+                if read is None:
+                    read = 0
+                if write is None:
+                    write = 0
+            # ints only (a bool is not one), each in [0, 2**53): one OR and one shift for the range
+            if (type(fresh) is int and type(output) is int and type(total) is int and type(read) is int
+                    and type(write) is int and not (fresh | output | total | read | write) >> _BITS):
                 inp = fresh + read + write
                 if not total:
                     total = inp + output
-                    if total >= _MAX_UNITS:
+                    if total >> _BITS:
                         return None
                 return usage_of(("bedrock", model, inp, output, total, read, write, 0, 0, 0, _EMPTY, None,
                                  False, 0, None))
     return _converse_usage(response, model)
+
+
+_CACHE_READ_KEY = "cacheReadInputTokens"
+_CACHE_WRITE_KEY = "cacheWriteInputTokens"
+_BITS = 53  # a count is below 2**53 (_MAX_UNITS): ``n >> 53`` is 0 for every count, not for a negative
 
 
 def _converse_usage(response: Any, model: str | None) -> Usage | None:

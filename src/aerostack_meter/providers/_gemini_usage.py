@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count
+from .._usage import _EMPTY, Usage, to_count, usage_of
 from ._base import read_field
 
 __all__ = ["Counts", "build_usage", "merge_counts", "read_counts", "response_usage"]
@@ -114,50 +114,59 @@ def response_meta(response: Any) -> tuple[Any, str | None, str | None]:
 
 
 def response_usage(response: Any) -> Usage | None:
-    """Usage of a complete ``GenerateContentResponse`` (or its JSON body)."""
-    d = getattr(response, "__dict__", None)  # an SDK model: its declared fields (a dict has none)
-    if d is not None:
-        meta = d.get("usage_metadata")
-        md = getattr(meta, "__dict__", None)
-        if md is not None and "prompt_token_count" in md:
-            usage = _model_usage(md, d)
-            if usage is not _GENERAL:
-                return usage  # type: ignore[return-value]
+    """Usage of a complete ``GenerateContentResponse`` (or its JSON body).
+
+    The common case, the SDK's models with every count an int (or absent), is read in this one
+    frame from the models' ``__dict__`` (pydantic 2 keeps every declared field there: one
+    subscript each, where an attribute read of a pydantic model costs ~400 instructions), with
+    the rules of :func:`read_counts` and :func:`build_usage`; anything else (a JSON body, a float
+    count, a negative one) takes the general readers."""
+    if response.__class__ is not dict:
+        try:
+            d = response.__dict__
+            md = d["usage_metadata"].__dict__
+            prompt = md["prompt_token_count"]
+            cached = md["cached_content_token_count"]
+            tool_use = md["tool_use_prompt_token_count"]
+            candidates = md["candidates_token_count"]
+            thoughts = md["thoughts_token_count"]
+            total = md["total_token_count"]
+        except (AttributeError, KeyError, TypeError):  # not the SDK's models (or no usage_metadata)
+            return _general_usage(response)
+        if prompt is None and candidates is None and thoughts is None and total is None:
+            return None
+        if prompt is None:
+            prompt = 0
+        if cached is None:
+            cached = 0
+        if tool_use is None:
+            tool_use = 0
+        if candidates is None:
+            candidates = 0
+        if thoughts is None:
+            thoughts = 0
+        if total is None:
+            total = 0
+        # ints only (a bool is not one), each in [0, 2**53): one OR and one shift for the range
+        if (type(prompt) is int and type(cached) is int and type(tool_use) is int
+                and type(candidates) is int and type(thoughts) is int and type(total) is int
+                and not (prompt | cached | tool_use | candidates | thoughts | total) >> _BITS):
+            inp = prompt + tool_use
+            out = candidates + thoughts
+            if not total:  # absent or zero: never bill zero when the parts say otherwise
+                total = inp + out
+                if not total or total >> _BITS:
+                    return None
+            model = d.get("model_version")
+            rid = d.get("response_id")
+            # positionally, in Usage's field order
+            return usage_of(("gemini", model if isinstance(model, str) and model else None, inp, out,
+                             total, cached if cached < prompt else prompt, 0, thoughts, 0, 0, _EMPTY,
+                             rid if isinstance(rid, str) and rid else None, False, 0, None))
     return _general_usage(response)
 
 
-_GENERAL = object()  # a value the one-pass reader leaves to the general one (not an int count)
-
-
-def _model_usage(md: dict[str, Any], d: dict[str, Any]) -> object:
-    """The common case in one pass: the SDK's ``usage_metadata`` model, every count an int (or
-    absent), read from the models' ``__dict__``; the same rules as :func:`read_counts` and
-    :func:`build_usage`. Anything else (a float count, a negative one): ``_GENERAL``."""
-    prompt = md.get("prompt_token_count")
-    cached = md.get("cached_content_token_count")
-    tool_use = md.get("tool_use_prompt_token_count")
-    candidates = md.get("candidates_token_count")
-    thoughts = md.get("thoughts_token_count")
-    total = md.get("total_token_count")
-    if prompt is None and candidates is None and thoughts is None and total is None:
-        return None
-    for n in (prompt, cached, tool_use, candidates, thoughts, total):
-        if n is not None and (type(n) is not int or not 0 <= n < _MAX_UNITS):
-            return _GENERAL
-    prompt = prompt or 0
-    thoughts = thoughts or 0
-    inp = prompt + (tool_use or 0)
-    out = (candidates or 0) + thoughts
-    if not total:  # absent or zero: never bill zero when the parts say otherwise
-        total = inp + out
-        if not total or total >= _MAX_UNITS:
-            return None
-    model = d.get("model_version")
-    rid = d.get("response_id")
-    # positionally, in Usage's field order
-    return Usage("gemini", model if isinstance(model, str) and model else None, inp, out, total,
-                 min(cached or 0, prompt), 0, thoughts, 0, 0, _EMPTY,
-                 rid if isinstance(rid, str) and rid else None, False)
+_BITS = 53  # a count is below 2**53 (_MAX_UNITS): ``n >> 53`` is 0 for every count, not for a negative
 
 
 def _general_usage(response: Any) -> Usage | None:

@@ -49,11 +49,24 @@ from ._bedrock_usage import (
 
 __all__ = ["PROVIDER"]
 
-# The request's modelId, from prepare_call() to usage() of the same call (run back to back by the core
-# on the calling thread; a nested metered call in between is impossible: botocore calls are sync).
+# The request's modelId, from prepare_call() to usage() of the same call, in the calling context (a
+# thread, or an asyncio task: each runs in its own copy of the context); no other call's prepare
+# runs in between in that context: a call made inside a metered one is not metered.
 _MODEL: contextvars.ContextVar[Any] = contextvars.ContextVar("aerostack_bedrock_model", default=None)
 _set_model = _MODEL.set
 _get_model = _MODEL.get
+
+
+def _remember_model(meter: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """A response operation's ``prepare_call``: keeps the request's ``modelId`` for ``usage()``
+    (checked when read). Set, never reset: the value is one object per context (thread or task),
+    overwritten by the next call's, and read only after its own call set it."""
+    _set_model(kwargs.get("modelId"))
+    return kwargs, None
+
+
+def _no_usage(response: Any) -> None:
+    return None
 
 
 def _model_name(model: Any) -> str | None:
@@ -139,19 +152,17 @@ class BedrockCall(Endpoint):
         self._quick = quick
         self._whole = whole
 
-    def prepare_call(self, meter: Any, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-        _set_model(kwargs.get("modelId"))  # checked when read: most calls never need it checked
-        return kwargs, None
+        if response is not None:  # the request's modelId, for usage(): a stream's reducer has the kwargs
+            self.prepare_call = _remember_model  # type: ignore[method-assign]
+        else:  # nothing to prepare: the core does not call it (Endpoint's no-op)
+            self.usage = _no_usage  # type: ignore[method-assign]
 
     def kind(self, result: Any) -> Kind:
         return self.returns
 
     def usage(self, response: Any) -> Usage | None:
-        read = self._response
-        if read is None:
-            return None
         model = _get_model()
-        return read(response, model if isinstance(model, str) and model else None)
+        return self._response(response, model if isinstance(model, str) and model else None)  # type: ignore[misc]
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         model = _model_id(kwargs)
@@ -209,15 +220,6 @@ def _on_client_class(class_attributes: dict[str, Any], **_: Any) -> None:
 
 class _ClientClassProvider(Provider):
     """A provider whose patch registers a botocore event handler instead of patch targets."""
-
-    def wrapper_factory(self) -> Callable[..., Any]:
-        """``wrap()``'s wrappers say what each method returns (no ``kind()`` asked per call)."""
-        from .._wrapping import make_wrapper
-
-        def factory(endpoint: BedrockCall, is_async: bool, get_meter: Any, defaults: Any = None) -> Any:
-            return make_wrapper(endpoint, is_async, get_meter, defaults, returns=endpoint.returns)
-
-        return factory
 
     def patch(self) -> int:
         global _on

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .._call import Reducer
+from .._call import Kind, Reducer
 from .._estimate import estimate_input_tokens, tokens_from_chars
 from .._usage import Usage
 from .._wrap import HELPER
@@ -153,15 +153,15 @@ class GeminiReducer(Reducer):
 class GenerateContent(ReaderEndpoint):
     """One Gemini request: a ``GenerateContentResponse``, or a stream of them."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__("gemini", name, response=response_usage)
+    def __init__(self, name: str, returns: Kind) -> None:
+        super().__init__("gemini", name, response=response_usage, returns=returns)
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         return GeminiReducer(self.provider, kwargs)
 
 
-GENERATE = GenerateContent("models.generate_content")
-GENERATE_STREAM = GenerateContent("models.generate_content_stream")
+GENERATE = GenerateContent("models.generate_content", "response")
+GENERATE_STREAM = GenerateContent("models.generate_content_stream", "stream")
 
 _MODELS = "google.genai.models"
 
@@ -169,9 +169,8 @@ _MODELS = "google.genai.models"
 def _targets() -> list[Target]:
     out = []
     for cls, is_async in (("Models", False), ("AsyncModels", True)):
-        out.append(method_target(_MODELS, f"{cls}._generate_content", GENERATE, is_async, "response"))
-        out.append(method_target(_MODELS, f"{cls}._generate_content_stream", GENERATE_STREAM, is_async,
-                                 "stream"))
+        for method, endpoint in (("_generate_content", GENERATE), ("_generate_content_stream", GENERATE_STREAM)):
+            out.append(method_target(_MODELS, f"{cls}.{method}", endpoint, is_async, endpoint.returns))
     return out
 
 
