@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 from google.genai import types
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from aerostack_meter import Usage
 from aerostack_meter._usage import apply_policy
 from aerostack_meter.providers._gemini_usage import (
+    _general_usage,
     build_usage,
     merge_counts,
     read_counts,
@@ -100,6 +103,26 @@ def test_hostile_counts_in_the_sdk_type(meta: dict[str, Any], expected: Usage | 
     r = types.GenerateContentResponse(usage_metadata=built, model_version="gemini-2.5-flash",
                                       response_id="r1")
     assert response_usage(r) == expected
+
+
+_FIELDS = ("prompt_token_count", "cached_content_token_count", "tool_use_prompt_token_count",
+           "candidates_token_count", "thoughts_token_count", "total_token_count")
+_count_like = st.one_of(st.none(), st.integers(-5, 2**54), st.sampled_from([0, 2**53 - 1, 2**53]),
+                        st.booleans(), st.floats(allow_nan=True), st.text(max_size=3))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({}, optional=dict.fromkeys(_FIELDS, _count_like)),
+       st.sampled_from([None, "", "gemini-2.5-flash"]), st.sampled_from([None, "", "r1"]))
+@example({"prompt_token_count": 2**52, "candidates_token_count": 2**52 - 1}, "m", "r")
+@example({"prompt_token_count": 5, "cached_content_token_count": 9, "total_token_count": 0}, "m", "r")
+def test_one_frame_reader_agrees_with_the_general_rules(meta: dict[str, Any], model: str | None,
+                                                        rid: str | None) -> None:
+    # the SDK's own type with whatever counts a lenient parser might leave in it
+    r = types.GenerateContentResponse.model_construct(
+        usage_metadata=types.GenerateContentResponseUsageMetadata.model_construct(**meta),
+        model_version=model, response_id=rid)
+    assert response_usage(r) == _general_usage(r)
 
 
 def test_no_usage_metadata_on_the_sdk_type() -> None:
