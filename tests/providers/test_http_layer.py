@@ -108,6 +108,34 @@ async def test_the_callers_request_options_keep_their_body(mode: str, mock_llm: 
     assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (2, 0, 0, 0)
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_arguments_the_hooks_do_not_name_reach_the_sdk_as_given(mode: str, mock_llm: Any, gateway: Any,
+                                                                      meter: Any) -> None:
+    """The hooks name the SDK's own parameters (``cast_to, options, *, stream, stream_cls``); an
+    argument they do not name (an older SDK's positional ``remaining_retries``, a keyword a newer
+    one adds) goes to the SDK's function where the caller put it: this SDK answers with its own
+    ``TypeError``, as bare, and a call written for it still works and is billed."""
+    from openai._models import FinalRequestOptions
+    from openai.types.chat import ChatCompletion
+
+    c = client(mock_llm, mode)
+    side = "AsyncAPIClient" if mode == "async" else "SyncAPIClient"
+
+    def opts() -> Any:
+        return FinalRequestOptions.construct(method="post", url="/chat/completions",
+                                             json_data={"model": MODEL, "messages": USER})
+
+    with pytest.raises(TypeError, match=rf"^{side}\.request\(\) takes 3 positional arguments but 4"):
+        await resolve(c.request(ChatCompletion, opts(), 2))
+    with pytest.raises(TypeError, match=rf"^{side}\.request\(\) got an unexpected keyword argument 'retries'"):
+        await resolve(c.request(ChatCompletion, opts(), retries=2))
+    before = served_tokens(mock_llm)
+    r = await resolve(c.request(cast_to=ChatCompletion, options=opts()))
+    assert r.usage is not None
+    assert billed(gateway) == {"default": served_tokens(mock_llm) - before}
+    assert _stats().calls_metered == 1
+
+
 async def test_one_options_object_in_concurrent_calls_shows_no_injected_chunk(mock_llm: Any, gateway: Any,
                                                                              meter: Any) -> None:
     """Calls that share one request-options object at once (a caller's own, passed to
