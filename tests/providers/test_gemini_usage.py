@@ -145,3 +145,49 @@ def test_stream_last_value_wins_field_by_field() -> None:
     u = build_usage(counts, "m", None)
     assert u is not None
     assert (u.input_tokens, u.output_tokens, u.total_tokens) == (6, 11, 17)  # not 3+7 (summed)
+
+
+# -- the stream reducer's per-chunk path --------------------------------------------------------
+
+_text = st.one_of(st.none(), st.sampled_from(["", "a", "héllo wörld", "x" * 300]))
+_part = st.builds(types.Part, text=_text, thought=st.sampled_from([None, True]))
+_content = st.one_of(st.none(), st.builds(types.Content, role=st.just("model"),
+                                          parts=st.one_of(st.none(), st.lists(_part, max_size=3))))
+_candidate = st.builds(types.Candidate, content=_content,
+                       finish_reason=st.sampled_from([None, types.FinishReason.STOP, "MAX_TOKENS"]))
+_meta = st.one_of(st.none(), st.builds(
+    types.GenerateContentResponseUsageMetadata, prompt_token_count=st.integers(0, 50),
+    candidates_token_count=st.one_of(st.none(), st.integers(0, 500)),
+    thoughts_token_count=st.one_of(st.none(), st.integers(0, 50))))
+_chunk = st.builds(types.GenerateContentResponse,
+                   candidates=st.one_of(st.none(), st.lists(_candidate, max_size=2)),
+                   usage_metadata=_meta, model_version=st.sampled_from([None, "", "gemini-a", "gemini-b"]),
+                   response_id=st.sampled_from([None, "", "r1", "r2"]))
+
+
+def _reduced(chunks: list[Any], general: bool) -> tuple[Any, ...]:
+    from aerostack_meter.providers.gemini import GeminiReducer
+
+    r = GeminiReducer("gemini", {"model": "asked-for"})
+    r.slow = general  # the general readers (field by field), as for a chunk that is not the SDK's model
+    for chunk in chunks:
+        assert r.observe(chunk) is False
+    return (r.chars, r.finished, r.model, r.response_id, r.last, r.prev, r.final(True), r.final(False))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_chunk, max_size=5))
+def test_stream_chunk_path_agrees_with_the_general_readers(chunks: list[types.GenerateContentResponse]) -> None:
+    # the SDK's own chunk models, of every shape a stream may send (no candidate, no content, no
+    # parts, one part, several, text or none, a finish reason or none, usage or none)
+    assert _reduced(chunks, general=False) == _reduced(chunks, general=True)
+
+
+def test_stream_chunk_path_counts_every_part() -> None:
+    from aerostack_meter.providers.gemini import GeminiReducer
+
+    parts = [types.Part(text="abc"), types.Part(text="de", thought=True), types.Part()]
+    r = GeminiReducer("gemini", {})
+    r.observe(types.GenerateContentResponse(candidates=[types.Candidate(content=types.Content(parts=parts))]))
+    r.observe(types.GenerateContentResponse(candidates=[types.Candidate(content=types.Content(parts=parts[:1]))]))
+    assert (r.chars, r.slow) == (8, False)
