@@ -50,10 +50,13 @@ class _SDK:
 
 
 _sdk: _SDK | None = None
+# pydantic 2 (set with _sdk): a chunk's fields set is read by its literal name, a LOAD_ATTR (~415
+# instructions on a pydantic model), not by getattr() of a name held in a slot (~560)
+_pydantic2 = False
 
 
 def sdk() -> _SDK:
-    global _sdk
+    global _sdk, _pydantic2
     if _sdk is None:
         import openai
         from pydantic import VERSION
@@ -66,7 +69,8 @@ def sdk() -> _SDK:
         t.unread = tuple(c for c in (getattr(openai, "APIResponse", None),
                                      getattr(openai, "AsyncAPIResponse", None)) if c)
         # The model's own set of fields given (what to_dict()/exclude_unset dump): pydantic 2 / 1
-        t.fields_set = "__pydantic_fields_set__" if VERSION.startswith("2.") else "__fields_set__"
+        _pydantic2 = VERSION.startswith("2.")
+        t.fields_set = "__pydantic_fields_set__" if _pydantic2 else "__fields_set__"
         _sdk = t
     return _sdk
 
@@ -304,7 +308,10 @@ class ChatReducer(Reducer):
                 self._usage(chunk, u)
             if choices:
                 if self.hide:  # as if include_usage had not been sent: no "usage": null in to_dict()
-                    getattr(chunk, self.fields_set).discard("usage")
+                    if _pydantic2:
+                        chunk.__pydantic_fields_set__.discard("usage")
+                    else:
+                        getattr(chunk, self.fields_set).discard("usage")
                     self.seen = True
                 delta = choices[0].delta
                 if delta is not None:
@@ -358,7 +365,10 @@ class CompletionReducer(ChatReducer):
                 self._usage(chunk, u)
             if choices:
                 if self.hide:
-                    getattr(chunk, self.fields_set).discard("usage")
+                    if _pydantic2:
+                        chunk.__pydantic_fields_set__.discard("usage")
+                    else:
+                        getattr(chunk, self.fields_set).discard("usage")
                     self.seen = True
                 text = choices[0].text
                 if text.__class__ is str:
