@@ -20,11 +20,12 @@ if TYPE_CHECKING:
     from ._budget import Reservation
     from ._meter import Attribution, Meter
 
-__all__ = ["Call", "Endpoint", "Kind", "Reducer"]
+__all__ = ["NO_KWARGS", "Call", "Endpoint", "Kind", "Reducer", "record_failed"]
 
 Kind = Literal["response", "stream", "manager", "raw"]
 
 _NO_KWARGS: Mapping[str, Any] = MappingProxyType({})
+NO_KWARGS = _NO_KWARGS  # what an ended call holds in place of its request's arguments
 
 
 class Reducer:
@@ -171,6 +172,12 @@ def _unanswered(exc: BaseException) -> bool:
     return unanswered
 
 
+def record_failed(meter: Meter) -> None:
+    """Recording a call's usage raised (a bug of ours): counted in ``internal_errors``, logged."""
+    meter.counters.add("internal_errors")
+    log_limited("call_end", logging.ERROR, "aerostack_meter: failed to record usage", exc_info=True)
+
+
 class Call:
     """One call being metered; ends once, whichever of its endings comes first."""
 
@@ -178,6 +185,7 @@ class Call:
 
     def __init__(self, meter: Meter, attribution: Attribution, endpoint: Endpoint,
                  kwargs: Mapping[str, Any]) -> None:
+        # (_wrapping.begin sets the same fields itself, without this frame: keep them in step)
         self.meter = meter
         self.attribution = attribution
         self.endpoint = endpoint
@@ -220,8 +228,7 @@ class Call:
                     self.reservation.hold(usage)
                 self.meter.record(usage, self.attribution, self.reservation)
         except Exception:  # pragma: no cover - metering must never break the caller
-            self.meter.counters.add("internal_errors")
-            log_limited("call_end", logging.ERROR, "aerostack_meter: failed to record usage", exc_info=True)
+            record_failed(self.meter)
         finally:
             self.kwargs = _NO_KWARGS  # drop the reference to the request (and its text) at once
 

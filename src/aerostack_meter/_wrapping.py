@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 import wrapt
 
 from ._budget import Budget, Reservation
-from ._call import Call, Endpoint, Kind
+from ._call import NO_KWARGS, Call, Endpoint, Kind, record_failed
 from ._context import attribute as _attribute
 from ._errors import BudgetExceededError
 from ._log import log_limited
@@ -128,7 +128,15 @@ def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance:
                 hint = endpoint.passthrough(kwargs)
         except Exception:
             _internal(meter, "prepare")
-    call = cls(meter, attribution, endpoint, kwargs)
+    # Call.__init__, without calling the class (its type call and __init__ frame: ~1.5 k
+    # instructions per call, a third of begin)
+    call = _new(cls)
+    call.meter = meter
+    call.attribution = attribution
+    call.endpoint = endpoint
+    call.kwargs = kwargs
+    call.done = False
+    call.reservation = None
     outer = _outer.get()
     if outer is not None:
         _note_inner(outer)
@@ -140,6 +148,7 @@ def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance:
 
 
 _begin = begin
+_new = object.__new__
 
 
 def _reserve(meter: Meter, budget: Budget, consumer_id: str, provider: str, kwargs: Mapping[str, Any],
@@ -166,8 +175,17 @@ def finish(call: Call, hint: Any, result: Any, returns: Kind | None = None) -> A
         if kind == "response":
             if not call.done:
                 usage = endpoint.usage(result)
-                # the model names a missing usage only (a getattr of an absent name can cost µs)
-                call.end(usage, None if usage is not None else getattr(result, "model", None))
+                if usage is not None and call.reservation is None:
+                    # Call.end of a plain response, in this frame (one frame fewer per call)
+                    call.done = True
+                    call.kwargs = NO_KWARGS
+                    try:
+                        call.meter.record(usage, call.attribution)
+                    except Exception:  # pragma: no cover - metering must never break the caller
+                        record_failed(call.meter)
+                else:
+                    # the model names a missing usage only (a getattr of an absent name can cost µs)
+                    call.end(usage, None if usage is not None else getattr(result, "model", None))
             return result
         if kind == "stream":
             stream = proxy_stream(endpoint.stream_in(result), call, endpoint.reducer(call.kwargs, hint))

@@ -223,12 +223,16 @@ class BaseClient:
                     return None
                 try:
                     try:  # the SDK's own (method, url) pairs are answered once
-                        endpoint = base._endpoints[(options.method, options.url)]
+                        # (from the options' __dict__: an attribute of the SDK's pydantic model
+                        # costs as much as that read and two subscripts)
+                        fields = options.__dict__
+                        endpoint = base._endpoints[(fields["method"], fields["url"])]
+                        body = fields["json_data"]
                     except (KeyError, TypeError, AttributeError):
                         endpoint = base.endpoint_for(options)
+                        body = getattr(options, "json_data", None)
                     if endpoint is None:
                         return None
-                    body = getattr(options, "json_data", None)
                     if _PREPARED:  # another call's prepared body, in flight on these options
                         held = _PREPARED.get(id(body))
                         if held is not None and held[0] is body:
@@ -249,7 +253,7 @@ class BaseClient:
                         meter.settings.budget is not None or (defaults is not None and defaults.budget is not None)):
                     return _Prefetch(meter, defaults, site)
                 state, new_body, hint = begin(meter, endpoint, defaults, instance, body, site, prepare,
-                                              wait=not is_async, cls=_State)
+                                              not is_async, _State)  # (positionally: cheaper)
                 if state is None:
                     return None
                 state.hint = hint
