@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import struct
 import threading
 import time
 from collections import deque
@@ -52,6 +53,8 @@ _yield = time.sleep  # (0): let the other threads have the GIL
 _pack_hdr = _HDR.pack
 _pack_ev = _EV.pack
 _pack_usage = _USAGE.pack
+# (consumer, api, metric, pack, blob): see JournalStore._packer
+_Packer = tuple[str, str, str, Callable[..., bytes], bytes]
 _PRICING_PASSES = 4  # reads per delivery step that price U records and read back their X records
 
 
@@ -183,6 +186,8 @@ class JournalStore:
         self._max_bytes = max_bytes
         self._counters = counters
         self._blobs: dict[tuple[str, str, str], bytes] = {}
+        self._packers: dict[tuple[str, str, str], _Packer] = {}
+        self._last: _Packer = ("", "", "", _pack_ev, b"")  # matches no key (compared by identity)
         self._fallback = MemoryStore(1 << 62)
         self._last_adopt = 0.0
         self.journal = Journal(directory)
@@ -204,11 +209,29 @@ class JournalStore:
         self._blobs[key] = blob
         return blob
 
+    def _packer(self, c: str, a: str, m: str) -> _Packer:
+        """(c, a, m, pack, blob): ``pack(b"E", ts, units, flags, blob)`` is the payload of an ``E``
+        record of this key (``b"E" + _EV.pack(ts, units, flags) + blob``, in one call)."""
+        key = (c, a, m)
+        packer = self._packers.get(key)
+        if packer is None:
+            blob = self._blobs.get(key)
+            if blob is None:
+                blob = self._blob(key)  # UnicodeEncodeError for a lone surrogate
+            packer = (c, a, m, struct.Struct(f"<c{_EV.format[1:]}{len(blob)}s").pack, blob)
+            if len(self._packers) > 4096:
+                self._packers.clear()
+            self._packers[key] = packer
+        self._last = packer
+        return packer
+
     def put(self, c: str, a: str, m: str, units: int, flags: int, ts: float) -> None:
-        blob = self._blobs.get((c, a, m))
-        if blob is None:
-            blob = self._blob((c, a, m))
-        payload = b"E" + _pack_ev(ts, units, flags) + blob
+        # the last key's packer, by identity (a call's key strings come from its attribution,
+        # resolved once per scope): three comparisons instead of a tuple and a dict lookup
+        last = self._last
+        if last[0] is not c or last[1] is not a or last[2] is not m:
+            last = self._packer(c, a, m)
+        payload = last[3](b"E", ts, units, flags, last[4])
         data = _pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload
         # Journal.append's lock-free copy into the mapping, in this frame (one frame fewer per
         # call); anything else (no mapping, no room left in it) takes append itself

@@ -52,6 +52,10 @@ class Usage(NamedTuple):
 #: order, without the named tuple's ``__new__`` (a Python frame taking 15 arguments: half the
 #: cost). For the one-frame readers of the SDKs' models, which always pass every field.
 usage_of: Callable[[tuple[Any, ...]], Usage] = functools.partial(tuple.__new__, Usage)
+#: ``new_usage(Usage, fields)``: the same without the partial's layer (a one-frame reader's last step)
+new_usage: Callable[[type[Usage], tuple[Any, ...]], Usage] = tuple.__new__
+#: for ints: ``not (a | b | ...) >> COUNT_BITS`` when every one is a valid count (0 <= n < 2**53)
+COUNT_BITS = 53
 
 
 def to_count(value: Any) -> int | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, Usage, to_count, usage_of
+from .._usage import _EMPTY, _MAX_UNITS, COUNT_BITS, Usage, new_usage, to_count
 from ._base import fields_of, read_field
 
 __all__ = ["DELTA_REQUIRED", "Counts", "build_usage", "message_usage", "read_counts"]
@@ -171,8 +171,8 @@ def message_usage(message: Any) -> Usage | None:
                 if one_h is None:
                     one_h = 0
                 if (type(fresh) is int and type(out) is int and type(write) is int and type(read) is int
-                        and type(one_h) is int and fresh >= 0 and out >= 0 and write >= 0 and read >= 0
-                        and 0 <= one_h < _MAX_UNITS and (cc is None or not cc.__pydantic_extra__
+                        and type(one_h) is int and not (fresh | out | write | read | one_h) >> COUNT_BITS
+                        and (cc is None or not cc.__pydantic_extra__
                                                              or "ephemeral_1h_input_tokens" not in cc.__pydantic_extra__)
                         and ud.get("output_tokens_details") is None and ud.get("server_tool_use") is None
                         and ud.get("iterations") is None):
@@ -182,10 +182,10 @@ def message_usage(message: Any) -> Usage | None:
                         model = md.get("model")
                         rid = md.get("id")
                         tier = ud.get("service_tier")
-                        return usage_of(("anthropic", model if isinstance(model, str) else None, inp,
-                                         out, total, read, write, 0, 0, 0, _EMPTY,
-                                         rid if isinstance(rid, str) else None, False, min(one_h, write),
-                                         tier if isinstance(tier, str) else None))
+                        return new_usage(Usage, (
+                            "anthropic", model if isinstance(model, str) else None, inp, out, total, read,
+                            write, 0, 0, 0, _EMPTY, rid if isinstance(rid, str) else None, False,
+                            one_h if one_h <= write else write, tier if isinstance(tier, str) else None))
     except (AttributeError, KeyError, TypeError):
         pass
     get = fields_of(message)
