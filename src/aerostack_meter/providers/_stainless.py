@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from .._call import Call, Endpoint, Reducer
+from .._call import Call, Endpoint, Kind, Reducer
 from .._log import log_limited
 from .._meter import Meter
 from .._wrapping import ACTIVE, ROUTE, PatchSet, Target, begin, finish, prefetch
@@ -49,7 +49,6 @@ __all__ = ["BaseClient"]
 RAW_HEADER = "X-Stainless-Raw-Response"
 _MAX_BODY = 16 * 1024 * 1024  # a raw JSON body larger than this is not kept for its usage
 _MAX_URLS = 1024  # (method, url) pairs whose endpoint is remembered
-_UNKNOWN = object()
 
 
 class _State(Call):
@@ -116,7 +115,8 @@ class BaseClient:
         self._patches = PatchSet(f"{self.module} base client", self._targets)
         self._global = False  # init() patched this SDK: calls outside wrap() are metered too
         self._suffixes = tuple(sorted(self.routes, key=len, reverse=True))
-        self._endpoints: dict[tuple[str, str], Endpoint | None] = {}
+        # (method, url) -> (its endpoint or None, the endpoint's site): answered once per pair
+        self._endpoints: dict[tuple[str, str], tuple[Endpoint | None, str]] = {}
         # named in errors (MissingConsumerError); built once, not per call
         self._sites = {id(e): f"{e.provider} {e.name}" for e in self.routes.values()}
 
@@ -169,14 +169,19 @@ class BaseClient:
         url = getattr(options, "url", None)
         if type(method) is str and type(url) is str:  # the SDK's own: answered once per (method, url)
             key = (method, url)
-            found = self._endpoints.get(key, _UNKNOWN)
-            if found is _UNKNOWN:
-                found = self._endpoint_for(method, url)
+            found = self._endpoints.get(key)
+            if found is None:
+                endpoint = self._endpoint_for(method, url)
+                found = (endpoint, self.site(endpoint) if endpoint is not None else "")
                 if len(self._endpoints) >= _MAX_URLS:  # many distinct URLs (query strings): start over
                     self._endpoints.clear()
                 self._endpoints[key] = found
-            return found  # type: ignore[return-value]
+            return found[0]
         return self._endpoint_for(method, url)
+
+    def site(self, endpoint: Endpoint) -> str:
+        """The endpoint's name in errors (MissingConsumerError): ``"<provider> <name>"``."""
+        return self._sites.get(id(endpoint)) or f"{endpoint.provider} {endpoint.name}"
 
     def _endpoint_for(self, method: Any, url: Any) -> Endpoint | None:
         if not isinstance(method, str) or method.lower() != "post":
@@ -226,10 +231,13 @@ class BaseClient:
                         # (from the options' __dict__: an attribute of the SDK's pydantic model
                         # costs as much as that read and two subscripts)
                         fields = options.__dict__
-                        endpoint = base._endpoints[(fields["method"], fields["url"])]
+                        endpoint, site = base._endpoints[(fields["method"], fields["url"])]
                         body = fields["json_data"]
                     except (KeyError, TypeError, AttributeError):
                         endpoint = base.endpoint_for(options)
+                        if endpoint is None:
+                            return None
+                        site = base.site(endpoint)
                         body = getattr(options, "json_data", None)
                     if endpoint is None:
                         return None
@@ -248,7 +256,6 @@ class BaseClient:
                 except Exception:
                     _internal(meter, "request")
                     return None
-                site = base._sites.get(id(endpoint)) or f"{endpoint.provider} {endpoint.name}"
                 if is_async and not prefetched and (
                         meter.settings.budget is not None or (defaults is not None and defaults.budget is not None)):
                     return _Prefetch(meter, defaults, site)
@@ -367,6 +374,19 @@ class BaseClient:
         base = self
 
         def factory(get_meter: Callable[[], Meter | None], wrapped: Any) -> Any:
+            # A parsed result's class -> (the endpoint that said, its kind): a model or a stream
+            # (never a raw response) is what the endpoint's kind() says of its class; finish() is
+            # then told it (one lookup here instead of two, and no kind() call per call).
+            kinds: dict[type, tuple[Endpoint, Kind]] = {}
+
+            def learn(endpoint: Endpoint, result: Any) -> None:
+                try:
+                    kind = endpoint.kind(result)
+                except Exception:
+                    return  # finish() asks again, guarded
+                if kind == "response" or kind == "stream":
+                    kinds[type(result)] = (endpoint, kind)
+
             def raw_by_cast(state: _State, cast_to: Any, response: Any) -> bool:
                 """``cast_to`` hands the user the HTTP response itself: meter the bytes they read,
                 from before the SDK sees it. True if so (and True, with the call counted as an
@@ -434,8 +454,14 @@ class BaseClient:
                     except Exception:
                         failed(state, response, stream)
                         raise
-                    if _MAY_BE_RAW.get(type(result), True) and _may_be_raw(result) and raw_by_header(state, response):
-                        return result
+                    known = kinds.get(type(result))
+                    if known is not None and known[0] is state.endpoint:
+                        return finish(state, state.hint, result, known[1])
+                    if _may_be_raw(result):
+                        if raw_by_header(state, response):
+                            return result
+                    else:
+                        learn(state.endpoint, result)
                     return finish(state, state.hint, result)
 
                 return async_process
@@ -457,8 +483,14 @@ class BaseClient:
                 except Exception:
                     failed(state, response, stream)
                     raise
-                if _MAY_BE_RAW.get(type(result), True) and _may_be_raw(result) and raw_by_header(state, response):
-                    return result
+                known = kinds.get(type(result))
+                if known is not None and known[0] is state.endpoint:
+                    return finish(state, state.hint, result, known[1])
+                if _may_be_raw(result):
+                    if raw_by_header(state, response):
+                        return result
+                else:
+                    learn(state.endpoint, result)
                 return finish(state, state.hint, result)
 
             return sync_process
