@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._journal import _BEHIND, _PAGE_MASK, Journal, Recovered, adopt_dead
+from ._journal import Journal, Recovered, adopt_dead
 from ._journal_format import (
     _EV,
     _HDR,
@@ -49,7 +49,6 @@ EventTuple = tuple[str, str, str, int, int]
 Record = Event | BatchRec
 
 _crc32 = __import__("zlib").crc32
-_yield = time.sleep  # (0): let the other threads have the GIL
 _pack_hdr = _HDR.pack
 _pack_ev = _EV.pack
 _pack_usage = _USAGE.pack
@@ -232,23 +231,8 @@ class JournalStore:
         if last[0] is not c or last[1] is not a or last[2] is not m:
             last = self._packer(c, a, m)
         payload = last[3](b"E", ts, units, flags, last[4])
-        data = _pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload
-        # Journal.append's lock-free copy into the mapping, in this frame (one frame fewer per
-        # call); anything else (no mapping, no room left in it) takes append itself
-        journal = self.journal
-        mm = journal._mm
-        if mm is not None:
-            try:
-                mm.write(data)
-            except ValueError:
-                pass
-            else:
-                pos = mm.tell()
-                if pos & _PAGE_MASK < len(data) or (journal.reading and pos - journal.read_pos > _BEHIND):
-                    _yield(0)  # as append does (see _journal._BEHIND)
-                return
         try:
-            self._write(data)
+            self._write(_pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
         except OSError as exc:
             self._write_failed(exc, [(c, a, m, units, flags)], ts)
 
