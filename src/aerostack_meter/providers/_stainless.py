@@ -436,6 +436,16 @@ class BaseClient:
                     usage = None
                 call.end(usage)
 
+            def settle(state: _State, response: Any, result: Any) -> Any:
+                """A result of a class not seen yet for this endpoint (or one that may be the SDK's
+                raw-response wrapper): meter the bytes if it is raw, else learn its kind and finish."""
+                if _may_be_raw(result):
+                    if raw_by_header(state, response):
+                        return result
+                else:
+                    learn(state.endpoint, result)
+                return finish(state, state.hint, result)
+
             if is_async:
                 async def async_process(self: Any, *rest: Any, cast_to: Any, options: Any, response: Any, stream: Any,
                                         stream_cls: Any, retries_taken: Any = 0, **more: Any) -> Any:
@@ -457,12 +467,7 @@ class BaseClient:
                     known = kinds.get(type(result))
                     if known is not None and known[0] is state.endpoint:
                         return finish(state, state.hint, result, known[1])
-                    if _may_be_raw(result):
-                        if raw_by_header(state, response):
-                            return result
-                    else:
-                        learn(state.endpoint, result)
-                    return finish(state, state.hint, result)
+                    return settle(state, response, result)
 
                 return async_process
 
@@ -486,12 +491,7 @@ class BaseClient:
                 known = kinds.get(type(result))
                 if known is not None and known[0] is state.endpoint:
                     return finish(state, state.hint, result, known[1])
-                if _may_be_raw(result):
-                    if raw_by_header(state, response):
-                        return result
-                else:
-                    learn(state.endpoint, result)
-                return finish(state, state.hint, result)
+                return settle(state, response, result)
 
             return sync_process
 
