@@ -8,6 +8,7 @@ close hooks of the SDK's stream helpers.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from ._openai_usage import (
     RESPONSES_FIELDS,
     chat_usage,
     get,
-    response_reader,
+    response_usage,
     responses_usage,
 )
 
@@ -107,7 +108,8 @@ def _reyields(cls: type) -> bool:
 class OpenAIEndpoint(Endpoint):
     provider = "openai"
     # usage of a complete response: a function of the response alone (no bound-method frame)
-    usage: Callable[[Any], Usage | None] = staticmethod(response_reader(CHAT_FIELDS))  # type: ignore[assignment]
+    usage: Callable[[Any], Usage | None] = staticmethod(  # type: ignore[assignment]
+        functools.partial(response_usage, CHAT_FIELDS))
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -390,7 +392,7 @@ _TERMINAL = frozenset({"response.completed", "response.incomplete", "response.fa
 class ResponsesEndpoint(OpenAIEndpoint):
     """Responses API (create, parse, the stream helper's create). Nothing to inject."""
 
-    usage = staticmethod(response_reader(RESPONSES_FIELDS))
+    usage = staticmethod(functools.partial(response_usage, RESPONSES_FIELDS))
 
     def reducer(self, kwargs: Mapping[str, Any], hint: Any) -> Reducer:
         return ResponsesReducer(self.provider, kwargs)

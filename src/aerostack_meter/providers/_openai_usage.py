@@ -10,14 +10,12 @@ as zero, so a bad detail never hides valid totals (1.x leaves details it does no
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from .._usage import _EMPTY, _MAX_UNITS, COUNT_BITS, Usage, new_usage, to_count, usage_of
+from .._usage import _EMPTY, _MAX_UNITS, COUNT_BITS, Usage, new_usage, to_count
 from ._base import fields_of, read_field
 
-__all__ = ["CHAT_FIELDS", "RESPONSES_FIELDS", "chat_usage", "get", "response_reader", "response_usage",
-           "responses_usage"]
+__all__ = ["CHAT_FIELDS", "RESPONSES_FIELDS", "chat_usage", "get", "response_usage", "responses_usage"]
 
 
 class _Invalid(Exception):
@@ -83,109 +81,46 @@ def response_usage(names: tuple[str, str, str, str], response: Any) -> Usage | N
     return _usage(u, model, rid, tier, names)
 
 
-
-
-def response_reader(names: tuple[str, str, str, str]) -> Callable[[Any], Usage | None]:
-    """``response_usage(names, response)`` as one function of the response, for an endpoint's
-    ``usage``: the SDK's own models with declared fields and plain counts are read in this one
-    frame; anything else (a body read as JSON, an extra field by a name it reads, a count that is
-    not a plain int in range, no usage) is read by :func:`response_usage`, which gives the same
-    result wherever this frame gives one."""
-    inp_f, out_f, idet_f, odet_f = names
-    read = _READ[names]
-
-    def usage(response: Any) -> Usage | None:
-        try:
-            extra = response.__pydantic_extra__
-            if not extra or _RESPONSE_READ.isdisjoint(extra):
-                d = response.__dict__
-                u = d["usage"]
-                extra = u.__pydantic_extra__
-                if not extra or read.isdisjoint(extra):
-                    ud = u.__dict__
-                    inp = ud[inp_f]
-                    out = ud[out_f]
-                    total = ud["total_tokens"]
-                    idet = ud.get(idet_f)
-                    odet = ud.get(odet_f)
-                    cached = cache_write = audio_in = reasoning = audio_out = 0
-                    if idet is not None:
-                        extra = idet.__pydantic_extra__
-                        if extra and not _IDET_READ.isdisjoint(extra):
-                            raise TypeError
-                        dd = idet.__dict__  # (`or 0`: None and the falsy values _detail reads as 0)
-                        cached = dd.get("cached_tokens") or 0
-                        cache_write = dd.get("cache_write_tokens") or 0
-                        audio_in = dd.get("audio_tokens") or 0
-                    if odet is not None:
-                        extra = odet.__pydantic_extra__
-                        if extra and not _ODET_READ.isdisjoint(extra):
-                            raise TypeError
-                        dd = odet.__dict__
-                        reasoning = dd.get("reasoning_tokens") or 0
-                        audio_out = dd.get("audio_tokens") or 0
-                    if (type(inp) is int and type(out) is int and type(total) is int and type(cached) is int
-                            and type(cache_write) is int and type(audio_in) is int and type(reasoning) is int
-                            and type(audio_out) is int
-                            and not (inp | out | total | cached | cache_write | audio_in | reasoning
-                                     | audio_out) >> COUNT_BITS):
-                        model = d.get("model")
-                        rid = d.get("id")
-                        tier = d.get("service_tier")
-                        # (positionally, in Usage's field order)
-                        return new_usage(Usage, (
-                            "openai", model if isinstance(model, str) else None, inp, out, total, cached,
-                            cache_write, reasoning, audio_in, audio_out, _EMPTY,
-                            rid if isinstance(rid, str) else None, False, 0,
-                            tier if isinstance(tier, str) else None))
-        except (AttributeError, KeyError, TypeError):
-            pass
-        return response_usage(names, response)
-
-    return usage
-
-
 def _usage(u: Any, model: Any, response_id: Any, service_tier: Any,
            names: tuple[str, str, str, str]) -> Usage | None:
     if u is None:
         return None
     inp_f, out_f, idet_f, odet_f = names
-    try:  # the SDK's own models (pydantic 2), declared fields only, valid counts: in this frame
+    try:  # the SDK's own models (pydantic 2), declared fields only, plain counts: in this frame
         extra = u.__pydantic_extra__
         if not extra or _READ[names].isdisjoint(extra):
             d = u.__dict__
             inp = d[inp_f]
             out = d[out_f]
             total = d["total_tokens"]
-            if (type(inp) is int and type(out) is int and type(total) is int and 0 <= inp < _MAX_UNITS
-                    and 0 <= out < _MAX_UNITS and 0 <= total < _MAX_UNITS):
-                idet = d.get(idet_f)
-                odet = d.get(odet_f)
-                if ((idet is None or not idet.__pydantic_extra__ or _IDET_READ.isdisjoint(idet.__pydantic_extra__))
-                        and (odet is None or not odet.__pydantic_extra__
-                             or _ODET_READ.isdisjoint(odet.__pydantic_extra__))):
-                    cached = cache_write = audio_in = reasoning = audio_out = 0
-                    if idet is not None:  # (`or 0`: None and the falsy values _detail reads as 0)
-                        dd = idet.__dict__
-                        cached, cache_write, audio_in = (dd.get("cached_tokens") or 0,
-                                                         dd.get("cache_write_tokens") or 0,
-                                                         dd.get("audio_tokens") or 0)
-                    if odet is not None:
-                        dd = odet.__dict__
-                        reasoning, audio_out = dd.get("reasoning_tokens") or 0, dd.get("audio_tokens") or 0
-                    # a detail: a valid count, else 0 (as _details)
-                    return usage_of(("openai", model if isinstance(model, str) else None, inp, out, total,
-                                     cached if type(cached) is int and 0 <= cached < _MAX_UNITS else _detail(cached),
-                                     cache_write if type(cache_write) is int and 0 <= cache_write < _MAX_UNITS
-                                     else _detail(cache_write),
-                                     reasoning if type(reasoning) is int and 0 <= reasoning < _MAX_UNITS
-                                     else _detail(reasoning),
-                                     audio_in if type(audio_in) is int and 0 <= audio_in < _MAX_UNITS
-                                     else _detail(audio_in),
-                                     audio_out if type(audio_out) is int and 0 <= audio_out < _MAX_UNITS
-                                     else _detail(audio_out),
-                                     _EMPTY, response_id if isinstance(response_id, str) else None, False, 0,
-                                 service_tier if isinstance(service_tier, str) else None))
+            idet = d.get(idet_f)
+            odet = d.get(odet_f)
+            cached = cache_write = audio_in = reasoning = audio_out = 0
+            if idet is not None:
+                extra = idet.__pydantic_extra__
+                if extra and not _IDET_READ.isdisjoint(extra):
+                    raise TypeError
+                dd = idet.__dict__  # (`or 0`: None and the falsy values _detail reads as 0)
+                cached = dd.get("cached_tokens") or 0
+                cache_write = dd.get("cache_write_tokens") or 0
+                audio_in = dd.get("audio_tokens") or 0
+            if odet is not None:
+                extra = odet.__pydantic_extra__
+                if extra and not _ODET_READ.isdisjoint(extra):
+                    raise TypeError
+                dd = odet.__dict__
+                reasoning = dd.get("reasoning_tokens") or 0
+                audio_out = dd.get("audio_tokens") or 0
+            # every count a plain int in [0, 2**53) (else the general rules below decide)
+            if (type(inp) is int and type(out) is int and type(total) is int and type(cached) is int
+                    and type(cache_write) is int and type(audio_in) is int and type(reasoning) is int
+                    and type(audio_out) is int
+                    and not (inp | out | total | cached | cache_write | audio_in | reasoning | audio_out) >> COUNT_BITS):
+                # positionally, in Usage's field order
+                return new_usage(Usage, (
+                    "openai", model if isinstance(model, str) else None, inp, out, total, cached, cache_write,
+                    reasoning, audio_in, audio_out, _EMPTY, response_id if isinstance(response_id, str) else None,
+                    False, 0, service_tier if isinstance(service_tier, str) else None))
     except (AttributeError, KeyError, TypeError):
         pass
     get = fields_of(u)
