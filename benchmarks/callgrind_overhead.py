@@ -146,7 +146,7 @@ def _new_clients(key: str) -> object:
     return client
 
 
-def _inner(calls: int, ops: list[str], warm: int) -> None:
+def _inner(calls: int, ops: list[str], warm: int, with_floor: bool = False) -> None:
     """Run under callgrind: the blocks, one ``functools.reduce`` each, in a fixed order."""
     import asyncio
     import functools
@@ -157,6 +157,7 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     import anthropic
     import httpx2
     import openai
+    from _floor import FLOORED, Floor
     from _peers_worker import MSGS, anthropic_options
     from _timing import NullSink
 
@@ -319,10 +320,15 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
     wrapped = {id(cs): {k: am.wrap(v) for k, v in cs.items()} for cs in [plain, *by_words.values()]}
     # Variants in order: bare (nothing of ours on the SDK's classes yet: wrap() proxies, once
     # called, leave the base-client hooks installed), patched, then wrap().
-    for variant in VARIANTS:
+    floor = Floor() if with_floor else None  # the SDKs' own methods: nothing of ours is on them yet
+    for variant in (*VARIANTS[:1], "floor", *VARIANTS[1:]) if floor is not None else VARIANTS:
         (am.instrument if variant == "patched" else am.uninstrument)()
+        if floor is not None:
+            (floor.on if variant == "floor" else floor.off)()
         for name in ops:
             key, op = table[name]
+            if variant == "floor" and (key not in FLOORED or name.endswith(("_stream", "_first"))):
+                continue
             sets = ([(name, by_words[STREAM_WORDS[0]])] if name.endswith("_first") else
                     [(name, plain)] if not name.endswith("_stream") else
                     [(f"{name} {w}", by_words[w]) for w in STREAM_WORDS])
@@ -349,6 +355,10 @@ def _inner(calls: int, ops: list[str], warm: int) -> None:
                 functools.reduce(lambda acc, _i, op=op, c=c: op(c), range(calls), None)
                 gc.enable()
     am.uninstrument()
+    if floor is not None:
+        floor.off()
+        assert floor.read_so_far >= calls * sum(1 for o in ops if table[o][0] in FLOORED and
+                                                not o.endswith(("_stream", "_first"))), floor.read_so_far
     assert am.flush(30)
     stats = am.stats()
     am.shutdown()
@@ -469,13 +479,17 @@ def _ours(path: str, top: int) -> str:
     return "\n".join(keep[:top])
 
 
-def _table(per: dict[str, dict[str, float]]) -> None:
-    """One row per call: the bare figure, then what patched and wrap() add to it, and the ratios."""
-    print("| call | bare | patched: added, ratio | wrap(): added, ratio |")
-    print("|---|---:|---:|---:|")
+def _table(per: dict[str, dict[str, float]], scale: float = 1e6, unit: str = " M") -> None:
+    """One row per call: the bare figure (÷ ``scale``), then what patched and wrap() add to it, and
+    the ratios."""
+    floor = any("floor" in v for v in per.values())
+    print("| call | bare | patched: added, ratio | wrap(): added, ratio |" + (" floor: added, ratio |" if floor else ""))
+    print("|---|---:|---:|---:|" + ("---:|" if floor else ""))
     for label, v in per.items():
         b = v["bare"]
-        cells = [f"{b / 1e6:.3f} M"] + [f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" for x in ("patched", "wrap()")]
+        cells = [f"{b / scale:,.3f}{unit}" if scale != 1 else f"{b:,.0f}"] + [
+            f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" if x in v else "n/a"
+            for x in ("patched", "wrap()", *(("floor",) if floor else ()))]
         print(f"| {label} | " + " | ".join(cells) + " |")
 
 
@@ -487,22 +501,31 @@ def main() -> None:
     ap.add_argument("--annotate", action="store_true")
     ap.add_argument("--cache-sim", action="store_true",
                     help="also simulate the caches and branch predictors: estimated cycles per call")
+    ap.add_argument("--ll", type=int, metavar="BYTES",
+                    help="with --cache-sim: the simulated last-level cache's size (16-way, 64-byte lines; "
+                         "default: the machine's own), e.g. 1048576 for the share of a contended host's")
+    ap.add_argument("--floor", action="store_true",
+                    help="add a 'floor' block to the OpenAI and Anthropic calls: a hook at the SDK's "
+                         "_process_response that only reads the two token counts (benchmarks/_floor.py)")
     ap.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.ll and not args.cache_sim:
+        ap.error("--ll needs --cache-sim")
     ops = [o for o in args.ops.split(",") if o]
     for o in ops:
         if o not in OPS:
             ap.error(f"unknown op {o!r}; known: {', '.join(OPS)}")
     if args.inner:
-        _inner(args.calls, ops, args.warm)
+        _inner(args.calls, ops, args.warm, args.floor)
         return
     work = tempfile.mkdtemp(prefix="aerostack-cg-out-")
     out = os.path.join(work, "cg.out")
     cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=functools_reduce",
            "--dump-after=functools_reduce", f"--callgrind-out-file={out}",
            *(["--cache-sim=yes", "--branch-sim=yes"] if args.cache_sim else []),
+           *([f"--LL={args.ll},16,64"] if args.ll else []),
            sys.executable, __file__, "--inner", "--calls", str(args.calls), "--warm", str(args.warm),
-           "--ops", ",".join(ops)]
+           "--ops", ",".join(ops), *(["--floor"] if args.floor else [])]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     blocks = [ln.split(" ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("BLOCK ")]
@@ -515,12 +538,15 @@ def main() -> None:
         raise SystemExit(f"{len(dumps)} dumps for {len(blocks)} blocks (another functools.reduce ran)")
     per: dict[str, dict[str, float]] = {}
     cycles: dict[str, dict[str, float]] = {}
+    last: dict[str, dict[str, float]] = {}
     files: dict[tuple[str, str], str] = {}
     for block, path in zip(blocks, dumps, strict=True):
         variant, label = block.split("|", 1)
         per.setdefault(label, {})[variant] = _total(path) / args.calls
         if args.cache_sim:
             cycles.setdefault(label, {})[variant] = _cycles(path) / args.calls
+            e = _events(path)
+            last.setdefault(label, {})[variant] = (e["ILmr"] + e["DLmr"] + e["DLmw"]) / args.calls
         files[(variant, label)] = path
     print(f"callgrind instructions per call ({args.calls} calls per block after {args.warm} warm-up; "
           "durable store on)\n")
@@ -529,6 +555,10 @@ def main() -> None:
         print("\nestimated cycles per call (callgrind's cache and branch simulation, KCachegrind's weights: "
               "Ir + 10 * (L1 misses + mispredicted branches) + 100 * last-level misses)\n")
         _table(cycles)
+        size = f"{args.ll:,} bytes" if args.ll else "the machine's own"
+        print(f"\nlast-level cache misses per call (simulated last level: {size}; each one a trip to "
+              "memory)\n")
+        _table(last, scale=1, unit="")
     streams = sorted({lbl.rsplit(" ", 1)[0] for lbl in per if " " in lbl})
     for s in streams:
         lo, hi = per[f"{s} {STREAM_WORDS[0]}"], per[f"{s} {STREAM_WORDS[1]}"]

@@ -1,0 +1,57 @@
+"""The floor of metering at the Stainless HTTP layer, for the overhead benchmarks: what any meter
+pays at the place ours sits, doing the least a meter can."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FLOORED = {"openai", "aopenai", "anthropic", "aanthropic"}  # the clients the floor applies to
+
+
+class Floor:
+    """The floor any meter pays at the same place: a hook on the SDK's own ``_process_response``
+    (where ours sits, OpenAI's and Anthropic's Stainless clients) that reads the response's two
+    token counts into a list, and nothing else: no attribution, no record, no journal."""
+
+    def __init__(self) -> None:
+        import anthropic._base_client as anthropic_base
+        import openai._base_client as openai_base
+
+        self.counts: list[tuple[int, int]] = []
+        self.reads = 0  # responses whose counts were read (a floor that read nothing measures nothing)
+        self.originals = [(cls, cls.__dict__["_process_response"])
+                          for mod in (openai_base, anthropic_base)
+                          for cls in (mod.SyncAPIClient, mod.AsyncAPIClient)]
+
+    def _read(self, response: Any) -> None:
+        u = getattr(response, "usage", None)
+        if u is not None:
+            d = u.__dict__
+            self.counts.append((d.get("input_tokens") or d.get("prompt_tokens") or 0,
+                                d.get("output_tokens") or d.get("completion_tokens") or 0))
+            if len(self.counts) > 4096:
+                self.reads += len(self.counts)
+                self.counts.clear()
+
+    @property
+    def read_so_far(self) -> int:
+        return self.reads + len(self.counts)
+
+    def on(self) -> None:
+        read = self._read
+        for cls, orig in self.originals:
+            if "Async" in cls.__name__:
+                async def hook(client: Any, *a: Any, _orig: Any = orig, **k: Any) -> Any:
+                    r = await _orig(client, *a, **k)
+                    read(r)
+                    return r
+            else:
+                def hook(client: Any, *a: Any, _orig: Any = orig, **k: Any) -> Any:  # type: ignore[misc]
+                    r = _orig(client, *a, **k)
+                    read(r)
+                    return r
+            cls._process_response = hook
+
+    def off(self) -> None:
+        for cls, orig in self.originals:
+            cls._process_response = orig
