@@ -19,9 +19,9 @@ class Floor:
 
         self.counts: list[tuple[int, int]] = []
         self.reads = 0  # responses whose counts were read (a floor that read nothing measures nothing)
-        self.originals = [(cls, cls.__dict__["_process_response"])
-                          for mod in (openai_base, anthropic_base)
-                          for cls in (mod.SyncAPIClient, mod.AsyncAPIClient)]
+        self.classes = [cls for mod in (openai_base, anthropic_base)
+                        for cls in (mod.SyncAPIClient, mod.AsyncAPIClient)]
+        self.installed: list[tuple[type, Any, Any]] = []  # (class, what was there, the floor's hook)
 
     def _read(self, response: Any) -> None:
         u = getattr(response, "usage", None)
@@ -38,8 +38,11 @@ class Floor:
         return self.reads + len(self.counts)
 
     def on(self) -> None:
+        """Hook each class over whatever its ``_process_response`` is now (the SDK's own, or ours
+        left installed but inactive by a ``wrap()`` proxy: then the bare blocks have it too)."""
         read = self._read
-        for cls, orig in self.originals:
+        for cls in self.classes:
+            orig = cls.__dict__["_process_response"]
             if "Async" in cls.__name__:
                 async def hook(client: Any, *a: Any, _orig: Any = orig, **k: Any) -> Any:
                     r = await _orig(client, *a, **k)
@@ -51,7 +54,11 @@ class Floor:
                     read(r)
                     return r
             cls._process_response = hook
+            self.installed.append((cls, orig, hook))
 
     def off(self) -> None:
-        for cls, orig in self.originals:
-            cls._process_response = orig
+        """Put back what ``on()`` found, where the floor's hook is still the class's method."""
+        for cls, orig, hook in self.installed:
+            if cls.__dict__.get("_process_response") is hook:
+                cls._process_response = orig
+        self.installed.clear()

@@ -322,9 +322,11 @@ def _inner(calls: int, ops: list[str], warm: int, with_floor: bool = False) -> N
     # called, leave the base-client hooks installed), patched, then wrap().
     floor = Floor() if with_floor else None  # the SDKs' own methods: nothing of ours is on them yet
     for variant in (*VARIANTS[:1], "floor", *VARIANTS[1:]) if floor is not None else VARIANTS:
-        (am.instrument if variant == "patched" else am.uninstrument)()
         if floor is not None:
-            (floor.on if variant == "floor" else floor.off)()
+            floor.off()  # first: it puts back what it found, which instrument() then wraps
+        (am.instrument if variant == "patched" else am.uninstrument)()
+        if floor is not None and variant == "floor":
+            floor.on()
         for name in ops:
             key, op = table[name]
             if variant == "floor" and (key not in FLOORED or name.endswith(("_stream", "_first"))):
