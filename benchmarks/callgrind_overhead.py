@@ -321,6 +321,7 @@ def _inner(calls: int, ops: list[str], warm: int, with_floor: bool = False) -> N
     # Variants in order: bare (nothing of ours on the SDK's classes yet: wrap() proxies, once
     # called, leave the base-client hooks installed), patched, then wrap().
     floor = Floor() if with_floor else None  # the SDKs' own methods: nothing of ours is on them yet
+    floored = {o for o in ops if table[o][0] in FLOORED and not o.endswith(("_stream", "_first"))}
     for variant in (*VARIANTS[:1], "floor", *VARIANTS[1:]) if floor is not None else VARIANTS:
         if floor is not None:
             floor.off()  # first: it puts back what it found, which instrument() then wraps
@@ -329,7 +330,7 @@ def _inner(calls: int, ops: list[str], warm: int, with_floor: bool = False) -> N
             floor.on()
         for name in ops:
             key, op = table[name]
-            if variant == "floor" and (key not in FLOORED or name.endswith(("_stream", "_first"))):
+            if variant == "floor" and name not in floored:
                 continue
             sets = ([(name, by_words[STREAM_WORDS[0]])] if name.endswith("_first") else
                     [(name, plain)] if not name.endswith("_stream") else
@@ -359,8 +360,7 @@ def _inner(calls: int, ops: list[str], warm: int, with_floor: bool = False) -> N
     am.uninstrument()
     if floor is not None:
         floor.off()
-        assert floor.read_so_far >= calls * sum(1 for o in ops if table[o][0] in FLOORED and
-                                                not o.endswith(("_stream", "_first"))), floor.read_so_far
+        assert floor.read_so_far >= calls * len(floored), floor.read_so_far
     assert am.flush(30)
     stats = am.stats()
     am.shutdown()
@@ -481,15 +481,15 @@ def _ours(path: str, top: int) -> str:
     return "\n".join(keep[:top])
 
 
-def _table(per: dict[str, dict[str, float]], scale: float = 1e6, unit: str = " M") -> None:
-    """One row per call: the bare figure (÷ ``scale``), then what patched and wrap() add to it, and
-    the ratios."""
+def _table(per: dict[str, dict[str, float]], millions: bool = True) -> None:
+    """One row per call: the bare figure (in millions unless told not), then what patched, wrap()
+    and the floor (where it ran) add to it, and the ratios."""
     floor = any("floor" in v for v in per.values())
     print("| call | bare | patched: added, ratio | wrap(): added, ratio |" + (" floor: added, ratio |" if floor else ""))
     print("|---|---:|---:|---:|" + ("---:|" if floor else ""))
     for label, v in per.items():
         b = v["bare"]
-        cells = [f"{b / scale:,.3f}{unit}" if scale != 1 else f"{b:,.0f}"] + [
+        cells = [f"{b / 1e6:.3f} M" if millions else f"{b:,.0f}"] + [
             f"{v[x] - b:+,.0f}, {v[x] / b:.4f}x" if x in v else "n/a"
             for x in ("patched", "wrap()", *(("floor",) if floor else ()))]
         print(f"| {label} | " + " | ".join(cells) + " |")
@@ -560,7 +560,7 @@ def main() -> None:
         size = f"{args.ll:,} bytes" if args.ll else "the machine's own"
         print(f"\nlast-level cache misses per call (simulated last level: {size}; each one a trip to "
               "memory)\n")
-        _table(last, scale=1, unit="")
+        _table(last, millions=False)
     streams = sorted({lbl.rsplit(" ", 1)[0] for lbl in per if " " in lbl})
     for s in streams:
         lo, hi = per[f"{s} {STREAM_WORDS[0]}"], per[f"{s} {STREAM_WORDS[1]}"]
