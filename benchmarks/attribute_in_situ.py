@@ -21,7 +21,12 @@ in a loop (the same objects, caches warm; the median of single calls, a timed no
 work without the SDK's in between.
 "bare" and "added" (patched minus bare) are the calling thread's CPU time (median of the rounds'
 block means); the parts are wall time, medians over single calls. "rest" is added minus begin and
-finish: the hooks' own code around them and whatever the SDK pays for our being there. Prints only.
+finish: the hooks' own code around them and whatever the SDK pays for our being there.
+A fourth block per round, ``probed, pid mark``, runs the same probed calls with the meter's fork
+mark (``_forkmark``) swapped for its fallback (a Python ``__getitem__`` around ``os.getpid()``, what
+platforms without a page wiped on fork pay; the check before the page was ``os.getpid()`` inline, a
+frame less): its ``record`` against the page mark's says what that costs in place. "hot" also times
+one fork check each way (``os.getpid()`` and the page's byte, both C calls). Prints only.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from _timing import DurableNullSink
 from attribute_overhead import _clients
 
 import aerostack_meter as am
-from aerostack_meter import _meter
+from aerostack_meter import _forkmark, _meter
 from aerostack_meter.providers import _stainless
 
 _pc = time.perf_counter_ns
@@ -135,15 +140,18 @@ def main() -> None:
     print(f"load before {' '.join(f'{x:.2f}' for x in os.getloadavg())}; a probe costs {cost:.0f} ns")
     blocks: dict[str, dict[str, list[float]]] = {name: {"bare": [], "patched": []} for name in ops}
     parts: dict[str, dict[str, list[int]]] = {name: {p: [] for p in PARTS} for name in ops}
+    pid_record: dict[str, list[int]] = {name: [] for name in ops}  # Meter.record with the pid mark
+    page, pid_mark = meter._here, _forkmark._PidMark()
     for fn in ops.values():  # warm-up
         for _ in range(30):
             fn()
     for r in range(args.rounds):
-        variants = ("bare", "patched", "probed")
-        for variant in variants[r % 3:] + variants[:r % 3]:
+        variants = ("bare", "patched", "probed", "pid")
+        for variant in variants[r % 4:] + variants[:r % 4]:
             (am.uninstrument if variant == "bare" else am.instrument)()
+            meter._here = pid_mark if variant == "pid" else page
             for name, fn in ops.items():
-                if variant == "probed":
+                if variant in ("probed", "pid"):
                     probes.on()
                 for _ in range(10):
                     fn()
@@ -153,15 +161,20 @@ def main() -> None:
                 for _ in range(args.calls):
                     fn()
                 t1 = time.thread_time_ns()
-                if variant == "probed":
+                if variant == "pid":
+                    probes.off()
+                    pid_record[name] += probes.samples["record"]
+                elif variant == "probed":
                     probes.off()
                     for p in PARTS:
                         parts[name][p] += probes.samples[p]
                 else:
                     blocks[name][variant].append((t1 - t0) / args.calls / 1000)
     hot = {}
-    for p in ("usage", "record", "put", "no-op"):
-        fn, fargs = LAST[id(probes.samples[p])] if p != "no-op" else (_noop, ())
+    asks: dict[str, tuple[Callable[..., Any], tuple[Any, ...]]] = {
+        "no-op": (_noop, ()), "page mark": (page.__getitem__, (0,)), "getpid": (os.getpid, ())}
+    for p in ("usage", "record", "put", *asks):
+        fn, fargs = asks[p] if p in asks else LAST[id(probes.samples[p])]
         single = []
         for _ in range(2000):  # single calls: a median, like the parts' (a block's mean would
             t0 = _pc()         # include the journal's GIL hand-off at each 4 KiB page it fills)
@@ -185,8 +198,12 @@ def main() -> None:
         rest = added - med["begin"] - med["finish"]
         print(f"| {name} | {bare:.1f} | +{added:.1f} | {med['begin']:.2f} | {med['finish']:.2f} | "
               f"{med['usage']:.2f} | {med['record']:.2f} | {med['put']:.2f} | {rest:+.1f} |")
+    print("\nMeter.record in place, the page mark (a byte read) | the pid mark (os.getpid()): " + "; ".join(
+        f"{name} {(statistics.median(parts[name]['record']) - NESTED['record'] * cost) / 1000:.2f} | "
+        f"{(statistics.median(pid_record[name]) - NESTED['record'] * cost) / 1000:.2f} µs" for name in ops))
     print(f"\nhot (the last probed call repeated in a loop, the last op's objects; medians): usage reader {hot['usage']:.2f} µs, "
-          f"Meter.record {hot['record']:.2f} µs, the journal record {hot['put']:.2f} µs")
+          f"Meter.record {hot['record']:.2f} µs, the journal record {hot['put']:.2f} µs; a fork check: "
+          f"os.getpid() {(hot['getpid'] - hot['page mark']) * 1000:+.0f} ns over the page mark's byte (both C calls)")
     am.shutdown()
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._errors import BudgetExceededError, BudgetUnavailableError, ConfigError
 from ._estimate import count_chars, tokens_from_chars
+from ._forkmark import mark as fork_mark
 from ._log import log_once
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ class Budget:
             raise ConfigError("max_output_tokens", f"must be a positive int, got {max_output_tokens!r}")
         self.max_output_tokens = max_output_tokens
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._here = fork_mark()  # [0] reads 0 in a forked child
         self._accounts: dict[str, _Account] = {}
         self._outputs: dict[tuple[str, str], int] = {}
         self._bound: weakref.WeakSet[Meter] = weakref.WeakSet()  # meters whose ledger was read
@@ -211,9 +212,9 @@ class Budget:
         """In a forked child: new lock and HTTP client, and no lookup or reservation of the
         parent's (its calls in flight settle in the parent; its lookups never finish here), so
         each consumer's balance is read again. Once per process."""
-        if self._pid == os.getpid():
+        if self._here[0]:
             return
-        self._pid = os.getpid()
+        self._here[0] = 1
         self._lock = threading.Lock()
         self._http = None
         for acct in self._accounts.values():
@@ -374,7 +375,7 @@ class Budget:
         """Reserve the call's worst case, or raise :class:`BudgetExceededError`. ``None``: nothing
         to reserve (an unlimited consumer, or a source failure under ``on_budget_error="open"``).
         With ``wait=False`` (async callers, after :meth:`prefetch`) no lookup is waited for."""
-        if self._pid != os.getpid():
+        if not self._here[0]:
             self.after_fork()
         need = self.worst_case(provider, kwargs)
         if need is None:
@@ -424,7 +425,7 @@ class Budget:
     async def prefetch(self, meter: Meter, consumer_id: str) -> None:
         """For async callers: await a stale balance's lookup in a worker thread (never blocking
         the event loop); failures are left for :meth:`reserve` to handle."""
-        if self._pid != os.getpid():
+        if not self._here[0]:
             self.after_fork()
         with self._lock:
             acct = self._account(consumer_id)

@@ -8,7 +8,6 @@ settings (``_config``) · attribution (``_context.attribute``) · event building
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -30,6 +29,7 @@ from ._events import (
     events_of,
     valid_event,
 )
+from ._forkmark import mark as fork_mark
 from ._log import log_once, logger
 from ._otherkeys import waiting_under_other_keys
 from ._paths import default_state_dir, destination_dir, fingerprint_suffix, legacy_dir
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["Attribution", "Defaults", "Meter"]
 
 _LOCAL_API_ID = "local"
-_getpid = os.getpid
 _time = time.time
 
 
@@ -86,7 +85,7 @@ class Meter:
         self._put_usage = store.put_usage if isinstance(store, JournalStore) else None
         # the fast path (no user code on the caller's thread) is for the default policy alone
         self._hooked = s.before_send is not None or self._otel is not None
-        self._pid = _getpid()
+        self._here = fork_mark()  # [0] reads 0 in a forked child (no system call per call)
         self._live = False
         self._closed = False
         self._stopping = False  # shutdown() in progress: records go to the store, nothing restarts
@@ -127,7 +126,7 @@ class Meter:
         if api is None:
             raise ConfigError("api_id", "none given and none configured (init(api_id=...) or "
                               "AEROSTACK_API_ID)", call="log")
-        if (self._pid != _getpid() or not self._live) and not self._go_live():
+        if (not self._here[0] or not self._live) and not self._go_live():
             return
         try:
             if self.settings.before_send is not None:
@@ -149,7 +148,7 @@ class Meter:
     def record(self, usage: Usage, attribution: Attribution, reservation: Reservation | None = None) -> None:
         """Record one call's usage (on disk in durable mode) before the call returns. A budget
         ``reservation`` is settled to it on the reporter thread."""
-        if (self._pid != _getpid() or not self._live) and not self._go_live():
+        if (not self._here[0] or not self._live) and not self._go_live():
             if reservation is not None:
                 _settle(reservation, usage)
             return
@@ -242,7 +241,7 @@ class Meter:
         finalizer must do as little as possible, and never import or compile anything). After the
         exit flush (no reporter thread any more) it is estimated and journaled right here."""
         item = ("stream", reducer, attribution, provider, _time(), reservation)
-        if (self._live and self._pid == _getpid()) or (self._go_live() and self._live):
+        if (self._live and self._here[0]) or (self._go_live() and self._live):
             self._reporter.put_late(item)
             return
         if self.durable:  # no delivery thread any more (interpreter exit): journal it from here
@@ -315,7 +314,7 @@ class Meter:
     # -- lifecycle -------------------------------------------------------------------------------
     def _go_live(self) -> bool:
         """Start (or restart) delivery. False when usage cannot be kept (memory mode at exit)."""
-        if self._pid != _getpid():
+        if not self._here[0]:
             self._forked()
         with self._live_lock:
             if self._live:
@@ -351,9 +350,9 @@ class Meter:
         return False
 
     def _forked(self) -> None:
-        if self._pid == _getpid():
+        if self._here[0]:
             return
-        self._pid = _getpid()
+        self._here[0] = 1
         self._live_lock = threading.Lock()
         self._live = False
         self._reporter.forked()
@@ -379,7 +378,7 @@ class Meter:
         (``dropped["exit_timeout"]``, ``durable=False``). Using the meter afterwards is allowed: it
         starts again with the same settings and destination.
         """
-        if self._pid != _getpid():
+        if not self._here[0]:
             self._forked()
         with self._live_lock:
             if self._closed:

@@ -318,10 +318,14 @@ def _wait_for_signal() -> None:
 
 
 def _serve(command: str, start: Callable[[], _H], where: Callable[[_H], str]) -> int:
-    """Start a server, say where it listens, and serve until SIGINT or SIGTERM."""
+    """Start a server, say where it listens, and serve until SIGINT or SIGTERM. A setting it
+    cannot start with (a port in use, a database file it cannot open or that is not one) is one
+    line on stderr and exit status 1."""
+    import sqlite3
+
     try:
         handle = start()
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, sqlite3.Error) as exc:
         print(f"aerostack-meter {command}: {exc}", file=sys.stderr)
         return 1
     with handle:

@@ -102,3 +102,17 @@ def test_demo_names_both_extras_when_only_the_sdks_are_missing() -> None:
     assert done.returncode == 2
     assert "needs openai, anthropic;" in done.stderr
     assert "aerostack-meter[openai,anthropic,servers]" in done.stderr
+
+
+@pytest.mark.parametrize(("command", "flag"), [("gateway", "--db"), ("dashboard", "--ledger")])
+@pytest.mark.parametrize("bad", ["missing-dir", "not-a-database"])
+def test_a_database_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: Path, command: str, flag: str,
+                                                                   bad: str) -> None:
+    path = tmp_path / "no" / "such" / "x.db"
+    if bad == "not-a-database":
+        path = tmp_path / "notes.db"
+        path.write_text("hello, not a database\n" * 200)
+    done = run(command, "--port", "0", flag, str(path), blocked=())
+    assert done.returncode == 1, (done.stdout, done.stderr)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"aerostack-meter {command}: "), done.stderr
