@@ -330,6 +330,45 @@ async def test_caller_include_usage_false_is_respected(mode: str, mock_llm: Any,
     assert dump(got) == dump(await _chunks(client(mock_llm, mode), stream_options={"include_usage": False}))
 
 
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_callers_extra_body_keeps_the_stream_exact(mode: str, mock_llm: Any, gateway: Any,
+                                                             capture: Capture) -> None:
+    """``extra_body`` (vLLM's ``top_k``, a router's options) is merged by the SDK over the body:
+    ``include_usage`` is still added (on the body, under the caller's keys) and its chunk hidden."""
+    extra = {"top_k": 5}
+    before = served_tokens(mock_llm)
+    got = await _chunks(client(mock_llm, mode), extra_body=extra)
+    assert extra == {"top_k": 5}
+    served = served_tokens(mock_llm) - before
+    assert served > 0 and billed(gateway) == {"default": served}
+    assert am.stats().events_estimated == 0
+    assert all(chunk.choices and "usage" not in chunk.to_dict() for chunk in got)
+    am.uninstrument()
+    assert dump(got) == dump(await _chunks(client(mock_llm, mode), extra_body=extra))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("include", [True, False])
+async def test_stream_options_in_extra_body_are_the_callers(include: bool, mode: str, mock_llm: Any,
+                                                            gateway: Any, capture: Capture) -> None:
+    """The caller's own ``stream_options`` in ``extra_body`` win over the body's (the SDK's merge):
+    sent as written and respected as if passed as ``stream_options=``."""
+    extra = {"stream_options": {"include_usage": include}}
+    before = served_tokens(mock_llm)
+    got = await _chunks(client(mock_llm, mode), extra_body=extra)
+    served = served_tokens(mock_llm) - before
+    stats = am.stats()
+    if include:
+        assert got[-1].choices == [] and got[-1].usage.total_tokens == served  # the caller's chunk
+        assert billed(gateway) == {"default": served}
+        assert (stats.calls_metered, stats.usage_missing, stats.events_estimated) == (1, 0, 0)
+    else:
+        assert served == 0 and billed(gateway) == {}
+        assert (stats.calls_metered, stats.usage_missing) == (0, 1)
+    am.uninstrument()
+    assert dump(got) == dump(await _chunks(client(mock_llm, mode), extra_body=extra))
+
+
 def _off_for(url: str) -> list[Any]:
     return [False, {url: False}, {url + "/": False}, lambda base: base != url.rstrip("/")]
 

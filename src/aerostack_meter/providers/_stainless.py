@@ -248,18 +248,27 @@ class BaseClient:
                     if type(body) is not dict and not isinstance(body, Mapping):
                         return None
                     # Change the request only where the user gets the SDK's stream object (an
-                    # injected chunk can be hidden there), and never over the caller's extra_body.
+                    # injected chunk can be hidden there), and never where the caller's
+                    # extra_body sets stream_options itself (the SDK merges extra_body over the
+                    # body: the caller's wins, and the hint reads it from the merged view).
                     # (None: not a stream, nothing to prepare or to hint)
-                    prepare = ((stream_cls is not None and _header(options, RAW_HEADER) is None
-                                and not getattr(options, "extra_json", None))
-                               if stream or body.get("stream") else None)
+                    view = body
+                    if stream or body.get("stream"):
+                        extra = getattr(options, "extra_json", None)
+                        prepare = stream_cls is not None and _header(options, RAW_HEADER) is None
+                        if extra and (not isinstance(extra, Mapping) or "stream_options" in extra):
+                            prepare = False
+                            if isinstance(extra, Mapping):
+                                view = {**body, **extra}
+                    else:
+                        prepare = None
                 except Exception:
                     _internal(meter, "request")
                     return None
                 if is_async and not prefetched and (
                         meter.settings.budget is not None or (defaults is not None and defaults.budget is not None)):
                     return _Prefetch(meter, defaults, site)
-                state, new_body, hint = begin(meter, endpoint, defaults, instance, body, site, prepare,
+                state, new_body, hint = begin(meter, endpoint, defaults, instance, view, site, prepare,
                                               not is_async, _State)  # (positionally: cheaper)
                 if state is None:
                     return None
@@ -267,7 +276,7 @@ class BaseClient:
                 state.seen = False
                 state.options = None
                 state.token = ACTIVE.set(state)
-                if new_body is not body:
+                if new_body is not view:
                     # In place, not on a copy: the SDK's request() copies its options before it
                     # reads them (a copy of ours cost ~18 k instructions per stream); the
                     # caller's finally puts the body back.
