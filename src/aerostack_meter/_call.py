@@ -181,7 +181,7 @@ def record_failed(meter: Meter) -> None:
 class Call:
     """One call being metered; ends once, whichever of its endings comes first."""
 
-    __slots__ = ("attribution", "done", "endpoint", "kwargs", "meter", "reservation")
+    __slots__ = ("attribution", "done", "endpoint", "forks", "kwargs", "meter", "reservation")
 
     def __init__(self, meter: Meter, attribution: Attribution, endpoint: Endpoint,
                  kwargs: Mapping[str, Any]) -> None:
@@ -192,6 +192,17 @@ class Call:
         self.kwargs = kwargs
         self.done = False
         self.reservation: Reservation | None = None  # the budget's hold on this call's worst case
+        # the meter's fork count when the call began: a call that outlives its frame (a stream, a
+        # raw response) and is ended in a child forked meanwhile is the parent's to bill
+        self.forks = meter._forks if meter._here[0] else meter._generation()
+
+    def _forked_away(self) -> bool:
+        """Whether this process forked from the one the call began in (which bills it): ended
+        here, it is dropped without a count (the parent's own end counts it)."""
+        if self.forks == self.meter._generation():
+            return False
+        self.kwargs = _NO_KWARGS
+        return True
 
     def fail(self, exc: BaseException | None = None) -> None:
         """The request raised: nothing to bill; free the call's budget reservation at once. A
@@ -201,6 +212,8 @@ class Call:
         if self.done:
             return
         self.done = True
+        if self._forked_away():
+            return
         self.kwargs = _NO_KWARGS
         if self.reservation is not None:
             self.reservation.release()
@@ -216,6 +229,8 @@ class Call:
         if self.done:
             return
         self.done = True
+        if self._forked_away():
+            return
         try:
             if usage is None:
                 m = model or self.kwargs.get("model")
@@ -237,6 +252,8 @@ class Call:
         if self.done:
             return
         self.done = True
+        if self._forked_away():
+            return
         try:
             self.meter.record_unfinished(reducer, self.attribution, self.endpoint.provider,
                                          self.reservation)

@@ -86,6 +86,7 @@ class Meter:
         # the fast path (no user code on the caller's thread) is for the default policy alone
         self._hooked = s.before_send is not None or self._otel is not None
         self._here = fork_mark()  # [0] reads 0 in a forked child (no system call per call)
+        self._forks = 0  # forks this process is from the one that made the meter (see _generation())
         self._live = False
         self._closed = False
         self._stopping = False  # shutdown() in progress: records go to the store, nothing restarts
@@ -349,10 +350,19 @@ class Meter:
                  "(durable=False); it is dropped")
         return False
 
+    def _generation(self) -> int:
+        """How many forks this process is from the one the meter was made in (as far as the
+        meter has seen: asking notices a fork that ran no at-fork hooks). A call, stream or raw
+        response that began in another generation is that process's to bill."""
+        if not self._here[0]:
+            self._forked()
+        return self._forks
+
     def _forked(self) -> None:
         if self._here[0]:
             return
         self._here[0] = 1
+        self._forks += 1
         self._live_lock = threading.Lock()
         self._live = False
         self._reporter.forked()

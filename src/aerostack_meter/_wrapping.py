@@ -137,6 +137,7 @@ def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance:
     call.kwargs = kwargs
     call.done = False
     call.reservation = None
+    call.forks = meter._forks if meter._here[0] else meter._generation()
     outer = _outer.get()
     if outer is not None:
         _note_inner(outer)

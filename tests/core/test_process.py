@@ -269,3 +269,60 @@ def test_a_fork_after_shutdown_closes_none_of_the_childs_files(tmp_path: Path) -
         assert m.flush(5)
         m.shutdown()
         assert gw.units_by_consumer() == {"before": 3, "after": 4}
+
+
+_STREAM_ACROSS_FORK = """
+    import ctypes, os, sys, aerostack_meter as am
+    from openai import OpenAI
+    am.init(flush_interval=0.2)
+    client = OpenAI(api_key="x", base_url=os.environ["LLM_URL"])
+    with am.consumer("across"):
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hello big wide world"}], stream=True,
+            extra_headers={"x-mock-consumer": "across"})
+        it = iter(stream)
+        next(it)                                # open, one chunk read, when the process forks
+    how = sys.argv[1]
+    pid = ctypes.PyDLL(None).fork() if how == "c" else os.fork()
+    if pid == 0:                                # the child ends its copy of the parent's stream
+        if how == "c":                          # a C fork (no at-fork hooks): closed by hand
+            stream.close()
+            os._exit(0)
+        sys.exit(0)                             # os.fork: the exit hook ends open streams
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    for _ in it:                                # the parent reads it to the end: exact
+        pass
+    assert am.flush(10)
+    st = am.stats()
+    print("estimated", st.events_estimated, "metered", st.calls_metered)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("how", ["os", pytest.param("c", marks=pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="libc fork via ctypes"))])
+def test_a_stream_open_across_a_fork_is_billed_once_by_the_parent(tmp_path: Path, how: str) -> None:
+    """A child forked while a metered stream is open holds a copy of it: ending that copy (the
+    child's exit hook for open streams, or the child closing it) must not bill it a second time,
+    as an estimate: the stream is the parent's, which bills it exactly when it ends."""
+    from aerostack_meter.servers import start_gateway, start_mock_llm
+
+    gw, llm = start_gateway(keys=[KEY]), start_mock_llm()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(_STREAM_ACROSS_FORK), how], capture_output=True, text=True,
+            timeout=60, env={**os.environ, "AEROSTACK_API_KEY": KEY, "AEROSTACK_API_ID": "api",
+                             "AEROSTACK_BASE_URL": gw.url, "AEROSTACK_METER_STATE_DIR": str(tmp_path),
+                             "LLM_URL": llm.url})
+        assert proc.returncode == 0, proc.stderr
+        assert "estimated 0 metered 1" in proc.stdout, proc.stdout
+        served = llm.usage()["by_consumer"]["across"]["total_tokens"]
+        deadline = time.monotonic() + 10
+        while gw.client.totals_by_consumer() != {"across": served} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.client.totals_by_consumer() == {"across": served}
+        assert len(gw.client.log()) == 1
+    finally:
+        gw.stop()
+        llm.stop()
