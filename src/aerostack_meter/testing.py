@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -69,7 +70,9 @@ class CapturedUsage:
 def capture_usage(**options: Any) -> Iterator[CapturedUsage]:
     """Make the process-wide meter record into memory for the duration of the block.
 
-    Options are those of ``init()``; the SDKs are instrumented. The previous meter is restored on exit.
+    Options are those of ``init()``, read from the environment as ``init()`` reads them; where
+    neither gives an API ID, ``"api_test"``. The SDKs are instrumented. The previous meter is
+    restored on exit.
     """
     events: list[UsageEvent] = []
     user_hook = options.pop("before_send", None)
@@ -82,7 +85,8 @@ def capture_usage(**options: Any) -> Iterator[CapturedUsage]:
 
     sink = MemorySink()
     options.setdefault("flush_interval", 0.01)
-    options.setdefault("api_id", "api_test")
+    if options.get("api_id") is None and not os.environ.get("AEROSTACK_API_ID"):
+        options["api_id"] = "api_test"
     meter = Meter(sink=sink, before_send=keep, **options)
     with _global._lock:
         previous, previous_args = _global._meter, _global._init_args

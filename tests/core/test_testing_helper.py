@@ -25,3 +25,20 @@ def test_capture_usage_records_real_calls_and_restores_the_previous_meter(mock_l
     finally:
         am.uninstrument()
     assert am.get_meter() is before
+
+
+def test_capture_usage_reads_the_api_id_as_init_does(monkeypatch: Any) -> None:
+    monkeypatch.setenv("AEROSTACK_API_ID", "api_from_env")
+    try:
+        with capture_usage() as usage:
+            am.log("usr_env", 2)
+        assert [e.api_id for e in usage.events] == ["api_from_env"]
+        with capture_usage(api_id="api_given") as usage:
+            am.log("usr_arg", 2)
+        assert [e.api_id for e in usage.events] == ["api_given"]
+        monkeypatch.delenv("AEROSTACK_API_ID")
+        with capture_usage() as usage:
+            am.log("usr_none", 2)
+        assert [e.api_id for e in usage.events] == ["api_test"]
+    finally:
+        am.uninstrument()
