@@ -74,6 +74,7 @@ def destination_dir(state_dir: str, destination: str, key_fingerprint: str | Non
     """
     slug = destination_slug(destination)
     name = slug if key_fingerprint is None else f"{slug}-{key_fingerprint}"
+    ensure_private_dir(state_dir)  # 0700 where we create it (makedirs gives parents the default mode)
     path = ensure_private_dir(os.path.join(state_dir, name))
     marker = os.path.join(path, "destination")
     if not os.path.exists(marker):

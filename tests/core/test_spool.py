@@ -33,6 +33,19 @@ def make(url: str, state: Path, **options: object) -> Meter:
     return Meter(KEY, api_id="api", base_url=url, state_dir=str(state), **options)  # type: ignore[arg-type]
 
 
+def test_a_state_directory_the_meter_creates_is_private(tmp_path: Path) -> None:
+    """The state directory itself, not only the per-destination one in it, is made 0700."""
+    state = tmp_path / "made" / "state"
+    with standin_server() as gw:
+        m = make(gw.url, state, flush_interval=30)
+        m.log("c", 2)
+        assert stat.S_IMODE(state.stat().st_mode) == 0o700
+        [journal] = files(state)
+        assert stat.S_IMODE(journal.parent.stat().st_mode) == 0o700
+        assert m.flush(5)
+        m.shutdown()
+
+
 def files(state: Path, suffix: str = ".journal") -> list[Path]:
     return sorted(p for p in state.rglob(f"*{suffix}"))
 
