@@ -515,8 +515,12 @@ class Reporter:
             return
         if decision.action == "pause":
             self.store.key_answer(False)
-            self.paused_until = time.monotonic() + decision.delay
-            self.counters.add("paused_count")
+            now = time.monotonic()
+            with self._lock:  # one pause, however many requests were in flight when it began
+                newly = self.paused_until <= now
+                self.paused_until = now + decision.delay
+            if newly:
+                self.counters.add("paused_count")
             fp = getattr(self.sink, "key_fingerprint", None)
             log_once("pause_" + result.reason, logging.ERROR,
                      "aerostack_meter: the billing API refused the API key (%s: %s). Delivery is "

@@ -139,6 +139,25 @@ def test_refusals_without_a_state_dir_are_dropped_and_counted() -> None:
         m.shutdown()
 
 
+def test_one_refusal_of_several_requests_in_flight_is_one_pause() -> None:
+    """Four consumers' requests go out together (four senders, the gateway emulator answering them
+    concurrently); all four are refused: one pause."""
+    from aerostack_meter.servers import start_gateway
+
+    gw = start_gateway(keys=["ac_secret_the_right_one"])
+    try:
+        m = make(gw.url, concurrency=4)
+        for i in range(4):
+            m.log(f"c{i}", 1)
+        assert m.flush(5) is False
+        s = m.stats()
+        assert gw.client.stats()["rejected_auth"] >= 2  # more than one request was refused
+        assert s.paused and s.paused_count == 1 and s.pending == 4
+        assert m.shutdown(0.2) is False
+    finally:
+        gw.stop()
+
+
 @pytest.mark.parametrize("status", [401, 403])
 def test_a_refused_key_pauses_delivery_and_keeps_the_usage(status: int,
                                                            caplog: pytest.LogCaptureFixture) -> None:
