@@ -408,7 +408,7 @@ class Meter:
             else:
                 self.counters.drop("exit_timeout", left)
                 log_once("exit_lost", logging.WARNING,
-                         "aerostack_meter: %d events could not be delivered before shutdown", left)
+                         "aerostack_meter: %d event(s) could not be delivered before shutdown", left)
         try:
             self.sink.close()
         except Exception:  # pragma: no cover

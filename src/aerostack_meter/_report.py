@@ -71,7 +71,7 @@ def _pick(row: Mapping[str, Any], *names: str) -> Any:
     raise KeyError(names[0])
 
 
-def _to_row(row: TotalRow | Mapping[str, Any]) -> TotalRow:
+def _to_row(row: TotalRow | Mapping[str, Any], counts: tuple[str, str] = ("events", "requests")) -> TotalRow:
     if isinstance(row, TotalRow):
         return row
     return TotalRow(
@@ -79,22 +79,25 @@ def _to_row(row: TotalRow | Mapping[str, Any]) -> TotalRow:
         api_id=str(_pick(row, "api_id", "apiId", "api")),
         metric=str(_pick(row, "metric")),
         units=int(_pick(row, "units")),
-        events=int(_pick(row, "events", "requests"))
-        if ("events" in row or "requests" in row)
-        else 0,
+        events=int(_pick(row, *counts)) if any(c in row for c in counts) else 0,
     )
 
 
-def format_totals(rows: Iterable[TotalRow | Mapping[str, Any]], *, title: str | None = None) -> str:
-    """An aligned text table, one line per (consumer, API, metric), and a TOTAL line."""
-    items = sorted((_to_row(r) for r in rows), key=lambda r: (r.consumer_id, r.api_id, r.metric))
+def format_totals(rows: Iterable[TotalRow | Mapping[str, Any]], *, title: str | None = None,
+                  requests: bool = False) -> str:
+    """An aligned text table, one line per (consumer, API, metric), and a TOTAL line. The last
+    column counts usage events (a ledger's), or with ``requests`` billing requests (what a
+    gateway knows: one per ``POST /gateway/billing/log``, however many events it coalesced)."""
+    counts = ("requests", "events") if requests else ("events", "requests")
+    headers = (*_HEADERS[:4], "REQUESTS") if requests else _HEADERS
+    items = sorted((_to_row(r, counts) for r in rows), key=lambda r: (r.consumer_id, r.api_id, r.metric))
     lines = [title] if title else []
     if not items:
         lines.append("(no usage recorded)")
         return "\n".join(lines) + "\n"
     body = [(r.consumer_id, r.api_id, r.metric, str(r.units), str(r.events)) for r in items]
     total = ("TOTAL", "", "", str(sum(r.units for r in items)), str(sum(r.events for r in items)))
-    widths = [max(len(row[i]) for row in [_HEADERS, *body, total]) for i in range(len(_HEADERS))]
+    widths = [max(len(row[i]) for row in [headers, *body, total]) for i in range(len(headers))]
 
     def fmt(cells: tuple[str, ...]) -> str:
         left = [cells[i].ljust(widths[i]) for i in range(3)]
@@ -102,5 +105,5 @@ def format_totals(rows: Iterable[TotalRow | Mapping[str, Any]], *, title: str | 
         return "  ".join(left + right).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    lines += [fmt(_HEADERS), rule, *(fmt(row) for row in body), rule, fmt(total)]
+    lines += [fmt(headers), rule, *(fmt(row) for row in body), rule, fmt(total)]
     return "\n".join(lines) + "\n"

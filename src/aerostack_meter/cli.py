@@ -419,7 +419,7 @@ def _run_report(ns: argparse.Namespace) -> int:
         return 0
     from ._report import format_totals
 
-    sys.stdout.write(format_totals(body["rows"], title=title))
+    sys.stdout.write(format_totals(body["rows"], title=title, requests=bool(ns.gateway)))
     return 0
 
 

@@ -130,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             am.uninstrument()
         rows = gateway.client.totals()
         print()
-        print(format_totals(rows, title="Usage logged at the gateway (POST /v1/gateway/billing/log):"))
+        print(format_totals(rows, title="Usage logged at the gateway (POST /v1/gateway/billing/log):",
+                            requests=True))
         billed = gateway.client.totals_by_consumer()
     ok = delivered and dict(billed) == dict(used)
     pairs = ", ".join(f"{c} {billed.get(c, 0)}={used[c]}" for c in sorted(used))

@@ -145,6 +145,8 @@ def test_report_from_gateway(capsys: pytest.CaptureFixture[str]) -> None:
         assert cli.main(["report", "--gateway", gw.url]) == 0
     out = capsys.readouterr().out
     assert any(line.split() == ["usr_g", "api_1", "tokens", "42", "2"] for line in out.splitlines())
+    # a gateway knows billing requests, not the events each coalesced: the column says so
+    assert ["CONSUMER", "API", "METRIC", "UNITS", "REQUESTS"] in [line.split() for line in out.splitlines()]
 
 
 def test_report_gateway_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
