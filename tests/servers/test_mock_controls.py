@@ -365,3 +365,18 @@ def test_client_leaving_a_stream_is_not_tallied(llm: MockLLMHandle) -> None:
         time.sleep(0.05)
     assert llm.stats()["client_disconnects"] == 1
     assert llm.usage()["total"]["requests"] == 0
+
+
+def test_a_client_leaving_a_stream_early_gets_no_more_writes(llm: MockLLMHandle,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """A long stream the client leaves after its first bytes: the server stops writing (the
+    event loop sees the disconnect between frames), no ``socket.send() raised exception.`` noise."""
+    caplog.set_level("WARNING", logger="asyncio")
+    for _ in range(3):
+        with httpx.Client() as http, http.stream(
+                "POST", f"{llm.url}/chat/completions", json={**CHAT, "stream": True},
+                headers={"x-mock-chunks": "400"}) as r:
+            next(r.iter_raw())
+    time.sleep(0.5)  # the server's side of three abandoned 400-chunk streams
+    assert r.status_code == 200
+    assert not [rec for rec in caplog.records if "socket.send()" in rec.getMessage()]

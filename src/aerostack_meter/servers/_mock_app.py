@@ -256,10 +256,13 @@ class MockLLMApp:
                         {"type": "http.response.body", "body": plan.error_frame, "more_body": True}
                     )
                     break
-                if frame.delta:
-                    if not first_delta and delay > 0 and not await self.closing.sleep(delay):
+                if frame.delta and not first_delta and delay > 0:
+                    if not await self.closing.sleep(delay):
                         mark_intentional_drop()
                         return
+                else:  # let the loop see a client that left (no write to a closed socket after it)
+                    await asyncio.sleep(0)
+                if frame.delta:
                     first_delta = False
                 if disconnected.is_set():
                     self.stats["client_disconnects"] += 1
