@@ -73,20 +73,37 @@ def _clients(handler: Any) -> dict[str, Any]:
 
 Op = Callable[[Any, int], None]
 
+# op name -> (label, client key, async?, one call of it); ``_ops`` makes the blocks' loops of them,
+# ``attribute_interleaved.py`` times them one by one
+CALLS: dict[str, tuple[str, str, bool, Callable[[Any], Any]]] = {
+    "chat": ("OpenAI chat, sync", "openai", False,
+             lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MSGS)),
+    "achat": ("OpenAI chat, async", "aopenai", True,
+              lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MSGS)),
+    "responses": ("OpenAI responses, sync", "openai", False,
+                  lambda c: c.responses.create(model="gpt-4o-mini", input="Say hello.")),
+    "aresponses": ("OpenAI responses, async", "aopenai", True,
+                   lambda c: c.responses.create(model="gpt-4o-mini", input="Say hello.")),
+    "messages": ("Anthropic messages, sync", "anthropic", False,
+                 lambda c: c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS)),
+    "amessages": ("Anthropic messages, async", "aanthropic", True,
+                  lambda c: c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS)),
+    "gemini": ("Gemini generate_content, sync", "gemini", False,
+               lambda c: c.models.generate_content(model="gemini-2.5-flash", contents="Say hello.")),
+    "agemini": ("Gemini generate_content, async", "gemini", True,
+                lambda c: c.aio.models.generate_content(model="gemini-2.5-flash", contents="Say hello.")),
+    "converse": ("Bedrock converse", "bedrock", False,
+                 lambda c: c.converse(modelId=BEDROCK_MODEL, messages=BEDROCK_MSGS)),
+    "invoke_model": ("Bedrock invoke_model", "bedrock", False, lambda c: c.invoke_model(
+        modelId=BEDROCK_MODEL, body=b'{"messages": [], "max_tokens": 10}')["body"].read()),
+    "mistral": ("Mistral chat.complete, sync", "mistral", False,
+                lambda c: c.chat.complete(model="mistral-small-latest", messages=MSGS)),
+    "amistral": ("Mistral chat.complete_async", "mistral", True,
+                 lambda c: c.chat.complete_async(model="mistral-small-latest", messages=MSGS)),
+}
+
 
 def _ops(loop: asyncio.AbstractEventLoop) -> dict[str, tuple[str, str, Op]]:
-    def chat(c: Any, n: int) -> None:
-        for _ in range(n):
-            c.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
-
-    def responses(c: Any, n: int) -> None:
-        for _ in range(n):
-            c.responses.create(model="gpt-4o-mini", input="Say hello.")
-
-    def messages(c: Any, n: int) -> None:
-        for _ in range(n):
-            c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS)
-
     def run_async(body: Callable[[Any], Any]) -> Op:
         def op(c: Any, n: int) -> None:
             async def many() -> None:
@@ -101,29 +118,8 @@ def _ops(loop: asyncio.AbstractEventLoop) -> dict[str, tuple[str, str, Op]]:
                 body(c)
         return op
 
-    return {
-        "chat": ("OpenAI chat, sync", "openai", chat),
-        "achat": ("OpenAI chat, async", "aopenai", run_async(
-            lambda c: c.chat.completions.create(model="gpt-4o-mini", messages=MSGS))),
-        "responses": ("OpenAI responses, sync", "openai", responses),
-        "aresponses": ("OpenAI responses, async", "aopenai", run_async(
-            lambda c: c.responses.create(model="gpt-4o-mini", input="Say hello."))),
-        "messages": ("Anthropic messages, sync", "anthropic", messages),
-        "amessages": ("Anthropic messages, async", "aanthropic", run_async(
-            lambda c: c.messages.create(model="claude-3-5-haiku-latest", max_tokens=256, messages=MSGS))),
-        "gemini": ("Gemini generate_content, sync", "gemini", sync(
-            lambda c: c.models.generate_content(model="gemini-2.5-flash", contents="Say hello."))),
-        "agemini": ("Gemini generate_content, async", "gemini", run_async(
-            lambda c: c.aio.models.generate_content(model="gemini-2.5-flash", contents="Say hello."))),
-        "converse": ("Bedrock converse", "bedrock", sync(
-            lambda c: c.converse(modelId=BEDROCK_MODEL, messages=BEDROCK_MSGS))),
-        "invoke_model": ("Bedrock invoke_model", "bedrock", sync(lambda c: c.invoke_model(
-            modelId=BEDROCK_MODEL, body=b'{"messages": [], "max_tokens": 10}')["body"].read())),
-        "mistral": ("Mistral chat.complete, sync", "mistral", sync(
-            lambda c: c.chat.complete(model="mistral-small-latest", messages=MSGS))),
-        "amistral": ("Mistral chat.complete_async", "mistral", run_async(
-            lambda c: c.chat.complete_async(model="mistral-small-latest", messages=MSGS))),
-    }
+    return {name: (label, key, run_async(body) if is_async else sync(body))
+            for name, (label, key, is_async, body) in CALLS.items()}
 
 
 def _block(op: Op, client: Any, n: int) -> tuple[float, float, float]:
