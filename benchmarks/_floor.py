@@ -3,6 +3,7 @@ pays at the place ours sits, doing the least a meter can."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 FLOORED = {"openai", "aopenai", "anthropic", "aanthropic"}  # the clients the floor applies to
@@ -37,24 +38,37 @@ class Floor:
     def read_so_far(self) -> int:
         return self.reads + len(self.counts)
 
+    def hook(self, orig: Any, is_async: bool) -> Any:
+        """The floor's ``_process_response``: ``orig`` (the SDK's), then the two counts read."""
+        read = self._read
+        if is_async:
+            async def hook(client: Any, *a: Any, **k: Any) -> Any:
+                r = await orig(client, *a, **k)
+                read(r)
+                return r
+            return hook
+
+        def sync_hook(client: Any, *a: Any, **k: Any) -> Any:
+            r = orig(client, *a, **k)
+            read(r)
+            return r
+        return sync_hook
+
     def on(self) -> None:
         """Hook each class over whatever its ``_process_response`` is now (the SDK's own, or ours
         left installed but inactive by a ``wrap()`` proxy: then the bare blocks have it too)."""
-        read = self._read
         for cls in self.classes:
             orig = cls.__dict__["_process_response"]
-            if "Async" in cls.__name__:
-                async def hook(client: Any, *a: Any, _orig: Any = orig, **k: Any) -> Any:
-                    r = await _orig(client, *a, **k)
-                    read(r)
-                    return r
-            else:
-                def hook(client: Any, *a: Any, _orig: Any = orig, **k: Any) -> Any:  # type: ignore[misc]
-                    r = _orig(client, *a, **k)
-                    read(r)
-                    return r
+            hook = self.hook(orig, "Async" in cls.__name__)
             cls._process_response = hook
             self.installed.append((cls, orig, hook))
+
+    def twin_class(self, twin: type) -> type:
+        """A subclass of a bare twin's class (``_bare.Twins``) whose ``_process_response`` is the
+        floor's over the SDK's own: the floor while ``instrument()`` is on."""
+        orig = twin._process_response  # type: ignore[attr-defined]
+        return type("Floor" + twin.__name__, (twin,), {
+            "_process_response": self.hook(orig, inspect.iscoroutinefunction(orig))})
 
     def off(self) -> None:
         """Put back what ``on()`` found, where the floor's hook is still the class's method."""

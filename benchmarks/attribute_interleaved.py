@@ -14,7 +14,9 @@ transport (as ``attribute_overhead.py`` builds them):
 * patched:    a client of the patched SDK (Bedrock's built after ``instrument()``);
 * wrap():     ``wrap(client)`` (on instrumented classes: a call passes our inactive class-level
               hook as well, where the provider has one below the wrapped method: Gemini, Bedrock);
-* bare again: a second bare twin (the noise floor).
+* bare again: a second bare twin (the noise floor);
+* floor:      OpenAI's and Anthropic's: a bare twin whose ``_process_response`` reads the two token
+              counts (``_floor.py``): the least any meter at our place pays.
 
 Each round, for each call, the variants come in runs (``--runs`` of each, shuffled): a run is one
 untimed call (it meets the caches the previous run's variant left: mixing variants call by call
@@ -49,6 +51,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _bare import Twins
+from _floor import FLOORED, Floor
 from _peers_worker import make_handler
 from _timing import DurableNullSink
 from attribute_overhead import CALLS, _clients, _median_ci
@@ -56,7 +59,7 @@ from callgrind_overhead import NEW, _new_clients
 
 import aerostack_meter as am
 
-VARIANTS = ("bare", "patched", "wrap()", "bare again")
+VARIANTS = ("bare", "patched", "wrap()", "bare again", "floor")
 DEFAULT_OPS = "chat,achat,responses,aresponses,messages,amessages"
 
 
@@ -69,23 +72,28 @@ def _patch_holders(key: str, client: Any) -> list[Any]:
     return [client]
 
 
-def _build(keys: set[str]) -> tuple[dict[str, dict[str, Any]], int]:
+def _build(keys: set[str], floor: Floor) -> tuple[dict[str, dict[str, Any]], int]:
     """Per client key: a client for each variant (the bare ones twinned once ``instrument()`` is
     on; then on). Returns them and how many objects were twinned."""
     handler = make_handler()
     made: dict[str, dict[str, Any]] = {}
-    for variant in ("bare", "bare again", "patched", "wrap()"):
+    for variant in VARIANTS:
         clients = _clients(handler)
         for key in keys & set(NEW.values()):
             clients[key] = _new_clients(key)
         for key in keys:
-            made.setdefault(key, {})[variant] = clients[key]
-    holders = [h for key in keys for v in ("bare", "bare again") for h in _patch_holders(key, made[key][v])]
+            if variant != "floor" or key in FLOORED:
+                made.setdefault(key, {})[variant] = clients[key]
+    bare = [(key, v) for key in keys for v in ("bare", "bare again", "floor") if v in made[key]]
+    holders = [h for key, v in bare for h in _patch_holders(key, made[key][v])]
     twins = Twins(holders)
     am.instrument()
     for holder in holders:
         twins.twin(holder)
     for key in keys:
+        if "floor" in made[key]:
+            c = made[key]["floor"]
+            c.__class__ = floor.twin_class(type(c))
         if key == "bedrock":  # botocore meters a client at the class it builds after init()
             made[key]["patched"] = _new_clients("bedrock")
         made[key]["wrap()"] = am.wrap(made[key]["wrap()"])
@@ -145,10 +153,14 @@ def main() -> None:
             state_dir=tempfile.mkdtemp(prefix="aerostack-interleaved-"))
     assert am.stats().durable
     am.uninstrument()  # the clients are built, and their classes recorded, before anything is patched
-    made, twinned = _build({CALLS[o][1] for o in chosen})
+    floor = Floor()
+    made, twinned = _build({CALLS[o][1] for o in chosen}, floor)
     loop = asyncio.new_event_loop()
     rng = random.Random(args.seed)
     print(f"load before {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {twinned} objects twinned")
+
+    def variants(name: str) -> list[str]:
+        return [v for v in VARIANTS if v in made[CALLS[name][1]]]
 
     def run(name: str, schedule: list[str], acc: dict[str, list[tuple[int, int]]]) -> None:
         _label, key, is_async, call = CALLS[name]
@@ -158,7 +170,7 @@ def main() -> None:
             _round_sync(schedule, made[key], call, args.run, acc)
 
     for name in chosen:  # warm-up: lazy SDK imports, first-call caches
-        run(name, [v for v in VARIANTS for _ in range(5)], {v: [] for v in VARIANTS})
+        run(name, [v for v in variants(name) for _ in range(5)], {v: [] for v in VARIANTS})
     assert am.flush(30)  # the warm-up's records counted (calls_metered is counted as they are read)
     before = am.stats().calls_metered
     bg0, start = _background_cpu(), time.monotonic()
@@ -166,11 +178,11 @@ def main() -> None:
     got: dict[str, dict[str, list[tuple[float, float]]]] = {name: {v: [] for v in VARIANTS} for name in chosen}
     for _ in range(args.rounds):
         for name in rng.sample(chosen, len(chosen)):
-            schedule = [v for v in VARIANTS for _ in range(args.runs)]
+            schedule = [v for v in variants(name) for _ in range(args.runs)]
             rng.shuffle(schedule)
             acc: dict[str, list[tuple[int, int]]] = {v: [] for v in VARIANTS}
             run(name, schedule, acc)
-            for v in VARIANTS:  # the round's mean per call
+            for v in variants(name):  # the round's mean per call
                 got[name][v].append((sum(x[0] for x in acc[v]) / (args.runs * args.run),
                                      sum(x[1] for x in acc[v]) / (args.runs * args.run)))
     bg1, seconds = _background_cpu(), time.monotonic() - start
@@ -180,6 +192,8 @@ def main() -> None:
     expected = 2 * args.rounds * args.runs * (args.run + 1) * len(chosen)  # patched and wrap(), once each
     assert st.usage_missing == 0 and st.internal_errors == 0 and not st.events_estimated, st
     assert metered == expected, (metered, expected)  # and no bare twin's call was metered
+    floored = sum(1 for name in chosen if CALLS[name][1] in FLOORED)
+    assert floor.read_so_far >= args.rounds * args.runs * (args.run + 1) * floored, floor.read_so_far
     by_thread = {i: t - bg0.get(i, 0.0) for i, t in bg1.items()}
     background = sum(by_thread.values())
     background_us = background / metered * 1e6
@@ -188,16 +202,19 @@ def main() -> None:
           f"shuffled; background threads: {background * 1000:.1f} ms of CPU in {seconds:.1f} s "
           f"({metered / seconds:.0f} metered calls/s): {background_us:.2f} µs per metered call (" + ", ".join(
               f"{name} {t * 1000:.1f} ms" for (_i, name), t in sorted(by_thread.items(), key=lambda x: -x[1])) + ")\n")
-    print("| call | bare µs (caller CPU) | patched | wrap() | bare again (A/A) | patched + background "
+    print("| call | bare µs (caller CPU) | patched | wrap() | floor | bare again (A/A) | patched + background "
           "| wrap() + background | patched, wall | wrap(), wall | A/A, wall |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    columns = [("patched", 0, 0.0), ("wrap()", 0, 0.0), ("bare again", 0, 0.0),
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    columns = [("patched", 0, 0.0), ("wrap()", 0, 0.0), ("floor", 0, 0.0), ("bare again", 0, 0.0),
                ("patched", 0, background_us * 1000), ("wrap()", 0, background_us * 1000),
                ("patched", 1, 0.0), ("wrap()", 1, 0.0), ("bare again", 1, 0.0)]
     for name in chosen:
         g = got[name]
         cells = [f"{statistics.median(x[0] for x in g['bare']) / 1000:.1f}"]
         for v, i, add in columns:
+            if not g[v]:
+                cells.append("n/a")
+                continue
             ratios = [(x[i] + add) / b[i] for x, b in zip(g[v], g["bare"], strict=True)]
             lo, hi = _median_ci(ratios)
             cells.append(f"{statistics.median(ratios):.3f}x [{lo:.3f}-{hi:.3f}]")
