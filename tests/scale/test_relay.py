@@ -144,6 +144,11 @@ def test_a_refused_record_goes_to_the_dead_letter_stream(redis_db: RedisServer, 
     dead = client.xrange(f"{STREAM}:dead")
     assert [(d[1]["r"], d[1]["c"], d[1]["reason"]) for d in dead] == [("bad-1", "usr_x", "rejected_400")]
     assert gateway_totals(gw) == {}
+    # the refused entry is copied whole: its units stay known once the main stream is trimmed
+    [(_id, fields)] = dead
+    [(entry_id, original)] = client.xrange(STREAM)
+    assert fields == {**original, "entry": entry_id, "reason": "rejected_400"}
+    assert int(fields["u"]) == 5
 
 
 def test_a_wrong_key_holds_everything_until_fixed(redis_db: RedisServer, gw: Any) -> None:

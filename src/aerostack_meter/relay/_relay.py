@@ -88,7 +88,7 @@ class _Held:
     """Entries of one key, summed, waiting for (or between) delivery attempts."""
 
     __slots__ = ("ambiguous", "api", "attempts", "consumer", "due", "entries", "estimated",
-                 "events", "metric", "records", "tag", "units")
+                 "events", "fields", "metric", "records", "tag", "units")
 
     def __init__(self, key: Key, tag: str | None) -> None:
         self.consumer, self.api, self.metric = key
@@ -98,6 +98,7 @@ class _Held:
         self.estimated = False
         self.entries: list[str] = []
         self.records: list[str] = []
+        self.fields: list[dict[str, str]] = []  # each entry's own (a refusal dead-letters them as they were)
         self.attempts = 0
         self.ambiguous = False
         self.due = 0.0
@@ -334,6 +335,7 @@ class Relay:
         target.estimated |= f.get("e") == "1"
         target.entries.append(eid)
         target.records.append(f["r"])
+        target.fields.append(f)
         self._held_ids.add(eid)
 
     # -- sending ------------------------------------------------------------------------------
@@ -435,10 +437,12 @@ class Relay:
                         "relay (this one stalled past claim_idle)", len(ids) - acked)
 
     def _dead_letter(self, h: _Held, reason: str) -> None:
+        """Each refused entry, copied whole (its units, events, record id...) with the stream entry
+        it was and the reason: the main stream's copy is acknowledged and trimmed in time, so the
+        dead-letter stream is where the refused usage stays."""
         pipe = self.client.pipeline(transaction=False)
-        for eid, rid in zip(h.entries, h.records, strict=True):
-            pipe.xadd(self.stream.dead_stream, {"entry": eid, "r": rid, "c": h.consumer, "a": h.api,
-                                                "m": h.metric, "reason": reason})
+        for eid, fields in zip(h.entries, h.fields, strict=True):
+            pipe.xadd(self.stream.dead_stream, {**fields, "entry": eid, "reason": reason})
         pipe.execute()
         self._count("records_dead_lettered", len(h.records))
         self._acks.append((h, "X"))
