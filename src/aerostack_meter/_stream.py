@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigError
 from ._log import log_limited
@@ -34,16 +34,33 @@ DEFAULT_MAXLEN = 1_000_000
 _OUR_PARAMS = ("stream", "group", "maxlen")
 
 
+_SECRET_PARAMS = ("pass", "secret", "token", "auth", "credential")  # parts of a query name
+
+
+def _secret_param(name: str) -> bool:
+    lowered = name.lower()
+    return any(part in lowered for part in _SECRET_PARAMS)
+
+
 def safe_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (for logs and messages)."""
+    """The URL with any password replaced by ``***`` (for logs and messages): the one in its user
+    part, and the value of any query parameter redis-py reads one from (``?password=...``; any name
+    with ``pass``, ``secret``, ``token``, ``auth`` or ``credential`` in it)."""
     parts = urlsplit(url)
-    if parts.password is None:
+    netloc, query = parts.netloc, parts.query
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(_secret_param(k) for k, _ in pairs):
+            query = "&".join(f"{quote(k, safe='')}={'***' if _secret_param(k) else quote(v, safe='')}"
+                             for k, v in pairs)
+    if netloc == parts.netloc and query == parts.query:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True)

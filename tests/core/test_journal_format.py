@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import struct
 
-from aerostack_meter._journal_format import _EV, _KEY, MAGIC, Event, encode_event, frame, key_blob, parse
+from aerostack_meter._journal_format import (
+    _EV,
+    _KEY,
+    MAGIC,
+    Event,
+    encode_event,
+    frame,
+    key_blob,
+    parse,
+)
 
 
 def test_events_read_back_exactly_whatever_their_keys() -> None:

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from ._redis import RedisServer
 from ._support import KEY, append
 
@@ -38,7 +40,8 @@ def test_refusals_say_what_is_missing(redis_db: RedisServer) -> None:
     assert bad.returncode == 2 and "maxlen" in bad.stderr
 
 
-def test_the_redis_password_is_never_printed(redis_db: RedisServer) -> None:
-    out = _run("--stats", "--redis", "redis://:s3cretpass@127.0.0.1:1/0")
+@pytest.mark.parametrize("url", ["redis://:s3cretpass@127.0.0.1:1/0", "redis://127.0.0.1:1/0?password=s3cretpass"])
+def test_the_redis_password_is_never_printed(redis_db: RedisServer, url: str) -> None:
+    out = _run("--stats", "--redis", url)
     assert out.returncode == 1
     assert "s3cretpass" not in out.stdout + out.stderr

@@ -109,9 +109,28 @@ def test_a_bad_url_is_a_config_error(url: str) -> None:
     assert info.value.setting == "sink"
 
 
-def test_the_password_is_never_shown() -> None:
-    sink = RedisSink("redis://:hunter2secret@localhost:6379/0")
-    assert "hunter2secret" not in repr(sink)
+@pytest.mark.parametrize("url", ["redis://:hunter2secret@localhost:6379/0",
+                                 "redis://user:hunter2secret@localhost:6379/0",
+                                 "redis://localhost:6379/0?password=hunter2secret",
+                                 "redis://localhost:6379/0?stream=s&PASSWORD=hunter2secret&maxlen=5",
+                                 "rediss://localhost/0?ssl_password=hunter2secret"])
+def test_the_password_is_never_shown(url: str) -> None:
+    """Where redis-py reads one: the URL's user part, or a query parameter (``?password=``)."""
+    sink = RedisSink(url)
+    assert "hunter2secret" not in repr(sink) and "***" in repr(sink)
+
+
+def test_an_unreachable_redis_with_a_query_password_is_logged_without_it(
+        tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="aerostack_meter")
+    meter = _meter("redis://127.0.0.1:1/0?password=hunter2secret", backoff_base=0.02, max_backoff=0.1)
+    try:
+        meter.log("usr_a", 5)
+        assert not meter.flush(0.5)
+    finally:
+        meter.shutdown(0.1)
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "127.0.0.1:1" in messages and "hunter2secret" not in messages
 
 
 def test_a_wrong_redis_password_keeps_usage_and_says_so(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
