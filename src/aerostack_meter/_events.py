@@ -100,7 +100,9 @@ def events_of(usage: Usage, att: Attribution, ts: float) -> Built:
         else:
             parts = apply_policy(policy, usage)
         items = list(parts.items()) if isinstance(parts, Mapping) else None
-    except BaseException as exc:  # a user's policy: anything it raises costs this one call
+    except (KeyboardInterrupt, SystemExit):
+        raise  # the caller's (a policy runs on its thread in durable mode), as raised
+    except BaseException as exc:  # a user's policy: anything else it raises costs this one call
         raise EventError("policy_error", f"the metrics policy raised {type(exc).__name__}") from None
     if items is None:
         raise EventError("policy_invalid", "the metrics policy did not return a mapping")

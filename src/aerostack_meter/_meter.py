@@ -222,7 +222,9 @@ class Meter:
                              usage.estimated, _time(), "", price_table))
             try:
                 changed = hook(ev)
-            except BaseException as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise  # the caller's (the hook runs on its thread), as raised
+            except BaseException as exc:  # anything else costs this one event
                 self._bad("before_send_error", f"before_send raised {type(exc).__name__}")
                 continue
             if changed is None:

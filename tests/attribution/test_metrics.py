@@ -240,3 +240,17 @@ def test_split_never_double_counts_inconsistent_usage() -> None:
                                         "cached_input_tokens": 8, "cache_write_tokens": 2}
     u = Usage("openai", "m", input_tokens=10, output_tokens=5, total_tokens=15, cached_input_tokens=40)
     assert apply_policy("split", u) == {"input_tokens": 0, "output_tokens": 5, "cached_input_tokens": 10}
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, SystemExit])
+def test_a_hook_or_policy_interrupted_interrupts_the_caller(exc: type[BaseException], meter_factory: Any,
+                                                            gateway: Any) -> None:
+    """``before_send`` and a policy run on the caller's thread (durable mode): Ctrl-C or an exit
+    raised there is the caller's, not an event dropped."""
+    def hook(ev: am.UsageEvent) -> am.UsageEvent:
+        raise exc
+
+    meter = meter_factory(default_consumer_id="u", before_send=hook)
+    with pytest.raises(exc):
+        meter.log("u", 3)
+    assert "before_send_error" not in meter.stats().dropped
