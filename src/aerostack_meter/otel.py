@@ -3,11 +3,14 @@
     aerostack_meter.init(api_id="api_chat", otel=True)   # billing + the app's own MeterProvider
     aerostack_meter.init(api_id="api_chat", otel=provider)   # billing + this MeterProvider
 
-Per metered call, on the reporter thread (never the caller's), one histogram measurement of the
-input tokens and one of the output tokens (unit ``{token}``), with the attributes of the
-OpenTelemetry GenAI semantic conventions:
+Per metered call (on the calling thread with the default durable store, as the call's events are
+journaled; on the reporter thread with ``durable=False``), one histogram measurement of the input
+tokens and one of the output tokens (unit ``{token}``), with the attributes of the OpenTelemetry
+GenAI semantic conventions:
 
-* ``gen_ai.provider.name`` and its older name ``gen_ai.system``: ``"openai"``, ``"anthropic"``;
+* ``gen_ai.provider.name`` and its older name ``gen_ai.system``, the conventions' well-known values:
+  ``"openai"``, ``"anthropic"``, ``"gcp.gemini"``, ``"aws.bedrock"``, ``"mistral_ai"`` (another
+  provider's name as :class:`aerostack_meter.Usage` has it);
 * ``gen_ai.request.model``: the model the provider reported (omitted when none);
 * ``gen_ai.token.type``: ``"input"`` or ``"output"``;
 
@@ -35,7 +38,11 @@ if TYPE_CHECKING:
 
     from ._stats import Counters
 
-__all__ = ["METRIC_NAME", "TOKEN_BUCKETS", "OTelRecorder"]
+__all__ = ["METRIC_NAME", "PROVIDER_NAMES", "TOKEN_BUCKETS", "OTelRecorder"]
+
+#: our provider names -> the GenAI conventions' ``gen_ai.provider.name`` values (google-genai is
+#: metered against the Gemini API by default: ``gcp.gemini``)
+PROVIDER_NAMES = {"gemini": "gcp.gemini", "bedrock": "aws.bedrock", "mistral": "mistral_ai"}
 
 METRIC_NAME = "gen_ai.client.token.usage"
 #: the bucket boundaries the GenAI conventions recommend for token counts
@@ -59,7 +66,8 @@ class OTelRecorder:
     def record(self, usage: Usage, consumer_id: str, api_id: str, counters: Counters | None = None) -> None:
         """Record one call's input and output tokens. Never raises (counted as ``internal_errors``)."""
         try:
-            base: dict[str, Any] = {"gen_ai.provider.name": usage.provider, "gen_ai.system": usage.provider,
+            name = PROVIDER_NAMES.get(usage.provider, usage.provider)
+            base: dict[str, Any] = {"gen_ai.provider.name": name, "gen_ai.system": name,
                                     "aerostack.consumer_id": consumer_id, "aerostack.api_id": api_id}
             if usage.model:
                 base["gen_ai.request.model"] = usage.model

@@ -184,3 +184,20 @@ def test_end_to_end_through_otlp_http(receiver: str, mock_llm: Any, gateway: Any
     # cumulative temporality: every export (the flush, then the one at exit) carries the same totals
     assert found and set(found) == {("usr_e2e", "openai", 3, want)}
     assert dict(gateway.client.totals_by_consumer())["usr_e2e"] > want  # billing got it too
+
+
+def test_gemini_is_named_as_the_genai_conventions_name_it(meter_factory: Any, mock_llm: Any, gateway: Any) -> None:
+    """``gen_ai.provider.name`` takes the conventions' well-known values (``gcp.gemini``, not ours)."""
+    from google import genai
+    from google.genai import types
+
+    reader = InMemoryMetricReader()
+    meter_factory(otel=MeterProvider(metric_readers=[reader]))
+    client = genai.Client(api_key="x", http_options=types.HttpOptions(base_url=mock_llm.base_url))
+    with am.consumer("usr_otel"):
+        r = client.models.generate_content(model="gemini-2.5-flash", contents="hello there")
+    assert am.flush(10)
+    names = {dict(k)["gen_ai.provider.name"] for k in _points(reader)}
+    systems = {dict(k)["gen_ai.system"] for k in _points(reader)}
+    assert names == systems == {"gcp.gemini"}
+    assert r.usage_metadata is not None and r.usage_metadata.prompt_token_count
