@@ -387,6 +387,7 @@ def _run_report(ns: argparse.Namespace) -> int:
     if ns.limit is not None:
         params["limit"] = str(ns.limit)
     view = "totals" if ns.view == "totals" else ns.view
+    requests = bool(ns.gateway)  # a gateway counts billing requests, a ledger events
     try:
         if ns.gateway:
             from .servers._dashboard_sources import GatewayUsage
@@ -402,9 +403,10 @@ def _run_report(ns: argparse.Namespace) -> int:
             store = UsageStore.open(path, write=False)
             try:
                 body = usage_view(store, view, params)
+                requests = store.table == "billing_log"  # an emulator's database: requests, not events
             finally:
                 store.close()
-            title = f"Usage totals from ledger {os.path.abspath(path)}"
+            title = f"Usage totals from {'gateway database' if requests else 'ledger'} {os.path.abspath(path)}"
     except ValueError as exc:
         print(f"aerostack-meter report: {exc}", file=sys.stderr)
         return 2
@@ -419,7 +421,7 @@ def _run_report(ns: argparse.Namespace) -> int:
         return 0
     from ._report import format_totals
 
-    sys.stdout.write(format_totals(body["rows"], title=title, requests=bool(ns.gateway)))
+    sys.stdout.write(format_totals(body["rows"], title=title, requests=requests))
     return 0
 
 

@@ -149,6 +149,20 @@ def test_report_from_gateway(capsys: pytest.CaptureFixture[str]) -> None:
     assert ["CONSUMER", "API", "METRIC", "UNITS", "REQUESTS"] in [line.split() for line in out.splitlines()]
 
 
+def test_report_of_a_gateway_database_file_counts_requests(capsys: pytest.CaptureFixture[str],
+                                                            tmp_path: Path) -> None:
+    """``--ledger`` given an emulator's database file: its rows are billing requests, headed so."""
+    db = tmp_path / "gw.db"
+    with start_gateway(db_path=str(db)) as gw, httpx.Client() as http:
+        for units in (30, 12):
+            post_log(http, gw, {"consumerId": "usr_g", "apiId": "api_1", "units": units, "metric": "tokens"},
+                     key="k")
+    assert cli.main(["report", "--ledger", str(db)]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["CONSUMER", "API", "METRIC", "UNITS", "REQUESTS"] in lines
+    assert ["usr_g", "api_1", "tokens", "42", "2"] in lines
+
+
 def test_report_gateway_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["report", "--gateway", f"http://127.0.0.1:{_free_port()}/v1"]) == 1
     assert capsys.readouterr().err
