@@ -22,7 +22,7 @@ Each round, for each call, the variants come in runs (``--runs`` of each, shuffl
 untimed call (it meets the caches the previous run's variant left: mixing variants call by call
 would charge our code's cache footprint to the bare calls too) and ``--run`` timed ones, in the
 calling thread's CPU time (``time.thread_time_ns``) and wall time.
-The work of our background threads (the reporter, its senders) is measured on their own CPU clocks
+The work of our background threads (the reporter, its senders; not an SDK's own) is measured on their own CPU clocks
 over the whole run and divided among the metered calls (patched and ``wrap()``, timed or not): it
 is added to those variants' CPU figures in the "+ background" columns. Part of it is per second, not per call (a window a second,
 a request per key and window): at this benchmark's rate of metered calls it is spread thinly, at a
@@ -101,11 +101,11 @@ def _build(keys: set[str], floor: Floor) -> tuple[dict[str, dict[str, Any]], int
 
 
 def _background_cpu() -> dict[tuple[int, str], float]:
-    """CPU seconds so far of each thread but this one (the reporter, its senders), by (id, name)."""
-    me = threading.get_ident()
+    """CPU seconds so far of each of our threads (the reporter, its senders), by (id, name); not
+    the SDKs' own (an asyncio executor's threads: the bare calls use them too)."""
     out = {}
     for t in threading.enumerate():
-        if t.ident is not None and t.ident != me and t.is_alive():
+        if t.ident is not None and t.name.startswith("aerostack-meter") and t.is_alive():
             with contextlib.suppress(OSError, ProcessLookupError):  # it ended meanwhile
                 out[t.ident, t.name] = time.clock_gettime(time.pthread_getcpuclockid(t.ident))
     return out
