@@ -202,6 +202,8 @@ def _add_relay(sub: Any) -> None:
     p.add_argument("--stats", action="store_true", help="print the stream's lag and the relays' "
                    "counters, then exit")
     p.add_argument("--json", action="store_true", help="with --stats: print JSON")
+    p.add_argument("--retry-dead", action="store_true", help="move the dead-lettered records back to the "
+                   "stream (once their cause is fixed: a wallet topped up), then exit; running relays deliver them")
     p.add_argument("--name", default="", help="consumer name in the group (default: host-pid)")
     p.add_argument("--claim-idle", type=float, default=30.0, metavar="S",
                    help="claim entries another relay held unacknowledged this long (default 30)")
@@ -505,7 +507,7 @@ def missing_extras(command: str) -> str | None:
 
 def _run_relay(ns: argparse.Namespace) -> int:
     try:
-        from .relay import Relay, RelayOptions, StreamConfig, format_stats, gather
+        from .relay import Relay, RelayOptions, StreamConfig, format_stats, gather, retry_dead
     except ImportError as exc:
         print(f"aerostack-meter relay: needs the redis extra (pip install 'aerostack-meter[relay]'): "
               f"{exc}", file=sys.stderr)
@@ -525,6 +527,12 @@ def _run_relay(ns: argparse.Namespace) -> int:
 
             snapshot = gather(stream.connect(decode_responses=True), stream)
             print(json.dumps(snapshot, indent=1) if ns.json else format_stats(snapshot), end="\n" if ns.json else "")
+            return 0
+        if ns.retry_dead:
+            done = retry_dead(stream.connect(decode_responses=True), stream)
+            print(f"aerostack-meter relay: moved {done.moved} dead-lettered record(s), {done.units} units, back to "
+                  f"{stream.stream!r}" + (f"; {done.left} entr(y/ies) that are not records left in "
+                                         f"{stream.dead_stream!r}" if done.left else ""))
             return 0
         overrides = {k: v for k, v in (("concurrency", ns.concurrency), ("backoff_base", ns.backoff_base),
                                        ("max_backoff", ns.max_backoff)) if v is not None}

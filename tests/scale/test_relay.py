@@ -211,3 +211,31 @@ def test_a_relay_recreates_a_lost_group(redis_db: RedisServer, gw: Any) -> None:
     finally:
         relay.stop()
         t.join(10)
+
+
+def test_dead_letters_sent_again_once_their_cause_is_fixed(redis_db: RedisServer, gw: Any) -> None:
+    """A record refused for good (402: the wallet is empty) waits in the dead-letter stream;
+    ``relay --retry-dead`` moves it back (under a derived record id: the old one is remembered as
+    dead-lettered) and a relay delivers it once the wallet is topped up. Not-a-record entries stay."""
+    import subprocess
+    import sys
+
+    client = redis_db.client()
+    relay = make_relay(redis_db.url, gw.url, "r1")
+    relay.run_once()
+    append(client, [("poor-1", "usr_x", 5), ("poor-2", "usr_x", 7)])
+    client.xadd(f"{STREAM}:dead", {"entry": "0-1", "junk": "1", "reason": "invalid_entry"})
+    gw.client.set_faults(fail_next=1, fail_status=402)
+    run_until(relay, lambda: undelivered(client) == 0)
+    assert relay.counters["records_dead_lettered"] == 2 and gateway_totals(gw) == {}
+    moved = subprocess.run([sys.executable, "-m", "aerostack_meter.cli", "relay", "--retry-dead",
+                            "--redis", redis_db.url], capture_output=True, text=True, timeout=60)
+    assert moved.returncode == 0, moved.stderr
+    assert "moved 2 dead-lettered record(s), 12 units" in moved.stdout and "1 entr" in moved.stdout
+    assert [f["reason"] for _, f in client.xrange(f"{STREAM}:dead")] == ["invalid_entry"]
+    run_until(relay, lambda: gateway_totals(gw) == {"usr_x": 12})
+    run_until(relay, lambda: undelivered(client) == 0)
+    assert gateway_totals(gw) == {"usr_x": 12}
+    again = subprocess.run([sys.executable, "-m", "aerostack_meter.cli", "relay", "--retry-dead",
+                            "--redis", redis_db.url], capture_output=True, text=True, timeout=60)
+    assert "moved 0 dead-lettered record(s)" in again.stdout

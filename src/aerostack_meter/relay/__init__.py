@@ -8,6 +8,8 @@ consumer group, coalesce, deliver and acknowledge. See docs/scaling.md.
 from .._stream import StreamConfig
 from ._health import RelayHealth
 from ._relay import Relay, RelayOptions, retry_delay
+from ._retry_dead import RetriedDead, retry_dead
 from ._stats import format_stats, gather
 
-__all__ = ["Relay", "RelayHealth", "RelayOptions", "StreamConfig", "format_stats", "gather", "retry_delay"]
+__all__ = ["Relay", "RelayHealth", "RelayOptions", "RetriedDead", "StreamConfig", "format_stats", "gather",
+           "retry_dead", "retry_delay"]
