@@ -45,6 +45,8 @@ _MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
 _CONFIG_KEYS = ("config", "generation_config", "generationConfig", "inferenceConfig")
 _NESTED_MAX_KEYS = (*_MAX_KEYS, "maxTokens", "maxOutputTokens")
 _MODEL_KEYS = ("model", "modelId")
+# request text kept inside a settings object (Gemini's system instruction)
+_NESTED_TEXT_KEYS = ("system_instruction", "systemInstruction")
 _DEFAULT_MAX_OUTPUT = 32_768
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -246,6 +248,13 @@ class Budget:
         for k in _TEXT_KEYS:
             if k in kwargs:
                 chars += count_chars(kwargs[k])
+        for ck in _CONFIG_KEYS:
+            config = kwargs.get(ck)
+            if config is not None:
+                for k in _NESTED_TEXT_KEYS:
+                    v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
+                    if v is not None:
+                        chars += count_chars(v)
         inp = tokens_from_chars(chars)
         out = None
         for k in _MAX_KEYS:
