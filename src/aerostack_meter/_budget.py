@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import logging
 import math
 import os
@@ -40,10 +41,12 @@ Period = Literal["day", "month"]
 Balance = Callable[[str], "int | None"]
 
 _TEXT_KEYS = ("messages", "system", "input", "instructions", "prompt", "contents")
-_MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# a JSON request body's text (Bedrock invoke_model: Anthropic, Nova, Llama, Mistral, Titan, Cohere)
+_BODY_TEXT_KEYS = (*_TEXT_KEYS, "inputText", "texts", "message")
+_MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_gen_len")
 # where APIs that nest their generation settings keep the output cap (keys or attributes)
-_CONFIG_KEYS = ("config", "generation_config", "generationConfig", "inferenceConfig")
-_NESTED_MAX_KEYS = (*_MAX_KEYS, "maxTokens", "maxOutputTokens")
+_CONFIG_KEYS = ("config", "generation_config", "generationConfig", "inferenceConfig", "textGenerationConfig")
+_NESTED_MAX_KEYS = (*_MAX_KEYS, "maxTokens", "maxOutputTokens", "max_new_tokens", "maxTokenCount")
 _MODEL_KEYS = ("model", "modelId")
 # request text kept inside a settings object (Gemini's system instruction)
 _NESTED_TEXT_KEYS = ("system_instruction", "systemInstruction")
@@ -240,12 +243,26 @@ class Budget:
         return self._balance is not None or self._gateway
 
     # -- what a call may cost ------------------------------------------------------------------
-    def worst_case(self, provider: str, kwargs: Mapping[str, Any]) -> int | None:
+    def worst_case(self, provider: str, kwargs: Mapping[str, Any], *, output: bool = True) -> int | None:
         """The call's worst case in the budget's unit: the input estimate (one token per four
         characters of request text) plus ``max_tokens`` (or the model's output limit). ``None``
-        for a money budget whose model has no price."""
+        for a money budget whose model has no price. A request whose text and settings are in a
+        JSON ``body`` (Bedrock ``invoke_model``) is read from it. ``output=False``: an endpoint
+        that produces no output tokens (embeddings), so none is reserved; an embedding model's
+        ``body`` (Bedrock) is taken as one too."""
+        model = kwargs.get("model")
+        if type(model) is not str:
+            model = next((m for k in _MODEL_KEYS if type(m := kwargs.get(k)) is str), "")
+        keys: tuple[str, ...] = _TEXT_KEYS
+        body = kwargs.get("body")
+        if body is not None:
+            parsed = _json_body(body)
+            if parsed is not None:
+                kwargs, keys = parsed, _BODY_TEXT_KEYS
+                if "embed" in model.lower():
+                    output = False
         chars = 0
-        for k in _TEXT_KEYS:
+        for k in keys:
             if k in kwargs:
                 chars += count_chars(kwargs[k])
         for ck in _CONFIG_KEYS:
@@ -257,16 +274,16 @@ class Budget:
                         chars += count_chars(v)
         inp = tokens_from_chars(chars)
         out = None
-        for k in _MAX_KEYS:
-            v = kwargs.get(k)
-            if type(v) is int and v >= 0:
-                out = v
-                break
+        if not output:
+            out = 0
         else:
-            out = _nested_max(kwargs)
-        model = kwargs.get("model")
-        if type(model) is not str:
-            model = next((m for k in _MODEL_KEYS if type(m := kwargs.get(k)) is str), "")
+            for k in _MAX_KEYS:
+                v = kwargs.get(k)
+                if type(v) is int and v >= 0:
+                    out = v
+                    break
+            else:
+                out = _nested_max(kwargs)
         if out is None:
             out = self._output_limit(provider, model, inp)
         if self.policy is None:
@@ -380,13 +397,14 @@ class Budget:
         return acct
 
     def reserve(self, meter: Meter, consumer_id: str, provider: str, kwargs: Mapping[str, Any],
-                *, wait: bool = True) -> Reservation | None:
+                *, wait: bool = True, output: bool = True) -> Reservation | None:
         """Reserve the call's worst case, or raise :class:`BudgetExceededError`. ``None``: nothing
         to reserve (an unlimited consumer, or a source failure under ``on_budget_error="open"``).
-        With ``wait=False`` (async callers, after :meth:`prefetch`) no lookup is waited for."""
+        With ``wait=False`` (async callers, after :meth:`prefetch`) no lookup is waited for.
+        ``output=False``: the endpoint produces no output tokens (embeddings)."""
         if not self._here[0]:
             self.after_fork()
-        need = self.worst_case(provider, kwargs)
+        need = self.worst_case(provider, kwargs, output=output)
         if need is None:
             return self._failed(meter, consumer_id, 0, "unpriced", None)
         if self.reads_balance:
@@ -555,6 +573,18 @@ class Budget:
             if self.period is not None:
                 self._roll(time.time())
             return limit if acct is None else limit - acct.spent - acct.reserved
+
+
+def _json_body(body: Any) -> dict[str, Any] | None:
+    """A request body sent as JSON text or bytes (Bedrock ``invoke_model``), parsed; ``None``
+    when it is anything else (a file, not JSON, not an object)."""
+    if type(body) not in (str, bytes, bytearray):
+        return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if type(parsed) is dict else None
 
 
 def _nested_max(kwargs: Mapping[str, Any]) -> int | None:

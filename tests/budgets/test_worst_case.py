@@ -59,3 +59,64 @@ class _Plain:
 def test_text_in_request_objects_is_counted(message: Any) -> None:
     request = {"model": "m", "max_tokens": 10, "messages": [message()]}
     assert am.Budget().worst_case("mistral", request) == 1000 + 10
+
+
+def _bedrock(llm: Any) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("bedrock-runtime", endpoint_url=llm.base_url, region_name="us-east-1",
+                        aws_access_key_id="AKIDTEST", aws_secret_access_key="secret",
+                        config=Config(retries={"max_attempts": 1}))
+
+
+CLAUDE = "anthropic.claude-3-5-sonnet-20241022-v2:0"
+
+
+@pytest.mark.parametrize("encode", [str, str.encode], ids=["str", "bytes"])
+def test_bedrock_invoke_model_reads_its_json_body(meter_factory: Any, mock_llm: Any, encode: Any) -> None:
+    """invoke_model's settings and text are in its JSON body: max_tokens=100 reserves 100 of
+    output (not the model's context window), and the body's text is the input."""
+    import json
+
+    budget = am.Budget(limits={"u": 8_000})
+    meter_factory(budget=budget)
+    client = _bedrock(mock_llm)
+    small = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100,
+                        "messages": [{"role": "user", "content": "hi"}]})
+    with am.consumer("u"):
+        client.invoke_model(modelId=CLAUDE, body=encode(small))  # 101 fits 8000
+    assert budget.remaining("u") is not None and budget.remaining("u") < 8_000  # it was budgeted
+    big = json.dumps({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 100, "system": LONG,
+                      "messages": [{"role": "user", "content": [{"type": "text", "text": LONG}]}]})
+    assert budget.worst_case("bedrock", {"modelId": CLAUDE, "body": encode(big)}) == 2000 + 100
+
+
+@pytest.mark.parametrize(("body", "needed"), [
+    ({"prompt": "x" * 400, "max_gen_len": 50}, 150),                                      # Llama
+    ({"inputText": "x" * 400, "textGenerationConfig": {"maxTokenCount": 60}}, 160),       # Titan text
+    ({"messages": [{"role": "user", "content": [{"text": "x" * 400}]}],
+      "inferenceConfig": {"max_new_tokens": 70}}, 170),                                   # Nova
+    ({"prompt": "x" * 400, "max_tokens": 80}, 180),                                       # Mistral
+])
+def test_each_bedrock_body_shape_is_read(body: dict[str, Any], needed: int) -> None:
+    import json
+
+    assert am.Budget().worst_case("bedrock", {"modelId": "some.model-v1:0", "body": json.dumps(body)}) == needed
+
+
+def test_embeddings_reserve_no_output(meter_factory: Any, mock_llm: Any) -> None:
+    """An embedding produces no output: its worst case is its input alone, not the model's context
+    window (OpenAI embeddings.create; a Bedrock embedding model's invoke_model)."""
+    import json
+
+    import openai
+
+    budget = am.Budget(limits={"u": 50})
+    meter_factory(budget=budget)
+    client = openai.OpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
+    with am.consumer("u"):
+        r = client.embeddings.create(model="text-embedding-3-large", input="hi")
+    assert budget.remaining("u") == 50 - r.usage.total_tokens
+    titan = {"modelId": "amazon.titan-embed-text-v2:0", "body": json.dumps({"inputText": "x" * 400})}
+    assert budget.worst_case("bedrock", titan) == 100
