@@ -48,6 +48,10 @@ _MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_ge
 _CONFIG_KEYS = ("config", "generation_config", "generationConfig", "inferenceConfig", "textGenerationConfig")
 _NESTED_MAX_KEYS = (*_MAX_KEYS, "maxTokens", "maxOutputTokens", "max_new_tokens", "maxTokenCount")
 _MODEL_KEYS = ("model", "modelId")
+# how many outputs one request generates, each up to the output cap (OpenAI's n and best_of,
+# Gemini's candidate_count in its config)
+_CHOICE_KEYS = ("n", "best_of")
+_NESTED_CHOICE_KEYS = ("candidate_count", "candidateCount")
 # request text kept inside a settings object (Gemini's system instruction)
 _NESTED_TEXT_KEYS = ("system_instruction", "systemInstruction")
 _DEFAULT_MAX_OUTPUT = 32_768
@@ -286,6 +290,8 @@ class Budget:
                 out = _nested_max(kwargs)
         if out is None:
             out = self._output_limit(provider, model, inp)
+        if out:
+            out *= _choices(kwargs)
         if self.policy is None:
             return inp + out
         rates = self.policy.rates(provider, model, inp) if model else None
@@ -585,6 +591,24 @@ def _json_body(body: Any) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError):
         return None
     return parsed if type(parsed) is dict else None
+
+
+def _choices(kwargs: Mapping[str, Any]) -> int:
+    """How many outputs the request asks for (at least one): the most of ``n``, ``best_of``
+    (generated and billed server-side) and a settings object's ``candidate_count``."""
+    most = 1
+    for k in _CHOICE_KEYS:
+        v = kwargs.get(k)
+        if type(v) is int and v > most:
+            most = v
+    for ck in _CONFIG_KEYS:
+        config = kwargs.get(ck)
+        if config is not None:
+            for k in _NESTED_CHOICE_KEYS:
+                v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
+                if type(v) is int and v > most:
+                    most = v
+    return most
 
 
 def _nested_max(kwargs: Mapping[str, Any]) -> int | None:

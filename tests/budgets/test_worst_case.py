@@ -120,3 +120,38 @@ def test_embeddings_reserve_no_output(meter_factory: Any, mock_llm: Any) -> None
     assert budget.remaining("u") == 50 - r.usage.total_tokens
     titan = {"modelId": "amazon.titan-embed-text-v2:0", "body": json.dumps({"inputText": "x" * 400})}
     assert budget.worst_case("bedrock", titan) == 100
+
+
+def test_n_choices_multiply_the_output(meter_factory: Any, mock_llm: Any) -> None:
+    """n=3 may bill up to 3 x max_tokens of output: the worst case counts every choice."""
+    import openai
+
+    meter_factory(budget=am.Budget(limits={"u": 500}))
+    client = openai.OpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
+    before = int(mock_llm.stats()["requests"])
+    with am.consumer("u"), pytest.raises(am.BudgetExceededError) as info:
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                       max_tokens=400, n=3)
+    assert info.value.needed == 1 + 3 * 400
+    assert int(mock_llm.stats()["requests"]) == before
+
+
+@pytest.mark.parametrize(("provider", "request_", "needed"), [
+    ("openai", {"model": "gpt-3.5-turbo-instruct", "prompt": "x" * 400, "max_tokens": 10, "n": 2, "best_of": 5}, 150),
+    ("gemini", {"model": "gemini-2.5-flash", "contents": "x" * 400,
+                "config": types.GenerateContentConfig(max_output_tokens=50, candidate_count=4)}, 300),
+    ("gemini", {"model": "gemini-2.5-flash", "contents": "x" * 400,
+                "config": {"maxOutputTokens": 50, "candidateCount": 2}}, 200),
+    ("openai", {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 400}],
+                "max_completion_tokens": 100, "n": 1}, 200),
+])
+def test_every_requested_output_is_reserved(provider: str, request_: dict[str, Any], needed: int) -> None:
+    assert am.Budget().worst_case(provider, request_) == needed
+
+
+def test_n_choices_multiply_the_priced_output() -> None:
+    one = am.Budget(unit="cost").worst_case("openai", {"model": "gpt-4o-mini", "messages": "x" * 400,
+                                                       "max_tokens": 500})
+    three = am.Budget(unit="cost").worst_case("openai", {"model": "gpt-4o-mini", "messages": "x" * 400,
+                                                         "max_tokens": 500, "n": 3})
+    assert (one, three) == (525, 25 + 3 * 500)
