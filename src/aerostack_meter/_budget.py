@@ -55,6 +55,9 @@ _NESTED_CHOICE_KEYS = ("candidate_count", "candidateCount")
 # request text kept inside a settings object (Gemini's system instruction)
 _NESTED_TEXT_KEYS = ("system_instruction", "systemInstruction")
 _DEFAULT_MAX_OUTPUT = 32_768
+# the ledger metrics that add up to a call's tokens: metrics="tokens" writes "tokens",
+# metrics="split" its parts (each call writes one family, so the two never overlap)
+_TOKEN_METRICS = ("tokens", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -333,7 +336,12 @@ class Budget:
 
     # -- reserving -----------------------------------------------------------------------------
     def bind(self, meter: Meter) -> None:
-        """Count what this meter's local ledger billed in the current period (limits only)."""
+        """Count what this meter's local ledger billed in the current period (limits only): the
+        rows in the budget's unit. For ``"tokens"`` that is ``tokens`` rows and ``metrics="split"``'s
+        parts (``input_tokens``, ``output_tokens``, ``cached_input_tokens``, ``cache_write_tokens``,
+        which add up to the call's tokens); for money, rows of the policy's metric (written by
+        ``metrics="cost"`` or that policy). Other rows cannot be converted (the ledger keeps no
+        model), so they are not counted."""
         if meter in self._bound:
             return
         self._bound.add(meter)
@@ -352,10 +360,12 @@ class Budget:
 
             from ._sqlite import connect
 
+            metrics = _TOKEN_METRICS if self.policy is None else (self.unit,)
             conn = connect(sink.path, timeout=5.0)
             try:
-                rows = conn.execute("SELECT consumer_id, SUM(units) FROM ledger WHERE metric = ? AND ts >= ?"
-                                    " GROUP BY consumer_id", (self.unit, start)).fetchall()
+                rows = conn.execute(f"SELECT consumer_id, SUM(units) FROM ledger WHERE metric IN"
+                                    f" ({', '.join('?' * len(metrics))}) AND ts >= ? GROUP BY consumer_id",
+                                    (*metrics, start)).fetchall()
             finally:
                 conn.close()
         except sqlite3.Error:
