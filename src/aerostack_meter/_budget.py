@@ -439,10 +439,13 @@ class Budget:
         return self._refuse(meter, consumer_id, need, remaining)
 
     def _reserve_balance(self, meter: Meter, consumer_id: str, need: int, wait: bool) -> Reservation | None:
+        """``wait=False``: the :meth:`prefetch` just before read the balance (or its lookup is
+        still running, or failed), so this reserve uses what it left and never starts another
+        lookup (with ``ttl=0`` that would read the balance twice a call)."""
         fut = None
         with self._lock:
             acct = self._account(consumer_id)
-            if time.monotonic() - acct.fetched >= self.ttl:
+            if wait and time.monotonic() - acct.fetched >= self.ttl:
                 fut = self._start_fetch(meter, consumer_id, acct)
         if fut is not None and wait:
             try:
