@@ -465,8 +465,19 @@ class Budget:
                     acct.reserved += need
                     return Reservation(self, acct, need)
         if failed:
-            return self._failed(meter, consumer_id, need, "source", None)
+            return self._failed(meter, consumer_id, need, "source", self._lookup_error(acct))
         return self._refuse(meter, consumer_id, need, remaining)
+
+    def _lookup_error(self, acct: _Account) -> BaseException | None:
+        """Why the account's balance is unknown, for a reserve that did not wait on the lookup
+        itself (async callers: :meth:`prefetch` awaited it): the source's exception, or a
+        timeout while it is still running."""
+        fut = acct.future
+        if fut is None or fut.cancelled():
+            return None
+        if not fut.done():
+            return TimeoutError(f"the balance lookup did not answer within {self.timeout:g} s")
+        return fut.exception()
 
     async def prefetch(self, meter: Meter, consumer_id: str) -> None:
         """For async callers: await a stale balance's lookup in a worker thread (never blocking

@@ -52,3 +52,35 @@ def test_a_sync_call_with_ttl_0_reads_the_balance_once(meter_factory: Any, gpt: 
         for _ in range(3):
             gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=5)
     assert reads == ["u"] * 3
+
+
+def _broken(consumer_id: str) -> int:
+    raise RuntimeError("wallet store down")
+
+
+async def test_an_async_refusal_when_closed_keeps_the_sources_exception(meter_factory: Any, mock_llm: Any,
+                                                                        agpt: openai.AsyncOpenAI) -> None:
+    meter_factory(budget=am.Budget.from_balance(_broken), on_budget_error="closed")
+    before = int(mock_llm.stats()["requests"])
+    with am.consumer("u"), pytest.raises(am.BudgetUnavailableError) as info:
+        await agpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert str(info.value.__cause__) == "wallet store down"
+    assert int(mock_llm.stats()["requests"]) == before
+
+
+async def test_an_async_lookup_timeout_when_closed_is_the_cause(meter_factory: Any,
+                                                                agpt: openai.AsyncOpenAI) -> None:
+    release = threading.Event()
+
+    def slow(consumer_id: str) -> int:
+        release.wait(30)
+        return 10_000
+
+    meter_factory(budget=am.Budget.from_balance(slow, timeout=0.2), on_budget_error="closed")
+    try:
+        with am.consumer("u"), pytest.raises(am.BudgetUnavailableError) as info:
+            await agpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
+        assert isinstance(info.value.__cause__, TimeoutError)
+    finally:
+        release.set()
