@@ -82,7 +82,8 @@ if hasattr(os, "register_at_fork"):
 
 
 class _SourceError(Exception):
-    """The budget source could not answer (raised, timed out, answered nonsense)."""
+    """The budget source could not answer (raised, timed out, answered nonsense). Its message is
+    ours, never the source's or a key's, so it is said in the warning as it is."""
 
 
 class _Account:
@@ -533,7 +534,9 @@ class Budget:
 
         s = meter.settings
         if s.api_key is None:
-            raise _SourceError("Budget.gateway() needs an API key (init(api_key=...))")
+            raise _SourceError("Budget.gateway() reads the wallet with the billing API key, and this meter "
+                               "has none (init(api_key=...) or AEROSTACK_API_KEY); an app without one "
+                               "(e.g. reporting through Redis) wants Budget.from_balance() on a shared store")
         if self._http is None:
             kwargs: dict[str, Any] = {"timeout": httpx.Timeout(self.timeout), "verify": s.verify,
                                       "trust_env": False, "follow_redirects": False}
@@ -558,8 +561,13 @@ class Budget:
     def _failed(self, meter: Meter, consumer_id: str, need: int, what: str,
                 exc: BaseException | None) -> Reservation | None:
         meter.counters.add("budget_errors")
-        reason = ("the call's model has no price, so its worst case is unknown" if what == "unpriced"
-                  else f"the budget source failed ({type(exc).__name__ if exc else 'no answer'})")
+        if what == "unpriced":
+            reason = "the call's model has no price, so its worst case is unknown"
+        elif isinstance(exc, _SourceError):  # our own words: why, never a key
+            reason = f"the budget source failed: {exc}"
+            what = f"source:{exc}"  # each distinct reason is said once
+        else:  # the source's own exception: its type only (its message may hold a secret)
+            reason = f"the budget source failed ({type(exc).__name__ if exc else 'no answer'})"
         if meter.settings.on_budget_error == "closed":
             raise BudgetUnavailableError(
                 consumer_id, need, None, self.unit,

@@ -84,3 +84,37 @@ async def test_an_async_lookup_timeout_when_closed_is_the_cause(meter_factory: A
         assert isinstance(info.value.__cause__, TimeoutError)
     finally:
         release.set()
+
+
+def test_a_gateway_budget_without_a_key_says_why_once(gpt: openai.OpenAI, tmp_path: Any,
+                                                      caplog: pytest.LogCaptureFixture,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps that report through Redis have no billing key: the warning says the budget needs one,
+    not an internal class name, and the call goes on (fail-open)."""
+    from aerostack_meter import _log
+
+    monkeypatch.delenv("AEROSTACK_API_KEY", raising=False)
+    _log._reset_for_tests()
+    meter = am.Meter(ledger_path=str(tmp_path / "l.db"), flush_interval=0.05, budget=am.Budget.gateway())
+    try:
+        client = am.wrap(gpt, meter=meter, consumer_id="u")
+        for _ in range(2):
+            assert client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=5).usage
+        assert meter.stats().budget_errors == 2
+    finally:
+        meter.shutdown(5)
+    said = [r.getMessage() for r in caplog.records if "budget source failed" in r.getMessage()]
+    assert len(said) == 1
+    assert "billing API key" in said[0] and "_SourceError" not in said[0]
+
+
+def test_a_gateway_refusing_the_key_is_said_without_the_key(meter_factory: Any, gpt: openai.OpenAI,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    secret = "ac_not_a_known_key_5f0e2d"
+    meter = meter_factory(api_key=secret, budget=am.Budget.gateway())
+    with am.consumer("u"):
+        assert gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=5).usage
+    assert meter.stats().budget_errors == 1
+    said = [r.getMessage() for r in caplog.records if "budget source failed" in r.getMessage()]
+    assert len(said) == 1 and "HTTP 40" in said[0]
+    assert all(secret not in r.getMessage() for r in caplog.records)
