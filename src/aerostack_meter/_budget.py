@@ -422,7 +422,7 @@ class Budget:
         if not self._here[0]:
             self.after_fork()
         need = self.worst_case(provider, kwargs, output=output)
-        if need is None:
+        if need is None:  # its worst case in money is unknown: needed=0 (documented)
             return self._failed(meter, consumer_id, 0, "unpriced", None)
         if self.reads_balance:
             return self._reserve_balance(meter, consumer_id, need, wait)

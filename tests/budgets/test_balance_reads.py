@@ -118,3 +118,16 @@ def test_a_gateway_refusing_the_key_is_said_without_the_key(meter_factory: Any, 
     said = [r.getMessage() for r in caplog.records if "budget source failed" in r.getMessage()]
     assert len(said) == 1 and "HTTP 40" in said[0]
     assert all(secret not in r.getMessage() for r in caplog.records)
+
+
+def test_an_unpriced_model_when_closed_is_refused_with_needed_0(meter_factory: Any, mock_llm: Any,
+                                                                gpt: openai.OpenAI) -> None:
+    """A money budget cannot price a model with no price: its worst case is unknown, said as
+    needed=0 and remaining=None (docs/budgets.md, Errors), and nothing is sent."""
+    meter_factory(budget=am.Budget(limits={"u": 10**9}, unit="cost"), on_budget_error="closed")
+    before = int(mock_llm.stats()["requests"])
+    with am.consumer("u"), pytest.raises(am.BudgetUnavailableError) as info:
+        gpt.chat.completions.create(model="no-such-model-x1", messages=HI, max_tokens=5)
+    assert (info.value.needed, info.value.remaining, info.value.unit) == (0, None, "cost_micro_usd")
+    assert "no price" in str(info.value)
+    assert int(mock_llm.stats()["requests"]) == before
