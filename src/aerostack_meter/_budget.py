@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import logging
 import math
 import os
@@ -40,12 +41,23 @@ Period = Literal["day", "month"]
 Balance = Callable[[str], "int | None"]
 
 _TEXT_KEYS = ("messages", "system", "input", "instructions", "prompt", "contents")
-_MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+# a JSON request body's text (Bedrock invoke_model: Anthropic, Nova, Llama, Mistral, Titan, Cohere)
+_BODY_TEXT_KEYS = (*_TEXT_KEYS, "inputText", "texts", "message")
+_MAX_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens", "max_gen_len")
 # where APIs that nest their generation settings keep the output cap (keys or attributes)
-_CONFIG_KEYS = ("config", "generation_config", "generationConfig", "inferenceConfig")
-_NESTED_MAX_KEYS = (*_MAX_KEYS, "maxTokens", "maxOutputTokens")
+_CONFIG_KEYS = ("config", "generation_config", "generationConfig", "inferenceConfig", "textGenerationConfig")
+_NESTED_MAX_KEYS = (*_MAX_KEYS, "maxTokens", "maxOutputTokens", "max_new_tokens", "maxTokenCount")
 _MODEL_KEYS = ("model", "modelId")
+# how many outputs one request generates, each up to the output cap (OpenAI's n and best_of,
+# Gemini's candidate_count in its config)
+_CHOICE_KEYS = ("n", "best_of")
+_NESTED_CHOICE_KEYS = ("candidate_count", "candidateCount")
+# request text kept inside a settings object (Gemini's system instruction)
+_NESTED_TEXT_KEYS = ("system_instruction", "systemInstruction")
 _DEFAULT_MAX_OUTPUT = 32_768
+# the ledger metrics that add up to a call's tokens: metrics="tokens" writes "tokens",
+# metrics="split" its parts (each call writes one family, so the two never overlap)
+_TOKEN_METRICS = ("tokens", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -70,7 +82,8 @@ if hasattr(os, "register_at_fork"):
 
 
 class _SourceError(Exception):
-    """The budget source could not answer (raised, timed out, answered nonsense)."""
+    """The budget source could not answer (raised, timed out, answered nonsense). Its message is
+    ours, never the source's or a key's, so it is said in the warning as it is."""
 
 
 class _Account:
@@ -238,28 +251,51 @@ class Budget:
         return self._balance is not None or self._gateway
 
     # -- what a call may cost ------------------------------------------------------------------
-    def worst_case(self, provider: str, kwargs: Mapping[str, Any]) -> int | None:
+    def worst_case(self, provider: str, kwargs: Mapping[str, Any], *, output: bool = True) -> int | None:
         """The call's worst case in the budget's unit: the input estimate (one token per four
         characters of request text) plus ``max_tokens`` (or the model's output limit). ``None``
-        for a money budget whose model has no price."""
-        chars = 0
-        for k in _TEXT_KEYS:
-            if k in kwargs:
-                chars += count_chars(kwargs[k])
-        inp = tokens_from_chars(chars)
-        out = None
-        for k in _MAX_KEYS:
-            v = kwargs.get(k)
-            if type(v) is int and v >= 0:
-                out = v
-                break
-        else:
-            out = _nested_max(kwargs)
+        for a money budget whose model has no price. A request whose text and settings are in a
+        JSON ``body`` (Bedrock ``invoke_model``) is read from it. ``output=False``: an endpoint
+        that produces no output tokens (embeddings), so none is reserved; an embedding model's
+        ``body`` (Bedrock) is taken as one too."""
         model = kwargs.get("model")
         if type(model) is not str:
             model = next((m for k in _MODEL_KEYS if type(m := kwargs.get(k)) is str), "")
+        keys: tuple[str, ...] = _TEXT_KEYS
+        body = kwargs.get("body")
+        if body is not None:
+            parsed = _json_body(body)
+            if parsed is not None:
+                kwargs, keys = parsed, _BODY_TEXT_KEYS
+                if "embed" in model.lower():
+                    output = False
+        chars = 0
+        for k in keys:
+            if k in kwargs:
+                chars += count_chars(kwargs[k])
+        for ck in _CONFIG_KEYS:
+            config = kwargs.get(ck)
+            if config is not None:
+                for k in _NESTED_TEXT_KEYS:
+                    v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
+                    if v is not None:
+                        chars += count_chars(v)
+        inp = tokens_from_chars(chars)
+        out = None
+        if not output:
+            out = 0
+        else:
+            for k in _MAX_KEYS:
+                v = kwargs.get(k)
+                if type(v) is int and v >= 0:
+                    out = v
+                    break
+            else:
+                out = _nested_max(kwargs)
         if out is None:
             out = self._output_limit(provider, model, inp)
+        if out:
+            out *= _choices(kwargs)
         if self.policy is None:
             return inp + out
         rates = self.policy.rates(provider, model, inp) if model else None
@@ -301,7 +337,12 @@ class Budget:
 
     # -- reserving -----------------------------------------------------------------------------
     def bind(self, meter: Meter) -> None:
-        """Count what this meter's local ledger billed in the current period (limits only)."""
+        """Count what this meter's local ledger billed in the current period (limits only): the
+        rows in the budget's unit. For ``"tokens"`` that is ``tokens`` rows and ``metrics="split"``'s
+        parts (``input_tokens``, ``output_tokens``, ``cached_input_tokens``, ``cache_write_tokens``,
+        which add up to the call's tokens); for money, rows of the policy's metric (written by
+        ``metrics="cost"`` or that policy). Other rows cannot be converted (the ledger keeps no
+        model), so they are not counted."""
         if meter in self._bound:
             return
         self._bound.add(meter)
@@ -320,10 +361,12 @@ class Budget:
 
             from ._sqlite import connect
 
+            metrics = _TOKEN_METRICS if self.policy is None else (self.unit,)
             conn = connect(sink.path, timeout=5.0)
             try:
-                rows = conn.execute("SELECT consumer_id, SUM(units) FROM ledger WHERE metric = ? AND ts >= ?"
-                                    " GROUP BY consumer_id", (self.unit, start)).fetchall()
+                rows = conn.execute(f"SELECT consumer_id, SUM(units) FROM ledger WHERE metric IN"
+                                    f" ({', '.join('?' * len(metrics))}) AND ts >= ? GROUP BY consumer_id",
+                                    (*metrics, start)).fetchall()
             finally:
                 conn.close()
         except sqlite3.Error:
@@ -371,14 +414,15 @@ class Budget:
         return acct
 
     def reserve(self, meter: Meter, consumer_id: str, provider: str, kwargs: Mapping[str, Any],
-                *, wait: bool = True) -> Reservation | None:
+                *, wait: bool = True, output: bool = True) -> Reservation | None:
         """Reserve the call's worst case, or raise :class:`BudgetExceededError`. ``None``: nothing
         to reserve (an unlimited consumer, or a source failure under ``on_budget_error="open"``).
-        With ``wait=False`` (async callers, after :meth:`prefetch`) no lookup is waited for."""
+        With ``wait=False`` (async callers, after :meth:`prefetch`) no lookup is waited for.
+        ``output=False``: the endpoint produces no output tokens (embeddings)."""
         if not self._here[0]:
             self.after_fork()
-        need = self.worst_case(provider, kwargs)
-        if need is None:
+        need = self.worst_case(provider, kwargs, output=output)
+        if need is None:  # its worst case in money is unknown: needed=0 (documented)
             return self._failed(meter, consumer_id, 0, "unpriced", None)
         if self.reads_balance:
             return self._reserve_balance(meter, consumer_id, need, wait)
@@ -396,10 +440,13 @@ class Budget:
         return self._refuse(meter, consumer_id, need, remaining)
 
     def _reserve_balance(self, meter: Meter, consumer_id: str, need: int, wait: bool) -> Reservation | None:
+        """``wait=False``: the :meth:`prefetch` just before read the balance (or its lookup is
+        still running, or failed), so this reserve uses what it left and never starts another
+        lookup (with ``ttl=0`` that would read the balance twice a call)."""
         fut = None
         with self._lock:
             acct = self._account(consumer_id)
-            if time.monotonic() - acct.fetched >= self.ttl:
+            if wait and time.monotonic() - acct.fetched >= self.ttl:
                 fut = self._start_fetch(meter, consumer_id, acct)
         if fut is not None and wait:
             try:
@@ -419,8 +466,19 @@ class Budget:
                     acct.reserved += need
                     return Reservation(self, acct, need)
         if failed:
-            return self._failed(meter, consumer_id, need, "source", None)
+            return self._failed(meter, consumer_id, need, "source", self._lookup_error(acct))
         return self._refuse(meter, consumer_id, need, remaining)
+
+    def _lookup_error(self, acct: _Account) -> BaseException | None:
+        """Why the account's balance is unknown, for a reserve that did not wait on the lookup
+        itself (async callers: :meth:`prefetch` awaited it): the source's exception, or a
+        timeout while it is still running."""
+        fut = acct.future
+        if fut is None or fut.cancelled():
+            return None
+        if not fut.done():
+            return TimeoutError(f"the balance lookup did not answer within {self.timeout:g} s")
+        return fut.exception()
 
     async def prefetch(self, meter: Meter, consumer_id: str) -> None:
         """For async callers: await a stale balance's lookup in a worker thread (never blocking
@@ -476,7 +534,9 @@ class Budget:
 
         s = meter.settings
         if s.api_key is None:
-            raise _SourceError("Budget.gateway() needs an API key (init(api_key=...))")
+            raise _SourceError("Budget.gateway() reads the wallet with the billing API key, and this meter "
+                               "has none (init(api_key=...) or AEROSTACK_API_KEY); an app without one "
+                               "(e.g. reporting through Redis) wants Budget.from_balance() on a shared store")
         if self._http is None:
             kwargs: dict[str, Any] = {"timeout": httpx.Timeout(self.timeout), "verify": s.verify,
                                       "trust_env": False, "follow_redirects": False}
@@ -501,8 +561,13 @@ class Budget:
     def _failed(self, meter: Meter, consumer_id: str, need: int, what: str,
                 exc: BaseException | None) -> Reservation | None:
         meter.counters.add("budget_errors")
-        reason = ("the call's model has no price, so its worst case is unknown" if what == "unpriced"
-                  else f"the budget source failed ({type(exc).__name__ if exc else 'no answer'})")
+        if what == "unpriced":
+            reason = "the call's model has no price, so its worst case is unknown"
+        elif isinstance(exc, _SourceError):  # our own words: why, never a key
+            reason = f"the budget source failed: {exc}"
+            what = f"source:{exc}"  # each distinct reason is said once
+        else:  # the source's own exception: its type only (its message may hold a secret)
+            reason = f"the budget source failed ({type(exc).__name__ if exc else 'no answer'})"
         if meter.settings.on_budget_error == "closed":
             raise BudgetUnavailableError(
                 consumer_id, need, None, self.unit,
@@ -546,6 +611,36 @@ class Budget:
             if self.period is not None:
                 self._roll(time.time())
             return limit if acct is None else limit - acct.spent - acct.reserved
+
+
+def _json_body(body: Any) -> dict[str, Any] | None:
+    """A request body sent as JSON text or bytes (Bedrock ``invoke_model``), parsed; ``None``
+    when it is anything else (a file, not JSON, not an object)."""
+    if type(body) not in (str, bytes, bytearray):
+        return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if type(parsed) is dict else None
+
+
+def _choices(kwargs: Mapping[str, Any]) -> int:
+    """How many outputs the request asks for (at least one): the most of ``n``, ``best_of``
+    (generated and billed server-side) and a settings object's ``candidate_count``."""
+    most = 1
+    for k in _CHOICE_KEYS:
+        v = kwargs.get(k)
+        if type(v) is int and v > most:
+            most = v
+    for ck in _CONFIG_KEYS:
+        config = kwargs.get(ck)
+        if config is not None:
+            for k in _NESTED_CHOICE_KEYS:
+                v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
+                if type(v) is int and v > most:
+                    most = v
+    return most
 
 
 def _nested_max(kwargs: Mapping[str, Any]) -> int | None:

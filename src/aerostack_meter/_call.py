@@ -87,6 +87,9 @@ class Endpoint:
     #: whether ``kind()`` may say ``"manager"`` (a stream helper that sends when entered); only
     #: then does ``wrap()`` ask it of a result
     returns_manager = False
+    #: whether the endpoint's responses bill output tokens (embeddings do not): a budget reserves
+    #: no output for one that does not
+    produces_output = True
 
     def prepare_call(self, meter: Meter, instance: Any, kwargs: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         """Arguments to send (a copy if changed; never mutate the caller's) and a hint for the

@@ -76,5 +76,6 @@ class BudgetExceededError(AerostackMeterError):
 class BudgetUnavailableError(BudgetExceededError):
     """The budget source failed (raised, timed out) and ``on_budget_error="closed"``: refused.
 
-    ``remaining`` is ``None``; the source's exception is the ``__cause__``.
+    ``remaining`` is ``None``; the source's exception is the ``__cause__``. ``needed`` is the
+    call's worst case, or ``0`` when it is unknown (a money budget and a model with no price).
     """

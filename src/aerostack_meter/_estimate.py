@@ -21,8 +21,23 @@ def tokens_from_chars(chars: int) -> int:
     return max(1, -(-chars // 4))
 
 
+def _fields(value: Any) -> Mapping[str, Any] | None:
+    """The attributes of an SDK request object (a pydantic model, a plain object, a dataclass),
+    read without copying anything: ``__dict__`` when the object has one, else a slotted
+    dataclass's fields. ``None`` for anything else (numbers, bytes, files...)."""
+    d = getattr(value, "__dict__", None)
+    if type(d) is dict:
+        return d
+    names = getattr(type(value), "__dataclass_fields__", None)
+    if type(names) is dict:
+        return {k: getattr(value, k, None) for k in names if k in _TEXT_SET}
+    return None
+
+
 def count_chars(value: Any, _depth: int = 0) -> int:
-    """Characters of text in a request argument (strings, lists, dicts of content parts).
+    """Characters of text in a request argument (strings, lists, dicts of content parts, and
+    SDK request objects: pydantic models such as google-genai ``Content``/``Part`` or mistralai
+    ``UserMessage``, dataclasses, plain objects; their text attributes are read, never kept).
 
     Exact type checks first (a budget check runs this on the caller's path: an ``isinstance``
     against the ``Mapping`` ABC costs several times a ``type() is dict``)."""
@@ -48,7 +63,14 @@ def count_chars(value: Any, _depth: int = 0) -> int:
         return sum(count_chars(value[k], _depth + 1) for k in _TEXT_KEYS if k in value)
     if isinstance(value, (list, tuple)):
         return sum(count_chars(v, _depth + 1) for v in value)
-    return 0
+    fields = _fields(value)
+    if fields is None:
+        return 0
+    n = 0
+    for k, v in fields.items():
+        if k in _TEXT_SET and v is not None:
+            n += len(v) if type(v) is str else count_chars(v, _depth + 1)
+    return n
 
 
 @functools.lru_cache(maxsize=1)
@@ -73,6 +95,12 @@ def _texts(value: Any, out: list[str], depth: int = 0) -> None:
     elif isinstance(value, (list, tuple)):
         for v in value:
             _texts(v, out, depth + 1)
+    else:
+        fields = _fields(value)
+        if fields is not None:
+            for k, v in fields.items():
+                if k in _TEXT_SET and v is not None:
+                    _texts(v, out, depth + 1)
 
 
 def estimate_input_tokens(kwargs: Mapping[str, Any]) -> int:

@@ -144,7 +144,7 @@ def begin(meter: Meter, endpoint: Endpoint, defaults: Defaults | None, instance:
     if meter.settings.budget is not None or (defaults is not None and defaults.budget is not None):
         budget = meter.budget_for(defaults)
         if budget is not None:
-            call.reservation = _reserve(meter, budget, attribution.consumer_id, endpoint.provider, kwargs, wait)
+            call.reservation = _reserve(meter, budget, attribution.consumer_id, endpoint, kwargs, wait)
     return call, kwargs, hint
 
 
@@ -152,11 +152,12 @@ _begin = begin
 _new = object.__new__
 
 
-def _reserve(meter: Meter, budget: Budget, consumer_id: str, provider: str, kwargs: Mapping[str, Any],
+def _reserve(meter: Meter, budget: Budget, consumer_id: str, endpoint: Endpoint, kwargs: Mapping[str, Any],
              wait: bool) -> Reservation | None:
     """The budget's reservation for this call; raises BudgetExceededError (nothing is sent)."""
     try:
-        return budget.reserve(meter, consumer_id, provider, kwargs, wait=wait)
+        return budget.reserve(meter, consumer_id, endpoint.provider, kwargs, wait=wait,
+                              output=endpoint.produces_output)
     except BudgetExceededError:
         raise
     except Exception:  # a bug of ours must not fail the call: fail open

@@ -94,6 +94,29 @@ def test_limits_count_what_the_local_ledger_billed_this_period(gpt: openai.OpenA
         second.shutdown(5)
 
 
+@pytest.mark.parametrize("metrics", ["tokens", "split"])
+def test_a_restart_counts_the_ledger_whatever_the_token_metrics(gpt: openai.OpenAI, tmp_path: Path,
+                                                                 metrics: str) -> None:
+    """metrics="split" writes input_tokens/output_tokens rows: they add up to the tokens a
+    "tokens" budget counts, so a restart starts where the last run ended."""
+    ledger = str(tmp_path / "ledger.db")
+    first = am.Meter(ledger_path=ledger, flush_interval=0.05, metrics=metrics)
+    client = am.wrap(gpt, meter=first, consumer_id="u")
+    used = 0
+    for _ in range(2):
+        r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=20)
+        assert r.usage is not None
+        used += r.usage.total_tokens
+    first.shutdown(5)
+
+    budget = am.Budget(limits={"u": 1000}, period="day")
+    second = am.Meter(ledger_path=ledger, flush_interval=0.05, budget=budget, metrics=metrics)
+    try:
+        assert budget.remaining("u") == 1000 - used
+    finally:
+        second.shutdown(5)
+
+
 def test_bad_budget_settings_raise_config_error() -> None:
     for bad in (lambda: am.Budget(limits={"u": -1}), lambda: am.Budget(period="week"),  # type: ignore[arg-type]
                 lambda: am.Budget(unit="euros"), lambda: am.Budget.from_balance(5),  # type: ignore[arg-type]

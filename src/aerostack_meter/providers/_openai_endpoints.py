@@ -383,6 +383,8 @@ class CompletionReducer(ChatReducer):
 class EmbeddingsEndpoint(OpenAIEndpoint):
     """``embeddings.create``: input tokens only."""
 
+    produces_output = False
+
 
 # -- responses ------------------------------------------------------------------------------
 
