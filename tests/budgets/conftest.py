@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
+from typing import Any
 
+import openai
 import pytest
 
 
@@ -13,3 +15,13 @@ def collect_clients() -> Iterator[None]:
     mismatch" (gh-106905; see tests/providers/_openai_support.py)."""
     yield
     gc.collect()
+
+
+@pytest.fixture
+def gpt(mock_llm: Any) -> openai.OpenAI:
+    return openai.OpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
+
+
+@pytest.fixture
+def agpt(mock_llm: Any) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)

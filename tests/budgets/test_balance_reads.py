@@ -16,16 +16,6 @@ import aerostack_meter as am
 HI = [{"role": "user", "content": "hi"}]
 
 
-@pytest.fixture
-def agpt(mock_llm: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
-
-
-@pytest.fixture
-def gpt(mock_llm: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
-
-
 async def test_an_async_call_with_ttl_0_reads_the_balance_once(meter_factory: Any,
                                                                 agpt: openai.AsyncOpenAI) -> None:
     """The prefetched balance serves the reserve that follows it: no second lookup per call."""
@@ -67,23 +57,6 @@ async def test_an_async_refusal_when_closed_keeps_the_sources_exception(meter_fa
     assert isinstance(info.value.__cause__, RuntimeError)
     assert str(info.value.__cause__) == "wallet store down"
     assert int(mock_llm.stats()["requests"]) == before
-
-
-async def test_an_async_lookup_timeout_when_closed_is_the_cause(meter_factory: Any,
-                                                                agpt: openai.AsyncOpenAI) -> None:
-    release = threading.Event()
-
-    def slow(consumer_id: str) -> int:
-        release.wait(30)
-        return 10_000
-
-    meter_factory(budget=am.Budget.from_balance(slow, timeout=0.2), on_budget_error="closed")
-    try:
-        with am.consumer("u"), pytest.raises(am.BudgetUnavailableError) as info:
-            await agpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
-        assert isinstance(info.value.__cause__, TimeoutError)
-    finally:
-        release.set()
 
 
 def test_a_gateway_budget_without_a_key_says_why_once(gpt: openai.OpenAI, tmp_path: Any,

@@ -23,16 +23,6 @@ HI = [{"role": "user", "content": "hi"}]  # estimated at 1 input token (2 charac
 
 
 @pytest.fixture
-def gpt(mock_llm: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
-
-
-@pytest.fixture
-def agpt(mock_llm: Any) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
-
-
-@pytest.fixture
 def slow_llm() -> Iterator[Any]:
     """A private mock server, so its request count is this test's alone."""
     handle = start_mock_llm()
@@ -195,7 +185,10 @@ def test_a_failing_source_refuses_when_closed(meter_factory: Any, gpt: openai.Op
     assert sent(mock_llm) == before
 
 
-def test_a_slow_source_times_out_and_fails_closed(meter_factory: Any, gpt: openai.OpenAI) -> None:
+@pytest.mark.parametrize("is_async", [False, True], ids=["sync", "async"])
+async def test_a_slow_source_times_out_and_fails_closed(is_async: bool, meter_factory: Any, gpt: openai.OpenAI,
+                                                        agpt: openai.AsyncOpenAI) -> None:
+    """A lookup still running past ``timeout``: refused (closed), a ``TimeoutError`` its cause."""
     release = threading.Event()
 
     def slow(consumer_id: str) -> int:
@@ -204,8 +197,12 @@ def test_a_slow_source_times_out_and_fails_closed(meter_factory: Any, gpt: opena
 
     meter_factory(budget=am.Budget.from_balance(slow, timeout=0.2), on_budget_error="closed")
     try:
-        with am.consumer("u"), pytest.raises(am.BudgetUnavailableError):
-            gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
+        with am.consumer("u"), pytest.raises(am.BudgetUnavailableError) as info:
+            if is_async:
+                await agpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
+            else:
+                gpt.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=10)
+        assert isinstance(info.value.__cause__, TimeoutError)
     finally:
         release.set()
 

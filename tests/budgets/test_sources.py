@@ -26,11 +26,6 @@ def wallet_gateway() -> Iterator[Any]:
     handle.stop()
 
 
-@pytest.fixture
-def gpt(mock_llm: Any) -> openai.OpenAI:
-    return openai.OpenAI(base_url=mock_llm.url, api_key="x", max_retries=0)
-
-
 def test_the_gateway_wallet_is_the_budget(wallet_gateway: Any, gpt: openai.OpenAI, tmp_path: Path) -> None:
     meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
                      budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
