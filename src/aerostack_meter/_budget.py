@@ -20,7 +20,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN
 from typing import TYPE_CHECKING, Any, Literal
@@ -273,13 +273,8 @@ class Budget:
         for k in keys:
             if k in kwargs:
                 chars += count_chars(kwargs[k])
-        for ck in _CONFIG_KEYS:
-            config = kwargs.get(ck)
-            if config is not None:
-                for k in _NESTED_TEXT_KEYS:
-                    v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
-                    if v is not None:
-                        chars += count_chars(v)
+        for v in _settings(kwargs, _NESTED_TEXT_KEYS):
+            chars += count_chars(v)
         inp = tokens_from_chars(chars)
         out = None
         if not output:
@@ -625,35 +620,30 @@ def _json_body(body: Any) -> dict[str, Any] | None:
     return parsed if type(parsed) is dict else None
 
 
-def _choices(kwargs: Mapping[str, Any]) -> int:
-    """How many outputs the request asks for (at least one): the most of ``n``, ``best_of``
-    (generated and billed server-side) and a settings object's ``candidate_count``."""
-    most = 1
-    for k in _CHOICE_KEYS:
-        v = kwargs.get(k)
-        if type(v) is int and v > most:
-            most = v
-    for ck in _CONFIG_KEYS:
-        config = kwargs.get(ck)
-        if config is not None:
-            for k in _NESTED_CHOICE_KEYS:
-                v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
-                if type(v) is int and v > most:
-                    most = v
-    return most
-
-
-def _nested_max(kwargs: Mapping[str, Any]) -> int | None:
-    """The output cap inside a generation-settings object or dict, if any."""
+def _settings(kwargs: Mapping[str, Any], keys: tuple[str, ...]) -> Iterator[Any]:
+    """The values of ``keys`` (in their order) inside each generation-settings object or dict
+    the request has (``_CONFIG_KEYS``); ``None`` values left out."""
     for ck in _CONFIG_KEYS:
         config = kwargs.get(ck)
         if config is None:
             continue
-        for k in _NESTED_MAX_KEYS:
+        for k in keys:
             v = config.get(k) if isinstance(config, Mapping) else getattr(config, k, None)
-            if type(v) is int and v >= 0:
-                return v
-    return None
+            if v is not None:
+                yield v
+
+
+def _choices(kwargs: Mapping[str, Any]) -> int:
+    """How many outputs the request asks for (at least one): the most of ``n``, ``best_of``
+    (generated and billed server-side) and a settings object's ``candidate_count``."""
+    counts = [v for k in _CHOICE_KEYS if (v := kwargs.get(k)) is not None]
+    counts += _settings(kwargs, _NESTED_CHOICE_KEYS)
+    return max([1, *(v for v in counts if type(v) is int)])
+
+
+def _nested_max(kwargs: Mapping[str, Any]) -> int | None:
+    """The output cap inside a generation-settings object or dict, if any."""
+    return next((v for v in _settings(kwargs, _NESTED_MAX_KEYS) if type(v) is int and v >= 0), None)
 
 
 def check_budget(value: Any) -> Budget | None:
