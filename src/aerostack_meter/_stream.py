@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ._errors import ConfigError
 from ._log import log_limited
@@ -56,8 +56,7 @@ def safe_url(url: str) -> str:
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
         if any(_secret_param(k) for k, _ in pairs):
-            query = "&".join(f"{quote(k, safe='')}={'***' if _secret_param(k) else quote(v, safe='')}"
-                             for k, v in pairs)
+            query = urlencode([(k, "***" if _secret_param(k) else v) for k, v in pairs], safe="*")
     if netloc == parts.netloc and query == parts.query:
         return url
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
