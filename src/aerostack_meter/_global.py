@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from ._context import current_scope
@@ -17,6 +18,9 @@ __all__ = ["aflush", "current_consumer", "flush", "get_meter", "init", "log", "s
 _lock = threading.RLock()
 _meter: Meter | None = None
 _init_args: tuple[Any, ...] | None = None
+#: meters ``init()`` replaced that a call begun before it restarted (id -> meter): ``flush()``,
+#: ``stats()`` and ``shutdown()`` cover them until ``shutdown()`` stops them again
+_retired: dict[int, Meter] = {}
 
 
 def get_meter() -> Meter | None:
@@ -62,6 +66,7 @@ def init(api_key: str | None = None, *, api_id: str | None = None, base_url: str
         old = _meter
         _set(meter, args)
     if old is not None:
+        old._replaced = True
         old.shutdown()
     if not meter.disabled:
         instrument(meter.settings.instrument)
@@ -73,40 +78,80 @@ def log(consumer_id: str, units: int, *, metric: str = "units", api_id: str | No
     _ensure().log(consumer_id, units, metric=metric, api_id=api_id)
 
 
+def _revived(meter: Meter) -> None:
+    """(``Meter._go_live``) A meter ``init()`` replaced delivers again: a call begun before the
+    replacement ended after it."""
+    _retired[id(meter)] = meter
+
+
+def _all() -> list[Meter]:
+    """The meters ``flush()``/``shutdown()`` act on: the retired ones still delivering, oldest
+    first, then the process-wide one."""
+    meters = [m for m in list(_retired.values()) if m is not _meter]
+    return [*meters, _meter] if _meter is not None else meters
+
+
 def flush(timeout: float | None = None) -> bool:
     """Deliver everything recorded so far; True when nothing is left pending. ``timeout`` in
     seconds; ``None`` waits as long as delivery takes (through an outage of the billing API too;
     it returns ``False`` at once while the API refuses the key). What is not delivered stays on
-    disk (durable mode) and is delivered later."""
-    meter = _meter
-    return True if meter is None else meter.flush(timeout)
+    disk (durable mode) and is delivered later. Also covers a meter ``init()`` replaced while a
+    call begun under it was in flight (that call is billed by it)."""
+    if not _retired:
+        meter = _meter
+        return True if meter is None else meter.flush(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ok = True
+    for meter in _all():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ok = meter.flush(left) and ok
+    return ok
 
 
 async def aflush(timeout: float | None = None) -> bool:
     """``flush()`` that awaits without blocking the event loop."""
-    meter = _meter
-    return True if meter is None else await meter.aflush(timeout)
+    if not _retired:
+        meter = _meter
+        return True if meter is None else await meter.aflush(timeout)
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, flush, timeout)
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush within ``timeout`` and stop the delivery threads of the process-wide meter.
+    """Flush within ``timeout`` and stop the delivery threads of the process-wide meter (and of
+    any meter ``init()`` replaced that a call begun before restarted).
 
     The meter stays the process-wide one: a later metered call or ``log()`` starts it again with
     the same settings and destination (logged once), so nothing is lost and nothing silently goes
     elsewhere. ``init()`` replaces it.
     """
-    meter = _meter
-    return True if meter is None else meter.shutdown(timeout)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ok = True
+    for meter in _all():
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ok = meter.shutdown(left) and ok
+        if meter is not _meter:
+            _retired.pop(id(meter), None)
+    return ok
 
 
 def stats() -> Stats:
-    """A typed snapshot of the process-wide meter's counters."""
+    """A typed snapshot of the process-wide meter's counters. ``pending`` and ``spooled`` also
+    count what a meter ``init()`` replaced still holds (calls begun before the replacement)."""
     meter = _meter
     if meter is None:
         from ._stats import Stats
 
         return Stats()
-    return meter.stats()
+    snapshot = meter.stats()
+    others = [m.stats() for m in _all() if m is not meter]
+    if not others:
+        return snapshot
+    import dataclasses
+
+    return dataclasses.replace(snapshot, pending=snapshot.pending + sum(o.pending for o in others),
+                               spooled=snapshot.spooled + sum(o.spooled for o in others))
 
 
 def current_consumer() -> str | None:

@@ -127,11 +127,12 @@ class Journal:
     ``os.write`` per record. ``on_unmapped``: called (under the write lock, with the error) when a
     mapping could not be made or grown and the segment falls back to ``os.write``."""
 
-    def __init__(self, directory: str, *, mapped: bool | None = None) -> None:
+    def __init__(self, directory: str, *, mapped: bool | None = None,
+                 on_unmapped: Callable[[OSError], None] | None = None) -> None:
         self.dir = directory
         self.fd = -1
         self.mapped = MAPPED if mapped is None else mapped
-        self.on_unmapped: Callable[[OSError], None] | None = None
+        self.on_unmapped = on_unmapped  # (set before the first segment: it may be the one unmapped)
         self._wlock = threading.RLock()  # growth, rotation, close, fallback (never a plain append)
         self._mm: mmap.mmap | None = None  # the current segment's mapping; its position is the end
         self.reading = False  # the reporter is in read_new (see _BEHIND)

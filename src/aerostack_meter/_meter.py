@@ -89,6 +89,7 @@ class Meter:
         self._forks = 0  # forks this process is from the one that made the meter (see _generation())
         self._live = False
         self._closed = False
+        self._replaced = False  # init() made another meter the process-wide one (see _go_live)
         self._stopping = False  # shutdown() in progress: records go to the store, nothing restarts
         self._live_lock = threading.Lock()
         if s.budget is not None:
@@ -340,9 +341,18 @@ class Meter:
             if self._closed:
                 self._closed = False
                 self._reporter.store.reopen()
-                log_once("reopened", logging.WARNING,
-                         "aerostack_meter: the meter was used after shutdown(); it goes on recording "
-                         "to the same destination and flushes again at exit")
+                if self._replaced:  # a call begun before init() replaced this meter ended now
+                    from . import _global
+
+                    _global._revived(self)
+                    log_once("revived", logging.INFO,
+                             "aerostack_meter: a call begun before init() replaced the meter ended "
+                             "afterwards; the meter it began with bills it (flush(), stats() and "
+                             "shutdown() cover that meter too)")
+                else:
+                    log_once("reopened", logging.WARNING,
+                             "aerostack_meter: the meter was used after shutdown(); it goes on "
+                             "recording to the same destination and flushes again at exit")
             self._live = self._reporter.ensure_started()
             if self._live or self.durable:
                 return True  # durable: on disk, for the next start or `aerostack-meter drain`

@@ -13,6 +13,7 @@ files 0600: the journals hold consumer ids and units (never prompt text, never t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -81,10 +82,17 @@ def destination_dir(state_dir: str, destination: str, key_fingerprint: str | Non
         tmp = f"{marker}.{os.getpid()}.tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, destination.encode("utf-8", "surrogatepass"))
-        finally:
-            os.close(fd)
-        os.replace(tmp, marker)
+            try:
+                data = memoryview(destination.encode("utf-8", "surrogatepass"))
+                while data:  # a short write (a file-size limit) is written on, or raises
+                    data = data[os.write(fd, data):]
+            finally:
+                os.close(fd)
+            os.replace(tmp, marker)
+        except BaseException:  # a full disk: no temporary file left behind
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     return path
 
 

@@ -189,8 +189,7 @@ class JournalStore:
         self._last: _Packer = ("", "", "", _pack_ev, b"")  # matches no key (compared by identity)
         self._fallback = MemoryStore(1 << 62)
         self._last_adopt = 0.0
-        self.journal = Journal(directory)
-        self.journal.on_unmapped = self._unmapped
+        self.journal = Journal(directory, on_unmapped=self._unmapped)
         self.token = self.journal.token
         self._write = self.journal.append  # a bound method: the journal object never changes
         self._full = False

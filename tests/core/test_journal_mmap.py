@@ -225,3 +225,26 @@ def test_appends_racing_rotations_are_all_read_once(tmp_path: Path) -> None:
     assert rotations > 1
     assert len(seen) == threads * per_thread
     assert set(seen) == {f"t{t}-{i}" for t in range(threads) for i in range(per_thread)}
+
+
+def test_a_first_segment_that_cannot_be_mapped_is_counted_and_warned(tmp_path: Path) -> None:
+    # A file-size limit below the first pre-allocation (a nearly full disk at start-up): the very
+    # first segment is written with write(); stats() and the log must say so, and nothing is lost.
+    with standin_server() as gw:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import logging, resource, signal
+            logging.basicConfig(level=logging.WARNING)
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, 1 << 16))
+            from aerostack_meter import Meter
+            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r})
+            m.log("c", 5)
+            assert m.flush(10)
+            st = m.stats()
+            m.shutdown()
+            print(st.journal_unmapped, st.durable)
+        """)], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == ["1", "True"]
+        assert "cannot memory-map the usage journal" in out.stderr
+        assert gw.units_by_consumer() == {"c": 5}

@@ -212,3 +212,22 @@ def test_the_directory_names_the_key_by_a_one_way_fingerprint(tmp_path: Path) ->
         m.shutdown()
     for s in (a, led):
         s.close()
+
+
+def test_a_destination_marker_that_cannot_be_written_leaves_no_file_half_made(tmp_path: Path) -> None:
+    # A file-size limit of 8 bytes (a full disk): the marker write is short, then fails. The
+    # directory must hold neither a truncated marker (drain would deliver to a wrong address)
+    # nor the temporary file.
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8, 8))
+        from aerostack_meter._paths import destination_dir
+        try:
+            destination_dir({str(tmp_path)!r}, "https://api.aerostack.dev/v1")
+        except OSError as exc:
+            print("raised", exc.errno)
+    """)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("raised")
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []

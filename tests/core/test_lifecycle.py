@@ -295,3 +295,34 @@ def test_the_sigterm_handler_takes_no_lock_and_keeps_the_meter_open(tmp_path: Pa
         assert proc.returncode == 0 and "alive 1" in out  # no deadlock; the app's handler ran
         total = gw.units_by_consumer()["usr"]
         assert total > 1000  # everything, including what came after the signal
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_flush_and_stats_cover_a_stream_in_flight_across_init(meter_factory: Any, gateway: Any, mock_llm: Any,
+                                                              caplog_meter: pytest.LogCaptureFixture,
+                                                              durable: bool) -> None:
+    """A stream begun under one meter and ended after init() replaced it is billed by the meter
+    it began with; the process-wide flush() must deliver it and stats() must count it pending
+    (not only that meter's own background thread, or the exit hook: a killed worker loses it)."""
+    import openai
+
+    mock_llm.reset()
+    meter_factory(default_consumer_id="early", durable=durable, flush_interval=60)
+    client = openai.OpenAI(base_url=mock_llm.url, api_key="sk-mock", max_retries=0)
+    stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}],
+                                            stream=True, extra_headers={"x-mock-consumer": "early"})
+    chunks = iter(stream)
+    next(chunks)
+    new = meter_factory(default_consumer_id="late", durable=durable, flush_interval=60)
+    for _ in chunks:
+        pass
+    client.close()
+    assert am.stats().pending >= 1  # held by the replaced meter (its interval: a minute)
+    assert new.stats().pending == 0
+    assert am.flush(10)
+    assert am.stats().pending == 0
+    served = mock_llm.usage()["by_consumer"]["early"]["total_tokens"]
+    assert served > 0
+    assert gateway.client.totals_by_consumer() == {"early": served}  # delivered by flush(), once
+    assert "the meter it began with bills it" in caplog_meter.text
+    assert "used after shutdown()" not in caplog_meter.text  # the user never called shutdown()
