@@ -46,13 +46,14 @@ class DeadLetters:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError:
             return False
+        data = line.encode()
         try:
-            os.write(fd, line.encode())
+            written = os.write(fd, data)
         except OSError:
             return False
         finally:
             os.close(fd)
-        return True
+        return written == len(data)  # cut short (a full disk): not kept (the reader skips the part)
 
     def read(self) -> tuple[list[dict[str, Any]], int]:
         """The entries (with those of a retry run in progress or interrupted), and how many lines

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
 import logging
 import mmap
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ._journal_format import (
     B_INFLIGHT,
@@ -69,7 +70,7 @@ try:
 except ImportError:  # pragma: no cover - Windows: no adoption by lock; own restart still replays
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["Journal", "Recovered", "adopt_dead", "quarantine"]
+__all__ = ["Journal", "Recovered", "ShortWrite", "adopt_dead", "quarantine", "whole_records"]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _READ_CHUNK = 1 << 20
@@ -120,6 +121,29 @@ def quarantine(path: str, suffix: str = "") -> str | None:
     return dest
 
 
+class ShortWrite(OSError):
+    """Only the first ``written`` bytes of an append reached the file (a nearly full disk, a
+    file-size limit). Never written on: another thread's append may follow those bytes, so the
+    record they cut is torn for good (skipped by the reader as bad bytes). The caller keeps the
+    records that were not written whole (:func:`whole_records`)."""
+
+    def __init__(self, written: int) -> None:
+        super().__init__(errno.ENOSPC, f"short write ({written} bytes)")
+        self.written = written
+
+
+def whole_records(sizes: Iterable[int], written: int) -> int:
+    """How many of the records of ``sizes`` bytes, appended in one write, ``written`` bytes hold
+    whole."""
+    k = 0
+    for size in sizes:
+        if size > written:
+            break
+        written -= size
+        k += 1
+    return k
+
+
 class Journal:
     """The current process's journal: a writer for callers, a reader and a marker for the reporter.
 
@@ -152,6 +176,7 @@ class Journal:
         self._lock_fd = lock
         with self._wlock:
             self.seg = 0
+            self._torn_end = -1  # see _write
             path = self._seg_path(self.token, 0)
             self._point_at(path)
             self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
@@ -229,7 +254,8 @@ class Journal:
     # -- writers (callers and the reporter) -----------------------------------------------------
     def append(self, data: bytes) -> None:
         """Append ``data`` (whole records): in the page cache when this returns. ``OSError`` when
-        it could not be written (only without a mapping: a full disk, an I/O error)."""
+        it could not be written (only without a mapping: a full disk, an I/O error);
+        :class:`ShortWrite` when only part of it was."""
         mm = self._mm
         if mm is not None:
             try:
@@ -242,7 +268,7 @@ class Journal:
                     time.sleep(0)  # let the other threads have the GIL (see _BEHIND)
                 return
         elif not self.mapped:  # never mapped (Windows, macOS): as before, no lock
-            os.write(self.fd, data)
+            self._write(data)
             return
         with self._wlock:
             mm = self._mm
@@ -254,7 +280,19 @@ class Journal:
                     pass
                 if not self._grow(mm, mm.tell() + len(data)):
                     break
-            os.write(self.fd, data)
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """One ``os.write`` of ``data`` (unmapped). Cut short, it leaves a record nothing will
+        complete: where the file then ended is kept, for the reader to skip it (``_read_new``).
+        (Unlocked appends, never mapped: another write finishing between this one and the
+        ``fstat`` is whole and read as such; one still in progress there, on a disk full at that
+        instant, would be read as cut too.)"""
+        n = os.write(self.fd, data)
+        if n != len(data):
+            with contextlib.suppress(OSError):
+                self._torn_end = os.fstat(self.fd).st_size
+            raise ShortWrite(n)
 
     # -- reporter side ----------------------------------------------------------------------
     def size(self) -> int:
@@ -290,6 +328,17 @@ class Journal:
             if not buf:
                 break
             parsed = parse(buf, self.read_pos)
+            torn = self._torn_end
+            if parsed.consumed < len(buf) and self.read_pos + parsed.consumed < torn <= end:
+                # Stalled on a record before where an append was cut short (``_write``): every
+                # write before that point has finished, so the record there never completes.
+                # Up to that point, read as a dead process's journal is (the cut record skipped,
+                # counted as bad bytes), then on from there.
+                parsed = parse(buf[:torn - self.read_pos], self.read_pos, final=True)
+                out.extend(parsed.records)
+                bad += parsed.bad_bytes
+                self.read_pos = torn
+                continue
             out.extend(parsed.records)
             bad += parsed.bad_bytes
             self.read_pos += parsed.consumed
@@ -304,6 +353,7 @@ class Journal:
         with self._wlock:
             old = self._mm
             self.seg += 1
+            self._torn_end = -1
             path = self.path
             self._point_at(path)
             self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._journal import Journal, Recovered, adopt_dead
+from ._journal import Journal, Recovered, ShortWrite, adopt_dead, whole_records
 from ._journal_format import (
     _EV,
     _HDR,
@@ -245,8 +245,9 @@ class JournalStore:
             parts.append(_pack_hdr(MAGIC, len(payload), _crc32(payload)) + payload)
         try:
             self._write(b"".join(parts))
-        except OSError as exc:
-            self._write_failed(exc, events, ts)
+        except OSError as exc:  # (a short write: those written whole are journaled)
+            done = whole_records(map(len, parts), exc.written) if isinstance(exc, ShortWrite) else 0
+            self._write_failed(exc, events[done:], ts)
 
     def put_usage(self, usage: Any, c: str, a: str, params: bytes, ts: float) -> bool:
         """Journal one call's raw usage (a ``U`` record, one write), to be priced on the delivery
@@ -368,6 +369,10 @@ class JournalStore:
         try:
             self.journal.append(b"".join(x for _u, x in todo))
         except OSError as exc:
+            if isinstance(exc, ShortWrite):  # those written whole are on disk: owed, never again
+                done = whole_records((len(x) for _u, x in todo), exc.written)
+                self._owed.extend((u, self.journal.size()) for u, _x in todo[:done])
+                todo = todo[done:]
             self._unwritten = todo  # retried at the next read; the U stays unpriced on disk
             self._counters.add("journal_errors")
             log_once("journal_state", logging.WARNING,

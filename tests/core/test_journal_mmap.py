@@ -248,3 +248,36 @@ def test_a_first_segment_that_cannot_be_mapped_is_counted_and_warned(tmp_path: P
         assert out.stdout.split() == ["1", "True"]
         assert "cannot memory-map the usage journal" in out.stderr
         assert gw.units_by_consumer() == {"c": 5}
+
+
+def test_a_short_write_keeps_every_record_once(tmp_path: Path) -> None:
+    # A nearly full disk cuts an append short (here a file-size limit, not on a record boundary,
+    # and the journal unmapped, as it is on Windows and macOS or when a mapping cannot be made).
+    # A record written whole is journaled; the one cut and the rest are kept in memory: every
+    # unit delivered once, never a torn record counted as written, never a whole one twice.
+    # Split metrics: each call's two events go in one write, so the cut can fall in either.
+    calls = 60
+    with standin_server() as gw:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import resource, signal
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            from aerostack_meter import Meter, Usage
+            errors = []
+            for delta in range(0, 90, 11):
+                limit = 1500 + delta
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+                m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, metrics="split",
+                          default_consumer_id=f"c{{delta}}", state_dir={str(tmp_path)!r} + f"/s{{delta}}",
+                          flush_interval=60)
+                att = m.attribute(None, "test")
+                for _ in range({calls}):
+                    m.record(Usage("openai", "gpt-mock", 3, 4, 7), att)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+                assert m.flush(10)
+                errors.append(m.stats().journal_errors)
+                m.shutdown()
+            print(*errors)
+        """)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert all(int(e) >= 1 for e in out.stdout.split())  # every run did hit the limit
+        assert gw.units_by_consumer() == {f"c{d}": calls * 7 for d in range(0, 90, 11)}
