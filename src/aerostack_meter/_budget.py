@@ -87,7 +87,8 @@ class _SourceError(Exception):
 
 
 class _Account:
-    __slots__ = ("balance", "fetched", "future", "period", "recent", "reserved", "spent")
+    __slots__ = ("ahead_at", "ahead_bad", "ahead_ok", "balance", "fetched", "future", "period", "recent",
+                 "reserved", "spent")
 
     def __init__(self) -> None:
         self.spent = 0        # settled since the period start (limits) or since the balance read
@@ -95,7 +96,13 @@ class _Account:
         self.balance: int | None = None
         self.fetched = -math.inf
         self.future: concurrent.futures.Future[int | None] | None = None
-        self.recent: deque[tuple[float, int]] | None = None  # balance sources: (when, settled)
+        # balance sources: settled usage not yet taken to be in the balance, oldest first:
+        # [when settled, units, units delivered (the gateway's wallet), when last delivered]
+        self.recent: deque[list[float]] | None = None
+        # delivery outcomes that came before the settlements they belong to (see _delivered)
+        self.ahead_ok = 0
+        self.ahead_at = -math.inf
+        self.ahead_bad = 0
         self.period = 0.0
 
 
@@ -213,7 +220,10 @@ class Budget:
                 max_output_tokens: int | None = None, lag: float | None = None) -> Budget:
         """A budget read from the consumer's wallet at the billing API
         (``GET {base_url}/gateway/billing/balance?consumerId=...`` with the meter's key; the gateway
-        emulator serves it), cached for ``ttl`` seconds. A consumer with no wallet is unlimited."""
+        emulator serves it), cached for ``ttl`` seconds. A consumer with no wallet is unlimited.
+        Settled usage stays subtracted from a read balance until a request the billing API
+        accepted before the read carried it (and ``lag`` has passed, as for ``from_balance``);
+        usage the API refused for good stays subtracted (docs/budgets.md)."""
         b = cls.__new__(cls)
         b.limits, b.default, b.period = {}, None, None
         b._balance, b._gateway = None, True
@@ -341,6 +351,8 @@ class Budget:
         if meter in self._bound:
             return
         self._bound.add(meter)
+        if self._gateway:  # the wallet is debited by this meter's deliveries: told each outcome
+            meter._delivery_budgets.append(self)
         if self.policy is not None:
             self._warm()
         if self.reads_balance:
@@ -507,10 +519,47 @@ class Budget:
         with self._lock:
             acct.balance = balance
             recent = acct.recent
-            while recent and recent[0][0] < started - lag:
-                acct.spent -= recent.popleft()[1]
+            while recent:
+                when, units, delivered, at = recent[0]
+                if when >= started - lag:
+                    break
+                # the gateway's wallet: only what a delivery the billing API accepted before the
+                # read debited it; usage it refused (HTTP 402, ...) or not delivered yet stays
+                if self._gateway and (delivered < units or at >= started):
+                    break
+                acct.spent -= int(units)
+                recent.popleft()
             acct.fetched = time.monotonic()
         return balance
+
+    def _delivered(self, consumer_id: str, units: int, ok: bool) -> None:
+        """(The reporter, ``Budget.gateway()`` only.) A request for ``consumer_id`` was answered:
+        ``ok``, its ``units`` are in the wallet from now on; else (refused for good) they never
+        will be, and stay subtracted from every balance this process reads. Matched to settled
+        usage oldest first; an outcome that comes before its settlement is kept for it."""
+        with self._lock:
+            acct = self._accounts.get(consumer_id)
+            if acct is None:  # nothing reserved for this consumer: nothing of it settles here
+                return
+            now = time.monotonic()
+            left = units
+            for entry in acct.recent or ():
+                if not left:
+                    break
+                take = min(int(entry[1] - entry[2]), left)
+                if take <= 0:
+                    continue
+                left -= take
+                if ok:
+                    entry[2] += take
+                    entry[3] = now
+                else:
+                    entry[1] -= take  # in `spent` for good: no entry forgets it
+            if left and ok:
+                acct.ahead_ok += left
+                acct.ahead_at = now
+            elif left:
+                acct.ahead_bad += left
 
     def _read_balance(self, meter: Meter, consumer_id: str) -> int | None:
         if self._gateway:
@@ -588,7 +637,17 @@ class Budget:
             if self.reads_balance and actual:
                 if acct.recent is None:
                     acct.recent = deque()
-                acct.recent.append((time.monotonic(), actual))
+                entry = [time.monotonic(), actual, 0, -math.inf]
+                if acct.ahead_bad:  # refused before this settled (see _delivered)
+                    take = min(acct.ahead_bad, actual)
+                    entry[1] -= take
+                    acct.ahead_bad -= take
+                if acct.ahead_ok:
+                    take = min(acct.ahead_ok, int(entry[1]))
+                    entry[2] += take
+                    entry[3] = acct.ahead_at
+                    acct.ahead_ok -= take
+                acct.recent.append(entry)
 
     # -- reading -------------------------------------------------------------------------------
     def remaining(self, consumer_id: str) -> int | None:

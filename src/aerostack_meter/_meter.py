@@ -79,7 +79,9 @@ class Meter:
             flush_interval=s.flush_interval, coalesce=s.coalesce, concurrency=s.concurrency,
             dead_letter=self.dead_letters.add if self.dead_letters is not None else None,
             rejected=RejectedStore(s, self.counters).keep,
-            expand_late=self._expand_late, poll=0.1 if s.handle_sigterm else None)
+            expand_late=self._expand_late, poll=0.1 if s.handle_sigterm else None,
+            outcome=self._outcome)
+        self._delivery_budgets: list[Budget] = []  # Budget.gateway(): told each request's outcome
         self._put = store.put
         self._put_many = store.put_many
         self._put_usage = store.put_usage if isinstance(store, JournalStore) else None
@@ -255,6 +257,11 @@ class Meter:
                     self._put_many(events, ts)
                 except UnicodeEncodeError:
                     self._unencodable(len(events))
+
+    def _outcome(self, consumer_id: str, units: int, ok: bool) -> None:
+        """(The reporter) A request was accepted (``ok``) or refused for good."""
+        for budget in self._delivery_budgets:
+            budget._delivered(consumer_id, units, ok)
 
     def budget_for(self, defaults: Defaults | None) -> Budget | None:
         """The budget a call is checked against: ``wrap(budget=)``, else ``init(budget=)``."""

@@ -79,7 +79,8 @@ class Reporter:
                  rejected: Rejected | None = None,
                  expand_late: Callable[[Any], tuple[list[tuple[str, str, str, int, int]], float]]
                  | None = None,
-                 poll: float | None = None) -> None:
+                 poll: float | None = None,
+                 outcome: Callable[[str, int, bool], None] | None = None) -> None:
         self.store = store
         self.sink = sink
         self.counters = counters
@@ -91,6 +92,7 @@ class Reporter:
         self._rejected = rejected
         self._expand_late = expand_late
         self._poll = poll
+        self._outcome = outcome  # (consumer id, units, accepted): a request accepted or refused for good
         self.flush_requested = False  # set from a signal handler: no lock, no Event
         self._reset()
 
@@ -489,7 +491,10 @@ class Reporter:
                          result.reason)
             self.store.settled(batch, dead=False)
             self._settle(batch)
+            self._told(batch, True)
             return
+        if decision.action == "dead":
+            self._told(batch, False)
         if decision.action == "dead" and result.reason == INSUFFICIENT_FUNDS and self._rejected:
             # kept, never dropped (the provider was paid): as a dead letter, which `drain
             # --retry-dead` resends once the wallet is topped up; the app is told
@@ -546,6 +551,13 @@ class Reporter:
         log_limited("retry_" + result.reason, logging.WARNING,
                     "aerostack_meter: delivery failed (%s); retrying with backoff", result.reason)
         self._retry_later(batch, decision.delay)
+
+    def _told(self, batch: Batch, ok: bool) -> None:
+        if self._outcome is not None:
+            try:
+                self._outcome(batch.consumer_id, batch.units, ok)
+            except Exception:
+                self.counters.add("internal_errors")
 
     def _retry_later(self, batch: Batch, delay: float) -> None:
         with self._lock:

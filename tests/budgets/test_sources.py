@@ -119,3 +119,48 @@ def test_bad_budget_settings_raise_config_error() -> None:
                 lambda: am.Meter(on_budget_error="maybe")):
         with pytest.raises(am.ConfigError):
             bad()
+
+
+def test_usage_not_delivered_yet_stays_off_the_wallets_balance(wallet_gateway: Any, gpt: openai.OpenAI,
+                                                               tmp_path: Path) -> None:
+    """The wallet is debited only when the billing API accepts the request: until then (a long
+    flush interval here; an outage or a slow API alike) a fresh balance read must not forget the
+    settled usage, whatever ``lag`` says."""
+    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=60,
+                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
+    client = am.wrap(gpt, meter=meter, consumer_id="poor")  # a wallet of 120
+    try:
+        r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=60,
+                                           extra_headers={"x-mock-output-tokens": "60"})
+        assert r.usage is not None
+        with pytest.raises(am.BudgetExceededError) as info:  # 68 + 68 would pass the 120
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=60)
+        assert info.value.remaining == 120 - r.usage.total_tokens
+        assert wallet_gateway.client.wallets()["poor"] == 120  # nothing delivered yet
+        assert meter.flush(10)
+        assert wallet_gateway.client.wallets()["poor"] == 120 - r.usage.total_tokens
+    finally:
+        meter.shutdown(5)
+
+
+def test_usage_the_wallet_refused_is_never_forgotten(wallet_gateway: Any, gpt: openai.OpenAI,
+                                                     tmp_path: Path) -> None:
+    """A call whose usage passes the wallet (reasoning beyond the estimate) is refused with 402
+    and kept as a dead letter: the wallet was never debited, so every later balance read still
+    has the usage subtracted, and the consumer is refused instead of served again and again."""
+    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
+                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
+    client = am.wrap(gpt, meter=meter, consumer_id="poor")  # a wallet of 120
+    try:
+        r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=20,
+                                           extra_headers={"x-mock-reasoning": "500"})
+        assert r.usage is not None and r.usage.total_tokens > 120
+        assert meter.flush(10)
+        assert meter.stats().rejected == 1
+        for _ in range(3):  # each a fresh balance read (ttl=0), after the refusal
+            with pytest.raises(am.BudgetExceededError) as info:
+                client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=5)
+            assert info.value.remaining == 0
+        assert wallet_gateway.client.wallets()["poor"] == 120
+    finally:
+        meter.shutdown(5)
