@@ -67,12 +67,48 @@ def _statuses(value: str) -> list[int]:
         raise argparse.ArgumentTypeError("expected comma-separated HTTP statuses") from None
 
 
+def _port(value: str) -> int:
+    """A TCP port, 0 (any free one) to 65535."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port must be an integer: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {port}")
+    return port
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """An integer of at least ``least``."""
+    def parse(value: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer: {value!r}") from None
+        if n < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
+        return n
+
+    return parse
+
+
+def _seconds(value: str) -> float:
+    """A finite number of seconds, 0 or more."""
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds: {value!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {value}")
+    return v
+
+
 def _add_gateway(sub: Any) -> None:
     p = sub.add_parser(
         "gateway", help="run the billing API emulator", description="Run the billing API emulator."
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT)
+    p.add_argument("--port", type=_port, default=DEFAULT_GATEWAY_PORT)
     p.add_argument("--db", default=None, help="SQLite file (default: a temporary file)")
     p.add_argument(
         "--key",
@@ -143,7 +179,7 @@ def _add_mock(sub: Any) -> None:
         description="Run the mock LLM server (OpenAI, Anthropic, Gemini, Bedrock and Mistral wire formats).",
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_MOCK_PORT)
+    p.add_argument("--port", type=_port, default=DEFAULT_MOCK_PORT)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--chunk-delay-ms", type=float, default=0.0)
     p.add_argument(
@@ -205,18 +241,18 @@ def _add_relay(sub: Any) -> None:
     p.add_argument("--retry-dead", action="store_true", help="move the dead-lettered records back to the "
                    "stream (once their cause is fixed: a wallet topped up), then exit; running relays deliver them")
     p.add_argument("--name", default="", help="consumer name in the group (default: host-pid)")
-    p.add_argument("--claim-idle", type=float, default=30.0, metavar="S",
+    p.add_argument("--claim-idle", type=_seconds, default=30.0, metavar="S",
                    help="claim entries another relay held unacknowledged this long (default 30)")
-    p.add_argument("--read-count", type=int, default=1000, metavar="N")
-    p.add_argument("--block", type=float, default=1.0, metavar="S")
-    p.add_argument("--delivered-ttl", type=float, default=7 * 86400.0, metavar="S",
+    p.add_argument("--read-count", type=_count(1), default=1000, metavar="N")
+    p.add_argument("--block", type=_seconds, default=1.0, metavar="S")
+    p.add_argument("--delivered-ttl", type=_seconds, default=7 * 86400.0, metavar="S",
                    help="how long delivered record ids are remembered (default 7 days)")
-    p.add_argument("--max-held", type=int, default=100_000, metavar="N")
+    p.add_argument("--max-held", type=_count(1), default=100_000, metavar="N")
     p.add_argument("--base-url", default=None, help="billing API base URL")
     p.add_argument("--concurrency", type=int, default=None, metavar="N")
     p.add_argument("--backoff-base", type=float, default=None, metavar="S")
     p.add_argument("--max-backoff", type=float, default=None, metavar="S")
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--metrics-port", type=_port, default=None, metavar="PORT",
                    help="serve Prometheus /metrics on this port (0: any free port)")
     p.add_argument("--metrics-host", default="127.0.0.1")
 
@@ -254,10 +290,10 @@ def _add_dashboard(sub: Any) -> None:
     p.add_argument("--redis", default=None, metavar="URL",
                    help="a Redis stream (as given to the relay) whose backlog and relays to show")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=DEFAULT_DASHBOARD_PORT)
+    p.add_argument("--port", type=_port, default=DEFAULT_DASHBOARD_PORT)
     p.add_argument("--token", default=None,
                    help="required by /api/* (default: $AEROSTACK_DASHBOARD_TOKEN); needed off loopback")
-    p.add_argument("--refresh", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--refresh", type=_seconds, default=5.0, metavar="SECONDS",
                    help="page refresh interval (0: never)")
 
 
@@ -278,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--by", choices=("consumer", "api", "metric"), default="consumer",
                         help="series: one series per consumer, API id or metric")
-    report.add_argument("--limit", type=int, default=None, help="top/series: how many")
+    report.add_argument("--limit", type=_count(1), default=None, help="top/series: how many")
     report.add_argument("--dead-letters", action="store_true",
                         help="list the requests the billing API refused for good (the dead-letter "
                              "store of the state directory) instead of totals")
@@ -290,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "`import aerostack_meter.auto`. Usage is sent only with the API key it was "
                     "journaled under (AEROSTACK_API_KEY): run it with each key that left usage. "
                     "Exits 0 only when nothing is left.")
-    drain.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    drain.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
                        help="give up after this long (what is left stays on disk; exit 1)")
     drain.add_argument("--retry-dead", action="store_true",
                        help="also resend the dead-letter store (requests the API refused before)")
@@ -327,7 +363,7 @@ def _serve(command: str, start: Callable[[], _H], where: Callable[[_H], str]) ->
 
     try:
         handle = start()
-    except (OSError, ValueError, RuntimeError, sqlite3.Error) as exc:
+    except (OSError, ValueError, OverflowError, RuntimeError, sqlite3.Error) as exc:
         print(f"aerostack-meter {command}: {exc}", file=sys.stderr)
         return 1
     with handle:
@@ -557,7 +593,12 @@ def _run_relay(ns: argparse.Namespace) -> int:
     if ns.metrics_port is not None:
         from .relay._metrics import serve_metrics
 
-        server = serve_metrics(relay, ns.metrics_host, ns.metrics_port)
+        try:
+            server = serve_metrics(relay, ns.metrics_host, ns.metrics_port)
+        except OSError as exc:  # the port in use, a host it cannot bind
+            relay.close()
+            print(f"aerostack-meter relay: --metrics-port: {exc}", file=sys.stderr)
+            return 1
         print(f"aerostack-meter relay metrics on http://{ns.metrics_host}:{server.server_port}/metrics",
               flush=True)
     print(f"aerostack-meter relay {relay.name} consuming {safe_url(stream.redis_url)} stream "

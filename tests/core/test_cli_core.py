@@ -116,3 +116,13 @@ def test_a_database_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: Path,
     assert done.returncode == 1, (done.stdout, done.stderr)
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"aerostack-meter {command}: "), done.stderr
+
+
+@pytest.mark.parametrize("args", [("gateway", "--port", "99999"), ("mock-llm", "--port", "-1"),
+                                  ("dashboard", "--port", "70000"), ("drain", "--timeout", "-1"),
+                                  ("report", "--limit", "0")])
+def test_an_out_of_range_number_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    done = run(*args, blocked=())
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert args[1] in done.stderr  # argparse names the flag

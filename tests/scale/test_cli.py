@@ -45,3 +45,26 @@ def test_the_redis_password_is_never_printed(redis_db: RedisServer, url: str) ->
     out = _run("--stats", "--redis", url)
     assert out.returncode == 1
     assert "s3cretpass" not in out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--claim-idle", "-1"), ("--read-count", "0"), ("--block", "nan"),
+                                             ("--max-held", "0"), ("--delivered-ttl", "inf"),
+                                             ("--metrics-port", "99999")])
+def test_a_value_redis_would_refuse_on_every_read_is_refused_at_once(redis_db: RedisServer, flag: str,
+                                                                      value: str) -> None:
+    # (not a relay that starts, says "consuming", then retries a refused read for ever)
+    out = _run("--redis", redis_db.url, f"{flag}={value}", AEROSTACK_API_KEY=KEY)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert flag in out.stderr and "Traceback" not in out.stderr
+    assert "consuming" not in out.stdout
+
+
+def test_relay_options_refuse_what_redis_would() -> None:
+    from aerostack_meter import ConfigError
+    from aerostack_meter.relay import RelayOptions
+
+    for bad in ({"read_count": 0}, {"claim_idle": -1.0}, {"block": float("nan")}, {"max_held": 0},
+                {"read_count": True}):
+        with pytest.raises(ConfigError):
+            RelayOptions(**bad)  # type: ignore[arg-type]
+    assert RelayOptions(claim_idle=0, block=0).read_count == 1000

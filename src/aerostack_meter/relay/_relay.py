@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import socket
 import threading
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._config import Settings
+from .._errors import ConfigError
 from .._events import idempotency_key
 from .._log import log_limited, logger
 from .._retry import RetryPolicy, decide
@@ -73,6 +75,19 @@ class RelayOptions:
     #: seconds between cap checks (trim delivered entries past ``maxlen``) and stats publishing
     trim_every: float = 5.0
     publish_every: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Raises :class:`ConfigError` for a value Redis would refuse on every read (the relay
+        would run and deliver nothing)."""
+        counts = (("read_count", self.read_count, 1), ("max_held", self.max_held, 1))
+        times = (("claim_idle", self.claim_idle), ("block", self.block), ("delivered_ttl", self.delivered_ttl),
+                 ("trim_every", self.trim_every), ("publish_every", self.publish_every))
+        for name, n, least in counts:
+            if isinstance(n, bool) or not isinstance(n, int) or n < least:
+                raise ConfigError(name, f"must be an int >= {least}, got {n!r}")
+        for name, v in times:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf:
+                raise ConfigError(name, f"must be a finite number of seconds >= 0, got {v!r}")
 
 
 def retry_delay(attempts: int, result: SendResult, settings: Settings) -> float:
