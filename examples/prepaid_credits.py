@@ -1,5 +1,6 @@
 """Prepaid credits: bill in money and stop a consumer whose wallet is empty, before the LLM is paid.
 
+    pip install -e '.[all,servers,cost]'   # the [cost] extra prices the answers
     python examples/prepaid_credits.py
 
 Each answer is billed at its price in micro-USD (``metrics="cost"``, the ``[cost]`` extra) and

@@ -65,8 +65,11 @@ def test_cache_openai_and_anthropic(llm: MockLLMHandle, http: httpx.Client) -> N
     assert a["cache_creation_input_tokens"] == 3
     assert a["input_tokens"] == 6 - 2 - 3
     assert a["cache_creation"]["ephemeral_5m_input_tokens"] == 3
+    # chat reports no cache writes: the control changes nothing there, and the tally says so
+    c = _chat(llm, http, {"x-mock-cache": "1", "x-mock-cache-write": "4"}).json()["usage"]
+    assert c["prompt_tokens_details"]["cached_tokens"] == 1 and "cache_write_tokens" not in str(c)
     totals = llm.usage()["total"]
-    assert totals["cached_input_tokens"] == 4 + 6 + 2 + 2
+    assert totals["cached_input_tokens"] == 4 + 6 + 2 + 2 + 1
     assert totals["cache_write_tokens"] == 1 + 3
 
 
