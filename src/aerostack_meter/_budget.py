@@ -244,6 +244,11 @@ class Budget:
             acct.reserved = 0
             acct.future = None
             acct.fetched = -math.inf
+            # the parent's settled usage is the parent's to deliver (its outcomes never reach
+            # this process): forgotten here by time alone, as from_balance() forgets
+            for entry in acct.recent or ():
+                entry[2], entry[3] = entry[1], -math.inf
+            acct.ahead_ok = acct.ahead_bad = 0
 
     def _set_timing(self, ttl: float, timeout: float, lag: float | None = None) -> None:
         for name, v in (("ttl", ttl), ("timeout", timeout), ("lag", 0 if lag is None else lag)):
