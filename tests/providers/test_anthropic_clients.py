@@ -50,8 +50,10 @@ async def _every_surface(c: Any, mode: str) -> tuple[int, int]:
         total += units((await resolve(r.parse())).usage)
     total += units((await resolve(c.with_options(timeout=30).messages.create(**ARGS))).usage)
     total += units((await resolve(c.copy().messages.create(**ARGS))).usage)
+    posted = await resolve(c.post("/v1/messages", body=ARGS, cast_to=anthropic.types.Message))
+    total += units(posted.usage)  # the client's own request method
     await resolve(c.messages.count_tokens(model="m", messages=USER))  # never metered
-    return 11, total
+    return 12, total
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -325,3 +325,31 @@ async def test_replacing_the_wrapped_client_forgets_what_was_made(mode: str, moc
     assert wrapped.chat.completions.create.__self__ is other.chat.completions
     assert am.flush(5)
     assert billed(gateway) == {"acme": reply.usage.total_tokens}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("path", ["chat.with_raw_response", "chat.with_streaming_response", "post",
+                                  "beta.with_raw_response"])
+async def test_every_way_through_the_proxy_is_metered(path: str, mode: str, mock_llm: Any, gateway: Any,
+                                                      meter_factory: Any) -> None:
+    """The intermediate resources' raw variants and the client's own request methods reach the
+    HTTP layer too: through the proxy, billed to its consumer (never unmetered and uncounted)."""
+    meter_factory(instrument=False, flush_interval=0.01)  # wrap() alone
+    wrapped = am.wrap(client(mock_llm, mode), consumer_id="acme")
+    msgs = [{"role": "user", "content": "hello big world"}]
+    if path == "post":
+        r = await resolve(wrapped.post("/chat/completions", body={"model": MODEL, "messages": msgs},
+                                       cast_to=openai.types.chat.ChatCompletion))
+    elif path == "chat.with_streaming_response":
+        async with enter(wrapped.chat.with_streaming_response.completions.create(model=MODEL, messages=msgs)) as raw:
+            r = await resolve(raw.parse())
+    elif path == "beta.with_raw_response":
+        beta = wrapped.beta.with_raw_response
+        if not hasattr(beta, "chat"):
+            pytest.skip(f"openai {openai.__version__} has no beta.chat")
+        r = await resolve((await resolve(beta.chat.completions.create(model=MODEL, messages=msgs))).parse())
+    else:
+        raw = await resolve(wrapped.chat.with_raw_response.completions.create(model=MODEL, messages=msgs))
+        r = await resolve(raw.parse())
+    assert billed(gateway) == {"acme": r.usage.total_tokens} != {"acme": 0}
+    assert am.stats().calls_metered == 1

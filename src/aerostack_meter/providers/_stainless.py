@@ -44,7 +44,14 @@ from .._log import log_limited
 from .._meter import Meter
 from .._wrapping import ACTIVE, ROUTE, PatchSet, Target, begin, finish, prefetch
 
-__all__ = ["BaseClient"]
+__all__ = ["REQUEST_METHODS", "BaseClient"]
+
+#: ``wrap()``'s tree: the base client's own request methods (``client.post(...)`` and the like).
+#: A call through them reaches the HTTP layer like any other, so the proxy routes it there with
+#: its meter and defaults (the layer meters only the endpoints it lists; anything else goes on
+#: as sent).
+REQUEST_METHODS: dict[str, Endpoint] = dict.fromkeys(("request", "get", "post", "put", "patch", "delete"),
+                                                     Endpoint())
 
 RAW_HEADER = "X-Stainless-Raw-Response"
 _MAX_BODY = 16 * 1024 * 1024  # a raw JSON body larger than this is not kept for its usage

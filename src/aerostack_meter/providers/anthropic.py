@@ -23,7 +23,7 @@ from .._wrap import CLIENT, HELPER
 from .._wrapping import Target
 from ._anthropic_usage import DELTA_REQUIRED, Counts, build_usage, message_usage, read_counts
 from ._base import Provider
-from ._stainless import BaseClient
+from ._stainless import REQUEST_METHODS, BaseClient
 
 __all__ = ["PROVIDER"]
 
@@ -193,6 +193,7 @@ PROVIDER = Provider(
         },
         "with_raw_response": HELPER,
         "with_streaming_response": HELPER,
+        **REQUEST_METHODS,
         "with_options": CLIENT,
         "copy": CLIENT,
         "with_middleware": CLIENT,

@@ -24,7 +24,7 @@ from ._openai_endpoints import (
     sync_close_hook,
 )
 from ._openai_usage import chat_usage, responses_usage
-from ._stainless import BaseClient
+from ._stainless import REQUEST_METHODS, BaseClient
 
 __all__ = ["PROVIDER", "chat_usage", "responses_usage"]
 
@@ -76,15 +76,17 @@ PROVIDER = Provider(
     targets=_targets,
     base_client=BASE_CLIENT,
     client_tree={
-        "chat": {"completions": _CHAT_NODE},
+        "chat": {"completions": _CHAT_NODE, **_RAW},
         "responses": _RESPONSES_NODE,
         "completions": {"create": COMPLETIONS_CREATE, **_RAW},
         "embeddings": {"create": EMBEDDINGS_CREATE, **_RAW},
         "beta": {
-            "chat": {"completions": _CHAT_NODE},
+            "chat": {"completions": _CHAT_NODE, **_RAW},
             "responses": {"create": RESPONSES_CREATE, "compact": RESPONSES_COMPACT, **_RAW},
+            **_RAW,
         },
         **_RAW,
+        **REQUEST_METHODS,
         "with_options": CLIENT,
         "copy": CLIENT,
     },
