@@ -78,7 +78,9 @@ def _check_id(name: str, value: object, *, optional: bool, call: str) -> None:
 class consumer:
     """Bill LLM calls made inside this scope to ``consumer_id`` (and ``api_id``, ``metrics``).
 
-    A context manager, an async context manager, and a decorator for sync and async functions.
+    A context manager, an async context manager, and a decorator for sync and async functions
+    and generators (a generator has the scope only while its own code runs, never across a
+    ``yield``: a ``with`` block held open across one would be its caller's scope meanwhile).
     Scopes nest (the innermost wins) and are restored on exit, also when an exception escapes.
     Built on ``contextvars``: it follows asyncio tasks and ``asyncio.to_thread``; for thread pools
     use :func:`carry_consumer`.
@@ -118,11 +120,11 @@ class consumer:
     def __call__(self, func: F) -> F:
         import inspect  # once per decorated function; not loaded by `import aerostack_meter`
 
-        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-            # A scope set around a generator's steps would leak into whoever iterates it.
-            raise ConfigError("func", "cannot decorate a generator function; use "
-                              "`with aerostack_meter.consumer(...):` inside its body", call="consumer")
         scope = self._scope
+        if inspect.isgeneratorfunction(func):
+            return cast(F, _scoped_generator(func, scope))
+        if inspect.isasyncgenfunction(func):
+            return cast(F, _scoped_async_generator(func, scope))
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -150,6 +152,72 @@ class consumer:
 
     def __repr__(self) -> str:
         return f"consumer({self._scope.consumer_id!r}, api_id={self._scope.api_id!r})"
+
+
+# A generator runs in the context of whoever advances it: a scope it entered and held across a
+# ``yield`` would be the iterating code's scope until it resumes. So a decorated generator has
+# the scope only while its own code runs: set before each step (next, send, throw, close) and
+# reset before the value goes out.
+
+
+def _scoped_generator(func: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        inner = func(*args, **kwargs)
+        value: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = _frame.set(_Frame(scope, _frame.get(), None))
+            try:
+                item = inner.send(value) if thrown is None else inner.throw(thrown)
+            except StopIteration as stop:
+                return stop.value
+            finally:
+                _frame.reset(token)
+            thrown = value = None
+            try:
+                value = yield item
+            except GeneratorExit:
+                token = _frame.set(_Frame(scope, _frame.get(), None))
+                try:
+                    inner.close()
+                finally:
+                    _frame.reset(token)
+                raise
+            except BaseException as exc:  # thrown in by the caller: into the generator, in scope
+                thrown = exc
+
+    return wrapper
+
+
+def _scoped_async_generator(func: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
+    @functools.wraps(func)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        inner = func(*args, **kwargs)
+        value: Any = None
+        thrown: BaseException | None = None
+        while True:
+            token = _frame.set(_Frame(scope, _frame.get(), None))
+            try:
+                item = await (inner.asend(value) if thrown is None else inner.athrow(thrown))
+            except StopAsyncIteration:
+                return
+            finally:
+                _frame.reset(token)
+            thrown = value = None
+            try:
+                value = yield item
+            except GeneratorExit:
+                token = _frame.set(_Frame(scope, _frame.get(), None))
+                try:
+                    await inner.aclose()
+                finally:
+                    _frame.reset(token)
+                raise
+            except BaseException as exc:
+                thrown = exc
+
+    return wrapper
 
 
 def carry_consumer(func: F) -> F:

@@ -4,6 +4,7 @@ asyncio tasks, ``asyncio.to_thread``, thread pools with and without ``carry_cons
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -148,16 +149,71 @@ async def test_decorators_sync_and_async(meter: am.Meter, gateway: Any, client: 
     await aclient.close()
 
 
-def test_decorating_a_generator_is_refused() -> None:
-    def gen() -> Any:
-        yield 1
+def test_decorated_generators_read_in_step_bill_each_their_own(meter: am.Meter, gateway: Any,
+                                                               client: openai.OpenAI) -> None:
+    """Two users' answers streamed side by side (``zip``), and the iterating code's own call: a
+    decorated generator has its scope only while its own code runs, never across a ``yield``."""
+    expected: dict[str, int] = {}
 
-    async def agen() -> Any:
-        yield 1
+    def answer(user: str) -> Any:
+        @am.consumer(user)
+        def steps() -> Any:
+            for n in (2, 3, 4):
+                units = chat(client, n)
+                expected[user] = expected.get(user, 0) + units
+                got = yield units
+                assert got == "ack"
+            return "done"
 
-    for fn in (gen, agen):
-        with pytest.raises(am.ConfigError, match="generator"):
-            am.consumer("x")(fn)
+        return steps()
+
+    a, b = answer("alice"), answer("bob")
+    with am.consumer("caller"):
+        assert (next(a), next(b)) == (expected["alice"], expected["bob"])
+        for _ in range(2):
+            assert am.current_consumer() == "caller"  # neither generator's scope leaks out
+            expected["caller"] = expected.get("caller", 0) + chat(client, 5)
+            a.send("ack")
+            b.send("ack")
+        for g in (a, b):
+            with pytest.raises(StopIteration) as stop:
+                g.send("ack")
+            assert stop.value.value == "done"
+    assert billed(gateway) == expected
+
+
+async def test_a_decorated_async_generator_keeps_its_scope_inside(meter: am.Meter, gateway: Any,
+                                                                  mock_llm: Any) -> None:
+    aclient = openai.AsyncOpenAI(base_url=mock_llm.url, api_key="x")
+    expected: dict[str, int] = {}
+    closed: list[str | None] = []
+
+    @am.consumer("streamer")
+    async def steps() -> Any:
+        try:
+            for _ in range(3):
+                r = await aclient.chat.completions.create(model="gpt-4o-mini",
+                                                          messages=[{"role": "user", "content": "hi"}])
+                assert r.usage is not None
+                expected["streamer"] = expected.get("streamer", 0) + r.usage.total_tokens
+                yield r.usage.total_tokens
+        finally:
+            closed.append(am.current_consumer())  # closed in its own scope
+
+    gen = steps()
+    async for _ in gen:
+        assert am.current_consumer() == "default"  # the meter's default: the scope stays inside
+        break
+    await gen.aclose()
+    assert closed == ["streamer"]
+    with pytest.raises(KeyError):  # thrown in, raised out unchanged
+        gen2 = steps()
+        await gen2.__anext__()
+        await gen2.athrow(KeyError("x"))
+    assert billed(gateway) == expected
+    await aclient.close()
+    del gen, gen2
+    gc.collect()  # the async generators now, not in a later ast.parse (CPython gh-106905)
 
 
 def test_bad_arguments() -> None:
