@@ -157,9 +157,11 @@ def _answered(exc: BaseException) -> bool:
 
 def _unanswered(exc: BaseException) -> bool:
     """Whether a failed request may have reached the provider without an answer: a timeout after
-    the connection was made, a connection dropped mid-answer, or a cancellation (class names, so
-    every SDK's and HTTP library's own classes count; the cause chain says if nothing was sent,
-    and an error the server answered with is not one)."""
+    the connection was made, a connection dropped mid-answer, or an interruption (asyncio's
+    ``CancelledError``, trio's ``Cancelled``, anything else that is not an ``Exception``:
+    ``KeyboardInterrupt``, gevent's ``GreenletExit``). By class names, so every SDK's and HTTP
+    library's own classes count; the cause chain says if nothing was sent, and an error the
+    server answered with is not one."""
     seen: BaseException | None = exc
     unanswered = False
     for _ in range(6):
@@ -168,7 +170,7 @@ def _unanswered(exc: BaseException) -> bool:
         name = type(seen).__name__
         if name in _NOT_SENT or _answered(seen):
             return False
-        if (name == "CancelledError" or "Timeout" in name
+        if (not isinstance(seen, Exception) or name == "CancelledError" or "Timeout" in name
                 or name in ("RemoteProtocolError", "ReadError", "ProtocolError")):
             unanswered = True
         seen = seen.__cause__ or seen.__context__

@@ -403,6 +403,27 @@ async def test_a_cancelled_call_is_counted_as_no_response(mock_llm: Any, gateway
     assert (st.calls_metered, dict(st.missing)) == (0, {"no_response": 1})
 
 
+class Cancelled(BaseException):
+    """What trio raises in a cancelled task (and anyio on trio): not an ``Exception``, not asyncio's."""
+
+
+def test_an_interrupted_call_is_counted_as_no_response(mock_llm: Any, gateway: Any, meter: Any) -> None:
+    # The request reached the server (it served it), then the caller was interrupted: any
+    # BaseException that is not an Exception (trio's Cancelled, KeyboardInterrupt) counts.
+    def interrupt(response: Any) -> None:
+        raise Cancelled()
+
+    http = HX.Client(event_hooks={"response": [interrupt]})
+    c = client(mock_llm, "sync", http_client=http)
+    before = mock_llm.usage()["total"]["requests"]
+    with pytest.raises(Cancelled):
+        c.chat.completions.create(model=MODEL, messages=USER)
+    http.close()
+    assert mock_llm.usage()["total"]["requests"] == before + 1  # served
+    st = _stats()
+    assert (st.calls_metered, dict(st.missing)) == (0, {"no_response": 1})
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_calls_the_provider_refused_or_never_received_are_not_counted(
         mode: str, mock_llm: Any, gateway: Any, meter: Any) -> None:
