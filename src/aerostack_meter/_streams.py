@@ -236,6 +236,9 @@ class StreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_obs.end(False)
         self.__wrapped__.close()
 
+    def __copy__(self) -> Any:
+        return _copy(self)
+
 
 class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
     """An asynchronous SDK stream observed event by event (built by :func:`proxy_stream`).
@@ -278,6 +281,20 @@ class AsyncStreamProxy(wrapt.ObjectProxy):  # type: ignore[type-arg]
         self._self_obs.end(False)
         inner = getattr(self.__wrapped__, "aclose", None) or self.__wrapped__.close
         await inner()
+
+    def __copy__(self) -> Any:
+        return _copy(self)
+
+
+def _copy(proxy: Any) -> Any:
+    """``copy.copy()`` of an observed stream: what the SDK's copy is (a stream sharing the
+    original's events), observed by the same observer (the call is billed once, whichever copy
+    reads the events)."""
+    import copy
+
+    twin = type(proxy)(copy.copy(proxy.__wrapped__))
+    twin._self_obs = proxy._self_obs
+    return twin
 
 
 def _ignore(event: Any) -> bool:

@@ -463,3 +463,22 @@ async def test_responses_usage_from_any_terminal_event(terminal: str, mode: str,
     assert billed(gateway) == {"default": 12}
     [event] = capture.events
     assert (event.estimated, event.response_id, event.model) == (False, "resp_x", MODEL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_copy_of_a_stream_is_a_copy_and_bills_once(mode: str, mock_llm: Any, gateway: Any,
+                                                           meter: Any) -> None:
+    """``copy.copy(stream)`` is the SDK's copy (sharing the original's events), not an error; the
+    call is billed once, exactly, whichever copy reads the events."""
+    import copy
+
+    c = client(mock_llm, mode)
+    before = served_tokens(mock_llm)
+    stream = await resolve(c.chat.completions.create(model=MODEL, messages=USER, stream=True))
+    twin = copy.copy(stream)
+    assert isinstance(twin, openai.AsyncStream if mode == "async" else openai.Stream) and twin is not stream
+    chunks = await drain(twin)
+    assert chunks and all(ch.usage is None for ch in chunks)  # the injected usage chunk stays hidden
+    assert billed(gateway) == {"default": served_tokens(mock_llm) - before}
+    st = am.stats()
+    assert (st.calls_metered, st.events_estimated) == (1, 0)
