@@ -489,9 +489,9 @@ class Reporter:
                 log_once("ok_" + result.reason, logging.WARNING,
                          "aerostack_meter: the billing API accepted a request but answered oddly (%s)",
                          result.reason)
+            self._told(batch, True)  # (before a flush() waiting for it returns)
             self.store.settled(batch, dead=False)
             self._settle(batch)
-            self._told(batch, True)
             return
         if decision.action == "dead":
             self._told(batch, False)
