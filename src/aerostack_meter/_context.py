@@ -157,32 +157,43 @@ class consumer:
 # A generator runs in the context of whoever advances it: a scope it entered and held across a
 # ``yield`` would be the iterating code's scope until it resumes. So a decorated generator has
 # the scope only while its own code runs: set before each step (next, send, throw, close) and
-# reset before the value goes out.
+# reset before the value goes out. (The sync and async drivers differ only in the generator
+# protocol they speak: send/throw/close, or the awaited asend/athrow/aclose.)
+
+
+class _Step:
+    """The scope, set for one step of a decorated generator."""
+
+    __slots__ = ("scope", "token")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+
+    def __enter__(self) -> None:
+        self.token = _frame.set(_Frame(self.scope, _frame.get(), None))
+
+    def __exit__(self, *exc: object) -> None:
+        _frame.reset(self.token)
 
 
 def _scoped_generator(func: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        inner = func(*args, **kwargs)
+        inner, step = func(*args, **kwargs), _Step(scope)
         value: Any = None
         thrown: BaseException | None = None
         while True:
-            token = _frame.set(_Frame(scope, _frame.get(), None))
-            try:
-                item = inner.send(value) if thrown is None else inner.throw(thrown)
-            except StopIteration as stop:
-                return stop.value
-            finally:
-                _frame.reset(token)
+            with step:
+                try:
+                    item = inner.send(value) if thrown is None else inner.throw(thrown)
+                except StopIteration as stop:
+                    return stop.value
             thrown = value = None
             try:
                 value = yield item
             except GeneratorExit:
-                token = _frame.set(_Frame(scope, _frame.get(), None))
-                try:
+                with step:
                     inner.close()
-                finally:
-                    _frame.reset(token)
                 raise
             except BaseException as exc:  # thrown in by the caller: into the generator, in scope
                 thrown = exc
@@ -193,26 +204,21 @@ def _scoped_generator(func: Callable[..., Any], scope: Scope) -> Callable[..., A
 def _scoped_async_generator(func: Callable[..., Any], scope: Scope) -> Callable[..., Any]:
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
-        inner = func(*args, **kwargs)
+        inner, step = func(*args, **kwargs), _Step(scope)
         value: Any = None
         thrown: BaseException | None = None
         while True:
-            token = _frame.set(_Frame(scope, _frame.get(), None))
-            try:
-                item = await (inner.asend(value) if thrown is None else inner.athrow(thrown))
-            except StopAsyncIteration:
-                return
-            finally:
-                _frame.reset(token)
+            with step:
+                try:
+                    item = await (inner.asend(value) if thrown is None else inner.athrow(thrown))
+                except StopAsyncIteration:
+                    return
             thrown = value = None
             try:
                 value = yield item
             except GeneratorExit:
-                token = _frame.set(_Frame(scope, _frame.get(), None))
-                try:
+                with step:
                     await inner.aclose()
-                finally:
-                    _frame.reset(token)
                 raise
             except BaseException as exc:
                 thrown = exc

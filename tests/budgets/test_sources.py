@@ -121,14 +121,20 @@ def test_bad_budget_settings_raise_config_error() -> None:
             bad()
 
 
+def _poor(gateway: Any, gpt: openai.OpenAI, tmp_path: Path, flush_interval: float) -> tuple[am.Meter, Any]:
+    """A meter whose budget is the gateway's wallets (read afresh for each call), and ``gpt``
+    wrapped to bill consumer ``poor`` (a wallet of 120)."""
+    meter = am.Meter(API_KEY, api_id="api_test", base_url=gateway.url, flush_interval=flush_interval,
+                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
+    return meter, am.wrap(gpt, meter=meter, consumer_id="poor")
+
+
 def test_usage_not_delivered_yet_stays_off_the_wallets_balance(wallet_gateway: Any, gpt: openai.OpenAI,
                                                                tmp_path: Path) -> None:
     """The wallet is debited only when the billing API accepts the request: until then (a long
     flush interval here; an outage or a slow API alike) a fresh balance read must not forget the
     settled usage, whatever ``lag`` says."""
-    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=60,
-                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
-    client = am.wrap(gpt, meter=meter, consumer_id="poor")  # a wallet of 120
+    meter, client = _poor(wallet_gateway, gpt, tmp_path, flush_interval=60)
     try:
         r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=60,
                                            extra_headers={"x-mock-output-tokens": "60"})
@@ -148,9 +154,7 @@ def test_usage_the_wallet_refused_is_never_forgotten(wallet_gateway: Any, gpt: o
     """A call whose usage passes the wallet (reasoning beyond the estimate) is refused with 402
     and kept as a dead letter: the wallet was never debited, so every later balance read still
     has the usage subtracted, and the consumer is refused instead of served again and again."""
-    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
-                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
-    client = am.wrap(gpt, meter=meter, consumer_id="poor")  # a wallet of 120
+    meter, client = _poor(wallet_gateway, gpt, tmp_path, flush_interval=0.05)
     try:
         r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=20,
                                            extra_headers={"x-mock-reasoning": "500"})
