@@ -445,11 +445,12 @@ class Relay:
         replies = pipe.execute()
         acked = sum(int(r) for r in replies[len(ids):])
         self._acks = []
-        if acked < len(ids):  # another relay claimed some meanwhile (this one stalled too long)
+        if acked < len(ids):  # claimed again meanwhile (this one stalled past claim_idle)
             self._count("lost_claims", len(ids) - acked)
             log_limited("relay_lost", logging.WARNING,
-                        "aerostack-meter relay: %d delivered entries had been claimed by another "
-                        "relay (this one stalled past claim_idle)", len(ids) - acked)
+                        "aerostack-meter relay: %d delivered entries had been claimed again and "
+                        "acknowledged meanwhile (by another relay, or by this one after a stall "
+                        "past claim_idle, e.g. Redis paused)", len(ids) - acked)
 
     def _dead_letter(self, h: _Held, reason: str) -> None:
         """Each refused entry, copied whole (its units, events, record id...) with the stream entry
