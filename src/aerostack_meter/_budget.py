@@ -87,8 +87,8 @@ class _SourceError(Exception):
 
 
 class _Account:
-    __slots__ = ("ahead_at", "ahead_bad", "ahead_ok", "balance", "fetched", "future", "period", "recent",
-                 "reserved", "spent")
+    __slots__ = ("balance", "clear_at", "cleared", "fetched", "future", "period", "recent", "reserved",
+                 "spent")
 
     def __init__(self) -> None:
         self.spent = 0        # settled since the period start (limits) or since the balance read
@@ -96,13 +96,11 @@ class _Account:
         self.balance: int | None = None
         self.fetched = -math.inf
         self.future: concurrent.futures.Future[int | None] | None = None
-        # balance sources: settled usage not yet taken to be in the balance, oldest first:
-        # [when settled, units, units delivered (the gateway's wallet), when last delivered]
-        self.recent: deque[list[float]] | None = None
-        # delivery outcomes that came before the settlements they belong to (see _delivered)
-        self.ahead_ok = 0
-        self.ahead_at = -math.inf
-        self.ahead_bad = 0
+        self.recent: deque[tuple[float, int]] | None = None  # balance sources: (when, settled)
+        # Budget.gateway(): usage settled before ``clear_at`` was delivered (the reporter had
+        # nothing of this consumer's left to deliver at ``cleared``; see _clear)
+        self.clear_at = -math.inf
+        self.cleared = -math.inf
         self.period = 0.0
 
 
@@ -221,9 +219,9 @@ class Budget:
         """A budget read from the consumer's wallet at the billing API
         (``GET {base_url}/gateway/billing/balance?consumerId=...`` with the meter's key; the gateway
         emulator serves it), cached for ``ttl`` seconds. A consumer with no wallet is unlimited.
-        Settled usage stays subtracted from a read balance until a request the billing API
-        accepted before the read carried it (and ``lag`` has passed, as for ``from_balance``);
-        usage the API refused for good stays subtracted (docs/budgets.md)."""
+        Settled usage stays subtracted from a read balance until the reporter had nothing of the
+        consumer's left to deliver before the read began (and ``lag`` has passed, as for
+        ``from_balance``); usage the API refused for good stays subtracted (docs/budgets.md)."""
         b = cls.__new__(cls)
         b.limits, b.default, b.period = {}, None, None
         b._balance, b._gateway = None, True
@@ -244,11 +242,6 @@ class Budget:
             acct.reserved = 0
             acct.future = None
             acct.fetched = -math.inf
-            # the parent's settled usage is the parent's to deliver (its outcomes never reach
-            # this process): forgotten here by time alone, as from_balance() forgets
-            for entry in acct.recent or ():
-                entry[2], entry[3] = entry[1], -math.inf
-            acct.ahead_ok = acct.ahead_bad = 0
 
     def _set_timing(self, ttl: float, timeout: float, lag: float | None = None) -> None:
         for name, v in (("ttl", ttl), ("timeout", timeout), ("lag", 0 if lag is None else lag)):
@@ -525,46 +518,36 @@ class Budget:
             acct.balance = balance
             recent = acct.recent
             while recent:
-                when, units, delivered, at = recent[0]
+                when, units = recent[0]
                 if when >= started - lag:
                     break
-                # the gateway's wallet: only what a delivery the billing API accepted before the
-                # read debited it; usage it refused (HTTP 402, ...) or not delivered yet stays
-                if self._gateway and (delivered < units or at >= started):
+                # the gateway's wallet: only usage the reporter had delivered before the read
+                # started is in it; usage not delivered yet stays (refused usage: see _refused)
+                if self._gateway and (when >= acct.clear_at or acct.cleared >= started):
                     break
-                acct.spent -= int(units)
+                acct.spent -= units
                 recent.popleft()
             acct.fetched = time.monotonic()
         return balance
 
-    def _delivered(self, consumer_id: str, units: int, ok: bool) -> None:
-        """(The reporter, ``Budget.gateway()`` only.) A request for ``consumer_id`` was answered:
-        ``ok``, its ``units`` are in the wallet from now on; else (refused for good) they never
-        will be, and stay subtracted from every balance this process reads. Matched to settled
-        usage oldest first; an outcome that comes before its settlement is kept for it."""
+    def _clear(self, busy: set[str], read_at: float) -> None:
+        """(The reporter, ``Budget.gateway()`` only.) Every consumer not in ``busy`` has nothing
+        left to deliver of what the reporter read at ``read_at`` or before: the usage settled
+        before then is in the wallet now (or was refused: :meth:`_refused`)."""
+        now = time.monotonic()
+        with self._lock:
+            for consumer_id, acct in self._accounts.items():
+                if consumer_id not in busy and acct.recent and read_at > acct.clear_at:
+                    acct.clear_at, acct.cleared = read_at, now
+
+    def _refused(self, consumer_id: str, units: int) -> None:
+        """(The reporter, ``Budget.gateway()`` only.) The billing API refused ``units`` of this
+        consumer's usage for good (HTTP 402, ...): never debited, so subtracted from every balance
+        this process reads from now on."""
         with self._lock:
             acct = self._accounts.get(consumer_id)
-            if acct is None:  # nothing reserved for this consumer: nothing of it settles here
-                return
-            now = time.monotonic()
-            left = units
-            for entry in acct.recent or ():
-                if not left:
-                    break
-                take = min(int(entry[1] - entry[2]), left)
-                if take <= 0:
-                    continue
-                left -= take
-                if ok:
-                    entry[2] += take
-                    entry[3] = now
-                else:
-                    entry[1] -= take  # in `spent` for good: no entry forgets it
-            if left and ok:
-                acct.ahead_ok += left
-                acct.ahead_at = now
-            elif left:
-                acct.ahead_bad += left
+            if acct is not None:
+                acct.spent += units
 
     def _read_balance(self, meter: Meter, consumer_id: str) -> int | None:
         if self._gateway:
@@ -642,17 +625,7 @@ class Budget:
             if self.reads_balance and actual:
                 if acct.recent is None:
                     acct.recent = deque()
-                entry = [time.monotonic(), actual, 0, -math.inf]
-                if acct.ahead_bad:  # refused before this settled (see _delivered)
-                    take = min(acct.ahead_bad, actual)
-                    entry[1] -= take
-                    acct.ahead_bad -= take
-                if acct.ahead_ok:
-                    take = min(acct.ahead_ok, int(entry[1]))
-                    entry[2] += take
-                    entry[3] = acct.ahead_at
-                    acct.ahead_ok -= take
-                acct.recent.append(entry)
+                acct.recent.append((time.monotonic(), actual))
 
     # -- reading -------------------------------------------------------------------------------
     def remaining(self, consumer_id: str) -> int | None:

@@ -80,8 +80,8 @@ class Meter:
             dead_letter=self.dead_letters.add if self.dead_letters is not None else None,
             rejected=RejectedStore(s, self.counters).keep,
             expand_late=self._expand_late, poll=0.1 if s.handle_sigterm else None,
-            outcome=self._outcome)
-        self._delivery_budgets: list[Budget] = []  # Budget.gateway(): told each request's outcome
+            refused=self._refused, delivered=self._delivered)
+        self._delivery_budgets: list[Budget] = []  # Budget.gateway(): told what is delivered
         self._put = store.put
         self._put_many = store.put_many
         self._put_usage = store.put_usage if isinstance(store, JournalStore) else None
@@ -156,18 +156,31 @@ class Meter:
             if reservation is not None:
                 _settle(reservation, usage)
             return
-        if reservation is not None:
-            self._reporter.put_late(("settle", reservation, usage))
-        if attribution.metrics == "tokens" and not self._hooked:
+        if attribution.metrics == "tokens" and not self._hooked and reservation is None:
             try:
                 self._put(attribution.consumer_id, attribution.api_id, "tokens", usage.total_tokens,
                           EV_CALL | EV_ESTIMATED if usage.estimated else EV_CALL, _time())
             except UnicodeEncodeError:
                 self._unencodable(1)
             return
-        self._record_slow(usage, attribution)
+        if reservation is None:
+            self._record_slow(usage, attribution)
+            return
+        try:
+            self._record_slow(usage, attribution)
+        finally:
+            # after the record: the reporter settles it in the step that reads the record (or a
+            # later one), which Budget.gateway()'s delivery tracking relies on (Reporter.busy_consumers)
+            self._reporter.put_late(("settle", reservation, usage))
 
     def _record_slow(self, usage: Usage, att: Attribution) -> None:
+        if att.metrics == "tokens" and not self._hooked:  # (a call with a budget reservation)
+            try:
+                self._put(att.consumer_id, att.api_id, "tokens", usage.total_tokens,
+                          EV_CALL | EV_ESTIMATED if usage.estimated else EV_CALL, _time())
+            except UnicodeEncodeError:
+                self._unencodable(1)
+            return
         if not self.durable:
             # Memory mode: the policy and the hooks run on the reporter thread, off the caller's
             # path. (Durable mode runs them here, so the journal holds what will be billed...)
@@ -258,10 +271,18 @@ class Meter:
                 except UnicodeEncodeError:
                     self._unencodable(len(events))
 
-    def _outcome(self, consumer_id: str, units: int, ok: bool) -> None:
-        """(The reporter) A request was accepted (``ok``) or refused for good."""
+    def _refused(self, consumer_id: str, units: int) -> None:
+        """(The reporter) A request was refused for good: its units never reach the wallet."""
         for budget in self._delivery_budgets:
-            budget._delivered(consumer_id, units, ok)
+            budget._refused(consumer_id, units)
+
+    def _delivered(self) -> None:
+        """(The reporter) After a read of the journal and after each accepted request: the
+        consumers with nothing left to deliver have had their settled usage delivered."""
+        if self._delivery_budgets:
+            busy, read_at = self._reporter.busy_consumers()
+            for budget in self._delivery_budgets:
+                budget._clear(busy, read_at)
 
     def budget_for(self, defaults: Defaults | None) -> Budget | None:
         """The budget a call is checked against: ``wrap(budget=)``, else ``init(budget=)``."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import queue
 import sys
@@ -80,7 +81,8 @@ class Reporter:
                  expand_late: Callable[[Any], tuple[list[tuple[str, str, str, int, int]], float]]
                  | None = None,
                  poll: float | None = None,
-                 outcome: Callable[[str, int, bool], None] | None = None) -> None:
+                 refused: Callable[[str, int], None] | None = None,
+                 delivered: Callable[[], None] | None = None) -> None:
         self.store = store
         self.sink = sink
         self.counters = counters
@@ -92,7 +94,8 @@ class Reporter:
         self._rejected = rejected
         self._expand_late = expand_late
         self._poll = poll
-        self._outcome = outcome  # (consumer id, units, accepted): a request accepted or refused for good
+        self._refused_cb = refused  # (consumer id, units): a request refused for good
+        self._delivered_cb = delivered  # after a read and after each accepted request: see busy_consumers
         self.flush_requested = False  # set from a signal handler: no lock, no Event
         self._reset()
 
@@ -108,6 +111,8 @@ class Reporter:
         self._deadline: float | None = None
         self.closed = False
         self._window: dict[Key, _Acc] = {}
+        self._closing: dict[Key, _Acc] = {}  # a window being formed into requests (busy_consumers)
+        self._read_at = -math.inf  # when the last read of the store began (busy_consumers)
         self._send_q: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
         self._retry: list[tuple[float, int, Batch]] = []
         self._unsettled: dict[int, Batch] = {}
@@ -279,6 +284,7 @@ class Reporter:
             self.flush_requested = False
             flushes.append(_Flush(self.store.mark()))
         self._expand_late_items()
+        self._read_at = time.monotonic()
         self._read()
         store = self.store
         ready = [f for f in flushes if store.reached(f.mark)]
@@ -292,6 +298,7 @@ class Reporter:
             self._close_window(hold=not (ready or self._stopping))
         self._register(ready)
         self._release_retries(now, everything=bool(ready) and self._stopping)
+        self._tell_delivered()
         idle = not self._unsettled and not self._window and not self._retry
         try:
             store.maintain(idle)
@@ -361,13 +368,15 @@ class Reporter:
         with self._lock:
             failing = {(b.consumer_id, b.api_id, b.metric) for b in self._unsettled.values()
                        if b.attempts} if hold else ()
-        window, self._window = self._window, {}
+        self._closing = window = self._window  # (first: busy_consumers reads the window, then this)
+        self._window = {}
         hi = self._read_pos()
         for key, acc in window.items():
             if key in failing:  # its last request failed: keep summing until that one settles
                 self._window[key] = acc
             else:
                 self._admit(key, acc, hi=hi)
+        self._closing = {}
 
     def _keep_dead(self, batch: Batch, result: SendResult) -> bool:
         """Into the dead-letter store (the state directory); False when there is none or it fails."""
@@ -489,12 +498,18 @@ class Reporter:
                 log_once("ok_" + result.reason, logging.WARNING,
                          "aerostack_meter: the billing API accepted a request but answered oddly (%s)",
                          result.reason)
-            self._told(batch, True)  # (before a flush() waiting for it returns)
             self.store.settled(batch, dead=False)
+            if self._delivered_cb is not None:  # (before a flush() waiting for it returns)
+                with self._lock:
+                    self._unsettled.pop(batch.seq, None)
+                self._tell_delivered()
             self._settle(batch)
             return
-        if decision.action == "dead":
-            self._told(batch, False)
+        if decision.action == "dead" and self._refused_cb is not None:
+            try:
+                self._refused_cb(batch.consumer_id, batch.units)
+            except Exception:
+                self.counters.add("internal_errors")
         if decision.action == "dead" and result.reason == INSUFFICIENT_FUNDS and self._rejected:
             # kept, never dropped (the provider was paid): as a dead letter, which `drain
             # --retry-dead` resends once the wallet is topped up; the app is told
@@ -552,10 +567,21 @@ class Reporter:
                     "aerostack_meter: delivery failed (%s); retrying with backoff", result.reason)
         self._retry_later(batch, decision.delay)
 
-    def _told(self, batch: Batch, ok: bool) -> None:
-        if self._outcome is not None:
+    def busy_consumers(self) -> tuple[set[str], float]:
+        """The consumers with usage read and not yet delivered (summing, being formed into
+        requests, in flight or waiting to be retried), and when the last read of the store began:
+        every other consumer's usage read by then has been delivered (or refused for good)."""
+        read_at = self._read_at
+        busy = {key[0] for key in list(self._window)}
+        busy.update(key[0] for key in list(self._closing))  # (after the window: see _close_window)
+        with self._lock:
+            busy.update(b.consumer_id for b in self._unsettled.values())
+        return busy, read_at
+
+    def _tell_delivered(self) -> None:
+        if self._delivered_cb is not None:
             try:
-                self._outcome(batch.consumer_id, batch.units, ok)
+                self._delivered_cb()
             except Exception:
                 self.counters.add("internal_errors")
 

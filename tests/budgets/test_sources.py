@@ -168,3 +168,46 @@ def test_usage_the_wallet_refused_is_never_forgotten(wallet_gateway: Any, gpt: o
         assert wallet_gateway.client.wallets()["poor"] == 120
     finally:
         meter.shutdown(5)
+
+
+def test_deliveries_of_a_consumer_without_a_wallet_give_no_credit_later(wallet_gateway: Any, gpt: openai.OpenAI,
+                                                                        tmp_path: Path) -> None:
+    """Usage delivered while the consumer had no wallet says nothing about what is delivered
+    after one is set: during an outage of the billing API the consumer is refused once the new
+    wallet is spent, not served on credit."""
+    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
+                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"))
+    client = am.wrap(gpt, meter=meter, consumer_id="carol")
+    try:
+        for _ in range(5):  # no wallet: unlimited, delivered
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=20)
+        assert meter.flush(10)
+        wallet_gateway.client.set_wallets({"carol": 100})
+        wallet_gateway.client.set_faults(fail_rate=1.0, fail_statuses=[503])  # the log endpoint only
+        used = 0
+        with pytest.raises(am.BudgetExceededError):
+            for _ in range(20):
+                r = client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=20)
+                assert r.usage is not None
+                used += r.usage.total_tokens
+        assert 0 < used <= 100  # refused before the wallet would be passed (nothing delivered)
+    finally:
+        wallet_gateway.client.set_faults()
+        meter.shutdown(5)
+
+
+def test_usage_a_before_send_hook_drops_is_not_held_against_the_wallet(wallet_gateway: Any, gpt: openai.OpenAI,
+                                                                        tmp_path: Path) -> None:
+    """Nothing of it will ever be delivered: once the reporter has nothing left for the consumer,
+    the next balance read is the wallet as it is (the consumer is not refused for ever)."""
+    meter = am.Meter(API_KEY, api_id="api_test", base_url=wallet_gateway.url, flush_interval=0.05,
+                     budget=am.Budget.gateway(ttl=0, lag=0), ledger_path=str(tmp_path / "l.db"),
+                     before_send=lambda event: None)
+    client = am.wrap(gpt, meter=meter, consumer_id="poor")  # a wallet of 120
+    try:
+        for _ in range(12):  # ~12 x 16 tokens: past the 120 if the dropped usage were held
+            client.chat.completions.create(model="gpt-4o-mini", messages=HI, max_tokens=20)
+            assert meter.flush(10)
+        assert wallet_gateway.client.wallets()["poor"] == 120
+    finally:
+        meter.shutdown(5)
