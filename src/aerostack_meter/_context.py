@@ -162,17 +162,22 @@ class consumer:
 
 
 class _Step:
-    """The scope, set for one step of a decorated generator."""
+    """The scope, set for one step of a decorated generator. What the generator's own code left
+    at the end of a step (a ``with consumer(...)`` it holds open across a ``yield``) is what it
+    finds at the start of the next."""
 
-    __slots__ = ("scope", "token")
+    __slots__ = ("frame", "scope", "token")
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
+        self.frame: _Frame | None = None
 
     def __enter__(self) -> None:
-        self.token = _frame.set(_Frame(self.scope, _frame.get(), None))
+        frame = self.frame
+        self.token = _frame.set(frame if frame is not None else _Frame(self.scope, _frame.get(), None))
 
     def __exit__(self, *exc: object) -> None:
+        self.frame = _frame.get()
         _frame.reset(self.token)
 
 

@@ -182,6 +182,25 @@ def test_decorated_generators_read_in_step_bill_each_their_own(meter: am.Meter, 
     assert billed(gateway) == expected
 
 
+def test_a_scope_a_decorated_generator_holds_across_a_yield_stays_its_own(meter: am.Meter, gateway: Any,
+                                                                         client: openai.OpenAI) -> None:
+    expected: dict[str, int] = {}
+
+    @am.consumer("alice")
+    def steps() -> Any:
+        with am.consumer("bob"):
+            expected["bob"] = chat(client, 2)
+            yield
+            assert am.current_consumer() == "bob"  # as without the decorator
+            expected["bob"] += chat(client, 3)
+        expected["alice"] = chat(client, 4)
+        yield
+
+    for _ in steps():
+        assert am.current_consumer() == "default"
+    assert billed(gateway) == expected
+
+
 async def test_a_decorated_async_generator_keeps_its_scope_inside(meter: am.Meter, gateway: Any,
                                                                   mock_llm: Any) -> None:
     aclient = openai.AsyncOpenAI(base_url=mock_llm.url, api_key="x")
