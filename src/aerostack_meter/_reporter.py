@@ -292,7 +292,8 @@ class Reporter:
         if later:
             with self._lock:
                 self._pending_flushes.extend(later)
-            self._wake.set()
+            if not store.stalled:  # (stalled: the next step comes at the interval, not at once)
+                self._wake.set()
         now = time.monotonic()
         if ready or not self.coalesce or self._stopping or now >= next_window:
             self._close_window(hold=not (ready or self._stopping))

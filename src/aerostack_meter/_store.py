@@ -62,6 +62,7 @@ class MemoryStore:
     are summed per key under a lock: totals are kept, only per-event detail is lost)."""
 
     durable = False
+    stalled = False  # (see JournalStore.stalled)
 
     def __init__(self, max_queue_size: int, on_overflow: Callable[[int], None] | None = None) -> None:
         self._max = max_queue_size
@@ -177,6 +178,12 @@ class JournalStore:
     """
 
     durable = True
+
+    @property
+    def stalled(self) -> bool:
+        """Delivery state cannot be written (a full disk): a flush waiting on it cannot move
+        until a later step retries, so the reporter does not spin on it."""
+        return bool(self._unwritten)
 
     def __init__(self, directory: str, max_bytes: int, counters: Any, legacy: str | None = None) -> None:
         self.dir = directory

@@ -281,3 +281,27 @@ def test_a_short_write_keeps_every_record_once(tmp_path: Path) -> None:
         assert out.returncode == 0, out.stderr
         assert all(int(e) >= 1 for e in out.stdout.split())  # every run did hit the limit
         assert gw.units_by_consumer() == {f"c{d}": calls * 7 for d in range(0, 90, 11)}
+
+
+def test_a_disk_too_full_for_delivery_state_does_not_spin_the_reporter(tmp_path: Path) -> None:
+    # metrics="cost": each call's raw usage (U) is on disk, the priced records (X) that the
+    # reporter must write cannot be. A flush then waits for the disk (the usage stays journaled
+    # for the next start), retrying at the reporter's pace, not in a loop that burns a core.
+    with standin_server() as gw:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import resource, signal
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1500, resource.RLIM_INFINITY))
+            from aerostack_meter import Meter, Usage
+            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, metrics="cost", default_consumer_id="c",
+                      state_dir={str(tmp_path)!r}, flush_interval=0.05)
+            att = m.attribute(None, "test")
+            for i in range(40):
+                m.record(Usage("openai", "gpt-4o-mini", 1000 + i, 37, 1037 + i), att)
+            flushed = m.flush(2)
+            print(flushed, m.stats().journal_errors)
+            m.shutdown(1)
+        """)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    flushed, errors = out.stdout.split()
+    assert flushed == "False" and 0 < int(errors) < 2000  # (a spin: tens of thousands a second)
