@@ -284,8 +284,9 @@ class Reporter:
             self.flush_requested = False
             flushes.append(_Flush(self.store.mark()))
         self._expand_late_items()
-        self._read_at = time.monotonic()
+        read_at = time.monotonic()  # after this step's settlements: their records are read below
         self._read()
+        self._read_at = read_at  # (published once read: busy_consumers must see them summing)
         store = self.store
         ready = [f for f in flushes if store.reached(f.mark)]
         later = [f for f in flushes if not store.reached(f.mark)]
