@@ -156,31 +156,24 @@ class Meter:
             if reservation is not None:
                 _settle(reservation, usage)
             return
-        if attribution.metrics == "tokens" and not self._hooked and reservation is None:
+        if reservation is not None:
+            try:
+                self.record(usage, attribution)
+            finally:
+                # after the record: the reporter settles it in the step that reads the record (or
+                # a later one), as Budget.gateway()'s delivery tracking needs (busy_consumers)
+                self._reporter.put_late(("settle", reservation, usage))
+            return
+        if attribution.metrics == "tokens" and not self._hooked:
             try:
                 self._put(attribution.consumer_id, attribution.api_id, "tokens", usage.total_tokens,
                           EV_CALL | EV_ESTIMATED if usage.estimated else EV_CALL, _time())
             except UnicodeEncodeError:
                 self._unencodable(1)
             return
-        if reservation is None:
-            self._record_slow(usage, attribution)
-            return
-        try:
-            self._record_slow(usage, attribution)
-        finally:
-            # after the record: the reporter settles it in the step that reads the record (or a
-            # later one), which Budget.gateway()'s delivery tracking relies on (Reporter.busy_consumers)
-            self._reporter.put_late(("settle", reservation, usage))
+        self._record_slow(usage, attribution)
 
     def _record_slow(self, usage: Usage, att: Attribution) -> None:
-        if att.metrics == "tokens" and not self._hooked:  # (a call with a budget reservation)
-            try:
-                self._put(att.consumer_id, att.api_id, "tokens", usage.total_tokens,
-                          EV_CALL | EV_ESTIMATED if usage.estimated else EV_CALL, _time())
-            except UnicodeEncodeError:
-                self._unencodable(1)
-            return
         if not self.durable:
             # Memory mode: the policy and the hooks run on the reporter thread, off the caller's
             # path. (Durable mode runs them here, so the journal holds what will be billed...)
