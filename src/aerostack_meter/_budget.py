@@ -87,8 +87,7 @@ class _SourceError(Exception):
 
 
 class _Account:
-    __slots__ = ("balance", "clear_at", "cleared", "fetched", "future", "period", "recent", "reserved",
-                 "spent")
+    __slots__ = ("balance", "clears", "fetched", "future", "period", "recent", "reserved", "spent")
 
     def __init__(self) -> None:
         self.spent = 0        # settled since the period start (limits) or since the balance read
@@ -97,10 +96,9 @@ class _Account:
         self.fetched = -math.inf
         self.future: concurrent.futures.Future[int | None] | None = None
         self.recent: deque[tuple[float, int]] | None = None  # balance sources: (when, settled)
-        # Budget.gateway(): usage settled before ``clear_at`` was delivered (the reporter had
-        # nothing of this consumer's left to deliver at ``cleared``; see _clear)
-        self.clear_at = -math.inf
-        self.cleared = -math.inf
+        # Budget.gateway(): (read_at, when): usage settled before ``read_at`` was delivered by
+        # ``when`` (the reporter had nothing of this consumer's left; see _clear), newest last
+        self.clears: deque[tuple[float, float]] = deque(maxlen=16)
         self.period = 0.0
 
 
@@ -517,13 +515,12 @@ class Budget:
         with self._lock:
             acct.balance = balance
             recent = acct.recent
+            # the gateway's wallet: only usage the reporter had delivered before the read started
+            # is in it; usage not delivered yet stays (refused usage: see _refused)
+            covered = max((at for at, when in acct.clears if when < started), default=-math.inf)
             while recent:
                 when, units = recent[0]
-                if when >= started - lag:
-                    break
-                # the gateway's wallet: only usage the reporter had delivered before the read
-                # started is in it; usage not delivered yet stays (refused usage: see _refused)
-                if self._gateway and (when >= acct.clear_at or acct.cleared >= started):
+                if when >= started - lag or (self._gateway and when >= covered):
                     break
                 acct.spent -= units
                 recent.popleft()
@@ -537,8 +534,8 @@ class Budget:
         now = time.monotonic()
         with self._lock:
             for consumer_id, acct in self._accounts.items():
-                if consumer_id not in busy and acct.recent and read_at > acct.clear_at:
-                    acct.clear_at, acct.cleared = read_at, now
+                if consumer_id not in busy and acct.recent and (not acct.clears or read_at > acct.clears[-1][0]):
+                    acct.clears.append((read_at, now))
 
     def _refused(self, consumer_id: str, units: int) -> None:
         """(The reporter, ``Budget.gateway()`` only.) The billing API refused ``units`` of this

@@ -298,9 +298,9 @@ class Reporter:
         now = time.monotonic()
         if ready or not self.coalesce or self._stopping or now >= next_window:
             self._close_window(hold=not (ready or self._stopping))
+        self._tell_delivered()  # (before a flush() this step completes returns)
         self._register(ready)
         self._release_retries(now, everything=bool(ready) and self._stopping)
-        self._tell_delivered()
         idle = not self._unsettled and not self._window and not self._retry
         try:
             store.maintain(idle)
