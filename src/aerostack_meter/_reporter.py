@@ -501,7 +501,9 @@ class Reporter:
                          "aerostack_meter: the billing API accepted a request but answered oddly (%s)",
                          result.reason)
             self.store.settled(batch, dead=False)
-            if self._delivered_cb is not None:  # (before a flush() waiting for it returns)
+            # a flush() waiting for this request returns once the budget was told; without one,
+            # the step tells (busy_consumers is a pass over the pending requests: once a step)
+            if self._delivered_cb is not None and self._waiters:
                 with self._lock:
                     self._unsettled.pop(batch.seq, None)
                 self._tell_delivered()
