@@ -142,8 +142,7 @@ def _generic_answer(body: Mapping[str, Any], info: RequestInfo) -> tuple[list[st
     visible = controls.output_tokens if limit is None else min(controls.output_tokens, limit)
     words = reply_words(prompt, visible)
     stop = "length" if limit is not None and limit < controls.output_tokens else "stop"
-    usage = replace(Usage.build(prompt.tokens, len(words), controls), cached=0, cache_write=0,
-                    cache_write_1h=0)
+    usage = replace(Usage.build(prompt.tokens, len(words), controls, cache_writes=False), cached=0)
     return words, stop, usage
 
 

@@ -53,9 +53,7 @@ def _answer(body: Mapping[str, Any], info: RequestInfo) -> tuple[list[str], bool
     # Gemini has no cache writes (explicit caches are created apart); tool-use prompt tokens are
     # input reported outside promptTokenCount.
     usage = replace(
-        Usage.build(prompt.tokens, len(words), controls),
-        cache_write=0,
-        cache_write_1h=0,
+        Usage.build(prompt.tokens, len(words), controls, cache_writes=False),
         tool_use_prompt=controls.tool_use_prompt,
     )
     return words, limit is not None and limit < controls.output_tokens, usage, info.params["model"]

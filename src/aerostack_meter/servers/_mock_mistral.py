@@ -13,7 +13,6 @@ ends with a chunk carrying `finish_reason` and the usage (no `stream_options` ne
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from ._mock_plan import Frame, JsonPlan, RequestInfo, StreamPlan, split_chunks, sse
@@ -50,7 +49,7 @@ def _complete(body: Mapping[str, Any], info: RequestInfo, prompt: Prompt) -> Jso
     visible, capped = cap(body, controls.output_tokens, "max_tokens")
     words = reply_words(prompt, visible)
     # Mistral reports neither cache writes nor reasoning apart: reasoning is in completion_tokens.
-    usage = replace(Usage.build(prompt.tokens, len(words), controls), cache_write=0, cache_write_1h=0)
+    usage = Usage.build(prompt.tokens, len(words), controls, cache_writes=False)
     finish = "length" if capped else "stop"
     model = body.get("model") if isinstance(body.get("model"), str) else "mock-model"
     base = {"id": f"mistral-mock{info.seq}", "created": info.created, "model": model}

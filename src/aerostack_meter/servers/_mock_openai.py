@@ -9,7 +9,6 @@ import base64
 import hashlib
 import struct
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from ._mock_plan import Frame, JsonPlan, RequestInfo, StreamPlan, split_chunks, sse
@@ -89,19 +88,13 @@ def _end_stream(
     return StreamPlan(frames, _stream_error(), usage if include_usage else None)
 
 
-def _no_cache_write(usage: Usage) -> Usage:
-    """Chat and legacy completions report no cache writes (``x-mock-cache-write`` is for the
-    shapes that do): the tally counts what the response says."""
-    return replace(usage, cache_write=0, cache_write_1h=0)
-
-
 # -- chat completions -----------------------------------------------------------------------------
 
 
 def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
     prompt = chat_prompt(body)
     words, capped = _reply(body, prompt, info, "max_completion_tokens", "max_tokens")
-    usage = _no_cache_write(Usage.build(prompt.tokens, len(words), info.controls))
+    usage = Usage.build(prompt.tokens, len(words), info.controls, cache_writes=False)  # chat reports none
     finish = "length" if capped else "stop"
     mode = info.controls.usage
     base = {
@@ -153,7 +146,7 @@ def chat(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
 def completions(body: Mapping[str, Any], info: RequestInfo) -> JsonPlan | StreamPlan:
     prompt = completion_prompt(body)
     words, capped = _reply(body, prompt, info, "max_tokens")
-    usage = _no_cache_write(Usage.build(prompt.tokens, len(words), info.controls))
+    usage = Usage.build(prompt.tokens, len(words), info.controls, cache_writes=False)
     finish = "length" if capped else "stop"
     mode = info.controls.usage
     base = {

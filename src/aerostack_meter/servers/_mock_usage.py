@@ -259,9 +259,11 @@ class Usage:
     tool_use_prompt: int = 0
 
     @classmethod
-    def build(cls, prompt: int, visible: int, controls: Controls) -> Usage:
+    def build(cls, prompt: int, visible: int, controls: Controls, *, cache_writes: bool = True) -> Usage:
+        """``cache_writes=False``: a response shape that reports none (``x-mock-cache-write`` is
+        then ignored, so the tally counts what the response says)."""
         cached = min(controls.cache, prompt)
-        cache_write = min(controls.cache_write, prompt - cached)
+        cache_write = min(controls.cache_write, prompt - cached) if cache_writes else 0
         return cls(prompt, visible, cached, cache_write, controls.reasoning, controls.web_search,
                    min(controls.cache_write_1h, cache_write), controls.service_tier)
 
