@@ -270,7 +270,7 @@ class Meter:
             budget._refused(consumer_id, units)
 
     def _delivered(self) -> None:
-        """(The reporter) After a read of the journal and after each accepted request: the
+        """(The reporter, each step and for an accepted request a flush() waits for) The
         consumers with nothing left to deliver have had their settled usage delivered."""
         if self._delivery_budgets:
             busy, read_at = self._reporter.busy_consumers()

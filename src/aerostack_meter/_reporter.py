@@ -95,7 +95,7 @@ class Reporter:
         self._expand_late = expand_late
         self._poll = poll
         self._refused_cb = refused  # (consumer id, units): a request refused for good
-        self._delivered_cb = delivered  # after a read and after each accepted request: see busy_consumers
+        self._delivered_cb = delivered  # each step, and an accepted request a flush() waits for: busy_consumers
         self.flush_requested = False  # set from a signal handler: no lock, no Event
         self._reset()
 
@@ -510,10 +510,7 @@ class Reporter:
             self._settle(batch)
             return
         if decision.action == "dead" and self._refused_cb is not None:
-            try:
-                self._refused_cb(batch.consumer_id, batch.units)
-            except Exception:
-                self.counters.add("internal_errors")
+            self._tell(self._refused_cb, batch.consumer_id, batch.units)
         if decision.action == "dead" and result.reason == INSUFFICIENT_FUNDS and self._rejected:
             # kept, never dropped (the provider was paid): as a dead letter, which `drain
             # --retry-dead` resends once the wallet is topped up; the app is told
@@ -584,10 +581,14 @@ class Reporter:
 
     def _tell_delivered(self) -> None:
         if self._delivered_cb is not None:
-            try:
-                self._delivered_cb()
-            except Exception:
-                self.counters.add("internal_errors")
+            self._tell(self._delivered_cb)
+
+    def _tell(self, fn: Callable[..., None], *args: Any) -> None:
+        """The meter's callback (budgets): a bug there costs the count, never the reporter."""
+        try:
+            fn(*args)
+        except Exception:
+            self.counters.add("internal_errors")
 
     def _retry_later(self, batch: Batch, delay: float) -> None:
         with self._lock:
