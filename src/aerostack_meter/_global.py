@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._context import current_scope
@@ -91,6 +92,16 @@ def _all() -> list[Meter]:
     return [*meters, _meter] if _meter is not None else meters
 
 
+def _each(timeout: float | None, act: Callable[[Meter, float | None], bool]) -> bool:
+    """``act(meter, seconds left)`` on each of :func:`_all`, within ``timeout`` for them all;
+    True when every one returned True."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ok = True
+    for meter in _all():
+        ok = act(meter, None if deadline is None else max(0.0, deadline - time.monotonic())) and ok
+    return ok
+
+
 def flush(timeout: float | None = None) -> bool:
     """Deliver everything recorded so far; True when nothing is left pending. ``timeout`` in
     seconds; ``None`` waits as long as delivery takes (through an outage of the billing API too;
@@ -100,12 +111,7 @@ def flush(timeout: float | None = None) -> bool:
     if not _retired:
         meter = _meter
         return True if meter is None else meter.flush(timeout)
-    deadline = None if timeout is None else time.monotonic() + timeout
-    ok = True
-    for meter in _all():
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ok = meter.flush(left) and ok
-    return ok
+    return _each(timeout, lambda meter, left: meter.flush(left))
 
 
 async def aflush(timeout: float | None = None) -> bool:
@@ -126,14 +132,12 @@ def shutdown(timeout: float | None = None) -> bool:
     the same settings and destination (logged once), so nothing is lost and nothing silently goes
     elsewhere. ``init()`` replaces it.
     """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    ok = True
-    for meter in _all():
-        left = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ok = meter.shutdown(left) and ok
+    def stop(meter: Meter, left: float | None) -> bool:
         if meter is not _meter:
             _retired.pop(id(meter), None)
-    return ok
+        return meter.shutdown(left)
+
+    return _each(timeout, stop)
 
 
 def stats() -> Stats:
