@@ -176,6 +176,7 @@ class Journal:
         self._lock_fd = lock
         with self._wlock:
             self.seg = 0
+            self.carried = 0  # the end of the records rotate() copied into this segment
             self._torn_end = -1  # see _write
             path = self._seg_path(self.token, 0)
             self._point_at(path)
@@ -233,11 +234,7 @@ class Journal:
         if mm is None:
             return
         self._mm = None
-        end = mm.tell()
-        mm.seek(0, 2)
-        if end < len(mm) and mm[end] == MAGIC:  # appended between tell() and seek() (whole copies)
-            parsed = parse(mm[end:], end, final=True)
-            end += parsed.consumed - parsed.zero_tail
+        end = _seal(mm)
         with contextlib.suppress(OSError):
             os.ftruncate(self.fd, end)
 
@@ -348,7 +345,14 @@ class Journal:
 
     def rotate(self) -> None:
         """Start a new segment (everything in the current one is settled). Writers keep using the
-        same descriptor number: ``dup2`` points it at the new file atomically."""
+        same descriptor number: ``dup2`` points it at the new file atomically.
+
+        Callers append without a lock, so records can land in the old segment after the reporter
+        found it all read and before the switch: they are copied into the new segment here, and a
+        mark taken before the switch is reached only once they are read (``carried``: where they
+        end). A mapped segment is sealed here (no copy lands in it after this); only an
+        ``os.write`` still inside the kernel at the switch (an unmapped segment) can land later:
+        :meth:`retire_old` copies that."""
         old_path, old_rfd, old_pos = self.path, self._rfd, self.read_pos
         with self._wlock:
             old = self._mm
@@ -357,10 +361,15 @@ class Journal:
             path = self.path
             self._point_at(path)
             self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
-            if old is not None:  # an append that loaded it before now fails over to the new one;
-                old.seek(0, 2)  # one that copied in the instant before is found by retire_old
-        self.read_pos = 0
-        self._retiring.append((old_path, old_rfd, old_pos, time.monotonic()))
+            # an append that loaded the old mapping before now fails over to the new one
+            tail, end = _tail(old_rfd, old_pos, old)
+            self.read_pos = 0
+            self.carried = 0
+            if tail:
+                self.append(tail)
+                self.carried = self.size()
+        # (-1: sealed, nothing more can land in it)
+        self._retiring.append((old_path, old_rfd, -1 if old is not None else end, time.monotonic()))
 
     def retire_old(self, grace: float = 1.0) -> list[Record]:
         """Delete rotated-out segments once no writer can still be inside a write to them.
@@ -374,16 +383,10 @@ class Journal:
             if now - since < grace:
                 keep.append((path, rfd, pos, since))
                 continue
-            tail = b""
-            with contextlib.suppress(OSError):
-                size = os.fstat(rfd).st_size
-                tail = os.pread(rfd, max(0, size - pos), pos) if size > pos else b""
+            tail, _end = _tail(rfd, pos, None) if pos >= 0 else (b"", pos)
             if tail:
-                recs = [r for r in parse(tail, pos, final=True).records
-                        if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P")]
-                if recs:  # (a U record is copied unpriced: priced when read from the new segment)
-                    self.append(b"".join(_reencode(r, adopted=False) for r in recs))
-                    late.extend(recs)
+                self.append(tail)
+                late.extend(parse(tail, 0, final=True).records)
             with contextlib.suppress(OSError):
                 os.unlink(path)
             with contextlib.suppress(OSError):
@@ -443,6 +446,37 @@ class Journal:
         self._open_owner()
 
 
+def _seal(mm: mmap.mmap) -> int:
+    """Stop appends to the mapping ``mm`` (its position moved to its end: a copy that loaded it
+    fails and takes the locked path); returns the end of the data in it."""
+    end = mm.tell()
+    mm.seek(0, 2)
+    if end < len(mm) and mm[end] == MAGIC:  # appended between tell() and seek() (whole copies)
+        parsed = parse(mm[end:], end, final=True)
+        end += parsed.consumed - parsed.zero_tail
+    return end
+
+
+def _tail(rfd: int, pos: int, mm: mmap.mmap | None) -> tuple[bytes, int]:
+    """The usage records of a rotated-out segment from ``pos`` on, encoded again for the current
+    segment (a ``U`` record is copied unpriced: priced when read there; empty if there are none),
+    and where the segment's data ended. ``mm``: its mapping, sealed here (see :func:`_seal`);
+    ``None``: the file is read from ``rfd``."""
+    if mm is not None:
+        end = _seal(mm)
+        data = mm[pos:end]
+    else:
+        data, end = b"", pos
+        with contextlib.suppress(OSError):
+            end = max(pos, os.fstat(rfd).st_size)
+            data = os.pread(rfd, end - pos, pos) if end > pos else b""
+    if not data:
+        return b"", end
+    recs = [r for r in parse(data, pos, final=True).records
+            if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P")]
+    return b"".join(_reencode(r, adopted=False) for r in recs), end
+
+
 def _reencode(rec: Event | BatchRec | RawUsage, adopted: bool = True) -> bytes:
     if isinstance(rec, RawUsage):
         payload = rec.payload
@@ -451,7 +485,8 @@ def _reencode(rec: Event | BatchRec | RawUsage, adopted: bool = True) -> bytes:
         return frame(payload)
     blob = key_blob(rec.consumer_id, rec.api_id, rec.metric)
     if isinstance(rec, Event):
-        return encode_event(blob, rec.units, rec.flags & ~EV_CALL, rec.ts)
+        # (an adopted call was counted by the process that made it; our own late one is not yet)
+        return encode_event(blob, rec.units, rec.flags & ~EV_CALL if adopted else rec.flags, rec.ts)
     return encode_batch("P", blob, rec.units, rec.n_events, rec.flags, rec.idempotency_key)
 
 

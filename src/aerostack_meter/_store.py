@@ -314,7 +314,9 @@ class JournalStore:
         if j.seg == seg and (any(u < size and j.read_pos < end for u, end in self._owed)
                              or any(u < size for u, _x in self._unwritten)):
             return False  # a call before the mark is priced but its events are not read yet
-        return (j.seg > seg or j.read_pos >= size) and self._fallback.reached(fb)
+        # (and the records rotate() carried over into the current segment are read: a mark of the
+        # segment before, or one taken in the instant of the rotation, covers them)
+        return j.read_pos >= max(j.carried, size if j.seg == seg else 0) and self._fallback.reached(fb)
 
     def read(self) -> list[Record]:
         """New events and requests. ``U`` records are priced here (see ``_deferred``): their ``X``
@@ -495,6 +497,7 @@ class JournalStore:
         return n
 
     def close(self, settled: bool) -> None:
+        self.journal.retire_old(grace=0)  # a late write to a rotated-out segment: not settled
         self.journal.close(delete=settled and self._fallback.unread() == 0 and not self._held
                            and not self._unwritten and self.journal.size() == self.journal.read_pos)
 
