@@ -299,6 +299,19 @@ class Journal:
             return mm.tell()
         return os.fstat(self.fd).st_size
 
+    def position(self) -> tuple[int, int]:
+        """(segment, end of its data), taken together: never the new segment's number with the
+        old one's end, or a size read while :meth:`rotate` is between the two files."""
+        with self._wlock:
+            return self.seg, self.size()
+
+    def unread(self) -> tuple[bytes, int]:
+        """The bytes not read yet in the current segment, and where they start (for counting from
+        another thread than the reader's: taken together, as :meth:`position`)."""
+        with self._wlock:
+            pos = self.read_pos
+            return self.read_range(pos, self.size()), pos
+
     def read_range(self, pos: int, end: int) -> bytes:
         """The bytes [pos, end) of the current segment (``end`` from ``size()``)."""
         if end <= pos:

@@ -306,7 +306,7 @@ class JournalStore:
 
     # -- delivery-loop side ----------------------------------------------------------------------
     def mark(self) -> Any:
-        return (self.journal.seg, self.journal.size(), self._fallback.mark())
+        return (*self.journal.position(), self._fallback.mark())
 
     def reached(self, mark: Any) -> bool:
         seg, size, fb = mark
@@ -394,11 +394,9 @@ class JournalStore:
         return True
 
     def unread(self) -> int:
-        size = self.journal.size()
-        pos = self.journal.read_pos
+        buf, pos = self.journal.unread()
         n = 0
-        if size > pos:
-            buf = self.journal.read_range(pos, size)
+        if buf:
             for r in parse(buf, pos).records:
                 if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P"):
                     n += 1

@@ -5,6 +5,8 @@ before it was read, and never deleted with the old segment when the process shut
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +75,39 @@ def test_tight_loops_with_flushes_between_them_deliver_every_record(tmp_path: Pa
         assert meter.shutdown(10)
         assert sum(gw.units_by_consumer().values()) == 7 * rounds * per_round
     assert not [p for p in Path(tmp_path).rglob("*.journal")]
+
+
+def test_a_mark_taken_while_the_journal_rotates_is_reached(tmp_path: Path) -> None:
+    # flush() takes its mark on the caller's thread while the reporter may be rotating: a mark
+    # pairing the new segment's number with the old segment's end (or a size read between the two
+    # files) is never reached, and flush() / shutdown() wait for their whole timeout.
+    store = JournalStore(str(tmp_path), 1 << 30, Counters())
+    journal = store.journal
+    done = threading.Event()
+
+    def reporter() -> None:
+        try:
+            for _ in range(100):
+                for i in range(200):
+                    store.put(f"usr_{i % 4}", "api", "units", 1, 0, 1.0)
+                store.read()
+                journal.rotate()
+                journal.retire_old(grace=0)
+        finally:
+            done.set()
+
+    marks = []
+    thread = threading.Thread(target=reporter)
+    thread.start()
+    try:
+        while not done.is_set():
+            marks.append(store.mark())
+            time.sleep(0)  # the reporter runs; its system calls inside rotate() hand the GIL back
+    finally:
+        thread.join()
+    store.read()
+    try:
+        assert len(marks) > 50
+        assert [m for m in marks if not store.reached(m)] == []
+    finally:
+        store.close(settled=True)
