@@ -264,8 +264,9 @@ class Journal:
                 if pos & _PAGE_MASK < len(data) or (self.reading and pos - self.read_pos > _BEHIND):
                     time.sleep(0)  # let the other threads have the GIL (see _BEHIND)
                 return
-        elif not self.mapped:  # never mapped (Windows, macOS): as before, no lock
-            self._write(data)
+        elif not self.mapped:  # never mapped (Windows, macOS): one os.write, under the lock, so
+            with self._wlock:  # rotate() never switches files while a write is inside the kernel
+                self._write(data)
             return
         with self._wlock:
             mm = self._mm
@@ -282,9 +283,7 @@ class Journal:
     def _write(self, data: bytes) -> None:
         """One ``os.write`` of ``data`` (unmapped). Cut short, it leaves a record nothing will
         complete: where the file then ended is kept, for the reader to skip it (``_read_new``).
-        (Unlocked appends, never mapped: another write finishing between this one and the
-        ``fstat`` is whole and read as such; one still in progress there, on a disk full at that
-        instant, would be read as cut too.)"""
+        (Under the write lock: no other write finishes between this one and the ``fstat``.)"""
         n = os.write(self.fd, data)
         if n != len(data):
             with contextlib.suppress(OSError):
@@ -363,9 +362,9 @@ class Journal:
         Callers append without a lock, so records can land in the old segment after the reporter
         found it all read and before the switch: they are copied into the new segment here, and a
         mark taken before the switch is reached only once they are read (``carried``: where they
-        end). A mapped segment is sealed here (no copy lands in it after this); only an
-        ``os.write`` still inside the kernel at the switch (an unmapped segment) can land later:
-        :meth:`retire_old` copies that."""
+        end). Nothing of ours lands in the old segment after this: a mapped one is sealed here, and
+        an ``os.write`` holds the write lock. (:meth:`retire_old` still copies whatever reached the
+        old file later, before deleting it.)"""
         old_path, old_rfd, old_pos = self.path, self._rfd, self.read_pos
         with self._wlock:
             old = self._mm
@@ -385,10 +384,9 @@ class Journal:
         self._retiring.append((old_path, old_rfd, -1 if old is not None else end, time.monotonic()))
 
     def retire_old(self, grace: float = 1.0) -> list[Record]:
-        """Delete rotated-out segments once no writer can still be inside a write to them.
-
-        Returns usage records that a writer appended to the old segment in the instant before the
-        rotation (they are copied into the current segment first)."""
+        """Delete rotated-out segments ``grace`` seconds after the rotation. Usage records found
+        in an unmapped one past what :meth:`rotate` carried over (written to the file by other
+        means than :meth:`append`) are copied into the current segment first, and returned."""
         late: list[Record] = []
         keep = []
         now = time.monotonic()
