@@ -182,7 +182,6 @@ class Journal:
             self._point_at(path)
             self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
         self.read_pos = 0
-        self._retiring: list[tuple[str, int, int, float]] = []  # (path, rfd, read_pos, since)
         self.closed = False
 
     def _point_at(self, path: str) -> None:
@@ -356,15 +355,16 @@ class Journal:
         return out, bad
 
     def rotate(self) -> None:
-        """Start a new segment (everything in the current one is settled). Writers keep using the
-        same descriptor number: ``dup2`` points it at the new file atomically.
+        """Start a new segment (everything in the current one is settled) and delete the old one.
+        Writers keep using the same descriptor number: ``dup2`` points it at the new file
+        atomically.
 
         Callers append without a lock, so records can land in the old segment after the reporter
         found it all read and before the switch: they are copied into the new segment here, and a
         mark taken before the switch is reached only once they are read (``carried``: where they
-        end). Nothing of ours lands in the old segment after this: a mapped one is sealed here, and
-        an ``os.write`` holds the write lock. (:meth:`retire_old` still copies whatever reached the
-        old file later, before deleting it.)"""
+        end). Nothing of ours lands in the old segment after the switch (a mapped one is sealed
+        here, and an ``os.write`` holds the write lock), so it is deleted at once: only a death
+        between the copy and the deletion leaves those records in both files."""
         old_path, old_rfd, old_pos = self.path, self._rfd, self.read_pos
         with self._wlock:
             old = self._mm
@@ -374,36 +374,16 @@ class Journal:
             self._point_at(path)
             self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
             # an append that loaded the old mapping before now fails over to the new one
-            tail, end = _tail(old_rfd, old_pos, old)
+            tail = _tail(old_rfd, old_pos, old)
             self.read_pos = 0
             self.carried = 0
             if tail:
                 self.append(tail)
                 self.carried = self.size()
-        # (-1: sealed, nothing more can land in it)
-        self._retiring.append((old_path, old_rfd, -1 if old is not None else end, time.monotonic()))
-
-    def retire_old(self, grace: float = 1.0) -> list[Record]:
-        """Delete rotated-out segments ``grace`` seconds after the rotation. Usage records found
-        in an unmapped one past what :meth:`rotate` carried over (written to the file by other
-        means than :meth:`append`) are copied into the current segment first, and returned."""
-        late: list[Record] = []
-        keep = []
-        now = time.monotonic()
-        for path, rfd, pos, since in self._retiring:
-            if now - since < grace:
-                keep.append((path, rfd, pos, since))
-                continue
-            tail, _end = _tail(rfd, pos, None) if pos >= 0 else (b"", pos)
-            if tail:
-                self.append(tail)
-                late.extend(parse(tail, 0, final=True).records)
             with contextlib.suppress(OSError):
-                os.unlink(path)
+                os.unlink(old_path)
             with contextlib.suppress(OSError):
-                os.close(rfd)
-        self._retiring = keep
-        return late
+                os.close(old_rfd)
 
     def close(self, *, delete: bool) -> None:
         """Release ownership (our files become adoptable). ``delete``: everything was settled,
@@ -416,13 +396,6 @@ class Journal:
         with self._wlock:
             if self._mm is not None:
                 self._unmap()
-        for path, rfd, _pos, _since in self._retiring:
-            with contextlib.suppress(OSError):
-                os.close(rfd)
-            if delete:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-        self._retiring = []
         if delete:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
@@ -448,9 +421,6 @@ class Journal:
         self._mm = None  # the parent's mapping: unmapped in the child when its object goes
         if self.closed:
             return
-        for _path, rfd, _pos, _since in self._retiring:
-            with contextlib.suppress(OSError):
-                os.close(rfd)
         for fd in (self._rfd, self._lock_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -468,24 +438,22 @@ def _seal(mm: mmap.mmap) -> int:
     return end
 
 
-def _tail(rfd: int, pos: int, mm: mmap.mmap | None) -> tuple[bytes, int]:
+def _tail(rfd: int, pos: int, mm: mmap.mmap | None) -> bytes:
     """The usage records of a rotated-out segment from ``pos`` on, encoded again for the current
-    segment (a ``U`` record is copied unpriced: priced when read there; empty if there are none),
-    and where the segment's data ended. ``mm``: its mapping, sealed here (see :func:`_seal`);
-    ``None``: the file is read from ``rfd``."""
+    segment (a ``U`` record is copied unpriced: priced when read there); empty if there are none.
+    ``mm``: its mapping, sealed here (see :func:`_seal`); ``None``: the file is read from ``rfd``."""
     if mm is not None:
-        end = _seal(mm)
-        data = mm[pos:end]
+        data = mm[pos:_seal(mm)]
     else:
-        data, end = b"", pos
+        data = b""
         with contextlib.suppress(OSError):
-            end = max(pos, os.fstat(rfd).st_size)
+            end = os.fstat(rfd).st_size
             data = os.pread(rfd, end - pos, pos) if end > pos else b""
     if not data:
-        return b"", end
+        return b""
     recs = [r for r in parse(data, pos, final=True).records
             if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P")]
-    return b"".join(_reencode(r, adopted=False) for r in recs), end
+    return b"".join(_reencode(r, adopted=False) for r in recs)
 
 
 def _reencode(rec: Event | BatchRec | RawUsage, adopted: bool = True) -> bytes:

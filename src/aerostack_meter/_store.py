@@ -442,7 +442,6 @@ class JournalStore:
 
     def maintain(self, idle: bool) -> None:
         """Rotation when everything is settled, and adoption of dead processes' journals."""
-        self.journal.retire_old()  # late writes to an old segment are copied into the current one
         if (idle and not self._held and not self._unwritten
                 and self.journal.read_pos == self.journal.size() and self.journal.read_pos > 1 << 20):
             self.journal.rotate()
@@ -495,7 +494,6 @@ class JournalStore:
         return n
 
     def close(self, settled: bool) -> None:
-        self.journal.retire_old(grace=0)  # a late write to a rotated-out segment: not settled
         self.journal.close(delete=settled and self._fallback.unread() == 0 and not self._held
                            and not self._unwritten and self.journal.size() == self.journal.read_pos)
 
