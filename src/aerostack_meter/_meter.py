@@ -94,6 +94,10 @@ class Meter:
         self._replaced = False  # init() made another meter the process-wide one (see _go_live)
         self._stopping = False  # shutdown() in progress: records go to the store, nothing restarts
         self._live_lock = threading.Lock()
+        # one shutdown() at a time (reentrant: a signal handler calling it inside another, on the
+        # same thread, gets False, as the one in progress has not delivered everything yet)
+        self._shutdown_lock = threading.RLock()
+        self._shut_ok = True  # what the last shutdown() returned (a later one says it again)
         if s.budget is not None:
             s.budget.bind(self)
         _lifecycle.register(self)
@@ -397,6 +401,7 @@ class Meter:
         self._here[0] = 1
         self._forks += 1
         self._live_lock = threading.Lock()
+        self._shutdown_lock = threading.RLock()
         self._live = False
         self._reporter.forked()
         if self.settings.budget is not None:
@@ -423,16 +428,22 @@ class Meter:
         """
         if not self._here[0]:
             self._forked()
+        with self._shutdown_lock:  # a second call waits for the first, and says what it said
+            return self._shutdown(timeout)
+
+    def _shutdown(self, timeout: float | None) -> bool:
         with self._live_lock:
             if self._closed:
-                return True
+                return self._shut_ok and not self._stopping
             self._closed = True
             self._live = False
             self._stopping = True
+        ok = False
         try:
             ok, left = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
         finally:
             self._stopping = False
+            self._shut_ok = ok
         if left:
             if self.durable:
                 log_once("left_on_disk", logging.WARNING,

@@ -46,6 +46,9 @@ __all__ = ["Reporter"]
 
 Key = tuple[str, str, str]
 MAX_UNITS = 2**53 - 1  # the largest integer every JSON parser reads exactly
+# How long stop() waits for the reporter thread's step in progress (a step reads and marks the
+# journal on disk: it never waits on the network); past it, the next start's thread waits instead.
+_STEP_WAIT = 10.0
 DeadLetter = Callable[[Batch, SendResult], bool]
 Rejected = Callable[[Batch, SendResult, bool], None]  # the bool: kept as a dead letter
 
@@ -110,6 +113,8 @@ class Reporter:
         self._stopping = False
         self._deadline: float | None = None
         self.closed = False
+        self._epoch = 0  # one more at each stop(): the threads of an earlier start end (see _run)
+        self._left = 0  # durable: events read that stop() left in the closed journal (see _end_epoch)
         self._window: dict[Key, _Acc] = {}
         self._closing: dict[Key, _Acc] = {}  # a window being formed into requests (busy_consumers)
         self._read_at = -math.inf  # when the last read of the store began (busy_consumers)
@@ -152,7 +157,7 @@ class Reporter:
             unread = self.store.unread()
         except OSError:
             unread = 0
-        return unread + window + unsettled + len(self._late)
+        return unread + window + unsettled + len(self._late) + self._left
 
     # -- caller side ------------------------------------------------------------------------
     def put_late(self, item: Any) -> None:
@@ -174,6 +179,7 @@ class Reporter:
             self.forked()
         if not self.started or self.closed:
             return self.pending == 0
+        epoch = self._epoch
         marker = _Flush(self.store.mark())
         with self._lock:
             self._pending_flushes.append(marker)
@@ -187,6 +193,8 @@ class Reporter:
                 return True
             if self.paused:
                 return False  # the destination refuses our key: nothing moves until it is fixed
+            if self._epoch != epoch:
+                return False  # stop() ended delivery with this flush's usage undelivered
 
     def stop(self, timeout: float | None) -> tuple[bool, int]:
         """Flush within ``timeout``, then stop the threads. Returns (all delivered, events left)."""
@@ -203,21 +211,54 @@ class Reporter:
             except Exception:  # pragma: no cover - adopt() counts and logs its own problems
                 self.counters.add("internal_errors")
         self._wake.set()
-        ok = self.flush(timeout)
+        ok = self.flush(None if self._deadline is None else max(0.0, self._deadline - time.monotonic()))
         self.closed = True
         for _ in range(len(self._threads) - 1):
             self._send_q.put(None)
         self._wake.set()
-        for t in self._threads:
+        for i, t in enumerate(self._threads):
             if t is not threading.current_thread():
-                t.join(0.2)
+                # the reporter's step in progress ends before the store closes under it (it may
+                # be reading or marking the journal); a sender may be inside a request: its
+                # answer is ignored (see _current)
+                t.join(_STEP_WAIT if i == 0 else 0.2)
         left = self.pending
         ok = ok and left == 0
         self.store.close(settled=ok)
+        self._end_epoch()
         self.started = False
         self._stopping = False
         self._deadline = None
         return ok, left
+
+    def _end_epoch(self) -> None:
+        """After stop(): a thread of this start that did not end within the join (a step or a
+        send still running) ends when it next looks, and never runs beside the next start's. In
+        durable mode the closed journal holds every request not settled and every event not sent
+        (the next start adopts it, or another process does): the copies in memory are dropped,
+        and a late answer to a request sent before is ignored (see _current), so nothing goes out
+        twice. In memory mode they are the only copy: kept, and delivered on the next start."""
+        self._epoch += 1
+        if not self.store.durable:
+            return
+        with self._lock:
+            # (pending counts them until the next start adopts them; the unread ones it reads)
+            self._left = (sum(b.n_events for b in self._unsettled.values())
+                          + sum(a.n for a in list(self._window.values())))
+            self._unsettled.clear()
+            self._retry = []
+            self._waiters = []  # (their flush() returns False: see the epoch there)
+            self._pending_flushes = []
+            self._low = self._last_seq + 1
+        self._window = {}
+        self._closing = {}
+
+    def _current(self, batch: Batch) -> bool:
+        """(A sender) ``batch`` is this start's to deliver: not one a stop() left to the journal."""
+        if not self.store.durable:
+            return True
+        with self._lock:
+            return batch.seq in self._unsettled
 
     # -- reporter thread ----------------------------------------------------------------------
     def _start(self) -> bool:
@@ -227,10 +268,13 @@ class Reporter:
             if self.closed:
                 # used again after stop(): a fresh loop over the same store and sink
                 self._send_q = queue.SimpleQueue()
+                self._left = 0
                 self.closed = False
             if sys.is_finalizing():
                 return False
-            thread = threading.Thread(target=self._run, name="aerostack-meter-reporter", daemon=True)
+            previous = self._threads[0] if self._threads else None
+            thread = threading.Thread(target=self._run, args=(self._epoch, previous),
+                                      name="aerostack-meter-reporter", daemon=True)
             try:
                 thread.start()
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
@@ -246,17 +290,19 @@ class Reporter:
         with self._start_lock:
             if self._senders:
                 return
-            threads = [threading.Thread(target=self._sender, name=f"aerostack-meter-sender-{i}",
+            threads = [threading.Thread(target=self._sender, args=(self._send_q,), name=f"aerostack-meter-sender-{i}",
                                         daemon=True) for i in range(self.concurrency)]
             for t in threads:
                 t.start()
             self._threads.extend(threads)
             self._senders = True
 
-    def _run(self) -> None:
+    def _run(self, epoch: int, previous: threading.Thread | None = None) -> None:
+        if previous is not None and previous is not threading.current_thread():
+            previous.join()  # a step of the start before, still running past stop(): never two at once
         interval = self.flush_interval
         next_window = time.monotonic() + interval
-        while not self.closed:
+        while not self.closed and self._epoch == epoch:
             timeout = next_window - time.monotonic()
             with self._lock:
                 if self._retry:
@@ -455,11 +501,13 @@ class Reporter:
             self._send_q.put(batch)
 
     # -- sender threads -------------------------------------------------------------------------
-    def _sender(self) -> None:
+    def _sender(self, send_q: queue.SimpleQueue[Batch | None]) -> None:
         while True:
-            batch = self._send_q.get()
+            batch = send_q.get()  # (its start's queue: the next start makes another)
             if batch is None:
                 return
+            if not self._current(batch):
+                continue
             try:
                 self._deliver(batch)
             except BaseException:  # pragma: no cover - never let a sender die
@@ -484,7 +532,8 @@ class Reporter:
             log_limited("sink_error", logging.ERROR, "aerostack_meter: sink %r raised %s",
                         type(self.sink).__name__, type(exc).__name__)
             result = SendResult("retry", reason="sink_error")
-        self._on_result(batch, result)
+        if self._current(batch):  # (else stop() left it to the journal meanwhile)
+            self._on_result(batch, result)
 
     def _on_result(self, batch: Batch, result: SendResult) -> None:
         budget = None
@@ -592,6 +641,8 @@ class Reporter:
 
     def _retry_later(self, batch: Batch, delay: float) -> None:
         with self._lock:
+            if self.store.durable and batch.seq not in self._unsettled:
+                return  # stop() left it to the journal meanwhile (see _end_epoch)
             heapq.heappush(self._retry, (time.monotonic() + max(0.0, delay), batch.seq, batch))
             if self.paused:
                 self._notify_locked()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -210,6 +211,51 @@ def test_flush_and_shutdown_return_within_their_timeouts(durable: bool) -> None:
             assert m.stats().dropped == {} and m.stats().spooled == 1
         else:
             assert m.stats().dropped.get("exit_timeout") == 1
+
+
+def test_a_meter_used_again_after_a_shutdown_during_an_outage_bills_each_event_once(tmp_path: Path) -> None:
+    # shutdown() gives up while a request waits to be retried (the usage stays in the journal);
+    # the meter is used again (documented as allowed) and the API comes back. Before the fix the
+    # request went out twice: from the retry kept in memory, and as a replay of the closed
+    # journal its next start adopted (under the same key, counted nowhere).
+    import time
+
+    with standin_server() as gw:
+        gw.respond(*([(503, {"Retry-After": "30"}, b"")] * 100))  # the outage
+        m = make(gw.url, state_dir=str(tmp_path))
+        m.log("c", 100)
+        deadline = time.monotonic() + 5
+        while m.stats().retries == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert m.stats().retries >= 1
+        assert m.shutdown(0.1) is False
+        assert (m.stats().pending, m.stats().spooled) == (1, 1)
+        assert m.shutdown(0.1) is False  # said again: nothing was delivered meanwhile
+        with gw.lock:
+            gw.script.clear()  # the API is back
+        m.log("c", 1)
+        assert m.flush(10)
+        assert m.shutdown(5)
+        assert gw.units_by_consumer() == {"c": 101}
+        st = m.stats()
+        assert (st.events_sent, st.ambiguous_retries) == (2, 0)
+        assert [t.name for t in threading.enumerate() if t.name == "aerostack-meter-reporter"] == []
+
+
+def test_a_shutdown_called_while_another_is_flushing_waits_for_it_and_says_the_same() -> None:
+    import time
+
+    with standin_server() as gw:
+        gw.respond(*([503] * 50))
+        m = make(gw.url, durable=False)
+        m.log("c", 1)
+        first: list[bool] = []
+        thread = threading.Thread(target=lambda: first.append(m.shutdown(0.5)))
+        thread.start()
+        time.sleep(0.1)
+        assert m.shutdown(0.5) is False  # (it returned True at once, with nothing delivered)
+        thread.join()
+        assert first == [False]
 
 
 def test_queue_overflow_keeps_the_totals() -> None:
