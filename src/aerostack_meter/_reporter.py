@@ -44,11 +44,12 @@ from .sinks import Batch, SendResult, Sink
 
 __all__ = ["Reporter"]
 
-Key = tuple[str, str, str]
+Key = tuple[str, ...]  # (consumer, api, metric), and _MEMORY for events kept in memory
 MAX_UNITS = 2**53 - 1  # the largest integer every JSON parser reads exactly
 # How long stop() waits for the reporter thread's step in progress (a step reads and marks the
 # journal on disk: it never waits on the network); past it, the next start's thread waits instead.
 _STEP_WAIT = 10.0
+_MEMORY = "memory"  # the 4th part of a window key whose events are in memory, not on disk
 DeadLetter = Callable[[Batch, SendResult], bool]
 Rejected = Callable[[Batch, SendResult, bool], None]  # the bool: kept as a dead letter
 
@@ -125,6 +126,7 @@ class Reporter:
         self._last_seq = 0
         self._low = 1  # every seq below this is settled
         self._waiters: list[_Flush] = []
+        self._unformed: list[tuple[Batch, int, int, bool]] = []  # requests whose record waits for the disk
         self._pending_flushes: list[_Flush] = []
         self._threads: list[threading.Thread] = []
         self._senders = False
@@ -247,6 +249,7 @@ class Reporter:
                           + sum(a.n for a in list(self._window.values())))
             self._unsettled.clear()
             self._retry = []
+            self._unformed = []
             self._waiters = []  # (their flush() returns False: see the epoch there)
             self._pending_flushes = []
             self._low = self._last_seq + 1
@@ -330,6 +333,8 @@ class Reporter:
             self.flush_requested = False
             flushes.append(_Flush(self.store.mark()))
         self._expand_late_items()
+        if self._unformed:
+            self._form_held()
         read_at = time.monotonic()  # after this step's settlements: their records are read below
         self._read()
         self._read_at = read_at  # (published once read: busy_consumers must see them summing)
@@ -339,7 +344,7 @@ class Reporter:
         if later:
             with self._lock:
                 self._pending_flushes.extend(later)
-            if not store.stalled:  # (stalled: the next step comes at the interval, not at once)
+            if not (store.stalled or self._unformed):  # (then the next step comes at the interval)
                 self._wake.set()
         now = time.monotonic()
         if ready or not self.coalesce or self._stopping or now >= next_window:
@@ -372,7 +377,10 @@ class Reporter:
         n = calls = estimated = 0
         for rec in self.store.read():
             if isinstance(rec, Event):
-                key = (rec.consumer_id, rec.api_id, rec.metric)
+                # (events kept in memory, a write of theirs failed, sum apart: their request
+                # needs no record on disk, so a full disk never holds them back; see formed())
+                key = (rec.consumer_id, rec.api_id, rec.metric) if rec.offset >= 0 else \
+                    (rec.consumer_id, rec.api_id, rec.metric, _MEMORY)
                 acc = window.get(key)
                 if acc is None:
                     acc = window[key] = _Acc(rec.offset)
@@ -396,7 +404,7 @@ class Reporter:
                 if not self.coalesce:
                     self._admit(key, window.pop(key), hi=rec.offset + 1)
             elif rec.kind == "O":  # memory overflow: a per-key sum
-                key = (rec.consumer_id, rec.api_id, rec.metric)
+                key = (rec.consumer_id, rec.api_id, rec.metric, _MEMORY)
                 acc = window.setdefault(key, _Acc(-1))
                 acc.units += rec.units
                 acc.n += rec.n_events
@@ -420,7 +428,7 @@ class Reporter:
         self._window = {}
         hi = self._read_pos()
         for key, acc in window.items():
-            if key in failing:  # its last request failed: keep summing until that one settles
+            if key[:3] in failing:  # its last request failed: keep summing until that one settles
                 self._window[key] = acc
             else:
                 self._admit(key, acc, hi=hi)
@@ -450,8 +458,7 @@ class Reporter:
         batch = self._new_batch(key, acc.units, acc.n, None, acc.estimated, acc.estimated_units)
         batch.price_table = acc.price_table
         lo = acc.lo if acc.lo >= 0 else hi
-        self.store.formed(batch, lo, max(hi, lo), preformed=False)
-        self._enqueue(batch)
+        self._enqueue(batch, self.store.formed(batch, lo, max(hi, lo), preformed=False), lo, max(hi, lo))
 
     def _admit_preformed(self, rec: BatchRec) -> None:
         key = (rec.consumer_id, rec.api_id, rec.metric)
@@ -467,16 +474,20 @@ class Reporter:
             log_once("adopted_in_flight", logging.WARNING,
                      "aerostack_meter: replaying request(s) a dead process may have delivered "
                      "(same Idempotency-Key; may be counted twice)")
-        self.store.formed(batch, 0, 0, preformed=True)
         self.counters.add("events_enqueued", rec.n_events)
-        self._enqueue(batch)
+        self._enqueue(batch, self.store.formed(batch, 0, 0, preformed=True), 0, 0, preformed=True)
 
-    def _enqueue(self, batch: Batch) -> None:
+    def _enqueue(self, batch: Batch, formed: bool = True, lo: int = 0, hi: int = 0, preformed: bool = False) -> None:
+        """Send ``batch`` (``formed``: its request is journaled; if not, it waits for that: see
+        :meth:`_form_held`)."""
         if not self._senders:
             self._start_senders()
         with self._lock:
             self._unsettled[batch.seq] = batch
             self._last_seq = batch.seq
+        if not formed:
+            self._unformed.append((batch, lo, hi, preformed))
+            return
         if self.paused:
             self._retry_later(batch, self.paused_until - time.monotonic())
         else:
@@ -490,6 +501,14 @@ class Reporter:
                 f.target = self._last_seq
                 self._waiters.append(f)
             self._notify_locked()
+
+    def _form_held(self) -> None:
+        """(Each step) Journal the requests whose record could not be written (a full disk), and
+        send those that now are."""
+        held, self._unformed = self._unformed, []
+        for batch, lo, hi, preformed in held:
+            if self._current(batch):
+                self._enqueue(batch, self.store.formed(batch, lo, hi, preformed), lo, hi, preformed)
 
     def _release_retries(self, now: float, everything: bool = False) -> None:
         paused = self.paused
@@ -518,8 +537,9 @@ class Reporter:
         if self.paused:
             self._retry_later(batch, self.paused_until - time.monotonic())
             return
-        if batch.attempts:
-            self.store.attempt(batch)
+        if batch.attempts and not self.store.attempt(batch):
+            self._retry_later(batch, self.flush_interval)  # (sent once that is journaled)
+            return
         try:
             if self._cold:
                 with no_fork():  # a first send imports lazily: a fork now would hang the child

@@ -133,11 +133,11 @@ class MemoryStore:
             over = sum(v[1] for v in self._overflow.values())
         return len(self._q) + over
 
-    def formed(self, batch: Batch, lo: int, hi: int, preformed: bool) -> None:
-        pass
+    def formed(self, batch: Batch, lo: int, hi: int, preformed: bool) -> bool:
+        return True
 
-    def attempt(self, batch: Batch) -> None:
-        pass
+    def attempt(self, batch: Batch) -> bool:
+        return True
 
     def failed(self, batch: Batch) -> None:
         pass
@@ -404,26 +404,36 @@ class JournalStore:
                     n += len(r.events)
         return n + len(self._held) + len(self._unwritten) + self._fallback.unread()
 
-    def _append(self, data: bytes) -> None:
+    def _append(self, data: bytes) -> bool:
         try:
             self.journal.append(data)
         except OSError as exc:
             self._counters.add("journal_errors")
             log_once("journal_state", logging.WARNING,
-                     "aerostack_meter: cannot write delivery state to the journal in %s (%s)",
+                     "aerostack_meter: cannot write delivery state to the journal in %s (%s); "
+                     "requests for usage already on disk wait until it can be written",
                      self.dir, exc.strerror or type(exc).__name__)
+            return False
+        return True
 
-    def formed(self, batch: Batch, lo: int, hi: int, preformed: bool) -> None:
+    def formed(self, batch: Batch, lo: int, hi: int, preformed: bool) -> bool:
+        """Journal the request formed from the events at offsets [lo, hi) (or from a ``P``
+        record). False when that could not be written while it covers usage on disk: it must not
+        be sent before it is (a death afterwards would replay that usage under another key,
+        counted nowhere); the reporter tries again each step. A request for events kept in
+        memory (``lo == hi``: a write of theirs failed) needs no record."""
         flags = (B_ESTIMATED if batch.estimated else 0) | (B_PREFORMED if preformed else 0)
         try:
             blob = key_blob(batch.consumer_id, batch.api_id, batch.metric)
         except UnicodeEncodeError:
-            return
-        self._append(encode_batch("B", blob, batch.units, batch.n_events, flags,
-                                  batch.idempotency_key, lo, hi))
+            return True  # (such a key's events were never journaled)
+        return self._append(encode_batch("B", blob, batch.units, batch.n_events, flags,
+                                         batch.idempotency_key, lo, hi)) or (hi <= lo and not preformed)
 
-    def attempt(self, batch: Batch) -> None:
-        self._append(encode_mark("T", batch.idempotency_key))
+    def attempt(self, batch: Batch) -> bool:
+        """Journal that a retry is being sent (a death during it replays the request as possibly
+        delivered, counted). False when that could not be written: the retry waits."""
+        return self._append(encode_mark("T", batch.idempotency_key))
 
     def failed(self, batch: Batch) -> None:
         self._append(encode_mark("F", batch.idempotency_key))

@@ -304,3 +304,42 @@ def test_a_disk_too_full_for_delivery_state_does_not_spin_the_reporter(tmp_path:
     assert out.returncode == 0, out.stderr
     flushed, errors = out.stdout.split()
     assert flushed == "False" and 0 < int(errors) < 2000  # (a spin: tens of thousands a second)
+
+
+def test_a_full_disk_then_a_death_bills_nothing_twice_under_new_keys(tmp_path: Path) -> None:
+    # A file-size limit (a full disk) reached while recording: the events written before it are
+    # on disk, the rest in memory. A request for events on disk is sent only once its record is
+    # journaled (else a death would leave them looking undelivered: an adopter would bill them
+    # again under new keys, counted nowhere); events in memory are delivered meanwhile. Then
+    # the process is killed and a new one adopts its journal: per Idempotency-Key, what was
+    # billed never exceeds what was recorded (a replay under the same key is the documented,
+    # counted case of a request in flight).
+    n = 20000
+    with standin_server() as gw:
+        child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import os, resource, signal, time
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+            from aerostack_meter import Meter
+            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
+                      flush_interval=0.05)
+            for i in range({n}):
+                m.log("alice", 1)
+                if i % 500 == 0:
+                    time.sleep(0.01)
+            m.flush(3)
+            st = m.stats()
+            print(st.journal_errors, st.events_sent, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)], capture_output=True, text=True, timeout=120)
+        errors, sent = map(int, child.stdout.split())
+        assert errors > 0 and sent > 0  # the limit was hit; delivery went on meanwhile
+        m = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
+        assert m.flush(10)
+        m.shutdown(5)
+        by_key: dict[str, int] = {}
+        for r in gw.accepted():
+            by_key[r.headers["idempotency-key"]] = r.body["units"]
+        assert sum(by_key.values()) <= n  # each key's units once: nothing replayed under a new key
+        replays = len(gw.accepted()) - len(by_key)
+        assert m.stats().ambiguous_retries >= replays  # a replay under the same key is counted
