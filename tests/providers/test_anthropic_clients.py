@@ -170,3 +170,33 @@ def test_tool_runner_calls_are_metered(meter: Any, gateway: Any, mock_llm: Any, 
     assert billed(gateway) == {"default": units(finals[0].usage)}
     s = stats()
     assert (s.calls_metered, s.events_estimated) == (1, 0)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_runner_and_thread_calls_through_wrap_alone_are_metered(meter_factory: Any, gateway: Any,
+                                                                     mock_llm: Any, stream: bool) -> None:
+    """With ``wrap()`` alone (no patches), a tool runner's and a thread's calls go through the
+    resource's ``_client``: they are metered with the proxy's defaults, the client itself not."""
+    from anthropic import beta_tool
+
+    meter_factory(instrument=False)
+    plain = client(mock_llm, "sync")
+    wrapped = am.wrap(plain, consumer_id="acme")
+
+    @beta_tool
+    def weather(city: str) -> str:
+        """The weather in a city."""
+        return "sunny"
+
+    finals = [item.get_final_message() if stream else item
+              for item in wrapped.beta.messages.tool_runner(**ARGS, tools=[weather], stream=stream)]
+    assert len(finals) == 1
+    total, calls = units(finals[0].usage), 1
+    if hasattr(plain.beta.messages, "thread"):  # 2.x: a thread's turns
+        thread = wrapped.beta.messages.thread(max_tokens=ARGS["max_tokens"], model=ARGS["model"])
+        total += units(thread.send(*ARGS["messages"]).usage)
+        calls += 1
+    plain.beta.messages.tool_runner(**ARGS, tools=[weather]).until_done()  # the client itself: unmetered
+    assert billed(gateway) == {"acme": total}
+    s = stats()
+    assert (s.calls_metered, s.events_estimated, s.usage_missing) == (calls, 0, 0)

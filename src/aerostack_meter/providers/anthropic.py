@@ -178,6 +178,11 @@ def _resource(create: Endpoint, parse: Endpoint, stream: Endpoint) -> dict[str, 
             "with_raw_response": HELPER, "with_streaming_response": HELPER}
 
 
+# The beta resource's tool runners and threads (2.x) make their calls through the resource's
+# ``_client``, not through ``self``'s methods: evaluated with the proxy as ``self`` (HELPER), they
+# read the proxy's ``_client``, the wrapped client behind a proxy of the whole tree (set below).
+_BETA_MESSAGES = {**_resource(_BETA_CREATE, _BETA_PARSE, _BETA_STREAM), "tool_runner": HELPER, "thread": HELPER}
+
 PROVIDER = Provider(
     name="anthropic",
     package="anthropic",
@@ -187,7 +192,7 @@ PROVIDER = Provider(
     client_tree={
         "messages": _resource(_CREATE, _PARSE, _STREAM),
         "beta": {
-            "messages": _resource(_BETA_CREATE, _BETA_PARSE, _BETA_STREAM),
+            "messages": _BETA_MESSAGES,
             "with_raw_response": HELPER,
             "with_streaming_response": HELPER,
         },
@@ -199,3 +204,4 @@ PROVIDER = Provider(
         "with_middleware": CLIENT,
     },
 )
+_BETA_MESSAGES["_client"] = PROVIDER.client_tree  # (the tree is its own child there)
