@@ -93,7 +93,7 @@ class Meter:
         self._closed = False
         self._replaced = False  # init() made another meter the process-wide one (see _go_live)
         self._stopping = False  # shutdown() in progress: records go to the store, nothing restarts
-        self._live_lock = threading.Lock()
+        self._live_lock = threading.RLock()  # (reentrant: a signal handler's shutdown() inside _go_live)
         # one shutdown() at a time (reentrant: a signal handler calling it inside another, on the
         # same thread, gets False, as the one in progress has not delivered everything yet)
         self._shutdown_lock = threading.RLock()
@@ -378,6 +378,8 @@ class Meter:
                     log_once("reopened", logging.WARNING,
                              "aerostack_meter: the meter was used after shutdown(); it goes on "
                              "recording to the same destination and flushes again at exit")
+            if self._closed:  # a signal handler's shutdown() ran inside this (reentrant lock)
+                return self.durable
             self._live = self._reporter.ensure_started()
             if self._live or self.durable:
                 return True  # durable: on disk, for the next start or `aerostack-meter drain`
@@ -400,9 +402,10 @@ class Meter:
             return
         self._here[0] = 1
         self._forks += 1
-        self._live_lock = threading.Lock()
+        self._live_lock = threading.RLock()
         self._shutdown_lock = threading.RLock()
         self._live = False
+        self._stopping = False  # (a shutdown() another thread was in at the fork is the parent's)
         self._reporter.forked()
         if self.settings.budget is not None:
             self.settings.budget.after_fork()
@@ -451,6 +454,7 @@ class Meter:
                          "start or `aerostack-meter drain` delivers them", left, self.state_dir)
             else:
                 self.counters.drop("exit_timeout", left)
+                self._reporter.gave_up = left  # (undone if the meter is used again: see Reporter._start)
                 log_once("exit_lost", logging.WARNING,
                          "aerostack_meter: %d event(s) could not be delivered before shutdown", left)
         try:

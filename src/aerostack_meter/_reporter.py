@@ -108,7 +108,7 @@ class Reporter:
         self._pid = os.getpid()
         self._late: list[Any] = []
         self._wake = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (reentrant: a signal handler's flush() or stats() inside)
         self._start_lock = threading.Lock()
         self.started = False
         self._stopping = False
@@ -116,6 +116,7 @@ class Reporter:
         self.closed = False
         self._epoch = 0  # one more at each stop(): the threads of an earlier start end (see _run)
         self._left = 0  # durable: events read that stop() left in the closed journal (see _end_epoch)
+        self.gave_up = 0  # memory mode: events the meter's shutdown() counted dropped (see _start)
         self._window: dict[Key, _Acc] = {}
         self._closing: dict[Key, _Acc] = {}  # a window being formed into requests (busy_consumers)
         self._read_at = -math.inf  # when the last read of the store began (busy_consumers)
@@ -182,7 +183,8 @@ class Reporter:
         if not self.started or self.closed:
             return self.pending == 0
         epoch = self._epoch
-        marker = _Flush(self.store.mark())
+        # (None: taken by the step that adopts what a stop() left, see _adopt_left)
+        marker = _Flush(None if self._left else self.store.mark())
         with self._lock:
             self._pending_flushes.append(marker)
         self._wake.set()
@@ -269,10 +271,13 @@ class Reporter:
             if self.started and not self.closed:
                 return True
             if self.closed:
-                # used again after stop(): a fresh loop over the same store and sink
+                # used again after stop(): a fresh loop over the same store and sink (durable:
+                # its first step adopts the journal stop() closed, see _adopt_left)
                 self._send_q = queue.SimpleQueue()
-                self._left = 0
                 self.closed = False
+                if self.gave_up:  # memory mode: kept after all, delivered now
+                    self.counters.undrop("exit_timeout", self.gave_up)
+                    self.gave_up = 0
             if sys.is_finalizing():
                 return False
             previous = self._threads[0] if self._threads else None
@@ -326,9 +331,26 @@ class Reporter:
                             exc_info=True)
                 time.sleep(min(interval, 0.5))
 
+    def _adopt_left(self, flushes: list[_Flush]) -> None:
+        """The first step after a restart: what the stop() before left in the journal it closed
+        is adopted now (not at the next adoption pass, seconds later), then counted as unread;
+        a flush() called meanwhile covers it."""
+        adopt = getattr(self.store, "adopt", None)
+        if adopt is not None:
+            try:
+                adopt()
+            except Exception:  # pragma: no cover - adopt() counts and logs its own problems
+                self.counters.add("internal_errors")
+        self._left = 0
+        for f in flushes:
+            if f.mark is None:
+                f.mark = self.store.mark()
+
     def _step(self, next_window: float) -> None:
         with self._lock:
             flushes, self._pending_flushes = self._pending_flushes, []
+        if self._left or any(f.mark is None for f in flushes):
+            self._adopt_left(flushes)
         if self.flush_requested:
             self.flush_requested = False
             flushes.append(_Flush(self.store.mark()))

@@ -130,6 +130,14 @@ class Counters:
         with self._lock:
             self._dropped[reason] += n
 
+    def undrop(self, reason: str, n: int) -> None:
+        """``n`` events counted as dropped were kept after all (memory mode: a meter used again
+        after ``shutdown()`` delivers what that shutdown gave up on)."""
+        with self._lock:
+            self._dropped[reason] -= n
+            if self._dropped[reason] <= 0:
+                del self._dropped[reason]
+
     def snapshot(self, *, pending: int = 0, spooled: int = 0, durable: bool = False,
                  paused: bool = False) -> Stats:
         with self._lock:

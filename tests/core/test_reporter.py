@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -240,6 +241,46 @@ def test_a_meter_used_again_after_a_shutdown_during_an_outage_bills_each_event_o
         st = m.stats()
         assert (st.events_sent, st.ambiguous_retries) == (2, 0)
         assert [t.name for t in threading.enumerate() if t.name == "aerostack-meter-reporter"] == []
+
+
+def test_memory_mode_usage_a_shutdown_gave_up_on_is_no_longer_counted_dropped_once_delivered() -> None:
+    with standin_server() as gw:
+        gw.respond(*([503] * 1000))
+        m = make(gw.url, durable=False)
+        m.log("old", 5)
+        assert m.shutdown(0.3) is False
+        assert m.stats().dropped == {"exit_timeout": 1}
+        with gw.lock:
+            gw.script.clear()
+        m.log("new", 7)  # used again: what the shutdown kept in memory goes out now
+        assert m.flush(5)
+        assert gw.units_by_consumer() == {"old": 5, "new": 7}
+        assert m.stats().dropped == {}  # (it said "dropped" and delivered it)
+        assert m.shutdown(5)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_child_forked_while_another_thread_is_in_shutdown_delivers_its_own_usage(tmp_path: Path) -> None:
+    import time
+
+    with standin_server() as gw:
+        gw.respond(*([503] * 1000))  # the parent's shutdown() retries for its whole timeout
+        m = make(gw.url, state_dir=str(tmp_path))
+        m.log("parent", 1)
+        time.sleep(0.2)
+        stopper = threading.Thread(target=m.shutdown, args=(3,))
+        stopper.start()
+        time.sleep(0.5)
+        with gw.lock:
+            gw.script.clear()
+        pid = os.fork()
+        if pid == 0:  # the child: a fresh process, its own journal and delivery
+            m.log("child", 7)
+            os._exit(0 if m.flush(5) else 1)
+        _, status = os.waitpid(pid, 0)
+        stopper.join()
+        assert os.waitstatus_to_exitcode(status) == 0  # (before: never started, flush() False)
+        assert gw.units_by_consumer().get("child") == 7
 
 
 def test_a_shutdown_called_while_another_is_flushing_waits_for_it_and_says_the_same() -> None:
