@@ -444,6 +444,10 @@ class Meter:
         ok = False
         try:
             ok, left = self._reporter.stop(self.settings.exit_timeout if timeout is None else timeout)
+            try:  # (while _stopping: a call meanwhile records, never restarts under the close)
+                self.sink.close()
+            except Exception:  # pragma: no cover
+                logger.debug("sink.close failed", exc_info=True)
         finally:
             self._stopping = False
             self._shut_ok = ok
@@ -457,10 +461,6 @@ class Meter:
                 self._reporter.gave_up = left  # (undone if the meter is used again: see Reporter._start)
                 log_once("exit_lost", logging.WARNING,
                          "aerostack_meter: %d event(s) could not be delivered before shutdown", left)
-        try:
-            self.sink.close()
-        except Exception:  # pragma: no cover
-            logger.debug("sink.close failed", exc_info=True)
         return ok
 
     def stats(self) -> Stats:
