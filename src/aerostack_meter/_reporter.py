@@ -510,6 +510,9 @@ class Reporter:
         if not formed:
             self._unformed.append((batch, lo, hi, preformed))
             return
+        self._dispatch(batch)
+
+    def _dispatch(self, batch: Batch) -> None:
         if self.paused:
             self._retry_later(batch, self.paused_until - time.monotonic())
         else:
@@ -529,8 +532,12 @@ class Reporter:
         send those that now are."""
         held, self._unformed = self._unformed, []
         for batch, lo, hi, preformed in held:
-            if self._current(batch):
-                self._enqueue(batch, self.store.formed(batch, lo, hi, preformed), lo, hi, preformed)
+            if not self._current(batch):
+                continue
+            if self.store.formed(batch, lo, hi, preformed):
+                self._dispatch(batch)
+            else:
+                self._unformed.append((batch, lo, hi, preformed))
 
     def _release_retries(self, now: float, everything: bool = False) -> None:
         paused = self.paused

@@ -343,3 +343,33 @@ def test_a_full_disk_then_a_death_bills_nothing_twice_under_new_keys(tmp_path: P
         assert sum(by_key.values()) <= n  # each key's units once: nothing replayed under a new key
         replays = len(gw.accepted()) - len(by_key)
         assert m.stats().ambiguous_retries >= replays  # a replay under the same key is counted
+
+
+def test_requests_held_for_a_full_disk_go_out_once_it_has_room(tmp_path: Path) -> None:
+    # While the disk is full, requests for usage on disk wait (flush() is False, the reporter does
+    # not spin); once the disk has room they are journaled and sent, each event once.
+    with standin_server() as gw:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import resource, signal, time
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+            from aerostack_meter import Meter
+            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
+                      flush_interval=0.05)
+            for i in range(5000):
+                m.log(f"c{{i % 3}}", 1)
+            held = m.flush(1)
+            c0 = time.process_time()
+            time.sleep(0.5)
+            spent = time.process_time() - c0
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            for i in range(300):
+                m.log(f"c{{i % 3}}", 2)
+            print(held, round(spent, 3), m.flush(10), m.stats().journal_errors > 0, m.shutdown(5))
+        """)], capture_output=True, text=True, timeout=120)
+        held, spent, flushed, errors, shut = out.stdout.split()
+        assert (held, flushed, errors, shut) == ("False", "True", "True", "True"), out.stdout + out.stderr
+        assert float(spent) < 0.25  # waiting for the disk, not spinning on it
+        assert gw.units_by_consumer() == {f"c{i}": 5000 // 3 + (i < 5000 % 3) + 200 for i in range(3)}
+        keys = [r.headers["idempotency-key"] for r in gw.accepted()]
+        assert len(keys) == len(set(keys))
