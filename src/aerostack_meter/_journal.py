@@ -183,6 +183,7 @@ class Journal:
             self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
         self.read_pos = 0
         self.closed = False
+        self._gone = False  # closed and deleted: the next append starts a new journal (see close)
 
     def _point_at(self, path: str) -> None:
         """(Under the write lock.) Make ``self.fd`` name a new segment file, and map it."""
@@ -265,9 +266,13 @@ class Journal:
                 return
         elif not self.mapped:  # never mapped (Windows, macOS): one os.write, under the lock, so
             with self._wlock:  # rotate() never switches files while a write is inside the kernel
+                if self._gone:
+                    self._open_owner()
                 self._write(data)
             return
         with self._wlock:
+            if self._gone:
+                self._open_owner()
             mm = self._mm
             while mm is not None:
                 try:
@@ -317,7 +322,8 @@ class Journal:
         mm = self._mm
         if mm is not None and end <= len(mm):
             return mm[pos:end]
-        return os.pread(self._rfd, end - pos, pos)
+        # (closed: the read descriptor is gone; the write one, O_RDWR, still names the file)
+        return os.pread(self._rfd if self._rfd >= 0 else self.fd, end - pos, pos)
 
     def read_new(self) -> tuple[list[Record], int]:
         """Records appended since the last read (complete ones only), and bytes that were bad."""
@@ -389,18 +395,22 @@ class Journal:
         """Release ownership (our files become adoptable). ``delete``: everything was settled,
         remove our files. The segment is cut to its data (a file left by a clean exit is exact);
         the write descriptor stays open: a late writer's record lands in the file (``os.write``),
-        and ``reopen()`` points the descriptor at a new journal."""
+        and ``reopen()`` points the descriptor at a new journal. Deleted, the file is not a place
+        for a late record: the next append starts a new journal (ours, adoptable once we die)."""
         if self.closed:
             return
-        self.closed = True
         with self._wlock:
+            self.closed = True
             if self._mm is not None:
                 self._unmap()
-        if delete:
-            with contextlib.suppress(OSError):
-                os.unlink(self.path)
-            with contextlib.suppress(OSError):
-                os.unlink(self._lock_path(self.token))
+            # (an append after the caller found everything read keeps the file: it is unread)
+            delete = delete and self.size() <= self.read_pos
+            self._gone = delete
+            if delete:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                with contextlib.suppress(OSError):
+                    os.unlink(self._lock_path(self.token))
         for fd in (self._rfd, self._lock_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)

@@ -451,6 +451,13 @@ class Meter:
         finally:
             self._stopping = False
             self._shut_ok = ok
+        kept = self._reporter.kept if self.durable else 0  # (a full disk kept them in memory)
+        if kept:
+            self.counters.drop("exit_timeout", kept)
+            self._reporter.gave_up = kept
+            left -= kept
+            log_once("exit_lost", logging.WARNING,
+                     "aerostack_meter: %d event(s) could not be delivered before shutdown", kept)
         if left:
             if self.durable:
                 log_once("left_on_disk", logging.WARNING,

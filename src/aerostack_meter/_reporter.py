@@ -116,7 +116,9 @@ class Reporter:
         self.closed = False
         self._epoch = 0  # one more at each stop(): the threads of an earlier start end (see _run)
         self._left = 0  # durable: events read that stop() left in the closed journal (see _end_epoch)
-        self.gave_up = 0  # memory mode: events the meter's shutdown() counted dropped (see _start)
+        self.gave_up = 0  # events the meter's shutdown() counted dropped, kept in memory (see _start)
+        self.kept = 0  # durable: events stop() kept in memory (no copy on disk; see _end_epoch)
+        self._readopt = False  # durable, restarted: the first step adopts the closed journal
         self._window: dict[Key, _Acc] = {}
         self._closing: dict[Key, _Acc] = {}  # a window being formed into requests (busy_consumers)
         self._read_at = -math.inf  # when the last read of the store began (busy_consumers)
@@ -128,6 +130,7 @@ class Reporter:
         self._low = 1  # every seq below this is settled
         self._waiters: list[_Flush] = []
         self._unformed: list[tuple[Batch, int, int, bool]] = []  # requests whose record waits for the disk
+        self._in_memory: set[int] = set()  # seqs of requests for events kept in memory (no disk copy)
         self._pending_flushes: list[_Flush] = []
         self._threads: list[threading.Thread] = []
         self._senders = False
@@ -184,7 +187,7 @@ class Reporter:
             return self.pending == 0
         epoch = self._epoch
         # (None: taken by the step that adopts what a stop() left, see _adopt_left)
-        marker = _Flush(None if self._left else self.store.mark())
+        marker = _Flush(None if self._readopt else self.store.mark())
         with self._lock:
             self._pending_flushes.append(marker)
         self._wake.set()
@@ -245,21 +248,28 @@ class Reporter:
         self._epoch += 1
         if not self.store.durable:
             return
+        # Events a full disk kept in memory (their window sums and requests) have no copy on
+        # disk: kept here, like memory mode's (the meter counts them dropped until delivered).
+        window: dict[Key, _Acc] = {k: a for k, a in self._window.items() if len(k) == 4}
         with self._lock:
-            # (pending counts them until the next start adopts them; the unread ones it reads)
-            self._left = (sum(b.n_events for b in self._unsettled.values())
-                          + sum(a.n for a in list(self._window.values())))
-            self._unsettled.clear()
-            self._retry = []
+            kept = {s: b for s, b in self._unsettled.items() if s in self._in_memory}
+            # (pending counts the rest until the next start adopts it; the unread ones it reads)
+            self._left = (sum(b.n_events for s, b in self._unsettled.items() if s not in kept)
+                          + sum(a.n for k, a in list(self._window.items()) if k not in window))
+            self.kept = sum(b.n_events for b in kept.values()) + sum(a.n for a in window.values())
+            self._unsettled = kept
+            self._in_memory = set(kept)
+            self._retry = [r for r in self._retry if r[1] in kept]
+            heapq.heapify(self._retry)
             self._unformed = []
             self._waiters = []  # (their flush() returns False: see the epoch there)
             self._pending_flushes = []
-            self._low = self._last_seq + 1
-        self._window = {}
+            self._low = min(kept, default=self._last_seq + 1)
+        self._window = window
         self._closing = {}
 
     def _current(self, batch: Batch) -> bool:
-        """(A sender) ``batch`` is this start's to deliver: not one a stop() left to the journal."""
+        """(A sender) ``batch`` is to be delivered: not one a stop() left to the journal."""
         if not self.store.durable:
             return True
         with self._lock:
@@ -275,9 +285,11 @@ class Reporter:
                 # its first step adopts the journal stop() closed, see _adopt_left)
                 self._send_q = queue.SimpleQueue()
                 self.closed = False
-                if self.gave_up:  # memory mode: kept after all, delivered now
+                self._readopt = self.store.durable
+                if self.gave_up:  # kept in memory after all, delivered now
                     self.counters.undrop("exit_timeout", self.gave_up)
                     self.gave_up = 0
+                self.kept = 0
             if sys.is_finalizing():
                 return False
             previous = self._threads[0] if self._threads else None
@@ -342,6 +354,7 @@ class Reporter:
             except Exception:  # pragma: no cover - adopt() counts and logs its own problems
                 self.counters.add("internal_errors")
         self._left = 0
+        self._readopt = False
         for f in flushes:
             if f.mark is None:
                 f.mark = self.store.mark()
@@ -349,7 +362,7 @@ class Reporter:
     def _step(self, next_window: float) -> None:
         with self._lock:
             flushes, self._pending_flushes = self._pending_flushes, []
-        if self._left or any(f.mark is None for f in flushes):
+        if self._readopt or any(f.mark is None for f in flushes):
             self._adopt_left(flushes)
         if self.flush_requested:
             self.flush_requested = False
@@ -406,8 +419,8 @@ class Reporter:
                 acc = window.get(key)
                 if acc is None:
                     acc = window[key] = _Acc(rec.offset)
-                elif acc.units + rec.units > MAX_UNITS:
-                    self._admit(key, window.pop(key), hi=rec.offset)  # each request exact
+                elif acc.units + rec.units > MAX_UNITS:  # each request exact
+                    self._admit(key, window.pop(key), hi=rec.offset if rec.offset >= 0 else self._read_pos())
                     acc = window[key] = _Acc(rec.offset)
                 elif acc.lo < 0:
                     acc.lo = rec.offset
@@ -480,6 +493,9 @@ class Reporter:
         batch = self._new_batch(key, acc.units, acc.n, None, acc.estimated, acc.estimated_units)
         batch.price_table = acc.price_table
         lo = acc.lo if acc.lo >= 0 else hi
+        if len(key) == 4:  # (_MEMORY)
+            with self._lock:
+                self._in_memory.add(batch.seq)
         self._enqueue(batch, self.store.formed(batch, lo, max(hi, lo), preformed=False), lo, max(hi, lo))
 
     def _admit_preformed(self, rec: BatchRec) -> None:
@@ -700,6 +716,7 @@ class Reporter:
     def _settle(self, batch: Batch) -> None:
         with self._lock:
             self._unsettled.pop(batch.seq, None)
+            self._in_memory.discard(batch.seq)
             self._notify_locked()
         self._wake.set()
 

@@ -180,6 +180,12 @@ class JournalStore:
     durable = True
 
     @property
+    def token(self) -> str:
+        """The journal's identity (in request keys, ``am-<token>-<seq>``): a new one when the
+        journal starts anew (``reopen``, a fork, an append after a deleting close)."""
+        return self.journal.token
+
+    @property
     def stalled(self) -> bool:
         """Delivery state cannot be written (a full disk): a flush waiting on it cannot move
         until a later step retries, so the reporter does not spin on it."""
@@ -197,7 +203,6 @@ class JournalStore:
         self._fallback = MemoryStore(1 << 62)
         self._last_adopt = 0.0
         self.journal = Journal(directory, on_unmapped=self._unmapped)
-        self.token = self.journal.token
         self._write = self.journal.append  # a bound method: the journal object never changes
         self._full = False
         self._tails: dict[tuple[str, str | None, str | None, str, str, bytes], bytes] = {}
@@ -510,13 +515,11 @@ class JournalStore:
     def reopen(self) -> None:
         if self.journal.closed:
             self.journal.reopen()
-            self.token = self.journal.token
             # what was held or not marked is in the closed journal, adopted from there
             self._held, self._unwritten, self._owed = [], [], []
 
     def after_fork(self) -> None:
         self.journal.after_fork()
-        self.token = self.journal.token
         self._held, self._unwritten, self._owed = [], [], []  # the parent's, in the parent's journal
         self._fallback.after_fork()
 

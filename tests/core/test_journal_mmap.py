@@ -373,3 +373,39 @@ def test_requests_held_for_a_full_disk_go_out_once_it_has_room(tmp_path: Path) -
         assert gw.units_by_consumer() == {f"c{i}": 5000 // 3 + (i < 5000 % 3) + 200 for i in range(3)}
         keys = [r.headers["idempotency-key"] for r in gw.accepted()]
         assert len(keys) == len(set(keys))
+
+
+def test_usage_a_full_disk_kept_in_memory_survives_a_shutdown_and_reuse_and_sums_exactly(tmp_path: Path) -> None:
+    # A full disk keeps records in memory (no copy on disk). A shutdown() during an outage must
+    # not drop them as if the closed journal held them (it is counted dropped until delivered on
+    # reuse), and two of them summing past 2**53-1 are sent as two exact requests.
+    big = 2**53 - 2
+    with standin_server() as gw:
+        gw.respond(*([503] * 100_000))
+        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import resource, signal, sys
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))
+            from aerostack_meter import Meter
+            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
+                      flush_interval=0.05)
+            for _ in range(300):
+                m.log("alice", 1)
+            m.log("big", {big}); m.log("big", {big})
+            print(m.shutdown(0.5), m.stats().dropped.get("exit_timeout", 0) > 0, flush=True)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            sys.stdin.readline()  # the API is back
+            m.log("bob", 1)
+            print(m.flush(10), dict(m.stats().dropped), m.stats().internal_errors, m.shutdown(5), flush=True)
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().split() == ["False", "True"]  # kept in memory: counted dropped
+        with gw.lock:
+            gw.script.clear()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline().split() == ["True", "{}", "0", "True"]  # delivered: not dropped
+        assert proc.wait(30) == 0
+        assert gw.units_by_consumer() == {"alice": 300, "big": 2 * big, "bob": 1}
+        keys = [r.headers["idempotency-key"] for r in gw.accepted()]
+        assert len(keys) == len(set(keys))

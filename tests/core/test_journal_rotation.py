@@ -111,3 +111,30 @@ def test_a_mark_taken_while_the_journal_rotates_is_reached(tmp_path: Path) -> No
         assert [m for m in marks if not store.reached(m)] == []
     finally:
         store.close(settled=True)
+
+
+def test_a_closed_journal_still_counts_and_keeps_a_late_record(tmp_path: Path) -> None:
+    # Kept (not everything settled): a record appended after the close lands in the file and is
+    # counted as unread (stats().pending reads it through the write descriptor). Deleted (all
+    # settled): a late record starts a new journal of ours, adoptable once we die, never a write
+    # into a deleted file.
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "gone").mkdir()
+    kept = Journal(str(tmp_path / "kept"))
+    kept.append(_event("unread", 1))
+    kept.close(delete=False)
+    kept.append(_event("late", 2))
+    data, pos = kept.unread()
+    assert (pos, len(data)) == (0, len(_event("unread", 1)) + len(_event("late", 2)))
+
+    gone_dir = tmp_path / "gone"
+    gone = Journal(str(gone_dir))
+    gone.append(_event("read", 1))
+    assert len(gone.read_new()[0]) == 1
+    old = gone.path
+    gone.close(delete=True)
+    assert not Path(old).exists()
+    gone.append(_event("late", 3))
+    assert not gone.closed and Path(gone.path).exists() and gone.path != old
+    assert [(r.consumer_id, r.units) for r in gone.read_new()[0] if isinstance(r, Event)] == [("late", 3)]
+    gone.close(delete=True)
