@@ -306,6 +306,18 @@ def test_a_disk_too_full_for_delivery_state_does_not_spin_the_reporter(tmp_path:
     assert flushed == "False" and 0 < int(errors) < 2000  # (a spin: tens of thousands a second)
 
 
+def _full_disk_child(url: str, state_dir: Path, limit: int, body: str) -> str:
+    """A child's script: a file-size limit of ``limit`` bytes (a full disk), a meter ``m`` with its
+    state in ``state_dir``, then ``body``."""
+    return textwrap.dedent(f"""
+        import os, resource, signal, sys, time
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, resource.RLIM_INFINITY))
+        from aerostack_meter import Meter
+        m = Meter({KEY!r}, api_id="api", base_url={url!r}, state_dir={str(state_dir)!r}, flush_interval=0.05)
+    """) + textwrap.dedent(body)
+
+
 def test_a_full_disk_then_a_death_bills_nothing_twice_under_new_keys(tmp_path: Path) -> None:
     # A file-size limit (a full disk) reached while recording: the events written before it are
     # on disk, the rest in memory. A request for events on disk is sent only once its record is
@@ -316,13 +328,7 @@ def test_a_full_disk_then_a_death_bills_nothing_twice_under_new_keys(tmp_path: P
     # counted case of a request in flight).
     n = 20000
     with standin_server() as gw:
-        child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-            import os, resource, signal, time
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
-            from aerostack_meter import Meter
-            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
-                      flush_interval=0.05)
+        child = subprocess.run([sys.executable, "-c", _full_disk_child(gw.url, tmp_path, 300_000, f"""
             for i in range({n}):
                 m.log("alice", 1)
                 if i % 500 == 0:
@@ -349,22 +355,16 @@ def test_requests_held_for_a_full_disk_go_out_once_it_has_room(tmp_path: Path) -
     # While the disk is full, requests for usage on disk wait (flush() is False, the reporter does
     # not spin); once the disk has room they are journaled and sent, each event once.
     with standin_server() as gw:
-        out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
-            import resource, signal, time
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
-            from aerostack_meter import Meter
-            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
-                      flush_interval=0.05)
+        out = subprocess.run([sys.executable, "-c", _full_disk_child(gw.url, tmp_path, 100_000, """
             for i in range(5000):
-                m.log(f"c{{i % 3}}", 1)
+                m.log(f"c{i % 3}", 1)
             held = m.flush(1)
             c0 = time.process_time()
             time.sleep(0.5)
             spent = time.process_time() - c0
             resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
             for i in range(300):
-                m.log(f"c{{i % 3}}", 2)
+                m.log(f"c{i % 3}", 2)
             print(held, round(spent, 3), m.flush(10), m.stats().journal_errors > 0, m.shutdown(5))
         """)], capture_output=True, text=True, timeout=120)
         held, spent, flushed, errors, shut = out.stdout.split()
@@ -382,13 +382,7 @@ def test_usage_a_full_disk_kept_in_memory_survives_a_shutdown_and_reuse_and_sums
     big = 2**53 - 2
     with standin_server() as gw:
         gw.respond(*([503] * 100_000))
-        proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-            import resource, signal, sys
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))
-            from aerostack_meter import Meter
-            m = Meter({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
-                      flush_interval=0.05)
+        proc = subprocess.Popen([sys.executable, "-c", _full_disk_child(gw.url, tmp_path, 3000, f"""
             for _ in range(300):
                 m.log("alice", 1)
             m.log("big", {big}); m.log("big", {big})
