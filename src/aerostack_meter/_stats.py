@@ -131,8 +131,8 @@ class Counters:
             self._dropped[reason] += n
 
     def undrop(self, reason: str, n: int) -> None:
-        """``n`` events counted as dropped were kept after all (memory mode: a meter used again
-        after ``shutdown()`` delivers what that shutdown gave up on)."""
+        """``n`` events counted as dropped were kept after all (a meter used again after
+        ``shutdown()`` delivers what that shutdown gave up on and kept in memory)."""
         with self._lock:
             self._dropped[reason] -= n
             if self._dropped[reason] <= 0:
