@@ -249,10 +249,11 @@ class Journal:
         return self._seg_path(self.token, self.seg)
 
     # -- writers (callers and the reporter) -----------------------------------------------------
-    def append(self, data: bytes) -> None:
+    def append(self, data: bytes, whole: bool = False) -> None:
         """Append ``data`` (whole records): in the page cache when this returns. ``OSError`` when
         it could not be written (only without a mapping: a full disk, an I/O error);
-        :class:`ShortWrite` when only part of it was."""
+        :class:`ShortWrite` when only part of it was (``whole``: never; the part is taken back
+        and ``OSError`` raised: all of ``data`` or nothing)."""
         mm = self._mm
         if mm is not None:
             try:
@@ -268,7 +269,7 @@ class Journal:
             with self._wlock:  # rotate() never switches files while a write is inside the kernel
                 if self._gone:
                     self._open_owner()
-                self._write(data)
+                self._write(data, whole)
             return
         with self._wlock:
             if self._gone:
@@ -282,13 +283,18 @@ class Journal:
                     pass
                 if not self._grow(mm, mm.tell() + len(data)):
                     break
-            self._write(data)
+            self._write(data, whole)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes, whole: bool = False) -> None:
         """One ``os.write`` of ``data`` (unmapped). Cut short, it leaves a record nothing will
         complete: where the file then ended is kept, for the reader to skip it (``_read_new``).
         (Under the write lock: no other write finishes between this one and the ``fstat``.)"""
+        start = os.fstat(self.fd).st_size if whole else 0
         n = os.write(self.fd, data)
+        if n != len(data) and whole:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, start)
+            raise OSError(errno.ENOSPC, f"wrote {n} of {len(data)} bytes; taken back")
         if n != len(data):
             with contextlib.suppress(OSError):
                 self._torn_end = os.fstat(self.fd).st_size
@@ -666,7 +672,13 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
             origins = [os.path.basename(p).rsplit(".adopting-", 1)[0] for p in sources]
             origins += [n.rsplit(".adopting-", 1)[0] for n, _r, _b in parsed_moves]
             blob = found.encode() + b"".join(encode_mark("M", o) for o in origins)
-            sink.append(blob)  # ours now (one write), before the dead files go
+            try:
+                sink.append(blob, whole=True)  # ours now (one write, all or nothing), before the dead files go
+            except OSError:  # (a full disk) the dead journal stays as it was, for a later pass
+                for path in sources:
+                    with contextlib.suppress(OSError):
+                        os.rename(path, os.path.join(directory, os.path.basename(path).rsplit(".adopting-", 1)[0]))
+                raise
             settle_rescues(directory, token, markers)
             for path in [*sources, *(os.path.join(directory, n) for n, _r, _b in parsed_moves)]:
                 if path in damaged:  # what it held that could be read is copied: "-read"

@@ -353,6 +353,8 @@ class Reporter:
                 adopt()
             except Exception:  # pragma: no cover - adopt() counts and logs its own problems
                 self.counters.add("internal_errors")
+            if getattr(self.store, "adopt_failed", False):
+                return  # (a full disk) the next step tries again; pending and flush() wait
         self._left = 0
         self._readopt = False
         for f in flushes:
@@ -374,12 +376,12 @@ class Reporter:
         self._read()
         self._read_at = read_at  # (published once read: busy_consumers must see them summing)
         store = self.store
-        ready = [f for f in flushes if store.reached(f.mark)]
-        later = [f for f in flushes if not store.reached(f.mark)]
+        ready = [f for f in flushes if f.mark is not None and store.reached(f.mark)]
+        later = [f for f in flushes if f not in ready]  # (a mark still None waits for _adopt_left)
         if later:
             with self._lock:
                 self._pending_flushes.extend(later)
-            if not (store.stalled or self._unformed):  # (then the next step comes at the interval)
+            if not (store.stalled or self._unformed or self._readopt):  # (then the next step comes at the interval)
                 self._wake.set()
         now = time.monotonic()
         if ready or not self.coalesce or self._stopping or now >= next_window:
@@ -609,6 +611,10 @@ class Reporter:
         if decision.action == "done":
             self.store.key_answer(True)
             self.counters.sent(batch.metric, batch.units, batch.n_events)
+            if self.closed and self.gave_up:  # a sender still in its request when stop() gave up
+                n = min(self.gave_up, batch.n_events)
+                self.gave_up -= n
+                self.counters.undrop("exit_timeout", n)
             if result.reason:
                 self.counters.add("odd_responses")
                 log_once("ok_" + result.reason, logging.WARNING,

@@ -202,12 +202,15 @@ class JournalStore:
         self._last: _Packer = ("", "", "", _pack_ev, b"")  # matches no key (compared by identity)
         self._fallback = MemoryStore(1 << 62)
         self._last_adopt = 0.0
+        self.adopt_failed = False
         self.journal = Journal(directory, on_unmapped=self._unmapped)
         self._write = self.journal.append  # a bound method: the journal object never changes
         self._full = False
         self._tails: dict[tuple[str, str | None, str | None, str, str, bytes], bytes] = {}
         self._held: list[RawUsage] = []  # U records this process cannot price (no price table)
         self._unwritten: list[tuple[int, bytes]] = []  # X records whose write failed: (U offset, X)
+        self._due: list[bytes] = []  # F and D marks whose write failed, in order (see _mark)
+        self._marks_lock = threading.Lock()
         self._owed: list[tuple[int, int]] = []  # X records written, not read back: (U offset, end)
         self._rescue_seen: set[tuple[str, int]] = set()  # quarantined files with nothing to rescue
 
@@ -328,6 +331,9 @@ class JournalStore:
         records are written, then read back like any record, with their journal offsets."""
         out: list[Record] = []
         self._write_marks([])
+        if self._due:
+            with self._marks_lock:
+                self._write_due()
         for _ in range(_PRICING_PASSES):
             records, bad = self.journal.read_new()
             if bad:
@@ -437,14 +443,32 @@ class JournalStore:
 
     def attempt(self, batch: Batch) -> bool:
         """Journal that a retry is being sent (a death during it replays the request as possibly
-        delivered, counted). False when that could not be written: the retry waits."""
-        return self._append(encode_mark("T", batch.idempotency_key))
+        delivered, counted). False when that could not be written (nor the marks before it):
+        the retry waits."""
+        with self._marks_lock:
+            return self._write_due() and self._append(encode_mark("T", batch.idempotency_key))
 
     def failed(self, batch: Batch) -> None:
-        self._append(encode_mark("F", batch.idempotency_key))
+        self._mark(encode_mark("F", batch.idempotency_key))
 
     def settled(self, batch: Batch, dead: bool) -> None:
-        self._append(encode_mark("D", batch.idempotency_key, 1 if dead else 0))
+        self._mark(encode_mark("D", batch.idempotency_key, 1 if dead else 0))
+
+    def _mark(self, data: bytes) -> None:
+        """A request's outcome (``F``, ``D``), journaled in order: one a full disk refused waits,
+        with those after it, and is written again at each read (a death before that replays the
+        request as possibly delivered, counted in ``ambiguous_retries``)."""
+        with self._marks_lock:
+            self._due.append(data)
+            self._write_due()
+
+    def _write_due(self) -> bool:
+        """(Under ``_marks_lock``) The marks waiting for the disk, in order; True when none is left."""
+        while self._due:
+            if not self._append(self._due[0]):
+                return False
+            self._due.pop(0)
+        return True
 
     def key_answer(self, accepted: bool) -> None:
         """The billing API accepted (True) or refused (False: 401/403) our key: marks this key's
@@ -482,11 +506,19 @@ class JournalStore:
         return self._adopt([(directory, self.dir)])
 
     def _adopt(self, sources: list[tuple[str, str | None]]) -> int:
+        self.adopt_failed = False  # (True: some leftovers could not be copied in, see below)
         found = Recovered()
         rescued = 0
         for directory, into in sources:
             try:
                 found.add(adopt_dead(directory, self.token, self.journal, into=into))
+            except OSError as exc:  # our journal cannot take it (a full disk): retried later
+                self.adopt_failed = True
+                self._counters.add("journal_errors")
+                log_once("adopt_write", logging.WARNING,
+                         "aerostack_meter: cannot copy leftover usage into the journal in %s (%s); "
+                         "retried later", self.dir, exc.strerror or type(exc).__name__)
+                continue
             except Exception:  # bad state never stops the app: counted, logged, retried later
                 self._counters.add("internal_errors")
                 log_once(f"adopt_error:{directory}", logging.ERROR,
@@ -510,17 +542,19 @@ class JournalStore:
 
     def close(self, settled: bool) -> None:
         self.journal.close(delete=settled and self._fallback.unread() == 0 and not self._held
-                           and not self._unwritten and self.journal.size() == self.journal.read_pos)
+                           and not self._unwritten and not self._due
+                           and self.journal.size() == self.journal.read_pos)
 
     def reopen(self) -> None:
         if self.journal.closed:
             self.journal.reopen()
             # what was held or not marked is in the closed journal, adopted from there
-            self._held, self._unwritten, self._owed = [], [], []
+            self._held, self._unwritten, self._owed, self._due = [], [], [], []
 
     def after_fork(self) -> None:
         self.journal.after_fork()
-        self._held, self._unwritten, self._owed = [], [], []  # the parent's, in the parent's journal
+        self._held, self._unwritten, self._owed, self._due = [], [], [], []  # the parent's
+        self._marks_lock = threading.Lock()
         self._fallback.after_fork()
 
 

@@ -403,3 +403,54 @@ def test_usage_a_full_disk_kept_in_memory_survives_a_shutdown_and_reuse_and_sums
         assert gw.units_by_consumer() == {"alice": 300, "big": 2 * big, "bob": 1}
         keys = [r.headers["idempotency-key"] for r in gw.accepted()]
         assert len(keys) == len(set(keys))
+
+
+def test_delivered_marks_a_full_disk_refused_are_written_once_it_has_room(tmp_path: Path) -> None:
+    # Requests delivered while the disk was full could not be marked delivered; once the disk
+    # has room the marks are written, so a death afterwards replays nothing (before: each was
+    # replayed under its key, counted as possibly delivered, and billed twice).
+    n = 20000
+    with standin_server() as gw:
+        child = subprocess.run([sys.executable, "-c", _full_disk_child(gw.url, tmp_path, 300_000, f"""
+            for i in range({n}):
+                m.log("alice", 1)
+                if i % 500 == 0:
+                    time.sleep(0.01)
+            m.flush(2)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            print(m.flush(10), m.stats().journal_errors > 0, flush=True)
+            time.sleep(0.3)  # a few steps with room on the disk
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)], capture_output=True, text=True, timeout=120)
+        assert child.stdout.split() == ["True", "True"], child.stdout + child.stderr
+        m = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
+        assert m.flush(10)
+        m.shutdown(5)
+        assert gw.units_by_consumer() == {"alice": n}
+        assert m.stats().ambiguous_retries == 0
+
+
+def test_an_all_or_nothing_append_takes_back_what_a_full_disk_cut_short(tmp_path: Path) -> None:
+    # Adoption copies a dead journal into ours in one append: cut short by a full disk, the whole
+    # records it wrote would be billed from our journal and again from the dead one (renamed back
+    # for a later pass). So that append writes all of its records or none.
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, resource, signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))
+        from aerostack_meter._journal import Journal
+        from aerostack_meter._journal_format import encode_event, key_blob
+        rec = encode_event(key_blob("c", "api", "units"), 1, 0, 1.0)
+        j = Journal({str(tmp_path)!r}, mapped=False)
+        j.append(rec * 10)
+        before = os.path.getsize(j.path)
+        try:
+            j.append(rec * 100, whole=True)
+        except OSError:
+            print("refused", os.path.getsize(j.path) == before)
+        try:
+            j.append(rec * 100)
+        except OSError as exc:
+            print(type(exc).__name__, os.path.getsize(j.path) > before)
+    """)], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["refused", "True", "ShortWrite", "True"], out.stdout + out.stderr
