@@ -286,6 +286,10 @@ class Reporter:
                 self._send_q = queue.SimpleQueue()
                 self.closed = False
                 self._readopt = self.store.durable
+                with self._lock:  # what stop() kept in memory is tried again now, not at its backoff
+                    now = time.monotonic()
+                    self._retry = [(now, seq, b) for _due, seq, b in self._retry]
+                    heapq.heapify(self._retry)
                 if self.gave_up:  # kept in memory after all, delivered now
                     self.counters.undrop("exit_timeout", self.gave_up)
                     self.gave_up = 0

@@ -393,13 +393,18 @@ def test_usage_a_full_disk_kept_in_memory_survives_a_shutdown_and_reuse_and_sums
             print(m.flush(10), dict(m.stats().dropped), m.stats().internal_errors, m.shutdown(5), flush=True)
         """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stdin is not None
-        assert proc.stdout.readline().split() == ["False", "True"]  # kept in memory: counted dropped
-        with gw.lock:
-            gw.script.clear()
-        proc.stdin.write("\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline().split() == ["True", "{}", "0", "True"]  # delivered: not dropped
-        assert proc.wait(30) == 0
+        try:
+            assert proc.stdout.readline().split() == ["False", "True"]  # kept in memory: counted dropped
+            with gw.lock:
+                gw.script.clear()
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline().split() == ["True", "{}", "0", "True"]  # delivered: not dropped
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         assert gw.units_by_consumer() == {"alice": 300, "big": 2 * big, "bob": 1}
         keys = [r.headers["idempotency-key"] for r in gw.accepted()]
         assert len(keys) == len(set(keys))
