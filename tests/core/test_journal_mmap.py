@@ -318,26 +318,31 @@ def _full_disk_child(url: str, state_dir: Path, limit: int, body: str) -> str:
     """) + textwrap.dedent(body)
 
 
-def test_a_full_disk_then_a_death_bills_nothing_twice_under_new_keys(tmp_path: Path) -> None:
+@pytest.mark.parametrize("room", [False, True], ids=["still-full", "room-again"])
+def test_a_death_after_a_full_disk_bills_nothing_twice_under_new_keys(tmp_path: Path, room: bool) -> None:
     # A file-size limit (a full disk) reached while recording: the events written before it are
     # on disk, the rest in memory. A request for events on disk is sent only once its record is
     # journaled (else a death would leave them looking undelivered: an adopter would bill them
     # again under new keys, counted nowhere); events in memory are delivered meanwhile. Then
-    # the process is killed and a new one adopts its journal: per Idempotency-Key, what was
-    # billed never exceeds what was recorded (a replay under the same key is the documented,
-    # counted case of a request in flight).
+    # the process is killed and a new one adopts its journal. Still full: per Idempotency-Key,
+    # what was billed never exceeds what was recorded (a request whose "delivered" mark the disk
+    # refused is replayed under its key: counted). With room again before the death: those marks
+    # are written then, and nothing is replayed at all.
     n = 20000
+    then = ("resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))\n"
+            "assert m.flush(10)") if room else "m.flush(3)"
     with standin_server() as gw:
         child = subprocess.run([sys.executable, "-c", _full_disk_child(gw.url, tmp_path, 300_000, f"""
-            for i in range({n}):
-                m.log("alice", 1)
-                if i % 500 == 0:
-                    time.sleep(0.01)
-            m.flush(3)
-            st = m.stats()
-            print(st.journal_errors, st.events_sent, flush=True)
-            os.kill(os.getpid(), signal.SIGKILL)
-        """)], capture_output=True, text=True, timeout=120)
+for i in range({n}):
+    m.log("alice", 1)
+    if i % 500 == 0:
+        time.sleep(0.01)
+m.flush(2)
+{then}
+st = m.stats()
+print(st.journal_errors, st.events_sent, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+""")], capture_output=True, text=True, timeout=120)
         errors, sent = map(int, child.stdout.split())
         assert errors > 0 and sent > 0  # the limit was hit; delivery went on meanwhile
         m = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
@@ -349,6 +354,8 @@ def test_a_full_disk_then_a_death_bills_nothing_twice_under_new_keys(tmp_path: P
         assert sum(by_key.values()) <= n  # each key's units once: nothing replayed under a new key
         replays = len(gw.accepted()) - len(by_key)
         assert m.stats().ambiguous_retries >= replays  # a replay under the same key is counted
+        if room:
+            assert (gw.units_by_consumer(), m.stats().ambiguous_retries) == ({"alice": n}, 0)
 
 
 def test_requests_held_for_a_full_disk_go_out_once_it_has_room(tmp_path: Path) -> None:
@@ -408,31 +415,6 @@ def test_usage_a_full_disk_kept_in_memory_survives_a_shutdown_and_reuse_and_sums
         assert gw.units_by_consumer() == {"alice": 300, "big": 2 * big, "bob": 1}
         keys = [r.headers["idempotency-key"] for r in gw.accepted()]
         assert len(keys) == len(set(keys))
-
-
-def test_delivered_marks_a_full_disk_refused_are_written_once_it_has_room(tmp_path: Path) -> None:
-    # Requests delivered while the disk was full could not be marked delivered; once the disk
-    # has room the marks are written, so a death afterwards replays nothing (before: each was
-    # replayed under its key, counted as possibly delivered, and billed twice).
-    n = 20000
-    with standin_server() as gw:
-        child = subprocess.run([sys.executable, "-c", _full_disk_child(gw.url, tmp_path, 300_000, f"""
-            for i in range({n}):
-                m.log("alice", 1)
-                if i % 500 == 0:
-                    time.sleep(0.01)
-            m.flush(2)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-            print(m.flush(10), m.stats().journal_errors > 0, flush=True)
-            time.sleep(0.3)  # a few steps with room on the disk
-            os.kill(os.getpid(), signal.SIGKILL)
-        """)], capture_output=True, text=True, timeout=120)
-        assert child.stdout.split() == ["True", "True"], child.stdout + child.stderr
-        m = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
-        assert m.flush(10)
-        m.shutdown(5)
-        assert gw.units_by_consumer() == {"alice": n}
-        assert m.stats().ambiguous_retries == 0
 
 
 def test_an_all_or_nothing_append_takes_back_what_a_full_disk_cut_short(tmp_path: Path) -> None:
