@@ -283,7 +283,8 @@ class Reporter:
             if self.closed:
                 # used again after stop(): a fresh loop over the same store and sink (durable:
                 # its first step adopts the journal stop() closed, see _adopt_left)
-                self._send_q = queue.SimpleQueue()
+                old_q, self._send_q = self._send_q, queue.SimpleQueue()
+                self._carry_queued(old_q)
                 self.closed = False
                 self._readopt = self.store.durable
                 with self._lock:  # what stop() kept in memory is tried again now, not at its backoff
@@ -307,6 +308,23 @@ class Reporter:
             self._senders = False
             self.started = True
             return True
+
+    def _carry_queued(self, old_q: queue.SimpleQueue[Batch | None]) -> None:
+        """(A restart) Requests still queued for the earlier start's senders (one the reporter
+        queued after stop() told them to end would wait there for ever) go to the new queue; the
+        earlier senders' end markers stay in theirs."""
+        ends = 0
+        while True:
+            try:
+                item = old_q.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                ends += 1
+            elif self._current(item):
+                self._send_q.put(item)
+        for _ in range(ends):
+            old_q.put(None)
 
     def _start_senders(self) -> None:
         """The sender threads start with the first request (a process that records nothing has
@@ -370,6 +388,8 @@ class Reporter:
             flushes, self._pending_flushes = self._pending_flushes, []
         if self._readopt or any(f.mark is None for f in flushes):
             self._adopt_left(flushes)
+        if not self._senders and (self._retry or not self._send_q.empty()):
+            self._start_senders()  # (a restart: requests kept or carried over wait for senders)
         if self.flush_requested:
             self.flush_requested = False
             flushes.append(_Flush(self.store.mark()))
