@@ -522,7 +522,7 @@ class Reporter:
         if len(key) == 4:  # (_MEMORY)
             with self._lock:
                 self._in_memory.add(batch.seq)
-        self._enqueue(batch, self.store.formed(batch, lo, max(hi, lo), preformed=False), lo, max(hi, lo))
+        self._enqueue(batch, lo, max(hi, lo))
 
     def _admit_preformed(self, rec: BatchRec) -> None:
         key = (rec.consumer_id, rec.api_id, rec.metric)
@@ -539,20 +539,25 @@ class Reporter:
                      "aerostack_meter: replaying request(s) a dead process may have delivered "
                      "(same Idempotency-Key; may be counted twice)")
         self.counters.add("events_enqueued", rec.n_events)
-        self._enqueue(batch, self.store.formed(batch, 0, 0, preformed=True), 0, 0, preformed=True)
+        self._enqueue(batch, 0, 0, preformed=True)
 
-    def _enqueue(self, batch: Batch, formed: bool = True, lo: int = 0, hi: int = 0, preformed: bool = False) -> None:
-        """Send ``batch`` (``formed``: its request is journaled; if not, it waits for that: see
-        :meth:`_form_held`)."""
+    def _enqueue(self, batch: Batch, lo: int, hi: int, preformed: bool = False) -> None:
+        """Journal and send ``batch``, formed from the events at offsets [lo, hi) (see
+        :meth:`_form`)."""
         if not self._senders:
             self._start_senders()
         with self._lock:
             self._unsettled[batch.seq] = batch
             self._last_seq = batch.seq
-        if not formed:
+        self._form(batch, lo, hi, preformed)
+
+    def _form(self, batch: Batch, lo: int, hi: int, preformed: bool) -> None:
+        """Send ``batch`` once its request is journaled; while that cannot be written (a full
+        disk) it waits, tried again each step (:meth:`_form_held`)."""
+        if self.store.formed(batch, lo, hi, preformed):
+            self._dispatch(batch)
+        else:
             self._unformed.append((batch, lo, hi, preformed))
-            return
-        self._dispatch(batch)
 
     def _dispatch(self, batch: Batch) -> None:
         if self.paused:
@@ -574,12 +579,8 @@ class Reporter:
         send those that now are."""
         held, self._unformed = self._unformed, []
         for batch, lo, hi, preformed in held:
-            if not self._current(batch):
-                continue
-            if self.store.formed(batch, lo, hi, preformed):
-                self._dispatch(batch)
-            else:
-                self._unformed.append((batch, lo, hi, preformed))
+            if self._current(batch):
+                self._form(batch, lo, hi, preformed)
 
     def _release_retries(self, now: float, everything: bool = False) -> None:
         paused = self.paused
