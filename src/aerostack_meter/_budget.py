@@ -120,12 +120,14 @@ class Reservation:
         self.budget._close(self, 0)
 
     def hold(self, usage: Usage) -> None:
-        """At the call's end, on the caller's thread: shrink the hold from the worst case to a
-        bound of the usage (exact for tokens; the model's dearest rates for money) until the
-        reporter settles it exactly. Cheap: no pricing here."""
+        """At the call's end, on the caller's thread: hold a bound of the usage (exact for
+        tokens; the model's dearest rates for money) instead of the worst case until the reporter
+        settles it exactly. The bound may pass the worst case (a prompt longer than estimated,
+        output beyond ``max_tokens``): the hold grows to it, so no later call is let through on
+        usage the reporter has not settled yet. Cheap: no pricing here."""
         amount = self.budget.bound_of(usage)
-        if amount is not None and amount < self.amount:
-            self.budget._shrink(self, amount)
+        if amount is not None and amount != self.amount:
+            self.budget._resize(self, amount)
 
     def settle_usage(self, usage: Usage) -> None:
         """Settle to what ``usage`` costs in the budget's unit (runs on the reporter thread)."""
@@ -605,7 +607,7 @@ class Budget:
                  "aerostack_meter: %s; the call goes on unbudgeted (on_budget_error='open')", reason)
         return None
 
-    def _shrink(self, res: Reservation, amount: int) -> None:
+    def _resize(self, res: Reservation, amount: int) -> None:
         with self._lock:
             if not res.done:
                 res.account.reserved -= res.amount - amount

@@ -62,6 +62,26 @@ def test_the_reservation_is_settled_to_the_actual_usage(meter_factory: Any, gate
     assert budget.remaining("nobody") is None  # no limit, no default: unlimited
 
 
+def test_the_hold_at_the_calls_end_is_its_usage_even_past_the_worst_case(meter_factory: Any) -> None:
+    """Until the reporter settles a call, its hold is its usage: less than the worst case (the
+    hold shrinks), or more (a prompt longer than its estimate; output past ``max_tokens``): the
+    hold grows, so a call checked before the reporter ran is not let through on the difference."""
+    budget = am.Budget(limits={"more": 1000, "less": 1000})
+    meter = meter_factory(budget=budget)
+    kwargs = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 60}
+    for consumer, used, output in (("more", 64, 60), ("less", 11, 10)):
+        res = budget.reserve(meter, consumer, "openai", kwargs)
+        assert res is not None
+        assert budget.remaining(consumer) == 1000 - 61  # 1 input (estimated) + 60 output
+        usage = am.Usage("openai", "gpt-4o-mini", used - output, output, used)
+        res.hold(usage)
+        assert budget.remaining(consumer) == 1000 - used
+        res.settle_usage(usage)
+        assert budget.remaining(consumer) == 1000 - used
+        res.settle(0)  # settled once only
+        assert budget.remaining(consumer) == 1000 - used
+
+
 def test_a_failed_call_releases_its_reservation(meter_factory: Any, gpt: openai.OpenAI) -> None:
     budget = am.Budget(limits={"u": 1000})
     meter_factory(budget=budget)
