@@ -64,7 +64,7 @@ class Settings:
     durable: bool = True
     state_dir: str | None = None
     spool_path: str | None = None  # the former name of state_dir (still accepted)
-    spool_max_bytes: int = 256 * 1024 * 1024
+    spool_max_bytes: int = 64 * 1024 * 1024
     # attribution and metrics
     on_missing_consumer: MissingConsumerMode = "warn"
     consumer_resolver: Callable[[], str | None] | None = None

@@ -366,8 +366,11 @@ class Journal:
                 break
         return out, bad
 
-    def rotate(self) -> None:
-        """Start a new segment (everything in the current one is settled) and delete the old one.
+    def rotate(self, carry: bytes = b"") -> None:
+        """Start a new segment and delete the old one. ``carry``: records that stand for what
+        the old one holds unsettled and was read already (the store's compaction: requests in
+        flight, as ``P`` records); they open the new segment, and the reader knows them (see
+        ``JournalStore.compact``). Without it, everything read in the old one is settled.
         Writers keep using the same descriptor number: ``dup2`` points it at the new file
         atomically.
 
@@ -376,21 +379,30 @@ class Journal:
         mark taken before the switch is reached only once they are read (``carried``: where they
         end). Nothing of ours lands in the old segment after the switch (a mapped one is sealed
         here, and an ``os.write`` holds the write lock), so it is deleted at once: only a death
-        between the copy and the deletion leaves those records in both files."""
+        between the copy and the deletion leaves those records in both files (a request is then
+        adopted once: :func:`adopt_dead` keeps one request per key)."""
         old_path, old_rfd, old_pos = self.path, self._rfd, self.read_pos
         with self._wlock:
             old = self._mm
+            path = self._seg_path(self.token, self.seg + 1)
+            # (the files are opened before anything changes: a failure here leaves the old one on)
+            rfd = os.open(path, os.O_RDONLY | os.O_CREAT | _CLOEXEC, 0o600)
+            try:
+                self._point_at(path)
+            except BaseException:
+                os.close(rfd)
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
             self.seg += 1
             self._torn_end = -1
-            path = self.path
-            self._point_at(path)
-            self._rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
+            self._rfd = rfd
             # an append that loaded the old mapping before now fails over to the new one
-            tail = _tail(old_rfd, old_pos, old)
+            data = carry + _tail(old_rfd, old_pos, old)
             self.read_pos = 0
             self.carried = 0
-            if tail:
-                self.append(tail)
+            if data:
+                self.append(data)
                 self.carried = self.size()
             with contextlib.suppress(OSError):
                 os.unlink(old_path)
@@ -576,6 +588,17 @@ def _covered(spans: list[tuple[int, int]], offset: int) -> bool:
     return i >= 0 and spans[i][0] <= offset < spans[i][1]
 
 
+def _one_per_key(requests: list[BatchRec], settled: set[str]) -> list[BatchRec]:
+    """One request per idempotency key, the last found (a later segment's), none for a key
+    settled in any segment: a death inside a compaction leaves a request in the old segment and
+    again in the new one, where its settlement is journaled later (see :meth:`Journal.rotate`)."""
+    last = {r.idempotency_key: i for i, r in enumerate(requests)}
+    if len(last) == len(requests) and not (settled and not settled.isdisjoint(last)):
+        return requests
+    return [r for i, r in enumerate(requests)
+            if last[r.idempotency_key] == i and r.idempotency_key not in settled]
+
+
 def _dead_tokens(directory: str, own: str | None) -> Iterator[str]:
     try:
         names = os.listdir(directory)
@@ -638,6 +661,7 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
             found = Recovered()
             damaged: list[str] = []
             markers: set[str] = set()
+            settled: set[str] = set()  # requests settled in any segment (see _one_per_key)
             parsed_moves: list[tuple[str, Recovered, int]] = []
             for path in sources:
                 try:
@@ -647,8 +671,9 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                     total.quarantined.extend(q for q in [quarantine(path)] if q)
                     continue
                 parsed = parse(data, 0, final=True)
-                markers.update(r.idempotency_key for r in parsed.records
-                               if isinstance(r, Mark) and r.kind == "M")
+                for r in parsed.records:
+                    if isinstance(r, Mark) and r.kind in ("M", "D"):
+                        (markers if r.kind == "M" else settled).add(r.idempotency_key)
                 found.add(recover(parsed.records))
                 if parsed.bad_bytes:
                     found.bad_bytes += parsed.bad_bytes
@@ -666,6 +691,7 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                 parsed_moves.append((name, recover(parsed.records), parsed.bad_bytes))
             for _name, rec, _bad in parsed_moves:
                 found.add(rec)
+            found.requests = _one_per_key(found.requests, settled)
             if sink is None:
                 total.add(found)
                 continue

@@ -415,9 +415,24 @@ class Reporter:
         self._release_retries(now, everything=bool(ready) and self._stopping)
         idle = not self._unsettled and not self._window and not self._retry
         try:
+            if not idle and store.crowded():
+                self._compact()
             store.maintain(idle)
         except OSError:
             self.counters.add("journal_errors")
+
+    def _compact(self) -> None:
+        """The journal grew by ``spool_max_bytes`` while never all settled (a steady load, an
+        outage): form requests of everything read (the window closes early), then carry the
+        unsettled ones into a new segment (``JournalStore.compact``)."""
+        if self._unformed or self._readopt:
+            return
+        self._close_window()
+        if self._unformed:  # (a full disk: the requests just formed wait to be journaled)
+            return
+        with self._lock:
+            unsettled = [b for s, b in self._unsettled.items() if s not in self._in_memory]
+        self.store.compact(unsettled)
 
     def _expand_late_items(self) -> None:
         if not self._late or self._expand_late is None:

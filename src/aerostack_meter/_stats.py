@@ -72,6 +72,9 @@ class Stats:
     #: memory, a full disk when it grows): it is written with one ``write()`` per call instead,
     #: as durable, a few microseconds slower
     journal_unmapped: int = 0
+    #: times the journal was compacted while requests were unsettled (it grew by
+    #: ``spool_max_bytes``): a new file holding those requests and what was not read yet
+    journal_compactions: int = 0
     #: damaged state files renamed aside (``*.corrupt-*``)
     state_files_quarantined: int = 0
     #: times the billing API refused the API key (401/403): delivery paused, usage kept
@@ -91,7 +94,7 @@ _INT_FIELDS = (
     "calls_metered", "events_estimated", "usage_missing", "stream_options_rejected", "missing_consumer",
     "queue_overflows", "internal_errors", "odd_responses", "unpriced", "budget_refused", "budget_errors",
     "rejected", "dead_lettered", "events_adopted", "journal_errors", "journal_unmapped",
-    "state_files_quarantined",
+    "journal_compactions", "state_files_quarantined",
     "paused_count", "awaiting_price",
 )
 

@@ -23,6 +23,7 @@ from ._journal_format import (
     _HDR,
     _USAGE,
     B_ESTIMATED,
+    B_INFLIGHT,
     B_PREFORMED,
     MAGIC,
     U_ESTIMATED,
@@ -54,6 +55,7 @@ _pack_ev = _EV.pack
 _pack_usage = _USAGE.pack
 # (consumer, api, metric, pack, blob): see JournalStore._packer
 _Packer = tuple[str, str, str, Callable[..., bytes], bytes]
+_COMPACT_MIN = 1 << 16  # the least growth between compactions, whatever spool_max_bytes says
 _PRICING_PASSES = 4  # reads per delivery step that price U records and read back their X records
 
 
@@ -148,6 +150,12 @@ class MemoryStore:
     def key_answer(self, accepted: bool) -> None:
         pass
 
+    def crowded(self) -> bool:
+        return False
+
+    def compact(self, unsettled: Sequence[Batch]) -> bool:
+        return False
+
     def maintain(self, idle: bool) -> None:
         pass
 
@@ -212,6 +220,10 @@ class JournalStore:
         self._due: list[bytes] = []  # F and D marks whose write failed, in order (see _mark)
         self._marks_lock = threading.Lock()
         self._owed: list[tuple[int, int]] = []  # X records written, not read back: (U offset, end)
+        # our own requests compact() carried into the current segment as P records: skipped
+        # when read (the reporter has them), by key
+        self._carried: set[str] = set()
+        self._compacted_at = 0  # where the carried part of the current segment ends
         self._rescue_seen: set[tuple[str, int]] = set()  # quarantined files with nothing to rescue
 
     # -- caller side --------------------------------------------------------------------------
@@ -351,7 +363,10 @@ class JournalStore:
                     if mark is not None:
                         marks.append((r.offset, mark))
                 elif isinstance(r, BatchRec) and r.kind == "P":
-                    out.append(r)
+                    if not self._carried or r.idempotency_key not in self._carried:
+                        out.append(r)
+                    else:
+                        self._carried.discard(r.idempotency_key)
             if not marks or not self._write_marks(marks):
                 break
         out.extend(self._fallback.read())
@@ -408,8 +423,10 @@ class JournalStore:
         buf, pos = self.journal.unread()
         n = 0
         if buf:
+            carried = self._carried
             for r in parse(buf, pos).records:
-                if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P"):
+                if isinstance(r, (Event, RawUsage)) or (
+                        isinstance(r, BatchRec) and r.kind == "P" and r.idempotency_key not in carried):
                     n += 1
                 elif isinstance(r, Priced):
                     n += len(r.events)
@@ -446,20 +463,24 @@ class JournalStore:
         delivered, counted). False when that could not be written (nor the marks before it):
         the retry waits."""
         with self._marks_lock:
-            return self._write_due() and self._append(encode_mark("T", batch.idempotency_key))
+            if self._write_due() and self._append(encode_mark("T", batch.idempotency_key)):
+                batch.journal_mark = "T"
+                return True
+            return False
 
     def failed(self, batch: Batch) -> None:
-        self._mark(encode_mark("F", batch.idempotency_key))
+        self._mark(encode_mark("F", batch.idempotency_key), batch, "F")
 
     def settled(self, batch: Batch, dead: bool) -> None:
-        self._mark(encode_mark("D", batch.idempotency_key, 1 if dead else 0))
+        self._mark(encode_mark("D", batch.idempotency_key, 1 if dead else 0), batch, "D")
 
-    def _mark(self, data: bytes) -> None:
+    def _mark(self, data: bytes, batch: Batch, kind: str) -> None:
         """A request's outcome (``F``, ``D``), journaled in order: one a full disk refused waits,
         with those after it, and is written again at each read (a death before that replays the
         request as possibly delivered, counted in ``ambiguous_retries``)."""
         with self._marks_lock:
             self._due.append(data)
+            batch.journal_mark = kind  # (what the journal says of it once the marks due are written)
             self._write_due()
 
     def _write_due(self) -> bool:
@@ -479,11 +500,49 @@ class JournalStore:
         set_refused(self.dir, not accepted)
         self._refused = not accepted
 
+    def crowded(self) -> bool:
+        """The current segment has grown by ``spool_max_bytes`` since it began (or since what
+        its last compaction carried): time to :meth:`compact` it, settled or not."""
+        return self.journal.read_pos - self._compacted_at >= max(self._max_bytes, _COMPACT_MIN)
+
+    def compact(self, unsettled: Sequence[Batch]) -> bool:
+        """Start a new segment although requests are unsettled: each of ``unsettled`` (every
+        request of ours journaled and not settled; the reporter has just formed requests of all
+        it read) is carried into it as a ``P`` record, with the state its marks gave it, then
+        the old segment goes. A death after that replays them from the new segment as it would
+        have from the old one. False when the journal's state is not all written (a full disk;
+        calls' usage awaiting a price): tried again later."""
+        with self._marks_lock:
+            if self._due or self._unwritten or self._owed or self._held:
+                return False
+            parts = []
+            keys = []
+            for b in unsettled:
+                if b.journal_mark == "D":  # settled meanwhile (its sender has not told the reporter yet)
+                    continue
+                flags = B_ESTIMATED if b.estimated else 0
+                if b.journal_mark != "F":  # (as recover() reads a B record without an F after it)
+                    flags |= B_INFLIGHT
+                try:
+                    blob = key_blob(b.consumer_id, b.api_id, b.metric)
+                except UnicodeEncodeError:  # (never journaled)
+                    continue
+                parts.append(encode_batch("P", blob, b.units, b.n_events, flags, b.idempotency_key))
+                keys.append(b.idempotency_key)
+            carry = b"".join(parts)
+            self.journal.rotate(carry)
+            self._carried = set(keys)
+            self._compacted_at = len(carry)
+        self._counters.add("journal_compactions")
+        return True
+
     def maintain(self, idle: bool) -> None:
         """Rotation when everything is settled, and adoption of dead processes' journals."""
         if (idle and not self._held and not self._unwritten
                 and self.journal.read_pos == self.journal.size() and self.journal.read_pos > 1 << 20):
             self.journal.rotate()
+            self._carried = set()
+            self._compacted_at = 0
         now = time.monotonic()
         if now - self._last_adopt >= 2.0:
             self._last_adopt = now
@@ -550,10 +609,12 @@ class JournalStore:
             self.journal.reopen()
             # what was held or not marked is in the closed journal, adopted from there
             self._held, self._unwritten, self._owed, self._due = [], [], [], []
+            self._carried, self._compacted_at = set(), 0
 
     def after_fork(self) -> None:
         self.journal.after_fork()
         self._held, self._unwritten, self._owed, self._due = [], [], [], []  # the parent's
+        self._carried, self._compacted_at = set(), 0
         self._marks_lock = threading.Lock()
         self._fallback.after_fork()
 

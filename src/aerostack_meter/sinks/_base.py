@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
 __all__ = ["Batch", "SendResult", "Sink"]
@@ -25,6 +25,9 @@ class Batch:
     estimated: bool = False
     estimated_units: int = 0  # the part of ``units`` that came from estimates
     price_table: str | None = None  # the price table that priced these units (metrics="cost")
+    #: (the durable store's) the last delivery mark journaled for this request: ``""`` (formed
+    #: only), ``"T"`` (a retry sent), ``"F"`` (failed, waiting to be retried), ``"D"`` (settled)
+    journal_mark: str = field(default="", repr=False, compare=False)
 
     def wire(self) -> dict[str, object]:
         return {

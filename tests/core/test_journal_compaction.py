@@ -1,0 +1,142 @@
+"""Compaction of the journal while requests are unsettled: under a steady load (the reporter is
+never idle) or through an outage, the journal grew without bound (it was only rotated when
+everything in it was settled). Past ``spool_max_bytes`` it now starts a new file holding the
+unsettled requests (``P`` records, with their delivery state) and what was not read yet; a death
+afterwards replays each request once, from the new file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from aerostack_meter import Meter
+from aerostack_meter._journal import adopt_dead
+from aerostack_meter._journal_format import (
+    B_INFLIGHT,
+    encode_batch,
+    encode_event,
+    encode_mark,
+    key_blob,
+)
+from tests.standin import standin_server
+
+KEY = "ac_secret_compaction_key"
+SMALL = 1 << 16  # the least spool_max_bytes takes
+
+
+def _journal_bytes(state: Path) -> int:
+    total = 0
+    for p in state.rglob("*.journal"):
+        with contextlib.suppress(FileNotFoundError):  # deleted by a compaction meanwhile
+            total += p.stat().st_size
+    return total
+
+
+def _watch(state: Path, stop: threading.Event, seen: list[int]) -> None:
+    while not stop.is_set():
+        seen.append(_journal_bytes(state))
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("outage", [False, True], ids=["steady", "outage"])
+def test_a_journal_never_all_settled_is_compacted_and_every_record_delivered(tmp_path: Path, outage: bool) -> None:
+    # 300,000 records of ~55 bytes over a few seconds: 16 MiB in one file before the fix (the
+    # reporter, stepping every 0.2 s, always finds the next records summing: never idle); now a
+    # file holds at most about one step's records (~1 MiB here)
+    n, names = 300_000, [f"usr_{i}" for i in range(5)]
+    with standin_server() as gw:
+        if outage:
+            gw.respond(*([503] * 1_000_000))
+        meter = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.2,
+                      spool_max_bytes=SMALL, backoff_base=0.01, max_backoff=0.05)
+        stop, seen = threading.Event(), [0]
+        watcher = threading.Thread(target=_watch, args=(tmp_path, stop, seen))
+        watcher.start()
+        try:
+            for i in range(n):
+                meter.log(names[i % 5], 3)
+                if i % 100 == 0:
+                    time.sleep(0.001)  # a steady load, not a burst between two steps
+            deadline = time.monotonic() + 30
+            while meter.stats().journal_compactions < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the reporter reads the last of it
+        finally:
+            stop.set()
+            watcher.join()
+        compactions = meter.stats().journal_compactions
+        with gw.lock:
+            gw.script.clear()  # the outage ends
+        assert meter.flush(30)
+        st = meter.stats()
+        assert meter.shutdown(10)
+    assert compactions >= 3
+    assert max(seen) <= 4 << 20, max(seen)
+    assert gw.units_by_consumer() == {c: 3 * n // 5 for c in names}
+    assert (st.events_sent, st.events_dropped, st.ambiguous_retries) == (n, 0, 0)
+    assert not list(tmp_path.rglob("*.journal"))
+
+
+def test_a_process_killed_after_compactions_in_an_outage_is_replayed_once(tmp_path: Path) -> None:
+    # every request the child formed failed (503: not delivered) and was carried from file to
+    # file; what it left is adopted by the next start and delivered exactly once
+    n = 60_000
+    with standin_server() as gw:
+        gw.respond(*([503] * 1_000_000))
+        child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+            import time
+            import aerostack_meter as am
+            am.init({KEY!r}, api_id="api", base_url={gw.url!r}, state_dir={str(tmp_path)!r},
+                    flush_interval=0.05, spool_max_bytes={SMALL}, backoff_base=0.01,
+                    max_backoff=0.05, instrument=False)
+            for i in range({n}):
+                am.log("usr_" + str(i % 3), 2)
+            while am.stats().journal_compactions < 3:
+                time.sleep(0.01)
+            time.sleep(0.2)  # retries keep failing meanwhile (F marks after the carried requests)
+            print("logged", am.stats().journal_compactions, am.stats().events_sent, flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+        assert child.stdout is not None
+        line = child.stdout.readline().split()
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+        child.stdout.close()
+        assert line[0] == "logged" and int(line[1]) >= 3 and int(line[2]) == 0
+        assert not gw.units_by_consumer()
+        with gw.lock:
+            gw.script.clear()
+        meter = Meter(KEY, api_id="api", base_url=gw.url, state_dir=str(tmp_path), flush_interval=0.05)
+        deadline = time.monotonic() + 20
+        while sum(gw.units_by_consumer().values()) < 2 * n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert meter.flush(10)
+        st = meter.stats()
+        assert meter.shutdown(10)
+    assert gw.units_by_consumer() == {f"usr_{i}": 2 * n // 3 for i in range(3)}
+    assert st.events_adopted == n
+    assert not list(tmp_path.rglob("*.journal"))
+
+
+def test_a_request_in_two_files_of_a_dead_process_is_adopted_once(tmp_path: Path) -> None:
+    """A death between a compaction's new file and the old one's deletion leaves a request in
+    both (a ``B`` in the old, a ``P`` in the new); its settlement, if any, is only in the new."""
+    blob = key_blob("usr", "api", "units")
+    old = encode_event(blob, 5, 0, 1.0) + encode_batch("B", blob, 5, 1, 0, "am-x-1", 0, 1 << 40) \
+        + encode_event(blob, 7, 0, 1.0) + encode_batch("B", blob, 7, 1, 0, "am-x-2", 0, 1 << 40)
+    new = encode_batch("P", blob, 5, 1, B_INFLIGHT, "am-x-1") \
+        + encode_batch("P", blob, 7, 1, B_INFLIGHT, "am-x-2") + encode_mark("D", "am-x-2")
+    (tmp_path / "deadbeef00.0.journal").write_bytes(old)
+    (tmp_path / "deadbeef00.1.journal").write_bytes(new)
+    (tmp_path / "deadbeef00.lock").touch()
+    found = adopt_dead(str(tmp_path), None, None)
+    assert [(r.idempotency_key, r.units) for r in found.requests] == [("am-x-1", 5)]
+    assert found.events == []
