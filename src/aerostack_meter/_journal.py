@@ -366,48 +366,86 @@ class Journal:
                 break
         return out, bad
 
-    def rotate(self, carry: bytes = b"") -> None:
+    def rotate(self, carry: bytes = b"") -> int:
         """Start a new segment and delete the old one. ``carry``: records that stand for what
-        the old one holds unsettled and was read already (the store's compaction: requests in
-        flight, as ``P`` records); they open the new segment, and the reader knows them (see
+        the old one holds unsettled and was read already (the store's compaction: requests not
+        settled, open sums); reading the new segment starts after them (see
         ``JournalStore.compact``). Without it, everything read in the old one is settled.
-        Writers keep using the same descriptor number: ``dup2`` points it at the new file
-        atomically.
+        Returns where ``carry`` begins in the new segment.
 
         Callers append without a lock, so records can land in the old segment after the reporter
-        found it all read and before the switch: they are copied into the new segment here, and a
-        mark taken before the switch is reached only once they are read (``carried``: where they
-        end). Nothing of ours lands in the old segment after the switch (a mapped one is sealed
-        here, and an ``os.write`` holds the write lock), so it is deleted at once: only a death
-        between the copy and the deletion leaves those records in both files (a request is then
-        adopted once: :func:`adopt_dead` keeps one request per key)."""
+        found it all read: they are copied into the new segment (``carried``: where they end; a
+        mark taken before the switch is reached only once they are read). The old segment is
+        sealed first (an append then waits for the write lock), and the new one is made whole
+        before the switch: between two marks (:func:`rotation_marks`), ``carry``, the copied
+        records. A failure there (a full disk) raises with nothing changed. Writers keep using
+        the same descriptor number: ``dup2`` points it at the new file atomically. The old
+        segment is then deleted; a death before that leaves both files, and :func:`adopt_dead`
+        reads only the new one (its closing mark says it replaces the old one; a segment without
+        its closing mark was never switched to, and is skipped)."""
         old_path, old_rfd, old_pos = self.path, self._rfd, self.read_pos
         with self._wlock:
             old = self._mm
+            end = _seal(old) if old is not None else -1  # (unmapped: appends take this lock)
+            copied = _copy(old_rfd, old_pos, old, end)
+            first, last = rotation_marks(os.path.basename(old_path)) if carry or copied else (b"", b"")
             path = self._seg_path(self.token, self.seg + 1)
-            # (the files are opened before anything changes: a failure here leaves the old one on)
-            rfd = os.open(path, os.O_RDONLY | os.O_CREAT | _CLOEXEC, 0o600)
             try:
-                self._point_at(path)
+                fd, mm = self._prepare(path, first + carry + copied + last)
+                try:
+                    rfd = os.open(path, os.O_RDONLY | _CLOEXEC)
+                    try:
+                        os.dup2(fd, self.fd, inheritable=False)  # the switch
+                    except BaseException:
+                        os.close(rfd)
+                        raise
+                except BaseException:
+                    _discard(path, fd, mm)
+                    raise
             except BaseException:
-                os.close(rfd)
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
+                if old is not None:
+                    old.seek(end)  # unsealed: appends go on into the old segment
                 raise
+            os.close(fd)
+            self._mm = mm
             self.seg += 1
             self._torn_end = -1
             self._rfd = rfd
-            # an append that loaded the old mapping before now fails over to the new one
-            data = carry + _tail(old_rfd, old_pos, old)
-            self.read_pos = 0
-            self.carried = 0
-            if data:
-                self.append(data)
-                self.carried = self.size()
+            self.read_pos = len(first) + len(carry)  # (the reader has what carry stands for)
+            self.carried = self.size()
             with contextlib.suppress(OSError):
                 os.unlink(old_path)
             with contextlib.suppress(OSError):
                 os.close(old_rfd)
+            return len(first)
+
+    def _prepare(self, path: str, data: bytes) -> tuple[int, mmap.mmap | None]:
+        """(Under the write lock.) A new segment file holding ``data``, mapped with room to
+        grow when the journal maps (else written with ``os.write``): its descriptor and
+        mapping. ``OSError`` when it cannot be made (nothing is left behind)."""
+        room = len(data)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o600)
+        try:
+            if self.mapped:
+                size = max(_MAP_FIRST, -(-(room + _MAP_FIRST) // mmap.ALLOCATIONGRANULARITY)
+                           * mmap.ALLOCATIONGRANULARITY)
+                try:
+                    os.posix_fallocate(fd, 0, size)
+                    mm = mmap.mmap(fd, size)
+                except (OSError, ValueError, OverflowError) as exc:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, 0)
+                    self._unmapped(exc)
+                else:
+                    mm.write(data)
+                    return fd, mm
+            n = os.write(fd, data) if data else 0
+            if n != len(data):
+                raise OSError(errno.ENOSPC, f"wrote {n} of {len(data)} bytes")
+            return fd, None
+        except BaseException:
+            _discard(path, fd, None)
+            raise
 
     def close(self, *, delete: bool) -> None:
         """Release ownership (our files become adoptable). ``delete``: everything was settled,
@@ -455,6 +493,28 @@ class Journal:
         self._open_owner()
 
 
+def _discard(path: str, fd: int, mm: mmap.mmap | None) -> None:
+    """A new segment that was never switched to: gone."""
+    if mm is not None:
+        with contextlib.suppress(Exception):
+            mm.close()
+    with contextlib.suppress(OSError):
+        os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def rotation_marks(old: str) -> tuple[bytes, bytes]:
+    """The ``M`` marks that open and close a segment made by :meth:`Journal.rotate` from the
+    segment file named ``old`` (older versions match their keys to no file): with its closing
+    mark, a segment replaces ``old`` whole; without it (a death while it was written), it was
+    never switched to."""
+    return encode_mark("M", _OPENS + old), encode_mark("M", _REPLACES + old)
+
+
+_OPENS, _REPLACES = "rotated-from:", "replaces:"
+
+
 def _seal(mm: mmap.mmap) -> int:
     """Stop appends to the mapping ``mm`` (its position moved to its end: a copy that loaded it
     fails and takes the locked path); returns the end of the data in it."""
@@ -466,22 +526,27 @@ def _seal(mm: mmap.mmap) -> int:
     return end
 
 
-def _tail(rfd: int, pos: int, mm: mmap.mmap | None) -> bytes:
-    """The usage records of a rotated-out segment from ``pos`` on, encoded again for the current
-    segment (a ``U`` record is copied unpriced: priced when read there); empty if there are none.
-    ``mm``: its mapping, sealed here (see :func:`_seal`); ``None``: the file is read from ``rfd``."""
+def _copy(rfd: int, pos: int, mm: mmap.mmap | None, end: int) -> bytes:
+    """The usage records of a segment being rotated out, from ``pos`` on, encoded again for the
+    next segment (a ``U`` record is copied unpriced: priced when read there; an ``X`` record's
+    events as ``E`` records); empty if there are none. ``mm``: its mapping, sealed, its data
+    ending at ``end``; ``None``: the file is read from ``rfd``."""
     if mm is not None:
-        data = mm[pos:_seal(mm)]
+        data = mm[pos:end]
     else:
         data = b""
         with contextlib.suppress(OSError):
-            end = os.fstat(rfd).st_size
-            data = os.pread(rfd, end - pos, pos) if end > pos else b""
+            size = os.fstat(rfd).st_size
+            data = os.pread(rfd, size - pos, pos) if size > pos else b""
     if not data:
         return b""
-    recs = [r for r in parse(data, pos, final=True).records
-            if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P")]
-    return b"".join(_reencode(r, adopted=False) for r in recs)
+    out = []
+    for r in parse(data, pos, final=True).records:
+        if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P"):
+            out.append(_reencode(r, adopted=False))
+        elif isinstance(r, Priced):  # a call read and priced, its events not read back yet
+            out.extend(_reencode(e, adopted=False) for e in r.events)
+    return b"".join(out)
 
 
 def _reencode(rec: Event | BatchRec | RawUsage, adopted: bool = True) -> bytes:
@@ -663,6 +728,7 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
             markers: set[str] = set()
             settled: set[str] = set()  # requests settled in any segment (see _one_per_key)
             parsed_moves: list[tuple[str, Recovered, int]] = []
+            segments: list[tuple[str, list[Record]]] = []
             for path in sources:
                 try:
                     with open(path, "rb") as f:
@@ -674,10 +740,20 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                 for r in parsed.records:
                     if isinstance(r, Mark) and r.kind in ("M", "D"):
                         (markers if r.kind == "M" else settled).add(r.idempotency_key)
-                found.add(recover(parsed.records))
+                segments.append((path, parsed.records))
                 if parsed.bad_bytes:
                     found.bad_bytes += parsed.bad_bytes
                     damaged.append(path)
+            replaced = {k[len(_REPLACES):] for k in markers if k.startswith(_REPLACES)}
+            for path, records in segments:
+                name = os.path.basename(path).rsplit(".adopting-", 1)[0]
+                if name in replaced:  # a later segment holds all it did (see Journal.rotate)
+                    continue
+                head = records[0] if records else None
+                if (isinstance(head, Mark) and head.kind == "M" and head.idempotency_key.startswith(_OPENS)
+                        and _REPLACES + head.idempotency_key[len(_OPENS):] not in markers):
+                    continue  # written whole before the switch, and it is not: never switched to
+                found.add(recover(records))
             for name in moves:
                 origin = name.rsplit(".adopting-", 1)[0]
                 if origin in markers:

@@ -423,16 +423,18 @@ class Reporter:
 
     def _compact(self) -> None:
         """The journal grew by ``spool_max_bytes`` while never all settled (a steady load, an
-        outage): form requests of everything read (the window closes early), then carry the
-        unsettled ones into a new segment (``JournalStore.compact``)."""
+        outage): carry the unsettled requests and the open sums into a new segment
+        (``JournalStore.compact``); the sums go on summing there."""
         if self._unformed or self._readopt:
-            return
-        self._close_window()
-        if self._unformed:  # (a full disk: the requests just formed wait to be journaled)
             return
         with self._lock:
             unsettled = [b for s, b in self._unsettled.items() if s not in self._in_memory]
-        self.store.compact(unsettled)
+        accs = [(key, acc) for key, acc in self._window.items() if len(key) == 3]  # (not _MEMORY)
+        offsets = self.store.compact(unsettled, [(key, acc.units, acc.estimated_units, acc.price_table is not None)
+                                                 for key, acc in accs])
+        if offsets is not None:
+            for (_key, acc), lo in zip(accs, offsets, strict=True):
+                acc.lo = lo
 
     def _expand_late_items(self) -> None:
         if not self._late or self._expand_late is None:

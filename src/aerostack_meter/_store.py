@@ -25,6 +25,8 @@ from ._journal_format import (
     B_ESTIMATED,
     B_INFLIGHT,
     B_PREFORMED,
+    EV_ESTIMATED,
+    EV_PRICED,
     MAGIC,
     U_ESTIMATED,
     BatchRec,
@@ -32,6 +34,7 @@ from ._journal_format import (
     Priced,
     RawUsage,
     encode_batch,
+    encode_event,
     encode_mark,
     encode_priced,
     key_blob,
@@ -55,6 +58,9 @@ _pack_ev = _EV.pack
 _pack_usage = _USAGE.pack
 # (consumer, api, metric, pack, blob): see JournalStore._packer
 _Packer = tuple[str, str, str, Callable[..., bytes], bytes]
+#: an open sum the reporter hands to ``compact``: (consumer, api, metric), units, of which
+#: estimated, priced
+Sum = tuple[tuple[str, str, str], int, int, bool]
 _COMPACT_MIN = 1 << 16  # the least growth between compactions, whatever spool_max_bytes says
 _PRICING_PASSES = 4  # reads per delivery step that price U records and read back their X records
 
@@ -153,8 +159,8 @@ class MemoryStore:
     def crowded(self) -> bool:
         return False
 
-    def compact(self, unsettled: Sequence[Batch]) -> bool:
-        return False
+    def compact(self, unsettled: Sequence[Batch], sums: Sequence[Sum]) -> list[int] | None:
+        return None
 
     def maintain(self, idle: bool) -> None:
         pass
@@ -220,10 +226,7 @@ class JournalStore:
         self._due: list[bytes] = []  # F and D marks whose write failed, in order (see _mark)
         self._marks_lock = threading.Lock()
         self._owed: list[tuple[int, int]] = []  # X records written, not read back: (U offset, end)
-        # our own requests compact() carried into the current segment as P records: skipped
-        # when read (the reporter has them), by key
-        self._carried: set[str] = set()
-        self._compacted_at = 0  # where the carried part of the current segment ends
+        self._compacted_at = 0  # where what compact() carried into the current segment ends
         self._rescue_seen: set[tuple[str, int]] = set()  # quarantined files with nothing to rescue
 
     # -- caller side --------------------------------------------------------------------------
@@ -363,10 +366,7 @@ class JournalStore:
                     if mark is not None:
                         marks.append((r.offset, mark))
                 elif isinstance(r, BatchRec) and r.kind == "P":
-                    if not self._carried or r.idempotency_key not in self._carried:
-                        out.append(r)
-                    else:
-                        self._carried.discard(r.idempotency_key)
+                    out.append(r)
             if not marks or not self._write_marks(marks):
                 break
         out.extend(self._fallback.read())
@@ -423,10 +423,8 @@ class JournalStore:
         buf, pos = self.journal.unread()
         n = 0
         if buf:
-            carried = self._carried
             for r in parse(buf, pos).records:
-                if isinstance(r, (Event, RawUsage)) or (
-                        isinstance(r, BatchRec) and r.kind == "P" and r.idempotency_key not in carried):
+                if isinstance(r, (Event, RawUsage)) or (isinstance(r, BatchRec) and r.kind == "P"):
                     n += 1
                 elif isinstance(r, Priced):
                     n += len(r.events)
@@ -505,18 +503,20 @@ class JournalStore:
         its last compaction carried): time to :meth:`compact` it, settled or not."""
         return self.journal.read_pos - self._compacted_at >= max(self._max_bytes, _COMPACT_MIN)
 
-    def compact(self, unsettled: Sequence[Batch]) -> bool:
-        """Start a new segment although requests are unsettled: each of ``unsettled`` (every
-        request of ours journaled and not settled; the reporter has just formed requests of all
-        it read) is carried into it as a ``P`` record, with the state its marks gave it, then
-        the old segment goes. A death after that replays them from the new segment as it would
-        have from the old one. False when the journal's state is not all written (a full disk;
-        calls' usage awaiting a price): tried again later."""
+    def compact(self, unsettled: Sequence[Batch], sums: Sequence[Sum]) -> list[int] | None:
+        """Start a new segment although requests are unsettled and sums are open. Carried into
+        it, ahead of everything else and already read: each of ``unsettled`` (every request of
+        ours journaled and not settled) as a ``P`` record, with the state its marks gave it, and
+        each of ``sums`` (the reporter's open sums of events read from the journal: key, units,
+        of which estimated, priced) as one or two ``E`` records; then what was not read yet, and
+        the old segment goes. A death afterwards replays them from the new segment as it would
+        have from the old one. Returns where each sum's records begin (its new ``lo``); ``None``
+        when nothing changed: the journal's state is not all written (a full disk; calls'
+        usage awaiting a price), or the new segment could not be made (tried again later)."""
         with self._marks_lock:
-            if self._due or self._unwritten or self._owed or self._held:
-                return False
+            if self._due or self._unwritten or self._held:
+                return None
             parts = []
-            keys = []
             for b in unsettled:
                 if b.journal_mark == "D":  # settled meanwhile (its sender has not told the reporter yet)
                     continue
@@ -528,20 +528,36 @@ class JournalStore:
                 except UnicodeEncodeError:  # (never journaled)
                     continue
                 parts.append(encode_batch("P", blob, b.units, b.n_events, flags, b.idempotency_key))
-                keys.append(b.idempotency_key)
+            offsets = []
+            pos = sum(map(len, parts))
+            ts = time.time()
+            for (c, a, m), units, estimated, priced in sums:
+                blob = self._blobs.get((c, a, m)) or self._blob((c, a, m))
+                extra = EV_PRICED if priced else 0
+                offsets.append(pos)
+                for n, flags in ((units - estimated, extra), (estimated, extra | EV_ESTIMATED)):
+                    if n or (flags == extra and not estimated):
+                        parts.append(encode_event(blob, n, flags, ts))
+                        pos += len(parts[-1])
             carry = b"".join(parts)
-            self.journal.rotate(carry)
-            self._carried = set(keys)
-            self._compacted_at = len(carry)
+            try:
+                at = self.journal.rotate(carry)
+            except OSError as exc:  # (nothing changed: see Journal.rotate) tried again next step
+                self._counters.add("journal_errors")
+                log_once("journal_compact", logging.WARNING,
+                         "aerostack_meter: cannot compact the usage journal in %s (%s); it keeps "
+                         "growing until it can", self.dir, exc.strerror or type(exc).__name__)
+                return None
+            self._owed = []  # (X records not read back yet: copied as E records, see _copy)
+            self._compacted_at = self.journal.read_pos
         self._counters.add("journal_compactions")
-        return True
+        return [at + o for o in offsets]
 
     def maintain(self, idle: bool) -> None:
         """Rotation when everything is settled, and adoption of dead processes' journals."""
         if (idle and not self._held and not self._unwritten
                 and self.journal.read_pos == self.journal.size() and self.journal.read_pos > 1 << 20):
             self.journal.rotate()
-            self._carried = set()
             self._compacted_at = 0
         now = time.monotonic()
         if now - self._last_adopt >= 2.0:
@@ -609,12 +625,12 @@ class JournalStore:
             self.journal.reopen()
             # what was held or not marked is in the closed journal, adopted from there
             self._held, self._unwritten, self._owed, self._due = [], [], [], []
-            self._carried, self._compacted_at = set(), 0
+            self._compacted_at = 0
 
     def after_fork(self) -> None:
         self.journal.after_fork()
         self._held, self._unwritten, self._owed, self._due = [], [], [], []  # the parent's
-        self._carried, self._compacted_at = set(), 0
+        self._compacted_at = 0
         self._marks_lock = threading.Lock()
         self._fallback.after_fork()
 
