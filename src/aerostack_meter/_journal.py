@@ -664,6 +664,58 @@ def _one_per_key(requests: list[BatchRec], settled: set[str]) -> list[BatchRec]:
             if last[r.idempotency_key] == i and r.idempotency_key not in settled]
 
 
+class _DeadFiles:
+    """The files of one dead process's journal, read together: its segments, and the files it
+    was moving in when it died."""
+
+    def __init__(self) -> None:
+        self.markers: set[str] = set()  # M marks of the dead journal itself (files it moved in)
+        self.rotations: set[str] = set()  # rotation marks of every file read (see Journal.rotate)
+        self.settled: set[str] = set()  # requests settled in any file read (see _one_per_key)
+        self.files: list[tuple[str, list[Record]]] = []  # (the file's own name, its records)
+        self.damaged: list[str] = []
+        self.bad_bytes = 0
+
+    def read(self, path: str, own: bool) -> bool:
+        """Read one file (``own``: a segment of the dead journal itself); False if it cannot be."""
+        try:
+            with open(path, "rb") as f:
+                parsed = parse(f.read(), 0, final=True)
+        except OSError:
+            return False
+        for r in parsed.records:
+            if isinstance(r, Mark) and r.kind in ("M", "D"):
+                if r.kind == "D":
+                    self.settled.add(r.idempotency_key)
+                elif r.idempotency_key.startswith((_OPENS, _REPLACES)):
+                    self.rotations.add(r.idempotency_key)
+                elif own:
+                    self.markers.add(r.idempotency_key)
+        self.files.append((os.path.basename(path).rsplit(".adopting-", 1)[0], parsed.records))
+        if parsed.bad_bytes and own:
+            self.bad_bytes += parsed.bad_bytes
+            self.damaged.append(path)
+        return True
+
+    def recover(self) -> Recovered:
+        """What the files read hold undelivered. A segment a later one replaces is skipped, and
+        so is one a rotation was writing when the process died (its opening mark without its
+        closing one: never switched to); one request per key, none settled anywhere."""
+        out = Recovered()
+        replaced = {k[len(_REPLACES):] for k in self.rotations if k.startswith(_REPLACES)}
+        for name, records in self.files:
+            if name in replaced:
+                continue
+            head = records[0] if records else None
+            if (isinstance(head, Mark) and head.kind == "M" and head.idempotency_key.startswith(_OPENS)
+                    and _REPLACES + head.idempotency_key[len(_OPENS):] not in self.rotations):
+                continue
+            out.add(recover(records))
+        out.requests = _one_per_key(out.requests, self.settled)
+        out.bad_bytes += self.bad_bytes
+        return out
+
+
 def _dead_tokens(directory: str, own: str | None) -> Iterator[str]:
     try:
         names = os.listdir(directory)
@@ -723,56 +775,20 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                 sources = renamed
             else:
                 sources = [os.path.join(directory, n) for n in segs]
-            found = Recovered()
-            damaged: list[str] = []
-            markers: set[str] = set()
-            settled: set[str] = set()  # requests settled in any segment (see _one_per_key)
-            parsed_moves: list[tuple[str, Recovered, int]] = []
-            segments: list[tuple[str, list[Record]]] = []
+            dead = _DeadFiles()
             for path in sources:
-                try:
-                    with open(path, "rb") as f:
-                        data = f.read()
-                except OSError:
+                if not dead.read(path, True):
                     total.quarantined.extend(q for q in [quarantine(path)] if q)
-                    continue
-                parsed = parse(data, 0, final=True)
-                for r in parsed.records:
-                    if isinstance(r, Mark) and r.kind in ("M", "D"):
-                        (markers if r.kind == "M" else settled).add(r.idempotency_key)
-                segments.append((path, parsed.records))
-                if parsed.bad_bytes:
-                    found.bad_bytes += parsed.bad_bytes
-                    damaged.append(path)
-            replaced = {k[len(_REPLACES):] for k in markers if k.startswith(_REPLACES)}
-            for path, records in segments:
-                name = os.path.basename(path).rsplit(".adopting-", 1)[0]
-                if name in replaced:  # a later segment holds all it did (see Journal.rotate)
-                    continue
-                head = records[0] if records else None
-                if (isinstance(head, Mark) and head.kind == "M" and head.idempotency_key.startswith(_OPENS)
-                        and _REPLACES + head.idempotency_key[len(_OPENS):] not in markers):
-                    continue  # written whole before the switch, and it is not: never switched to
-                found.add(recover(records))
-            for name in moves:
-                origin = name.rsplit(".adopting-", 1)[0]
-                if origin in markers:
-                    parsed_moves.append((name, Recovered(), 0))  # already in the dead journal
-                    continue
-                try:
-                    with open(os.path.join(directory, name), "rb") as f:
-                        parsed = parse(f.read(), 0, final=True)
-                except OSError:
-                    continue
-                parsed_moves.append((name, recover(parsed.records), parsed.bad_bytes))
-            for _name, rec, _bad in parsed_moves:
-                found.add(rec)
-            found.requests = _one_per_key(found.requests, settled)
+            # moves the dead process had started: their files, unless already in its journal
+            moved = [name for name in moves if name.rsplit(".adopting-", 1)[0] in dead.markers
+                     or dead.read(os.path.join(directory, name), False)]
+            found = dead.recover()
+            damaged = dead.damaged
             if sink is None:
                 total.add(found)
                 continue
             origins = [os.path.basename(p).rsplit(".adopting-", 1)[0] for p in sources]
-            origins += [n.rsplit(".adopting-", 1)[0] for n, _r, _b in parsed_moves]
+            origins += [n.rsplit(".adopting-", 1)[0] for n in moved]
             blob = found.encode() + b"".join(encode_mark("M", o) for o in origins)
             try:
                 sink.append(blob, whole=True)  # ours now (one write, all or nothing), before the dead files go
@@ -781,8 +797,8 @@ def adopt_dead(directory: str, own: str | None, sink: Journal | None, into: str 
                     with contextlib.suppress(OSError):
                         os.rename(path, os.path.join(directory, os.path.basename(path).rsplit(".adopting-", 1)[0]))
                 raise
-            settle_rescues(directory, token, markers)
-            for path in [*sources, *(os.path.join(directory, n) for n, _r, _b in parsed_moves)]:
+            settle_rescues(directory, token, dead.markers)
+            for path in [*sources, *(os.path.join(directory, n) for n in moved)]:
                 if path in damaged:  # what it held that could be read is copied: "-read"
                     total.quarantined.extend(q for q in [quarantine(path, READ_SUFFIX)] if q)
                     continue

@@ -430,8 +430,8 @@ class Reporter:
         with self._lock:
             unsettled = [b for s, b in self._unsettled.items() if s not in self._in_memory]
         accs = [(key, acc) for key, acc in self._window.items() if len(key) == 3]  # (not _MEMORY)
-        offsets = self.store.compact(unsettled, [(key, acc.units, acc.estimated_units, acc.price_table is not None)
-                                                 for key, acc in accs])
+        offsets = self.store.compact(unsettled, [
+            (key, acc.units, acc.estimated_units, acc.estimated, acc.price_table is not None) for key, acc in accs])
         if offsets is not None:
             for (_key, acc), lo in zip(accs, offsets, strict=True):
                 acc.lo = lo

@@ -72,8 +72,9 @@ class Stats:
     #: memory, a full disk when it grows): it is written with one ``write()`` per call instead,
     #: as durable, a few microseconds slower
     journal_unmapped: int = 0
-    #: times the journal was compacted while usage was unsettled (it grew by ``spool_max_bytes``):
-    #: a new file holding the unsettled requests, the open sums and what was not read yet
+    #: times the journal was compacted: a new file holding only what is not settled (the
+    #: requests, the open sums, what was not read yet), when everything was settled past 1 MiB
+    #: or it grew by ``spool_max_bytes``
     journal_compactions: int = 0
     #: damaged state files renamed aside (``*.corrupt-*``)
     state_files_quarantined: int = 0

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._journal import Journal, Recovered, ShortWrite, adopt_dead, whole_records
+from ._journal import Journal, Recovered, ShortWrite, _reencode, adopt_dead, whole_records
 from ._journal_format import (
     _EV,
     _HDR,
@@ -59,8 +59,8 @@ _pack_usage = _USAGE.pack
 # (consumer, api, metric, pack, blob): see JournalStore._packer
 _Packer = tuple[str, str, str, Callable[..., bytes], bytes]
 #: an open sum the reporter hands to ``compact``: (consumer, api, metric), units, of which
-#: estimated, priced
-Sum = tuple[tuple[str, str, str], int, int, bool]
+#: estimated, whether any is estimated, priced
+Sum = tuple[tuple[str, str, str], int, int, bool, bool]
 _COMPACT_MIN = 1 << 16  # the least growth between compactions, whatever spool_max_bytes says
 _PRICING_PASSES = 4  # reads per delivery step that price U records and read back their X records
 
@@ -227,6 +227,7 @@ class JournalStore:
         self._marks_lock = threading.Lock()
         self._owed: list[tuple[int, int]] = []  # X records written, not read back: (U offset, end)
         self._compacted_at = 0  # where what compact() carried into the current segment ends
+        self._adopting = threading.Lock()  # held while dead journals are copied in (see _adopt)
         self._rescue_seen: set[tuple[str, int]] = set()  # quarantined files with nothing to rescue
 
     # -- caller side --------------------------------------------------------------------------
@@ -513,10 +514,19 @@ class JournalStore:
         have from the old one. Returns where each sum's records begin (its new ``lo``); ``None``
         when nothing changed: the journal's state is not all written (a full disk; calls'
         usage awaiting a price), or the new segment could not be made (tried again later)."""
+        if not self._adopting.acquire(blocking=False):
+            return None  # (tried again at the next step)
+        try:
+            return self._compact(unsettled, sums)
+        finally:
+            self._adopting.release()
+
+    def _compact(self, unsettled: Sequence[Batch], sums: Sequence[Sum]) -> list[int] | None:
         with self._marks_lock:
-            if self._due or self._unwritten or self._held:
+            if self._due or self._unwritten:
                 return None
-            parts = []
+            # U records no price table here can price: carried as they are (for a process that can)
+            parts = [_reencode(r, adopted=False) for r in self._held]
             for b in unsettled:
                 if b.journal_mark == "D":  # settled meanwhile (its sender has not told the reporter yet)
                     continue
@@ -531,12 +541,13 @@ class JournalStore:
             offsets = []
             pos = sum(map(len, parts))
             ts = time.time()
-            for (c, a, m), units, estimated, priced in sums:
+            for (c, a, m), units, estimated_units, estimated, priced in sums:
                 blob = self._blobs.get((c, a, m)) or self._blob((c, a, m))
                 extra = EV_PRICED if priced else 0
                 offsets.append(pos)
-                for n, flags in ((units - estimated, extra), (estimated, extra | EV_ESTIMATED)):
-                    if n or (flags == extra and not estimated):
+                exact = units - estimated_units
+                for n, flags in ((exact, extra), (estimated_units, extra | EV_ESTIMATED)):
+                    if (n or not estimated) if flags == extra else estimated:
                         parts.append(encode_event(blob, n, flags, ts))
                         pos += len(parts[-1])
             carry = b"".join(parts)
@@ -555,10 +566,9 @@ class JournalStore:
 
     def maintain(self, idle: bool) -> None:
         """Rotation when everything is settled, and adoption of dead processes' journals."""
-        if (idle and not self._held and not self._unwritten
-                and self.journal.read_pos == self.journal.size() and self.journal.read_pos > 1 << 20):
-            self.journal.rotate()
-            self._compacted_at = 0
+        if (idle and not self._unwritten and self.journal.read_pos == self.journal.size()
+                and self.journal.read_pos - self._compacted_at > 1 << 20):
+            self.compact((), ())
         now = time.monotonic()
         if now - self._last_adopt >= 2.0:
             self._last_adopt = now
@@ -581,6 +591,12 @@ class JournalStore:
         return self._adopt([(directory, self.dir)])
 
     def _adopt(self, sources: list[tuple[str, str | None]]) -> int:
+        # (no rotation meanwhile: the M marks that say a dead file is copied in must stay in
+        # the journal until the file is deleted; see _rotating)
+        with self._adopting:
+            return self._adopt_locked(sources)
+
+    def _adopt_locked(self, sources: list[tuple[str, str | None]]) -> int:
         self.adopt_failed = False  # (True: some leftovers could not be copied in, see below)
         found = Recovered()
         rescued = 0
@@ -632,6 +648,7 @@ class JournalStore:
         self._held, self._unwritten, self._owed, self._due = [], [], [], []  # the parent's
         self._compacted_at = 0
         self._marks_lock = threading.Lock()
+        self._adopting = threading.Lock()
         self._fallback.after_fork()
 
 

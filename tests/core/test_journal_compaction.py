@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from aerostack_meter import Meter
-from aerostack_meter._journal import adopt_dead
+from aerostack_meter._journal import adopt_dead, rotation_marks
 from aerostack_meter._journal_format import (
     B_INFLIGHT,
     encode_batch,
@@ -267,3 +267,42 @@ def test_a_compaction_the_disk_refuses_changes_nothing_and_is_tried_again(tmp_pa
     assert done[2:] == ["1", done[3], "0", "1"] and int(done[3]) >= 1
     assert sum(gw.units_by_consumer().values()) == logged
     assert not list(state.rglob("*.journal"))
+
+
+def _pair(token: str) -> tuple[bytes, bytes]:
+    """A compacted pair of a process killed before its old segment was deleted: the old one
+    (7 + 5 read and summing, 9 appended after the last read) and the new one replacing it (the
+    sum carried, the 9 copied)."""
+    blob = key_blob("usr", "api", "units")
+    old = encode_event(blob, 7, 0, 1.0) + encode_event(blob, 5, 0, 1.0) + encode_event(blob, 9, 0, 1.0)
+    first, last = rotation_marks(f"{token}.2.journal")
+    new = first + encode_event(blob, 12, 0, 1.0) + encode_event(blob, 9, 0, 1.0) + last
+    return old, new
+
+
+@pytest.mark.parametrize("how", ["its_own", "moving_in"])
+def test_a_compacted_pair_left_by_a_death_is_adopted_once(tmp_path: Path, how: str) -> None:
+    """As the dead process's own segments, or as files a dead adopter was moving in (before the
+    fix, moved files were each read alone: the pair billed twice)."""
+    old, new = _pair("aaaa")
+    suffix = ".adopting-bbbb" if how == "moving_in" else ""
+    (tmp_path / f"aaaa.2.journal{suffix}").write_bytes(old)
+    (tmp_path / f"aaaa.3.journal{suffix}").write_bytes(new)
+    if how == "moving_in":  # the adopter died after renaming them, before copying them in
+        (tmp_path / "bbbb.0.journal").write_bytes(b"")
+        (tmp_path / "bbbb.lock").touch()
+    else:
+        (tmp_path / "aaaa.lock").touch()
+    found = adopt_dead(str(tmp_path), None, None)
+    assert sorted(e.units for e in found.events) == [9, 12]
+
+
+def test_a_segment_a_death_left_half_written_is_skipped(tmp_path: Path) -> None:
+    """Killed while the new segment was written (before the switch): it has its opening mark,
+    not its closing one; the old segment is adopted as it is."""
+    old, new = _pair("aaaa")
+    (tmp_path / "aaaa.2.journal").write_bytes(old)
+    (tmp_path / "aaaa.3.journal").write_bytes(new[:-10])
+    (tmp_path / "aaaa.lock").touch()
+    found = adopt_dead(str(tmp_path), None, None)
+    assert sorted(e.units for e in found.events) == [5, 7, 9]

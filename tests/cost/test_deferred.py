@@ -231,8 +231,9 @@ try:
 except am.ConfigError:
     print("no price table")
 m = am.Meter({key!r}, api_id={api!r}, base_url={gw!r}, state_dir={state!r}, flush_interval=0.05,
-             instrument=False, exit_timeout=0.5)
+             instrument=False, exit_timeout=0.5{options})
 m.flush(3)
+{load}
 s = m.stats()
 print(s.awaiting_price, s.events_adopted, s.events_sent, s.pending, s.dropped.get("policy_error", 0))
 """
@@ -241,7 +242,8 @@ print(s.awaiting_price, s.events_adopted, s.events_sent, s.pending, s.dropped.ge
 def test_an_adopter_without_the_price_table_keeps_the_usage_and_counts_it(
         fresh_gateway: Any, mock_llm: Any, tmp_path: Path) -> None:
     record_then_kill_9(fresh_gateway, mock_llm, tmp_path)
-    code = HIDE_PRICES.format(key=API_KEY, api=API_ID, gw=fresh_gateway.url, state=str(tmp_path))
+    code = HIDE_PRICES.format(key=API_KEY, api=API_ID, gw=fresh_gateway.url, state=str(tmp_path), options="",
+                              load="")
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -255,6 +257,38 @@ def test_an_adopter_without_the_price_table_keeps_the_usage_and_counts_it(
     finally:
         m.shutdown(5)
     assert billed(fresh_gateway) == {("killed", API_ID, "cost_micro_usd"): 6000}
+    assert list(tmp_path.rglob("*.journal*")) == []
+
+
+def test_usage_held_for_a_price_table_is_carried_through_compactions(
+        fresh_gateway: Any, mock_llm: Any, tmp_path: Path) -> None:
+    """The adopter that cannot price a call holds it, and its journal is still compacted under
+    load (before, a held call stopped every compaction: the journal grew without bound); the
+    call is carried into each new segment, for a process that can price it."""
+    record_then_kill_9(fresh_gateway, mock_llm, tmp_path)
+    load = textwrap.dedent("""
+        for i in range(20000):
+            m.log("load", 1)
+        import time
+        t = time.monotonic()
+        while m.stats().journal_compactions < 1 and time.monotonic() - t < 20:
+            time.sleep(0.01)
+        m.flush(10)
+        print(m.stats().journal_compactions >= 1)
+    """)
+    code = HIDE_PRICES.format(key=API_KEY, api=API_ID, gw=fresh_gateway.url, state=str(tmp_path),
+                              options=", spool_max_bytes=65536", load=load)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["no price table", "True", "1 1 20000 1 0"]
+    assert billed(fresh_gateway) == {("load", API_ID, "units"): 20000}
+    assert sum(isinstance(r, RawUsage) for r in journal_records(tmp_path)) == 1  # kept on disk, once
+    m = adopter(fresh_gateway, tmp_path)
+    try:
+        assert m.flush(10)
+    finally:
+        m.shutdown(5)
+    assert billed(fresh_gateway) == {("load", API_ID, "units"): 20000, ("killed", API_ID, "cost_micro_usd"): 6000}
     assert list(tmp_path.rglob("*.journal*")) == []
 
 
