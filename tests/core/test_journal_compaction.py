@@ -211,7 +211,7 @@ def test_a_death_inside_a_compaction_bills_each_record_once(tmp_path: Path, wher
 
 
 def test_a_compaction_the_disk_refuses_changes_nothing_and_is_tried_again(tmp_path: Path) -> None:
-    """Files may not grow past 8 KiB (``RLIMIT_FSIZE``: the new segment cannot be written) while
+    """Files may not grow past 4 KiB (``RLIMIT_FSIZE``: the new segment cannot be written) while
     calls go on and requests fail: the compaction fails with the journal as it was (before the
     fix the switch came first, and what was copied out of the old segment was lost, with
     ``flush()`` returning True); once files may grow again it succeeds, and every record is
@@ -227,12 +227,12 @@ def test_a_compaction_the_disk_refuses_changes_nothing_and_is_tried_again(tmp_pa
                          flush_interval=0.05, spool_max_bytes={SMALL}, backoff_base=0.01, max_backoff=0.05)
             m.log("usr_0", 1)
             logged = [1]
-            resource.setrlimit(resource.RLIMIT_FSIZE, (8192, resource.RLIM_INFINITY))
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))
             stop = threading.Event()
             def work():
                 i = 0
                 while not stop.is_set():
-                    m.log("usr_" + str(i % 200), 1)  # (200 requests to carry: more than 8 KiB)
+                    m.log("usr_" + str(i % 100), 1)  # (100 requests to carry: more than 4 KiB)
                     logged[0] += 1
                     i += 1
                     if i % 50 == 0:
@@ -248,7 +248,7 @@ def test_a_compaction_the_disk_refuses_changes_nothing_and_is_tried_again(tmp_pa
             time.sleep(0.3)
             stop.set()
             t.join()
-            ok = m.flush(20)
+            ok = m.flush(60)  # (~1,000 requests retried at once: the stand-in takes its time)
             st = m.stats()
             print("done", logged[0], int(ok), st.journal_compactions, st.pending, int(m.shutdown(10)), flush=True)
         """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
