@@ -186,25 +186,17 @@ class Journal:
         self._gone = False  # closed and deleted: the next append starts a new journal (see close)
 
     def _point_at(self, path: str) -> None:
-        """(Under the write lock.) Make ``self.fd`` name a new segment file, and map it."""
-        new = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | _CLOEXEC, 0o600)
+        """(Under the write lock.) Make ``self.fd`` name a new, empty segment file, mapped when
+        the journal maps (see :meth:`_prepare`)."""
+        fd, mm = self._prepare(path, b"")
         if self.fd < 0:
-            self.fd = new
+            self.fd = fd
         else:
             try:
-                os.dup2(new, self.fd, inheritable=False)
+                os.dup2(fd, self.fd, inheritable=False)
             finally:
-                os.close(new)
-        self._mm = None
-        if not self.mapped:
-            return
-        try:
-            os.posix_fallocate(self.fd, 0, _MAP_FIRST)
-            self._mm = mmap.mmap(self.fd, _MAP_FIRST)
-        except (OSError, ValueError, OverflowError) as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(self.fd, 0)
-            self._unmapped(exc)
+                os.close(fd)
+        self._mm = mm
 
     def _unmapped(self, exc: BaseException) -> None:
         if self.on_unmapped is not None:
@@ -423,12 +415,11 @@ class Journal:
         """(Under the write lock.) A new segment file holding ``data``, mapped with room to
         grow when the journal maps (else written with ``os.write``): its descriptor and
         mapping. ``OSError`` when it cannot be made (nothing is left behind)."""
-        room = len(data)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o600)
         try:
             if self.mapped:
-                size = max(_MAP_FIRST, -(-(room + _MAP_FIRST) // mmap.ALLOCATIONGRANULARITY)
-                           * mmap.ALLOCATIONGRANULARITY)
+                g = mmap.ALLOCATIONGRANULARITY
+                size = -(-(len(data) + _MAP_FIRST) // g) * g
                 try:
                     os.posix_fallocate(fd, 0, size)
                     mm = mmap.mmap(fd, size)
