@@ -30,6 +30,13 @@ rate of a few calls a second it is most of it. Per round and variant, the mean o
 ratios are paired by round (each variant against the same round's bare mean), printed as the
 median over rounds and a 95% bootstrap confidence interval of it. A goal of ≤ 1.03x is shown met
 where the interval's upper end is at or under 1.03. Prints only.
+
+``--knock put,record,attribution`` (a diagnostic, to attribute the gap in place: nothing is billed
+and the run's delivery checks are skipped) replaces parts of the metered path, for the whole run,
+with what costs nothing: ``put`` the journal record (the store's ``put``), ``record`` all of
+``Meter.record`` (the metric policy, the record), ``attribution`` the attribution of a call (the
+first call's, kept); ``gc`` the cyclic garbage collector (``gc.disable()``: what the collections
+triggered by the calls' allocations cost). What is left is the hooks and the usage reader.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import statistics
@@ -59,6 +67,7 @@ from callgrind_overhead import NEW, _new_clients
 
 import aerostack_meter as am
 
+KNOCKABLE = ("put", "record", "attribution", "gc")
 VARIANTS = ("bare", "patched", "wrap()", "bare again", "floor")
 DEFAULT_OPS = "chat,achat,responses,aresponses,messages,amessages"
 
@@ -98,6 +107,30 @@ def _build(keys: set[str], floor: Floor) -> tuple[dict[str, dict[str, Any]], int
             made[key]["patched"] = _new_clients("bedrock")
         made[key]["wrap()"] = am.wrap(made[key]["wrap()"])
     return made, len(holders)
+
+
+def _knock(parts: set[str]) -> None:
+    """Replace the named parts of the metered path with no-ops (see ``--knock``)."""
+    from aerostack_meter import _global, _wrapping
+
+    meter = _global._meter
+    assert meter is not None
+    if "put" in parts:
+        meter._put = lambda *_args: None
+    if "record" in parts:
+        setattr(meter, "record", lambda *_args, **_kwargs: None)  # noqa: B010 (an instance's, over the method)
+    if "attribution" in parts:
+        resolve = getattr(_wrapping, "_attribute")  # noqa: B009
+        kept: list[Any] = []
+
+        def attribute(*args: Any) -> Any:
+            if not kept:
+                kept.append(resolve(*args))
+            return kept[0]
+
+        setattr(_wrapping, "_attribute", attribute)  # noqa: B010
+    if "gc" in parts:
+        gc.disable()
 
 
 def _background_cpu() -> dict[tuple[int, str], float]:
@@ -144,7 +177,11 @@ def main() -> None:
     ap.add_argument("--run", type=int, default=3, help="timed calls per run (after one untimed call)")
     ap.add_argument("--ops", default=DEFAULT_OPS, help="comma-separated calls; 'new': Gemini, Bedrock and Mistral")
     ap.add_argument("--seed", type=int, default=16)
+    ap.add_argument("--knock", default="", help=f"diagnostic: parts replaced by no-ops ({', '.join(KNOCKABLE)})")
     args = ap.parse_args()
+    knocked = {k for k in args.knock.split(",") if k}
+    if knocked - set(KNOCKABLE):
+        ap.error(f"unknown parts {sorted(knocked - set(KNOCKABLE))}; known: {', '.join(KNOCKABLE)}")
     chosen = [o for o in args.ops.replace("new", ",".join(NEW)).split(",") if o]
     unknown = [o for o in chosen if o not in CALLS]
     if unknown:
@@ -152,12 +189,14 @@ def main() -> None:
     am.init(sink=DurableNullSink(), api_id="api_bench", default_consumer_id="bench",
             state_dir=tempfile.mkdtemp(prefix="aerostack-interleaved-"))
     assert am.stats().durable
+    _knock(knocked)
     am.uninstrument()  # the clients are built, and their classes recorded, before anything is patched
     floor = Floor()
     made, twinned = _build({CALLS[o][1] for o in chosen}, floor)
     loop = asyncio.new_event_loop()
     rng = random.Random(args.seed)
-    print(f"load before {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {twinned} objects twinned")
+    print(f"load before {' '.join(f'{x:.2f}' for x in os.getloadavg())}; {twinned} objects twinned"
+          + (f"; knocked out: {', '.join(sorted(knocked))}" if knocked else ""))
 
     def variants(name: str) -> list[str]:
         return [v for v in VARIANTS if v in made[CALLS[name][1]]]
@@ -191,12 +230,13 @@ def main() -> None:
     metered = st.calls_metered - before
     expected = 2 * args.rounds * args.runs * (args.run + 1) * len(chosen)  # patched and wrap(), once each
     assert st.usage_missing == 0 and st.internal_errors == 0 and not st.events_estimated, st
-    assert metered == expected, (metered, expected)  # and no bare twin's call was metered
+    if not knocked:  # (knocked out, nothing is billed)
+        assert metered == expected, (metered, expected)  # and no bare twin's call was metered
     floored = sum(1 for name in chosen if CALLS[name][1] in FLOORED)
     assert floor.read_so_far >= args.rounds * args.runs * (args.run + 1) * floored, floor.read_so_far
     by_thread = {i: t - bg0.get(i, 0.0) for i, t in bg1.items()}
     background = sum(by_thread.values())
-    background_us = background / metered * 1e6
+    background_us = background / max(metered, 1) * 1e6
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"load after {load}; {args.rounds} rounds x {args.runs} runs of {args.run} timed calls of each variant, "
           f"shuffled; background threads: {background * 1000:.1f} ms of CPU in {seconds:.1f} s "
