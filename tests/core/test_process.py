@@ -326,3 +326,55 @@ def test_a_stream_open_across_a_fork_is_billed_once_by_the_parent(tmp_path: Path
     finally:
         gw.stop()
         llm.stop()
+
+
+@pytest.mark.timeout(90)
+def test_an_apps_signal_handler_may_shut_the_meter_down_inside_stats() -> None:
+    """An application's own SIGTERM handler that calls ``am.shutdown()``: Python runs it in the main
+    thread between two bytecodes, here inside ``stats()``, whose ``pending`` holds the reporter's
+    lock while it sums the requests waiting to retry (the gateway is down). The shutdown takes that
+    lock again on the same thread: it must not deadlock (a reentrant lock). The handler ignores a
+    signal that lands elsewhere; the test signals until one lands there."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import linecache, signal, sys, time, aerostack_meter as am
+        am.init({KEY!r}, api_id="api", base_url="http://127.0.0.1:{port}/v1", flush_interval=0.05,
+                exit_timeout=1.0, instrument=False)
+        for i in range(5000):  # a key each: 5,000 requests wait to retry, summed by each stats()
+            am.log("usr_%d" % i, 1)
+        t0 = time.monotonic()
+        while am.stats().retries < 1000 and time.monotonic() - t0 < 30:
+            time.sleep(0.05)
+        def handler(signum, frame):
+            # (where pending sums the requests: under the reporter's lock)
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+            if not (frame.f_code.co_filename.endswith("_reporter.py") and "self._unsettled" in line):
+                return  # not inside the lock: wait for the next signal
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # (the test signals until the process ends)
+            ok = am.shutdown(0.2)
+            print("shut down", ok, am.stats().pending, flush=True)
+            sys.exit(3)
+        signal.signal(signal.SIGTERM, handler)
+        print("ready", am.stats().retries, flush=True)
+        while True:
+            am.stats()
+    """)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline().split()
+        assert ready[:1] == ["ready"] and int(ready[1]) >= 1000, ready
+        t0 = time.monotonic()
+        while proc.poll() is None and time.monotonic() - t0 < 20:
+            proc.terminate()
+            time.sleep(0.1)
+        try:
+            out, err = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the handler's shutdown() deadlocked inside stats()")
+    assert proc.returncode == 3, err
+    assert out.split()[:3] == ["shut", "down", "False"], out
+    assert int(out.split()[3]) == 5000  # all of it left in the journal for the next start
