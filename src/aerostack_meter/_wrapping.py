@@ -42,6 +42,7 @@ __all__ = [
     "current_route",
     "enter_outer",
     "finish",
+    "inner_noted",
     "is_async_callable",
     "is_ours",
     "make_routed_wrapper",
@@ -95,6 +96,12 @@ def metered_inside(call_id: str) -> bool:
     """Whether an SDK call the meter metered ran inside this framework call (asked once)."""
     with _inner_lock:
         return _inner.pop(call_id, False) is None
+
+
+def inner_noted(call_id: str) -> bool:
+    """``metered_inside`` without its lock, for a GC callback (which may run on a thread holding
+    it); the note is left to age out."""
+    return call_id in _inner
 
 
 def _note_inner(call_id: str) -> None:

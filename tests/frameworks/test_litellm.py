@@ -3,12 +3,15 @@ through litellm's own HTTP code (metered through litellm's callbacks); each call
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
 from typing import Any
 
 import pytest
 
 import aerostack_meter as am
+from aerostack_meter._estimate import estimate_input_tokens
 
 from .conftest import USER, Run, served, unmetered
 
@@ -68,3 +71,95 @@ def test_nothing_billed_after_uninstrument(run: Run) -> None:
         litellm.completion(messages=MESSAGES, **_route(run.llm, "anthropic"))
     time.sleep(0.5)  # litellm's worker would have reported it by now
     assert run.billed() == {}
+
+
+async def _collect(calls: int) -> None:
+    """Collect garbage until ``calls`` calls are metered: litellm's workers hold a dropped stream
+    until they have logged the chunks it handed out."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        gc.collect()
+        st = am.stats()
+        if st.calls_metered + st.usage_missing >= calls:
+            return
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_dropped_stream_billed_from_an_estimate(run: Run, mode: str) -> None:
+    """litellm calls no callback for a stream dropped before its end (anthropic/: its own HTTP
+    code): the call is billed once, from an estimate of what was sent and what was read."""
+    run.init()
+    kw = {"messages": MESSAGES, "stream": True, **_route(run.llm, "anthropic")}
+    text = ""
+    with am.consumer("c1"):
+        if mode == "async":
+            stream = await litellm.acompletion(**kw)
+            async for chunk in stream:
+                text += chunk.choices[0].delta.content or ""
+                break
+        else:
+            stream = litellm.completion(**kw)
+            for chunk in stream:
+                text += chunk.choices[0].delta.content or ""
+                break
+    assert text
+    assert not run.billed()  # nothing until the stream is collected
+    del stream, chunk
+    await _collect(1)
+    st = run.stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (1, 1, 0, 0)
+    # a sync stream's chunks reach litellm's stream-event callback: the text read is estimated
+    # too (an async stream's reach no callback: its estimate has the input only)
+    read = -(-len(text) // 4) if mode == "sync" else 0
+    assert run.billed() == {"c1": estimate_input_tokens({"input": MESSAGES}) + read}
+
+
+async def test_dropped_stream_through_the_sdk_billed_once(run: Run) -> None:
+    """openai/ goes through the OpenAI SDK, whose stream proxy estimates a dropped stream: the
+    litellm callback does not bill it a second time."""
+    run.init()
+    with am.consumer("c1"):
+        stream = litellm.completion(messages=MESSAGES, stream=True, **_route(run.llm, "openai"))
+        next(iter(stream))
+    del stream
+    await _collect(1)
+    await asyncio.sleep(0.3)  # a second bill would come from litellm's worker
+    gc.collect()
+    assert set(run.billed()) == {"c1"}
+    st = run.stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (1, 1, 0, 0)
+
+
+def test_completed_stream_then_collected_billed_once_exactly(run: Run) -> None:
+    run.init()
+    before = served(run.llm)
+    with am.consumer("c1"):
+        stream = litellm.completion(messages=MESSAGES, stream=True, stream_options={"include_usage": True},
+                                    **_route(run.llm, "anthropic"))
+        list(stream)
+    assert run.billed(calls=1) == {"c1": served(run.llm) - before}
+    del stream
+    gc.collect()
+    assert run.billed() == {"c1": served(run.llm) - before}
+    st = run.stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing) == (1, 0, 0)
+
+
+def test_evicted_pending_call_counted(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ``_MAX_PENDING`` calls in flight, the oldest is estimated (counted), and billed once
+    even when litellm reports its end later."""
+    from aerostack_meter.providers import litellm as provider
+
+    monkeypatch.setattr(provider, "_MAX_PENDING", 1)
+    run.init()
+    with am.consumer("c1"):
+        first = litellm.completion(messages=MESSAGES, stream=True, **_route(run.llm, "anthropic"))
+    with am.consumer("c2"):
+        second = litellm.completion(messages=MESSAGES, **_route(run.llm, "anthropic"))
+    list(first)  # litellm now reports the first call's end: it was billed already
+    assert set(run.billed(calls=2)) == {"c1", "c2"}
+    assert run.billed()["c2"] == second.usage.total_tokens
+    time.sleep(0.3)
+    st = run.stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (2, 1, 0, 0)
