@@ -163,3 +163,42 @@ def test_evicted_pending_call_counted(run: Run, monkeypatch: pytest.MonkeyPatch)
     time.sleep(0.3)
     st = run.stats()
     assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (2, 1, 0, 0)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_stream_cut_mid_answer_billed_from_an_estimate(run: Run, mode: str) -> None:
+    """The connection drops after two chunks (anthropic/: litellm's own HTTP code raises
+    ``MidStreamFallbackError``; its failure callback gets the dropped connection): billed once,
+    from an estimate of what was sent and what was read, never nothing and never uncounted."""
+    run.init()
+    kw = {"messages": MESSAGES, "stream": True, "num_retries": 0,
+          "extra_headers": {"x-mock-stream-error-after": "2"}, **_route(run.llm, "anthropic")}
+    text = ""
+    with am.consumer("c1"), pytest.raises(Exception) as raised:
+        if mode == "async":
+            async for chunk in await litellm.acompletion(**kw):
+                text += chunk.choices[0].delta.content or ""
+        else:
+            for chunk in litellm.completion(**kw):
+                text += chunk.choices[0].delta.content or ""
+    assert type(raised.value).__name__ == "MidStreamFallbackError"
+    assert text  # the user got part of the answer: the provider charged for it
+    await run.settle(1)
+    st = run.stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (1, 1, 0, 0)
+    billed = run.billed()
+    inp = estimate_input_tokens({"input": MESSAGES})
+    # (the text read reaches the estimate only where litellm's worker logged its chunks first)
+    assert set(billed) == {"c1"} and inp <= billed["c1"] <= inp + -(-len(text) // 4), (billed, inp, text)
+
+
+def test_an_error_the_provider_answered_bills_nothing(run: Run) -> None:
+    run.init()
+    with am.consumer("c1"), pytest.raises(Exception) as raised:
+        litellm.completion(messages=MESSAGES, num_retries=0, extra_headers={"x-mock-error": "400"},
+                           **_route(run.llm, "anthropic"))
+    assert getattr(raised.value, "status_code", None) == 400
+    time.sleep(0.3)  # litellm's worker reports the failure
+    st = run.stats()
+    assert (st.calls_metered, st.events_estimated, st.usage_missing, st.internal_errors) == (0, 0, 0, 0)
+    assert run.billed() == {}

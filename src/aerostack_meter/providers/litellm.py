@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._call import Reducer
+from .._call import _unanswered as unanswered
 from .._log import log_limited, log_once
 from .._usage import Usage
 from .._wrapping import Target, enter_outer, inner_noted, metered_inside
@@ -166,11 +167,25 @@ def _stream_event(kwargs: Any, chunk: Any) -> None:
 
 
 def _failure(kwargs: Any) -> None:
+    """litellm reports a failed call (its callback gets the underlying exception): nothing to bill
+    for an error the provider answered with or a request never sent. A stream cut mid-answer (a
+    dropped connection, a timeout, litellm's ``MidStreamFallbackError``) is billed from an
+    estimate (what was sent, and the text read so far), as an SDK stream that breaks is; another
+    request that may have reached the provider unanswered is counted missing (``no_response``)."""
     cid = _call_id(kwargs)
-    if cid is not None:
-        with _lock:
-            _pending.pop(cid, None)
-        metered_inside(cid)
+    if cid is None:
+        return
+    with _lock:
+        entry = _pending.pop(cid, None)
+    if metered_inside(cid) or entry is None:
+        return  # the SDK layer metered (or counted) it, or nobody is billed
+    meter, attribution, read = entry[0], entry[1], entry[2]
+    exc = kwargs.get("exception")
+    cut = isinstance(exc, BaseException) and (type(exc).__name__ == "MidStreamFallbackError" or unanswered(exc))
+    if kwargs.get("stream") is True and (read.chars or cut):
+        meter.record_unfinished(read, attribution, "litellm")
+    elif cut:
+        meter.usage_missing("litellm", None, "no_response")
 
 
 def _guard(fn: Any, *args: Any) -> None:
