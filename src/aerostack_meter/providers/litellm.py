@@ -140,14 +140,21 @@ def _pre(kwargs: Any) -> None:
             evicted[0].record_unfinished(evicted[2], evicted[1], "litellm")
 
 
-def _success(kwargs: Any, response: Any) -> None:
+def _ended(kwargs: Any) -> tuple[Any, Any, _Read, weakref.ref[Any]] | None:
+    """litellm reports the call's end: its pending entry, taken (once), or ``None`` when there is
+    nothing to bill (the SDK layer metered it, or nobody is billed: already counted)."""
     cid = _call_id(kwargs)
     if cid is None:
-        return
+        return None
     with _lock:
         entry = _pending.pop(cid, None)
-    if metered_inside(cid) or entry is None:
-        return  # the SDK layer metered it (or nobody is billed: already counted)
+    return None if metered_inside(cid) else entry
+
+
+def _success(kwargs: Any, response: Any) -> None:
+    entry = _ended(kwargs)
+    if entry is None:
+        return
     meter, attribution = entry[0], entry[1]
     model = kwargs.get("model")
     usage = response_usage(response, model if isinstance(model, str) else None)
@@ -172,13 +179,9 @@ def _failure(kwargs: Any) -> None:
     dropped connection, a timeout, litellm's ``MidStreamFallbackError``) is billed from an
     estimate (what was sent, and the text read so far), as an SDK stream that breaks is; another
     request that may have reached the provider unanswered is counted missing (``no_response``)."""
-    cid = _call_id(kwargs)
-    if cid is None:
+    entry = _ended(kwargs)
+    if entry is None:
         return
-    with _lock:
-        entry = _pending.pop(cid, None)
-    if metered_inside(cid) or entry is None:
-        return  # the SDK layer metered (or counted) it, or nobody is billed
     meter, attribution, read = entry[0], entry[1], entry[2]
     exc = kwargs.get("exception")
     cut = isinstance(exc, BaseException) and (type(exc).__name__ == "MidStreamFallbackError" or unanswered(exc))
